@@ -1,0 +1,1 @@
+"""Alerts and signed webhook deliveries (Standard Webhooks)."""

@@ -1,0 +1,73 @@
+"""The ``api`` role: uvicorn serving the app inside the shared event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Generator
+
+import uvicorn
+
+from service.api.app import create_app
+from service.roles import RoleStatus
+from service.runtime import Runtime
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process supervisor owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_api(
+    runtime: Runtime,
+    stop: asyncio.Event,
+    *,
+    host: str,
+    port: int,
+    roles: RoleStatus,
+    started: asyncio.Future[int] | None = None,
+) -> None:
+    """Serve until ``stop`` is set; ``started`` gets the bound port once it listens."""
+    app = create_app(runtime, roles)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+
+    async def _watch_started() -> None:
+        # uvicorn exposes only a ``started`` flag, no event to wait on.
+        while not server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        port = bound_port(server)
+        if started is not None and server.started and port is not None and not started.done():
+            started.set_result(port)
+
+    watcher = asyncio.create_task(_watch_started())
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        stopper.cancel()
+        await serving
+        watcher.cancel()
+    if not server.started:
+        raise RuntimeError(f"the API could not listen on {host}:{port}")
+
+
+def bound_port(server: uvicorn.Server) -> int | None:
+    """The port a started server listens on (useful with port 0)."""
+    for srv in server.servers:
+        for sock in srv.sockets:
+            return int(sock.getsockname()[1])
+    return None

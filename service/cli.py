@@ -1,0 +1,216 @@
+"""The ``ecswatch`` command line.
+
+Every failure a user can cause ends in one line on stderr naming the problem and
+a non-zero exit code (2 for bad settings or arguments); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+from service import __version__
+from service.config import Settings, is_loopback, load_settings
+from service.errors import ConfigError, EcswatchError
+from service.logging import configure_logging, get_logger
+from service.roles import ALL_ROLES, parse_roles
+
+log = get_logger("ecswatch")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# Roles this build can run; the others of ALL_ROLES land with later work.
+AVAILABLE_ROLES = ("consumer", "api")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"ecswatch: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ecswatch",
+        description="Async, event-driven monitoring service for Amazon ECS.",
+    )
+    parser.add_argument("--version", action="version", version=f"ecswatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the service (all roles in one process by default)")
+    run.add_argument(
+        "--roles",
+        default=",".join(ALL_ROLES),
+        help=f"comma-separated roles to run: {', '.join(ALL_ROLES)} (default: all)",
+    )
+    run.add_argument("--host", default=None, help="API bind address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", parser_class=_Parser)
+    db_sub.add_parser("upgrade", help="apply Alembic migrations up to head")
+
+    demo = sub.add_parser(
+        "demo", help="the whole system on this machine, no cloud account (not built yet)"
+    )
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+
+    aws = sub.add_parser("aws", help="AWS resources ecswatch needs (not built yet)")
+    aws_sub = aws.add_subparsers(dest="aws_command", metavar="AWS_COMMAND", parser_class=_Parser)
+    setup = aws_sub.add_parser("setup", help="create the SQS queue, DLQ and EventBridge rule")
+    setup.add_argument("--queue-name", required=True)
+
+    replay = sub.add_parser(
+        "replay", help="feed event JSON files (object, array or JSON lines) through the pipeline"
+    )
+    replay.add_argument("files", nargs="+", metavar="FILE")
+
+    dd = sub.add_parser("datadog", help="Datadog dashboard and monitors (not built yet)")
+    dd_sub = dd.add_subparsers(dest="dd_command", metavar="DD_COMMAND", parser_class=_Parser)
+    dd_sub.add_parser("install", help="create or update the dashboard and monitors")
+    return parser
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
+    print(f"ecswatch: {message}", file=sys.stderr)
+    return code
+
+
+async def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)``; SIGTERM and SIGINT set ``stop`` for a graceful exit."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await main(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _db_upgrade(settings: Settings) -> None:
+    from service.migrate import upgrade
+    from service.runtime import open_runtime
+
+    async with open_runtime(settings, pool_size=1) as runtime:
+        await upgrade(runtime.engine)
+    log.info("database_upgraded")
+
+
+async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int) -> None:
+    from service.migrate import upgrade
+    from service.runtime import open_runtime
+    from service.supervisor import run_roles
+
+    async def main(stop: asyncio.Event) -> None:
+        async with open_runtime(settings) as runtime:
+            await upgrade(runtime.engine)
+            await run_roles(runtime, roles, stop, host=host, port=port)
+
+    await _run_until_signal(main)
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        roles = parse_roles(args.roles)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    explicit = args.roles != ",".join(ALL_ROLES)
+    missing = [r for r in roles if r not in AVAILABLE_ROLES]
+    if missing and explicit:
+        return _fail(
+            f"role {missing[0]!r} is not available in this build yet "
+            f"(available: {', '.join(AVAILABLE_ROLES)})",
+            EXIT_USAGE,
+        )
+    if missing:
+        log.warning("roles_not_available", skipped=missing, running=list(AVAILABLE_ROLES))
+        roles = tuple(r for r in roles if r in AVAILABLE_ROLES)
+    if "consumer" in roles and not settings.queue_url:
+        return _fail("ECSWATCH_QUEUE_URL is required when the consumer role runs", EXIT_USAGE)
+    host = args.host or "127.0.0.1"
+    if "api" in roles and not settings.api_tokens and not is_loopback(host):
+        return _fail(
+            f"refusing to bind the API to {host} without ECSWATCH_API_TOKENS "
+            "(set tokens, or bind to 127.0.0.1)",
+            EXIT_USAGE,
+        )
+    if "api" in roles and not settings.api_tokens:
+        log.warning("api_unauthenticated", detail="no ECSWATCH_API_TOKENS: loopback only")
+    asyncio.run(_run(settings, roles, host, args.port))
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from service.consumer.handler import Handler
+    from service.consumer.replay import replay_files
+    from service.migrate import upgrade
+    from service.runtime import open_runtime
+
+    paths = [Path(f) for f in args.files]
+    for path in paths:
+        if not path.is_file():
+            return _fail(f"replay: {path}: no such file")
+
+    async def replay() -> dict[str, int]:
+        async with open_runtime(settings, pool_size=2) as runtime:
+            await upgrade(runtime.engine)
+            handler = Handler(runtime.sessionmaker, codedeploy_groups=settings.codedeploy_groups)
+            return dict(await replay_files(handler, paths))
+
+    counts = asyncio.run(replay())
+    total = sum(v for k, v in counts.items() if k != "retry")
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+    print(f"replayed {total} events from {len(paths)} file(s): {parts or 'nothing'}")
+    if counts.get("retry"):
+        return _fail(f"{counts['retry']} events could not be stored (database unavailable)")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        return _fail(exc.detail, EXIT_USAGE)
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        if args.command == "run":
+            return _cmd_run(args, settings)
+        if args.command == "db" and args.db_command == "upgrade":
+            asyncio.run(_db_upgrade(settings))
+            return EXIT_OK
+        if args.command == "db":
+            return _fail("db needs a subcommand: upgrade", EXIT_USAGE)
+        if args.command == "replay":
+            return _cmd_replay(args, settings)
+        not_built = {
+            "demo": "ecswatch demo",
+            "aws": "ecswatch aws setup",
+            "datadog": "ecswatch datadog install",
+        }
+        return _fail(f"{not_built[args.command]} is not built yet in this version", EXIT_FAILURE)
+    except ConfigError as exc:
+        return _fail(exc.detail, EXIT_USAGE)
+    except EcswatchError as exc:
+        return _fail(exc.detail)
+    except (OSError, ConnectionError) as exc:
+        return _fail(f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Typed settings, read once from the environment and validated at start.
+
+Every variable of DESIGN.md's table lives here; nothing else in ecswatch reads
+``os.environ``. A bad value stops the process with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.errors import ConfigError
+
+Scope = Literal["read", "admin"]
+_SCOPES: tuple[Scope, ...] = ("read", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """One bearer token and the scope it grants (``admin`` implies ``read``)."""
+
+    scope: Scope
+    token: SecretStr
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRef:
+    """A ``cluster/service`` pair that a CodeDeploy deployment group deploys to."""
+
+    cluster: str
+    service: str
+
+
+def _split_csv(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+class Settings(BaseSettings):
+    """ecswatch's configuration; see docs/configuration.md for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ECSWATCH_", case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    database_url: str | None = None
+    data_dir: Path = Path(".ecswatch")
+    queue_url: str | None = None
+
+    aws_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL")
+    )
+    aws_region: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+
+    dd_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DD_API_KEY"))
+    dd_app_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DD_APP_KEY"))
+    dd_site: str = Field(default="datadoghq.com", validation_alias=AliasChoices("DD_SITE"))
+    datadog_url: str | None = None
+    metric_prefix: str = "ecswatch."
+
+    api_tokens: Annotated[tuple[ApiToken, ...], NoDecode] = ()
+    webhook_allow_private: bool = False
+
+    metrics_interval_s: int = Field(default=60, ge=1, le=86_400)
+    reconcile_interval_s: int = Field(default=600, ge=1, le=604_800)
+
+    clusters: Annotated[tuple[str, ...], NoDecode] = ()
+    codedeploy_groups: Annotated[dict[str, ServiceRef], NoDecode] = Field(default_factory=dict)
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Consumer tuning (not part of the contract's table; documented in configuration.md).
+    receive_concurrency: int = Field(default=2, ge=1, le=64)
+    max_in_flight: int = Field(default=200, ge=10, le=10_000)
+    shutdown_grace_s: float = Field(default=20.0, gt=0, le=120)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql+asyncpg://", "postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql+asyncpg:// URL")
+        return value
+
+    @field_validator("queue_url", "aws_endpoint_url", "datadog_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if not value.endswith("://") else value
+
+    @field_validator("metric_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if value and not all(c.isalnum() or c in "._" for c in value):
+            raise ValueError("may contain only letters, digits, '.' and '_'")
+        if value and not value[0].isalpha():
+            raise ValueError("must start with a letter")
+        return value
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: object) -> tuple[ApiToken, ...]:
+        if isinstance(value, tuple) and all(isinstance(v, ApiToken) for v in value):
+            return value
+        tokens: list[ApiToken] = []
+        for pair in _split_csv(value):
+            scope, sep, token = pair.partition(":")
+            if not sep or not token:
+                raise ValueError(f"expected scope:token pairs, got {scope!r} without a token")
+            if scope not in _SCOPES:
+                raise ValueError(f"unknown scope {scope!r} (expected read or admin)")
+            if len(token) < 16:
+                raise ValueError("each token must be at least 16 characters")
+            tokens.append(ApiToken(scope=scope, token=SecretStr(token)))
+        return tuple(tokens)
+
+    @field_validator("clusters", mode="before")
+    @classmethod
+    def _parse_clusters(cls, value: object) -> tuple[str, ...]:
+        return tuple(_split_csv(value))
+
+    @field_validator("codedeploy_groups", mode="before")
+    @classmethod
+    def _parse_groups(cls, value: object) -> dict[str, ServiceRef]:
+        if isinstance(value, dict):
+            return value
+        groups: dict[str, ServiceRef] = {}
+        for pair in _split_csv(value):
+            group, sep, target = pair.partition("=")
+            app, slash, name = group.partition("/")
+            cluster, slash2, service = target.partition("/")
+            if not (sep and slash and slash2 and app and name and cluster and service):
+                raise ValueError(f"expected application/group=cluster/service, got {pair!r}")
+            groups[f"{app}/{name}"] = ServiceRef(cluster=cluster, service=service)
+        return groups
+
+    @property
+    def datadog_enabled(self) -> bool:
+        return self.dd_api_key is not None and bool(self.dd_api_key.get_secret_value())
+
+    @property
+    def datadog_base_url(self) -> str:
+        return self.datadog_url or f"https://api.{self.dd_site}"
+
+
+_ENV_NAMES = {
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "aws_region": "AWS_REGION",
+    "dd_api_key": "DD_API_KEY",
+    "dd_app_key": "DD_APP_KEY",
+    "dd_site": "DD_SITE",
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    if field.isupper():  # pydantic reports an aliased field by its alias
+        return field
+    return _ENV_NAMES.get(field, f"ECSWATCH_{field.upper()}")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise :class:`ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid {env_name(field)}: {message}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names only this machine."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,1 @@
+"""The consumer role: SQS messages in, committed state out, then delete."""

@@ -1,0 +1,189 @@
+"""One batch of messages: parse → normalise → apply → quarantine → commit.
+
+The handler decides, per message, whether its effects are committed (then the
+caller may delete it) or whether it must stay in the queue (transient failure).
+A batch is written in one transaction with multi-row statements; if that fails
+for a reason other than a transient fault, every message is retried alone so
+that one bad message never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service import telemetry
+from service.config import ServiceRef
+from service.db import is_transient_db_error
+from service.errors import PermanentError
+from service.events.models import NormalisedEvent
+from service.events.normalise import parse_message
+from service.logging import get_logger
+from service.state.apply import Applied, apply_events
+from service.state.quarantine import Poison, quarantine
+
+log = get_logger(__name__)
+
+# Deadlocks and serialisation failures between replicas: retry at once, a few times.
+_IMMEDIATE_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A unit of work: an SQS message, or an event read from a file by replay."""
+
+    message_id: str
+    body: str
+    receipt_handle: str | None = None
+    sent_at: datetime | None = None
+    receive_count: int = 1
+
+
+@dataclass
+class HandleResult:
+    """Which messages are finished (delete them) and which must be redelivered."""
+
+    done: list[Message] = field(default_factory=list)
+    retry: list[Message] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)  # message id -> outcome
+
+    def merge(self, other: HandleResult) -> None:
+        self.done.extend(other.done)
+        self.retry.extend(other.retry)
+        self.outcomes.update(other.outcomes)
+
+
+def _detail_type_label(event: NormalisedEvent | None) -> str:
+    return event.detail_type[:64] if event is not None else "unparseable"
+
+
+class Handler:
+    """Turns messages into committed state; shared by the consumer and replay."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        codedeploy_groups: dict[str, ServiceRef] | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._groups = codedeploy_groups or {}
+
+    async def handle(
+        self, messages: Sequence[Message], *, now: datetime | None = None
+    ) -> HandleResult:
+        """Process ``messages``; never raises for bad input or a database outage."""
+        now = now or datetime.now(UTC)
+        parsed: list[tuple[Message, NormalisedEvent]] = []
+        poison: list[tuple[Message, Poison, str]] = []
+        for message in messages:
+            try:
+                event = parse_message(message.body, received_at=now)
+            except PermanentError as exc:
+                item = Poison(message.body, exc.detail, message.message_id)
+                poison.append((message, item, "unparseable"))
+                telemetry.EVENTS_RECEIVED.labels("unparseable").inc()
+                continue
+            telemetry.EVENTS_RECEIVED.labels(_detail_type_label(event)).inc()
+            parsed.append((message, event))
+        try:
+            return await self._commit(parsed, poison)
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                log.warning("batch_transient_failure", error=type(exc).__name__, size=len(messages))
+                return HandleResult(retry=list(messages))
+            log.warning("batch_failed_falling_back", error=_short(exc), size=len(messages))
+        result = HandleResult()
+        for message, event in parsed:
+            result.merge(await self._one(message, event))
+        for message, item, label in poison:
+            result.merge(await self._one_poison(message, item, label))
+        return result
+
+    async def _commit(
+        self,
+        parsed: list[tuple[Message, NormalisedEvent]],
+        poison: list[tuple[Message, Poison, str]],
+    ) -> HandleResult:
+        for attempt in range(_IMMEDIATE_RETRIES):
+            try:
+                async with self._sessionmaker() as session, session.begin():
+                    batch = await apply_events(
+                        session, [e for _, e in parsed], codedeploy_groups=self._groups
+                    )
+                    await quarantine(session, [p for _, p, _ in poison])
+                break
+            except Exception as exc:
+                if _is_contention(exc) and attempt + 1 < _IMMEDIATE_RETRIES:
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                    continue
+                raise
+        result = HandleResult()
+        for message, event in parsed:
+            outcome = batch.outcomes.get(event.envelope.id, Applied.DUPLICATE)
+            _count(event, outcome)
+            result.done.append(message)
+            result.outcomes[message.message_id] = outcome.value
+        for message, item, label in poison:
+            telemetry.EVENTS_QUARANTINED.labels(label).inc()
+            log.info("message_quarantined", message_id=message.message_id, error=item.error)
+            result.done.append(message)
+            result.outcomes[message.message_id] = "quarantined"
+        return result
+
+    async def _one(self, message: Message, event: NormalisedEvent) -> HandleResult:
+        try:
+            return await self._commit([(message, event)], [])
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                return HandleResult(retry=[message])
+            if not isinstance(exc, DBAPIError):
+                # Not the database refusing this event: a bug of ours. Keep the message
+                # in SQS (and then the DLQ) to replay after a fix, not in quarantine.
+                log.error(
+                    "event_failed_unexpectedly", message_id=message.message_id, error=_short(exc)
+                )
+                return HandleResult(retry=[message])
+            error = f"{event.detail_type}: cannot be stored ({_short(exc)})"
+            poison = Poison(message.body, error, message.message_id)
+            return await self._one_poison(message, poison, _detail_type_label(event))
+
+    async def _one_poison(
+        self, message: Message, item: Poison, label: str = "unparseable"
+    ) -> HandleResult:
+        try:
+            return await self._commit([], [(message, item, label)])
+        except Exception as exc:
+            # Even the quarantine write failed: keep the message for SQS (and the DLQ).
+            log.error("quarantine_failed", message_id=message.message_id, error=_short(exc))
+            return HandleResult(retry=[message])
+
+
+def _count(event: NormalisedEvent, outcome: Applied) -> None:
+    label = _detail_type_label(event)
+    if outcome is Applied.APPLIED:
+        telemetry.EVENTS_APPLIED.labels(label).inc()
+    elif outcome is Applied.STALE:
+        telemetry.EVENTS_STALE.labels(label).inc()
+    elif outcome is Applied.DUPLICATE:
+        telemetry.EVENTS_DUPLICATE.labels(label).inc()
+    else:
+        telemetry.EVENTS_UNKNOWN_TYPE.labels(label).inc()
+
+
+def _is_contention(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(
+        getattr(orig, "__cause__", None), "sqlstate", None
+    )
+    return state in ("40001", "40P01")
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"

@@ -1,0 +1,108 @@
+"""Database plumbing: the declarative base, the engine factory and unit_of_work().
+
+The engine is created by :mod:`service.runtime`; repositories only ``flush()``,
+the owner of the unit of work commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, MetaData
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every ecswatch table; times are always ``timestamptz``."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+        list[Any]: JSONB,
+    }
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` URLs and name the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An asyncpg engine with pre-ping, so connections dropped by a restart are replaced."""
+    return create_async_engine(
+        to_asyncpg_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@asynccontextmanager
+async def unit_of_work(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One transaction: commits when the block ends normally, rolls back otherwise."""
+    async with sessionmaker() as session, session.begin():
+        yield session
+
+
+# SQLSTATE classes and codes that mean "try again later", not "this input is bad".
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01", "55P03", "58")
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """True when a database failure may pass by itself (connection lost, server down)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        orig = getattr(exc, "orig", None)
+        state = getattr(orig, "sqlstate", None) or getattr(
+            getattr(orig, "__cause__", None), "sqlstate", None
+        )
+        if isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+            return True
+        cause = getattr(orig, "__cause__", None)
+        return isinstance(cause, OSError | ConnectionError | TimeoutError)
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    if isinstance(exc, asyncpg.exceptions.PostgresConnectionError | asyncpg.InterfaceError):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)

@@ -1,0 +1,1 @@
+"""Local stand-ins for external services (AWS, Datadog, webhook receivers) for demo and tests."""

@@ -1,0 +1,141 @@
+"""moto in server mode on loopback, and SQS helpers shared by the demo, the CLI and tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.request
+from typing import Any
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from types_aiobotocore_sqs import SQSClient
+from types_aiobotocore_sqs.literals import QueueAttributeNameType
+from werkzeug.serving import BaseWSGIServer, make_server
+
+# Body that stops moto from advancing ECS tasks towards STOPPED on every describe_tasks
+# call (see RIG-NOTES); `/moto-api/reset` leaves this setting in place.
+_PIN_ECS_TASKS = {
+    "model_name": "ecs::task",
+    "transition": {"progression": "manual", "times": 1_000_000_000},
+}
+
+
+class _Handler(MotoRequestHandler):
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # moto's responses carry `server: amazon.com`; the stdlib adds a second Server
+        # header, which strict HTTP parsers reject (aiohttp's client in asyncio debug
+        # mode fails every AWS call). Same as the stdlib method minus that header.
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+
+class MotoServer:
+    """moto in server mode (as ``ThreadedMotoServer``) on 127.0.0.1 with an OS-assigned port.
+
+    moto keeps its backends in process-global state: every client pointed at
+    :attr:`endpoint_url` sees the same accounts, and :meth:`reset` wipes them all.
+    """
+
+    def __init__(self) -> None:
+        self._httpd: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind a free port and serve in a daemon thread; the port is bound on return."""
+        if self._httpd is not None:
+            raise RuntimeError("MotoServer already started")
+        # werkzeug installs its own stderr handler and logs every request at INFO when
+        # nobody configured its logger; that would drown the demo's output.
+        werkzeug_log = logging.getLogger("werkzeug")
+        if werkzeug_log.level == logging.NOTSET:
+            werkzeug_log.setLevel(logging.WARNING)
+        # What ThreadedMotoServer does, with our handler (see _Handler) and port 0.
+        app = DomainDispatcherApplication(create_backend_app)
+        self._httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Handler)
+        # A short poll interval keeps stop() (and so test teardown) quick.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="moto-server", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (werkzeug closes it when serve_forever ends)."""
+        if self._httpd is not None and self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd = self._thread = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """Base URL to use as ``AWS_ENDPOINT_URL`` / ``endpoint_url``."""
+        if self._httpd is None:
+            raise RuntimeError("MotoServer is not running")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def reset(self) -> None:
+        """Delete every resource in every moto backend."""
+        self._post("/moto-api/reset")
+
+    def pin_ecs_tasks(self) -> None:
+        """Keep ECS tasks in their current state instead of moving one step per describe."""
+        self._post("/moto-api/state-manager/set-transition", _PIN_ECS_TASKS)
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> None:
+        request = urllib.request.Request(
+            self.endpoint_url + path,
+            data=json.dumps(body or {}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def __enter__(self) -> MotoServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+async def create_queue_with_dlq(
+    sqs_client: SQSClient, name: str, max_receive_count: int = 3
+) -> tuple[str, str, str]:
+    """Create (or converge) queue ``name`` and its DLQ ``name-dlq``; idempotent.
+
+    Returns ``(queue_url, dlq_url, dlq_arn)``. ``name`` must leave room for the
+    ``-dlq`` suffix within SQS's 80-character limit.
+    """
+    # Keep failed messages as long as SQS allows, so there is time to inspect them.
+    dlq_url = await _create_or_update(
+        sqs_client, f"{name}-dlq", {"MessageRetentionPeriod": "1209600"}
+    )
+    attributes = await sqs_client.get_queue_attributes(
+        QueueUrl=dlq_url, AttributeNames=["QueueArn"]
+    )
+    dlq_arn = attributes["Attributes"]["QueueArn"]
+    # maxReceiveCount as a number: the form SQS echoes back, so a re-run compares equal.
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
+    queue_url = await _create_or_update(sqs_client, name, {"RedrivePolicy": redrive})
+    return queue_url, dlq_url, dlq_arn
+
+
+async def _create_or_update(
+    sqs_client: SQSClient, name: str, attributes: dict[QueueAttributeNameType, str]
+) -> str:
+    # create_queue is idempotent only with identical attributes; an existing queue
+    # created with other values is brought in line instead of failing the setup.
+    try:
+        response = await sqs_client.create_queue(QueueName=name, Attributes=attributes)
+        return response["QueueUrl"]
+    except sqs_client.exceptions.QueueNameExists:
+        queue_url = (await sqs_client.get_queue_url(QueueName=name))["QueueUrl"]
+        await sqs_client.set_queue_attributes(QueueUrl=queue_url, Attributes=attributes)
+        return queue_url

@@ -1,0 +1,1 @@
+"""Deployment model: rolling, ECS native blue/green and CodeDeploy blue/green."""

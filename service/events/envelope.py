@@ -1,0 +1,130 @@
+"""Unwrap an SQS message body into an EventBridge event, or say why it is not one.
+
+Bodies arrive either as the raw EventBridge event (the default SQS target input,
+or SNS with ``RawMessageDelivery``) or wrapped in an SNS notification whose
+``Message`` is the event as a JSON string. After unwrapping, DESIGN.md's rule
+decides what counts as an event: a JSON object with string ``id``, ``detail-type``
+and ``source`` and an object ``detail``. Key order and unknown keys never matter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from service.errors import PermanentError
+
+#: Top-level keys that must be non-empty strings, in the order reasons name them.
+_REQUIRED_STRINGS = ("id", "detail-type", "source")
+# PostgreSQL text and jsonb reject NUL, and UTF-8 has no lone surrogates: an event
+# carrying either could never be stored, so it would fail on every redelivery.
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def unwrap_body(body: str) -> dict[str, Any]:
+    """Parse an SQS body, unwrap an SNS envelope if there is one, and validate the event.
+
+    Raises :class:`PermanentError` when the body is not JSON, the SNS ``Message`` is
+    not JSON, or the result is not an event.
+    """
+    value = _load_json(body, what="body")
+    where = "body"
+    if (
+        isinstance(value, dict)
+        and value.get("Type") == "Notification"
+        and isinstance(value.get("Message"), str)
+    ):
+        value = _load_json(value["Message"], what="SNS message")
+        where = "SNS message"
+    return validate_event(value, where=where)
+
+
+def validate_event(value: object, *, where: str = "event") -> dict[str, Any]:
+    """Return ``value`` as an event dict, or raise :class:`PermanentError` naming the flaw.
+
+    Every missing key is named at once, so one quarantine entry tells the whole story.
+    """
+    if not isinstance(value, dict):
+        raise PermanentError(f"not an event: {where} is {json_type_name(value)}, not an object")
+    missing = [key for key in (*_REQUIRED_STRINGS, "detail") if key not in value]
+    if missing:
+        names = ", ".join(f"'{key}'" for key in missing)
+        raise PermanentError(f"not an event: missing {names}")
+    for key in _REQUIRED_STRINGS:
+        field = value[key]
+        if not isinstance(field, str):
+            raise PermanentError(f"not an event: '{key}' is {json_type_name(field)}, not a string")
+        if not field.strip():
+            raise PermanentError(f"not an event: '{key}' is empty")
+    if not isinstance(value["detail"], dict):
+        raise PermanentError(
+            f"not an event: 'detail' is {json_type_name(value['detail'])}, not an object"
+        )
+    _check_storable(value)
+    return value
+
+
+def _check_storable(event: dict[str, Any]) -> None:
+    """Refuse values that PostgreSQL jsonb cannot hold (NUL, lone surrogates, NaN)."""
+    # Iterative: json.loads accepts nesting deeper than a recursive walk could take.
+    pending: list[tuple[str, object]] = [("$", event)]
+    while pending:
+        path, node = pending.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and _UNSTORABLE_CHARACTER.search(key):
+                    raise PermanentError(
+                        f"not storable: a key in {_short(path)} has a NUL or lone surrogate"
+                    )
+                pending.append((f"{path}.{key}", child))
+        elif isinstance(node, list):
+            pending.extend((f"{path}[{index}]", child) for index, child in enumerate(node))
+        elif isinstance(node, str):
+            if _UNSTORABLE_CHARACTER.search(node):
+                raise PermanentError(f"not storable: {_short(path)} has a NUL or lone surrogate")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise PermanentError(f"not storable: {_short(path)} is {node!r}, not a JSON number")
+
+
+def _short(path: str) -> str:
+    # Keys come from the message: keep the reason on one short line.
+    printable = "".join(c if c.isprintable() else "?" for c in path)
+    return printable if len(printable) <= 120 else printable[:117] + "..."
+
+
+def json_type_name(value: object) -> str:
+    """Name a decoded JSON value's type the way JSON does ("an array", "a number", ...)."""
+    # bool first: it is a subclass of int.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _load_json(text: str, *, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PermanentError(
+            f"{what} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    except RecursionError as exc:
+        # json's C decoder recurses per nesting level; a hostile body must not
+        # escape as a non-permanent error and be redelivered forever.
+        raise PermanentError(f"{what} is not JSON: nested too deeply") from exc
+    except ValueError as exc:
+        # Integer literals longer than sys.get_int_max_str_digits() end up here.
+        raise PermanentError(f"{what} is not JSON: {exc}") from exc
+    except TypeError as exc:
+        raise PermanentError(f"{what} is not text: {type(text).__name__}") from exc

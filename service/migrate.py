@@ -1,0 +1,44 @@
+"""Run Alembic migrations from inside the event loop, on an open async engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from alembic import command
+
+# The migrations live beside the package in the source tree and in the image.
+ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    return cfg
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Alembic ``upgrade`` to ``revision`` (head by default)."""
+
+    def _run(connection: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_run)
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    """Alembic ``downgrade`` to ``revision`` (base by default)."""
+
+    def _run(connection: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_run)

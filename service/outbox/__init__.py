@@ -1,0 +1,1 @@
+"""Transactional outbox: side effects written with the state change, sent after commit."""

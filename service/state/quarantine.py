@@ -1,0 +1,59 @@
+"""Quarantine: messages that can never be processed, kept with the reason."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.state.models import QuarantinedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """One unprocessable message body and why."""
+
+    body: str
+    error: str
+    message_id: str | None = None
+
+
+def storable_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; keep the rest byte for byte.
+    return value.replace("\x00", "\\u0000")
+
+
+async def quarantine(session: AsyncSession, items: Sequence[Poison]) -> None:
+    """Insert or bump (``count``, ``last_seen``) one row per distinct body."""
+    rows: dict[str, dict[str, object]] = {}
+    for item in items:
+        digest = hashlib.sha256(item.body.encode("utf-8", "surrogatepass")).hexdigest()
+        if digest in rows:
+            rows[digest]["count"] = int(str(rows[digest]["count"])) + 1
+            continue
+        rows[digest] = {
+            "body_sha256": digest,
+            "body": storable_text(item.body),
+            "error": storable_text(item.error)[:2000],
+            "source_message_id": item.message_id,
+            "count": 1,
+        }
+    if not rows:
+        return
+    table = QuarantinedMessage.__table__
+    stmt = pg_insert(QuarantinedMessage).values(
+        sorted(rows.values(), key=lambda r: str(r["body_sha256"]))
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["body_sha256"],
+        set_={
+            "count": table.c.count + stmt.excluded.count,
+            "last_seen": func.now(),
+            "error": stmt.excluded.error,
+        },
+    )
+    await session.execute(stmt)

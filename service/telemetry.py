@@ -1,0 +1,78 @@
+"""ecswatch's own Prometheus metrics, served at ``GET /metrics``.
+
+One registry per process (not the global default) so that tests and several
+apps in one process never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_RECEIVED = Counter(
+    "ecswatch_events_received",
+    "Messages received, by detail-type (unknown when unparseable)",
+    ["detail_type"],
+    registry=REGISTRY,
+)
+EVENTS_APPLIED = Counter(
+    "ecswatch_events_applied",
+    "Events that changed state, by detail-type",
+    ["detail_type"],
+    registry=REGISTRY,
+)
+EVENTS_STALE = Counter(
+    "ecswatch_events_stale",
+    "Versioned events older than the stored version, by detail-type",
+    ["detail_type"],
+    registry=REGISTRY,
+)
+EVENTS_DUPLICATE = Counter(
+    "ecswatch_events_duplicate",
+    "Events seen before (same id, natural key or version), by detail-type",
+    ["detail_type"],
+    registry=REGISTRY,
+)
+EVENTS_QUARANTINED = Counter(
+    "ecswatch_events_quarantined",
+    "Messages quarantined as never processable, by detail-type",
+    ["detail_type"],
+    registry=REGISTRY,
+)
+EVENTS_UNKNOWN_TYPE = Counter(
+    "ecswatch_events_unknown_type",
+    "Events of a detail-type ecswatch does not model (stored raw)",
+    ["detail_type"],
+    registry=REGISTRY,
+)
+RECEIVE_LAG = Histogram(
+    "ecswatch_queue_lag_seconds",
+    "Now minus SQS SentTimestamp at receive",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
+AWS_CALLS = Counter(
+    "ecswatch_aws_calls",
+    "AWS API calls, by operation",
+    ["operation"],
+    registry=REGISTRY,
+)
+AWS_THROTTLES = Counter(
+    "ecswatch_aws_throttles",
+    "AWS API calls throttled, by operation",
+    ["operation"],
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge("ecswatch_outbox_depth", "Pending outbox rows", ["kind"], registry=REGISTRY)
+OUTBOX_OLDEST_AGE = Gauge(
+    "ecswatch_outbox_oldest_age_seconds",
+    "Age of the oldest pending outbox row",
+    registry=REGISTRY,
+)
+DISPATCH_RESULTS = Counter(
+    "ecswatch_dispatch_results",
+    "Outbox dispatch attempts, by kind and result (delivered, retry, dead)",
+    ["kind", "result"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,1 @@
+"""ecswatch's test suite; it mirrors the ``service`` package."""

@@ -1,0 +1,79 @@
+"""Bad messages are quarantined with their reason and deleted; neighbours still apply."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from types_aiobotocore_sqs import SQSClient
+
+from service.consumer.handler import Handler, Message
+from service.demo.events import task_lifecycle
+from service.runtime import Runtime
+from tests.consumer.conftest import consume_until_empty, queue_depth, send_events
+from tests.rig.fixtures import SqsQueue
+
+
+async def test_poison_is_quarantined_and_neighbours_apply(
+    aws_runtime: Runtime, sqs_client: SQSClient, sqs_queue: SqsQueue, engine: AsyncEngine
+) -> None:
+    good = task_lifecycle(random.Random(1), stop=False)
+    broken_detail = dict(good[0], id="broken-1", detail={"lastStatus": "RUNNING"})
+    bodies: list[object] = [
+        "this is not json",
+        json.dumps([1, 2, 3]),
+        json.dumps({"hello": "world"}),
+        broken_detail,
+        *good,
+    ]
+    await send_events(sqs_client, sqs_queue.queue_url, bodies)
+    consumer = await consume_until_empty(aws_runtime, sqs_client, sqs_queue.queue_url)
+    assert consumer.processed == len(bodies)
+    assert await queue_depth(sqs_client, sqs_queue.dlq_url) == 0
+    async with engine.connect() as conn:
+        errors = sorted(
+            r[0] for r in (await conn.execute(text("SELECT error FROM quarantine"))).all()
+        )
+        task = (await conn.execute(text("SELECT last_status, version FROM tasks"))).one()
+    assert errors == sorted(
+        [
+            "body is not JSON: Expecting value at line 1 column 1",
+            "not an event: body is an array, not an object",
+            "not an event: missing 'id', 'detail-type', 'source', 'detail'",
+            "ECS Task State Change: detail.taskArn missing",
+        ]
+    )
+    assert task.last_status == "RUNNING"
+    assert task.version == good[-1]["detail"]["version"]
+
+
+async def test_a_message_the_database_rejects_is_quarantined_alone(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    events = task_lifecycle(random.Random(2), stop=False)
+    # A version beyond bigint parses fine but PostgreSQL refuses it at insert time.
+    events[1]["detail"]["version"] = 10**20
+    messages = [Message(message_id=f"m{i}", body=json.dumps(e)) for i, e in enumerate(events)]
+    result = await Handler(runtime.sessionmaker).handle(messages)
+    assert not result.retry
+    assert len(result.done) == len(messages)
+    assert result.outcomes["m1"] == "quarantined"
+    assert {result.outcomes[f"m{i}"] for i in (0, 2, 3)} == {"applied"}
+    async with engine.connect() as conn:
+        error = (await conn.execute(text("SELECT error, count FROM quarantine"))).one()
+        raw = (await conn.execute(text("SELECT count(*) FROM raw_events"))).scalar()
+    assert error.error.startswith("ECS Task State Change: cannot be stored (")
+    assert error.count == 1
+    assert raw == 3
+
+
+async def test_quarantine_counts_repeats(runtime: Runtime, engine: AsyncEngine) -> None:
+    handler = Handler(runtime.sessionmaker)
+    for _ in range(3):
+        await handler.handle([Message(message_id="x", body="{oops")])
+    async with engine.connect() as conn:
+        query = text("SELECT count, first_seen <= last_seen FROM quarantine")
+        row = (await conn.execute(query)).one()
+    assert tuple(row) == (3, True)

@@ -1,0 +1,1 @@
+"""Test rig: real local HTTP stand-ins for AWS, Datadog and webhook receivers."""

@@ -1,0 +1,78 @@
+"""Settings: defaults as documented, and one clear line for each bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import ServiceRef, load_settings
+from service.errors import ConfigError
+
+
+def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.database_url is None
+    assert s.data_dir == Path(".ecswatch")
+    assert s.queue_url is None
+    assert s.metric_prefix == "ecswatch."
+    assert s.api_tokens == ()
+    assert s.webhook_allow_private is False
+    assert (s.metrics_interval_s, s.reconcile_interval_s) == (60, 600)
+    assert s.clusters == ()
+    assert s.codedeploy_groups == {}
+    assert s.log_format is None
+    assert s.datadog_enabled is False
+    assert s.datadog_base_url == "https://api.datadoghq.com"
+
+
+def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
+    env = clean_env
+    env.setenv("ECSWATCH_DATABASE_URL", "postgresql://u@h:5432/db")
+    env.setenv("ECSWATCH_API_TOKENS", "read:rrrrrrrrrrrrrrrrrr, admin:aaaaaaaaaaaaaaaaaa")
+    env.setenv("ECSWATCH_CLUSTERS", "prod, staging,")
+    env.setenv("ECSWATCH_CODEDEPLOY_GROUPS", "app/blue=prod/web,app2/g=c/s")
+    env.setenv("ECSWATCH_WEBHOOK_ALLOW_PRIVATE", "true")
+    env.setenv("DD_API_KEY", "k")
+    env.setenv("DD_SITE", "datadoghq.eu")
+    env.setenv("AWS_REGION", "eu-west-1")
+    s = load_settings()
+    assert [t.scope for t in s.api_tokens] == ["read", "admin"]
+    assert s.api_tokens[1].token.get_secret_value() == "aaaaaaaaaaaaaaaaaa"
+    assert s.clusters == ("prod", "staging")
+    assert s.codedeploy_groups["app/blue"] == ServiceRef(cluster="prod", service="web")
+    assert s.webhook_allow_private is True
+    assert s.datadog_enabled is True
+    assert s.datadog_base_url == "https://api.datadoghq.eu"
+    assert s.aws_region == "eu-west-1"
+    env.setenv("ECSWATCH_DATADOG_URL", "http://127.0.0.1:9/")
+    assert load_settings().datadog_base_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ECSWATCH_DATABASE_URL", "mysql://x", "invalid ECSWATCH_DATABASE_URL: must be a"),
+        ("ECSWATCH_QUEUE_URL", "sqs-queue", "invalid ECSWATCH_QUEUE_URL: must be an http"),
+        ("ECSWATCH_DATADOG_URL", "ftp://x", "invalid ECSWATCH_DATADOG_URL"),
+        ("AWS_ENDPOINT_URL", "localhost:5000", "invalid AWS_ENDPOINT_URL"),
+        ("ECSWATCH_METRIC_PREFIX", "bad prefix!", "invalid ECSWATCH_METRIC_PREFIX"),
+        ("ECSWATCH_API_TOKENS", "read", "invalid ECSWATCH_API_TOKENS: expected scope:token"),
+        ("ECSWATCH_API_TOKENS", "root:xxxxxxxxxxxxxxxxxxxx", "unknown scope 'root'"),
+        ("ECSWATCH_API_TOKENS", "read:short", "at least 16 characters"),
+        ("ECSWATCH_WEBHOOK_ALLOW_PRIVATE", "maybe", "invalid ECSWATCH_WEBHOOK_ALLOW_PRIVATE"),
+        ("ECSWATCH_METRICS_INTERVAL_S", "0", "invalid ECSWATCH_METRICS_INTERVAL_S"),
+        ("ECSWATCH_RECONCILE_INTERVAL_S", "soon", "invalid ECSWATCH_RECONCILE_INTERVAL_S"),
+        ("ECSWATCH_CODEDEPLOY_GROUPS", "app=web", "invalid ECSWATCH_CODEDEPLOY_GROUPS"),
+        ("ECSWATCH_LOG_FORMAT", "xml", "invalid ECSWATCH_LOG_FORMAT"),
+    ],
+)
+def test_invalid_value_names_the_variable(
+    clean_env: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    clean_env.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = info.value.detail
+    assert message in text
+    assert "\n" not in text

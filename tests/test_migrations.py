@@ -1,0 +1,82 @@
+"""Migrations run up, down and up again on a real server, and match the models."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import create_engine
+from service.migrate import downgrade, upgrade
+from service.schema import metadata
+from tests.conftest import _admin_dsn
+
+
+@pytest.fixture
+async def empty_engine(server_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a brand-new, empty database of its own."""
+    name = f"ecswatch_mig_{uuid.uuid4().hex[:10]}"
+    _, admin = _admin_dsn(server_url)
+    conn = await asyncpg.connect(**admin)  # type: ignore[arg-type]
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url, pool_size=1)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        conn = await asyncpg.connect(**admin)  # type: ignore[arg-type]
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+
+def _tables(sync_conn: Connection) -> set[str]:
+    return set(inspect(sync_conn).get_table_names())
+
+
+async def test_upgrade_downgrade_upgrade(empty_engine: AsyncEngine) -> None:
+    expected = set(metadata.tables)
+    await upgrade(empty_engine)
+    async with empty_engine.connect() as conn:
+        assert await conn.run_sync(_tables) == expected | {"alembic_version"}
+    await downgrade(empty_engine)
+    async with empty_engine.connect() as conn:
+        assert await conn.run_sync(_tables) == {"alembic_version"}
+        versions = (await conn.execute(text("SELECT count(*) FROM alembic_version"))).scalar()
+        assert versions == 0
+    await upgrade(empty_engine)
+    async with empty_engine.connect() as conn:
+        assert await conn.run_sync(_tables) == expected | {"alembic_version"}
+
+
+async def test_models_and_migrations_agree(empty_engine: AsyncEngine) -> None:
+    await upgrade(empty_engine)
+
+    def diff(sync_conn: Connection) -> list[object]:
+        ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, metadata))
+
+    async with empty_engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_time_columns_are_timestamptz(empty_engine: AsyncEngine) -> None:
+    await upgrade(empty_engine)
+    async with empty_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND data_type = 'timestamp without time zone'"
+                )
+            )
+        ).all()
+    assert rows == []
