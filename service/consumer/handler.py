@@ -124,8 +124,12 @@ class Handler:
                     continue
                 raise
         result = HandleResult()
+        seen: set[str] = set()
         for message, event in parsed:
             outcome = batch.outcomes.get(event.envelope.id, Applied.DUPLICATE)
+            if event.envelope.id in seen:  # the same event twice in this batch
+                outcome = Applied.DUPLICATE
+            seen.add(event.envelope.id)
             _count(event, outcome)
             result.done.append(message)
             result.outcomes[message.message_id] = outcome.value

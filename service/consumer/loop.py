@@ -91,6 +91,7 @@ class Consumer:
         self._visibility = 30
         self._working: dict[str, Message] = {}
         self.processed = 0
+        self.peak_in_flight = 0  # observed high-water mark, for tests and /metrics
 
     async def run(self, stop: asyncio.Event) -> None:
         sqs = await self._runtime.sqs()
@@ -131,6 +132,7 @@ class Consumer:
             async with self._capacity:
                 await self._capacity.wait_for(lambda: self._in_flight + 10 <= self._max_in_flight)
                 self._in_flight += 10  # reserve room for a full receive
+                self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             received: list[Message] = []
             try:
                 response = await sqs.receive_message(
@@ -184,9 +186,12 @@ class Consumer:
         self.processed += len(result.done)
         if result.retry:
             # The database is unreachable: leave these for SQS to redeliver, and stop
-            # receiving until it answers again.
-            self._db_ok.clear()
-            await self._wait_for_database()
+            # receiving until it answers again (one worker probes, the others wait).
+            if self._db_ok.is_set():
+                self._db_ok.clear()
+                await self._wait_for_database()
+            else:
+                await self._db_ok.wait()
 
     async def _wait_for_database(self) -> None:
         delay = 0.5
