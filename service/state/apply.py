@@ -20,17 +20,33 @@ The caller owns the transaction (commit or rollback); this module only flushes.
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, text, tuple_
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    MetaData,
+    Table,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.config import ServiceRef
+from service.db import Base
 from service.events.models import (
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
@@ -52,9 +68,6 @@ from service.state.models import (
     Service,
     Task,
 )
-
-# Keep statements well under asyncpg's 32,767 bind parameters.
-_CHUNK = 400
 
 # Stop codes that count against the deployment that started the task.
 FAILED_STOP_CODES = ("TaskFailedToStart", "EssentialContainerExited")
@@ -79,9 +92,56 @@ class BatchResult:
         return sum(1 for o in self.outcomes.values() if o is outcome)
 
 
-def _chunks(rows: Sequence[r.Row]) -> Iterable[Sequence[r.Row]]:
-    for start in range(0, len(rows), _CHUNK):
-        yield rows[start : start + _CHUNK]
+# Bulk rows travel by COPY into a per-connection temporary table, then one
+# INSERT … SELECT … ON CONFLICT applies them: several times faster than
+# multi-row VALUES for the large batches (raw events, tasks, tags).
+_STAGED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_STAGE_TABLES: dict[str, Table] = {}
+
+
+def _stage_table(model: type[Base]) -> Table:
+    source = model.__table__
+    assert isinstance(source, Table)
+    name = f"ecswatch_stage_{source.name}"
+    if name not in _STAGE_TABLES:
+        _STAGE_TABLES[name] = Table(
+            name, MetaData(), *(Column(c.name, c.type) for c in source.columns)
+        )
+    return _STAGE_TABLES[name]
+
+
+def _copy_value(value: Any) -> Any:
+    # asyncpg's COPY takes jsonb as text.
+    return json.dumps(value) if isinstance(value, dict | list) else value
+
+
+async def _stage(session: AsyncSession, model: type[Base], rows: Sequence[r.Row]) -> Table:
+    """COPY ``rows`` into the model's staging table (emptied first); return that table."""
+    stage = _stage_table(model)
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    staged = _STAGED.setdefault(raw, set())
+    if stage.name not in staged:
+        await raw.execute(
+            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage.name}" '
+            f'(LIKE "{model.__tablename__}" INCLUDING DEFAULTS)'
+        )
+        staged.add(stage.name)
+    # The COPY may run before SQLAlchemy has opened its transaction on this
+    # connection, so rows are kept across commits and cleared here; TRUNCATE
+    # rather than DELETE because autovacuum never visits temporary tables.
+    await raw.execute(f'TRUNCATE "{stage.name}"')
+    columns = list(rows[0])
+    records = [tuple(_copy_value(row[c]) for c in columns) for row in rows]
+    await raw.copy_records_to_table(stage.name, records=records, columns=columns)
+    return stage
+
+
+def _from_stage(model: type[Base], stage: Table, columns: Sequence[str], key: str) -> Any:
+    return pg_insert(model).from_select(
+        list(columns), select(*(stage.c[c] for c in columns)).order_by(stage.c[key])
+    )
 
 
 async def apply_events(
@@ -99,8 +159,9 @@ async def apply_events(
         else:
             unique[event.envelope.id] = event
     fresh = await _insert_raw(session, list(unique.values()))
+    fresh_ids = {e.envelope.id for e in fresh}
     for event_id in unique:
-        if event_id not in {e.envelope.id for e in fresh}:
+        if event_id not in fresh_ids:
             result.outcomes[event_id] = Applied.DUPLICATE
     if not fresh:
         return result
@@ -125,13 +186,16 @@ async def _insert_raw(
     session: AsyncSession, events: list[NormalisedEvent]
 ) -> list[NormalisedEvent]:
     """Insert raw events; return those that were new (not seen by id or natural key)."""
+    if not events:
+        return []
     inserted: set[str] = set()
     by_id = {e.envelope.id: e for e in events}
     rows = [r.raw_event_row(e) for e in events]
-    for chunk in _chunks(rows):
-        stmt = pg_insert(RawEvent).values(list(chunk)).on_conflict_do_nothing()
-        ids = await session.scalars(stmt.returning(RawEvent.id))
-        inserted.update(ids)
+    stage = await _stage(session, RawEvent, rows)
+    # Ordered keys: replicas inserting the same ids lock them in the same order.
+    stmt = _from_stage(RawEvent, stage, list(rows[0]), "id")
+    stmt = stmt.on_conflict_do_nothing().returning(RawEvent.id)
+    inserted.update((await session.execute(stmt)).scalars())
     return [by_id[i] for i in by_id if i in inserted]
 
 
@@ -142,8 +206,9 @@ async def _upsert_clusters(session: AsyncSession, events: list[NormalisedEvent])
             row = r.cluster_row(event.cluster_arn, event.cluster_name)
             if row is not None:
                 rows[event.cluster_arn] = row
-    for chunk in _chunks(sorted(rows.values(), key=lambda x: x["arn"])):
-        await session.execute(pg_insert(Cluster).values(list(chunk)).on_conflict_do_nothing())
+    if rows:
+        ordered = sorted(rows.values(), key=lambda x: x["arn"])
+        await session.execute(pg_insert(Cluster).on_conflict_do_nothing(), ordered)
 
 
 @dataclass(frozen=True)
@@ -197,12 +262,14 @@ async def _apply_versioned(
             best[row["arn"]] = row
     table = spec.model.__table__
     applied: set[str] = set()
-    for chunk in _chunks(sorted(best.values(), key=lambda x: x["arn"])):
-        stmt = pg_insert(spec.model).values(list(chunk))
+    ordered = list(best.values())
+    if ordered:
+        stage = await _stage(session, spec.model, ordered)
+        stmt = _from_stage(spec.model, stage, list(ordered[0]), "arn")
         ex = stmt.excluded
         stored = table.c
         updates: dict[str, Any] = {}
-        for name in chunk[0]:
+        for name in ordered[0]:
             if name == "arn" or name in spec.untouched:
                 continue
             updates[name] = (
@@ -226,7 +293,7 @@ async def _apply_versioned(
             ),
         )
         stmt = stmt.on_conflict_do_update(index_elements=["arn"], set_=updates, where=newer)
-        applied.update(await session.scalars(stmt.returning(table.c.arn)))
+        applied.update((await session.execute(stmt.returning(table.c.arn))).scalars())
     unapplied = [arn for arn in best if arn not in applied]
     stored_versions: dict[str, int | None] = {}
     if unapplied:
@@ -259,8 +326,8 @@ async def _apply_health(session: AsyncSession, events: list[NormalisedEvent]) ->
             if current is None or row["health_updated_at"] > current["health_updated_at"]:
                 latest[row["arn"]] = row
     table = ContainerInstance.__table__
-    for chunk in _chunks(sorted(latest.values(), key=lambda x: x["arn"])):
-        stmt = pg_insert(ContainerInstance).values(list(chunk))
+    if latest:
+        stmt = pg_insert(ContainerInstance)
         ex = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=["arn"],
@@ -277,7 +344,7 @@ async def _apply_health(session: AsyncSession, events: list[NormalisedEvent]) ->
                 table.c.health_updated_at < ex.health_updated_at,
             ),
         )
-        await session.execute(stmt)
+        await session.execute(stmt, sorted(latest.values(), key=lambda x: x["arn"]))
 
 
 async def _upsert_services(session: AsyncSession, events: list[NormalisedEvent]) -> None:
@@ -308,8 +375,8 @@ async def _upsert_services(session: AsyncSession, events: list[NormalisedEvent])
         ):
             rows[arn] = row
     table = Service.__table__
-    for chunk in _chunks(sorted(rows.values(), key=lambda x: x["arn"])):
-        stmt = pg_insert(Service).values(list(chunk))
+    if rows:
+        stmt = pg_insert(Service)
         ex = stmt.excluded
         newer = and_(
             ex.last_event_at.is_not(None),
@@ -325,14 +392,14 @@ async def _upsert_services(session: AsyncSession, events: list[NormalisedEvent])
                 "updated_at": func.now(),
             },
         )
-        await session.execute(stmt)
+        await session.execute(stmt, sorted(rows.values(), key=lambda x: x["arn"]))
 
 
 def _rank(outcome: ColumnElement[Any]) -> ColumnElement[int]:
     return case(
         (outcome == "in_progress", 0),
         (outcome == "failed", 1),
-        (outcome.in_(("succeeded", "stopped")), 2),
+        (or_(outcome == "succeeded", outcome == "stopped"), 2),
         else_=3,
     )
 
@@ -358,9 +425,12 @@ async def _apply_deployments(
     table = Deployment.__table__
     d = table.c
     for round_rows in rounds:
-        for chunk in _chunks(sorted(round_rows, key=lambda x: x["id"])):
-            values = [{k: v for k, v in row.items() if k != "rank"} for row in chunk]
-            stmt = pg_insert(Deployment).values(values)
+        values = [
+            {k: v for k, v in row.items() if k != "rank"}
+            for row in sorted(round_rows, key=lambda x: x["id"])
+        ]
+        if values:
+            stmt = pg_insert(Deployment)
             ex = stmt.excluded
             newer = tuple_(ex.last_event_at, _rank(ex.outcome)) > tuple_(
                 func.coalesce(d.last_event_at, literal("-infinity").cast(d.last_event_at.type)),
@@ -398,7 +468,7 @@ async def _apply_deployments(
                     "updated_at": func.greatest(d.updated_at, ex.updated_at),
                 },
             )
-            await session.execute(stmt)
+            await session.execute(stmt, values)
 
     task_rows: dict[str, r.Row] = {}
     for event in task_events:
@@ -406,8 +476,8 @@ async def _apply_deployments(
         row = r.task_deployment_row(event.detail, event.envelope.time)
         if row is not None and row["id"] not in task_rows:
             task_rows[row["id"]] = row
-    for chunk in _chunks(sorted(task_rows.values(), key=lambda x: x["id"])):
-        stmt = pg_insert(Deployment).values(list(chunk))
+    if task_rows:
+        stmt = pg_insert(Deployment)
         ex = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
@@ -419,7 +489,7 @@ async def _apply_deployments(
                 "started_at": func.least(d.started_at, ex.started_at),
             },
         )
-        await session.execute(stmt)
+        await session.execute(stmt, sorted(task_rows.values(), key=lambda x: x["id"]))
 
     touched = sorted(set(by_id) | set(task_rows))
     if touched:
@@ -460,6 +530,8 @@ async def _mark_tags_unknown(session: AsyncSession, events: list[NormalisedEvent
             arns.add(detail.container_instance_arn)
         elif isinstance(detail, ServiceAction | DeploymentStateChange) and detail.service_arn:
             arns.add(detail.service_arn)
-    rows = [{"resource_arn": arn} for arn in sorted(arns)]
-    for chunk in _chunks(rows):
-        await session.execute(pg_insert(ResourceTags).values(list(chunk)).on_conflict_do_nothing())
+    rows = [{"resource_arn": arn} for arn in arns]
+    if rows:
+        stage = await _stage(session, ResourceTags, rows)
+        stmt = _from_stage(ResourceTags, stage, ["resource_arn"], "resource_arn")
+        await session.execute(stmt.on_conflict_do_nothing())
