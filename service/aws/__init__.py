@@ -1,0 +1,1 @@
+"""Thin typed adapters over AWS: SQS, EventBridge, ECS, CloudWatch."""
