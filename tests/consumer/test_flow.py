@@ -44,7 +44,7 @@ async def _run_against_locked_database(
             await locker.execute(text("COMMIT"))
         try:
             async with asyncio.timeout(60):
-                while await queue_depth(sqs_client, queue_url) > 0:  # noqa: ASYNC110
+                while await queue_depth(sqs_client, queue_url) > 0:
                     await asyncio.sleep(0.2)
         finally:
             stop.set()

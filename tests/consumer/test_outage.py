@@ -55,7 +55,7 @@ async def test_database_outage_mid_stream(
         task = asyncio.create_task(consumer.run(stop))
         try:
             async with asyncio.timeout(60):
-                while consumer.processed < 20:  # noqa: ASYNC110 (polling a counter)
+                while consumer.processed < 20:
                     await asyncio.sleep(0.05)
                 proxy.cut()  # the database goes away mid-stream ...
                 await asyncio.sleep(3)
