@@ -172,6 +172,74 @@ async def in_process(db_url: str, bodies: list[str], batch: int) -> float:
         return len(messages) / (time.perf_counter() - t0)
 
 
+# Steps of service.state.apply.apply_events, timed one by one by phase_breakdown().
+_APPLY_PHASES = {
+    "_insert_raw": "apply: raw events",
+    "_upsert_clusters": "apply: clusters",
+    "_apply_versioned": "apply: tasks + container instances",
+    "_apply_health": "apply: instance health",
+    "_upsert_services": "apply: services",
+    "_apply_deployments": "apply: deployments",
+    "_mark_tags_unknown": "apply: resource tags",
+}
+
+
+async def phase_breakdown(db_url: str, bodies: list[str], batch: int) -> dict[str, float]:
+    """µs per event of each phase, from a second in-process run with timers around them.
+
+    The database is emptied and the same batches go through the handler again, with
+    parse_message and each apply step wrapped in a timer. "commit + rest" is what
+    the handler spends outside them (session, BEGIN/COMMIT, quarantine, telemetry).
+    """
+    from service.consumer import handler as handler_module
+    from service.state import apply as apply_module
+
+    timings: dict[str, float] = {"parse (json, validate, normalise)": 0.0}
+    parse = handler_module.parse_message
+
+    def timed_parse(body: str, *, received_at: datetime) -> Any:
+        start = time.perf_counter()
+        try:
+            return parse(body, received_at=received_at)
+        finally:
+            timings["parse (json, validate, normalise)"] += time.perf_counter() - start
+
+    originals = {name: getattr(apply_module, name) for name in _APPLY_PHASES}
+
+    def timed(name: str) -> Any:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await originals[name](*args, **kwargs)
+            finally:
+                label = _APPLY_PHASES[name]
+                timings[label] = timings.get(label, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    await truncate(db_url)
+    settings = load_settings(database_url=db_url)
+    try:
+        handler_module.parse_message = timed_parse  # type: ignore[assignment]
+        for name in _APPLY_PHASES:
+            setattr(apply_module, name, timed(name))
+        async with open_runtime(settings, pool_size=4) as runtime:
+            handler = Handler(runtime.sessionmaker)
+            messages = [Message(str(i), b) for i, b in enumerate(bodies)]
+            t0 = time.perf_counter()
+            for start in range(0, len(messages), batch):
+                result = await handler.handle(messages[start : start + batch])
+                assert not result.retry
+            total = time.perf_counter() - t0
+    finally:
+        handler_module.parse_message = parse
+        for name, original in originals.items():
+            setattr(apply_module, name, original)
+    timings["commit + rest (session, handler)"] = total - sum(timings.values())
+    timings["total (timed run)"] = total
+    return {k: round(v / len(bodies) * 1e6, 1) for k, v in timings.items()}
+
+
 async def sqs_runs(db_url: str, bodies: list[str], moto: MotoServer) -> tuple[float, float]:
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
@@ -258,6 +326,7 @@ async def main() -> dict[str, Any]:
         bodies = [json.dumps(e) for e in workload(args.events)]
         copy_rate = await copy_baseline(db_url, bodies)
         pipeline_rate = await in_process(db_url, bodies, args.batch)
+        phases = await phase_breakdown(db_url, bodies, args.batch)
         await truncate(db_url)
         sqs_bodies = [json.dumps(e) for e in workload(args.sqs_events, seed=2)]
         with MotoServer() as moto:
@@ -275,6 +344,7 @@ async def main() -> dict[str, Any]:
         "end_to_end_per_s": round(e2e_rate, 1),
         "end_to_end_vs_moto": round(e2e_rate / moto_rate, 3),
         "peak_rss_mb": round(rss_mb(), 1),
+        "phases_us_per_event": phases,
     }
     return results
 
@@ -295,6 +365,14 @@ def report(results: dict[str, Any]) -> None:
     print(f"{'measure':<42} {'rate':>14} {'vs baseline':>12}")
     for name, rate, ratio in rows:
         print(f"{name:<42} {rate:>14} {ratio:>12}")
+    phases = results.get("phases_us_per_event", {})
+    if phases:
+        print()
+        print(f"{'in-process phase (separate timed run)':<42} {'µs/event':>14} {'share':>12}")
+        total = phases["total (timed run)"]
+        for name, value in phases.items():
+            share = "" if name.startswith("total") else f"{value / total:.0%}"
+            print(f"{name:<42} {value:>14,.1f} {share:>12}")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "ingest.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -41,7 +41,7 @@ def test_help_lists_every_contract_command() -> None:
         assert f"    {command} " in out
 
 
-@pytest.mark.parametrize("args", [("datadog", "install"), ("demo",)])
+@pytest.mark.parametrize("args", [("datadog", "install")])
 def test_commands_not_built_yet_say_so(args: tuple[str, ...]) -> None:
     result = _run(*args)
     assert result.returncode != 0

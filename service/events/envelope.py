@@ -29,6 +29,11 @@ def unwrap_body(body: str) -> dict[str, Any]:
     Raises :class:`PermanentError` when the body is not JSON, the SNS ``Message`` is
     not JSON, or the result is not an event.
     """
+    return unwrap_body_with_detail_json(body)[0]
+
+
+def unwrap_body_with_detail_json(body: str) -> tuple[dict[str, Any], str | None]:
+    """:func:`unwrap_body`, and the event's ``detail`` as JSON text (see :func:`checked_event`)."""
     value = _load_json(body, what="body")
     where = "body"
     if (
@@ -38,13 +43,23 @@ def unwrap_body(body: str) -> dict[str, Any]:
     ):
         value = _load_json(value["Message"], what="SNS message")
         where = "SNS message"
-    return validate_event(value, where=where)
+    return checked_event(value, where=where)
 
 
 def validate_event(value: object, *, where: str = "event") -> dict[str, Any]:
     """Return ``value`` as an event dict, or raise :class:`PermanentError` naming the flaw.
 
     Every missing key is named at once, so one quarantine entry tells the whole story.
+    """
+    return checked_event(value, where=where)[0]
+
+
+def checked_event(value: object, *, where: str = "event") -> tuple[dict[str, Any], str | None]:
+    """:func:`validate_event`, and the event's ``detail`` serialised as JSON text.
+
+    The text comes for free from the storability check (which serialises the event
+    anyway), so the raw event can be stored without serialising it a second time.
+    It is ``None`` only in the rare case the check had to walk the event instead.
     """
     if not isinstance(value, dict):
         raise PermanentError(f"not an event: {where} is {json_type_name(value)}, not an object")
@@ -62,22 +77,32 @@ def validate_event(value: object, *, where: str = "event") -> dict[str, Any]:
         raise PermanentError(
             f"not an event: 'detail' is {json_type_name(value['detail'])}, not an object"
         )
-    _check_storable(value)
-    return value
+    return value, _check_storable(value)
 
 
-def _check_storable(event: dict[str, Any]) -> None:
-    """Refuse values that PostgreSQL jsonb cannot hold (NUL, lone surrogates, NaN)."""
-    # Fast path at C speed for the common, clean event; the walk below runs only
-    # when this finds something, to name the offending path.
+def _check_storable(event: dict[str, Any]) -> str | None:
+    """Refuse values that PostgreSQL jsonb cannot hold (NUL, lone surrogates, NaN).
+
+    Returns ``detail`` as JSON text when the fast check produced it, else ``None``.
+    """
+    # Fast path at C speed for the common, clean event: ``detail`` and the rest of
+    # the event are serialised apart, so the detail text can be kept for storage.
+    # The walk below runs only when this finds something, to name the offending path.
+    detail_json: str | None = None
     try:
-        dumped = json.dumps(event, ensure_ascii=False, allow_nan=False)
-        dumped.encode("utf-8")
+        detail_json = json.dumps(event["detail"], ensure_ascii=False, allow_nan=False)
+        rest = json.dumps(
+            {key: value for key, value in event.items() if key != "detail"},
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        detail_json.encode("utf-8")
+        rest.encode("utf-8")
     except (ValueError, UnicodeEncodeError):
-        pass
+        detail_json = None
     else:
-        if "\\u0000" not in dumped:
-            return
+        if "\\u0000" not in detail_json and "\\u0000" not in rest:
+            return detail_json
     # Iterative: json.loads accepts nesting deeper than a recursive walk could take.
     pending: list[tuple[str, object]] = [("$", event)]
     while pending:
@@ -96,6 +121,8 @@ def _check_storable(event: dict[str, Any]) -> None:
                 raise PermanentError(f"not storable: {_short(path)} has a NUL or lone surrogate")
         elif isinstance(node, float) and not math.isfinite(node):
             raise PermanentError(f"not storable: {_short(path)} is {node!r}, not a JSON number")
+    # Storable after all (say, a literal backslash-u0000 in a string).
+    return detail_json
 
 
 def _short(path: str) -> str:

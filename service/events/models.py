@@ -9,7 +9,7 @@ StrEnums below name the values known today for code that compares against them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypedDict
@@ -413,6 +413,9 @@ class NormalisedEvent:
     cluster_name: str | None
     natural_key: str | None
     received_at: datetime
+    # ``raw["detail"]`` as JSON text when validation produced it (the raw event is
+    # stored from it, not serialised again); not part of the event's identity.
+    detail_json: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def detail_type(self) -> str:

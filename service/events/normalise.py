@@ -21,7 +21,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from service.errors import PermanentError
-from service.events.envelope import json_type_name, unwrap_body, validate_event
+from service.events.envelope import (
+    checked_event,
+    json_type_name,
+    unwrap_body_with_detail_json,
+)
 from service.events.models import (
     AttributeEntry,
     CodeDeployDeploymentStateChange,
@@ -60,6 +64,10 @@ _ISO_TIMESTAMP = re.compile(
     r"(?::(?P<second>[0-9]{2})(?:[.,](?P<fraction>[0-9]+))?)?"
     r"\s*(?P<tz>[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
+# Its most common case, UTC with a `Z`, which the fast path of parse_timestamp takes.
+_COMMON_TIMESTAMP = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?Z"
+)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Spellings of "no value" seen in events (a doc example even has "cpu": "null").
@@ -76,6 +84,25 @@ def parse_timestamp(value: object) -> datetime | None:
     rounded, so a timestamp never moves into the next second. ``None``, ``"null"``,
     ``""`` and anything unparseable give ``None``.
     """
+    if type(value) is str:
+        # Fast path for the form ECS sends (`2020-01-23T17:57:58.103Z`); the result
+        # is the one the general parse below gives for it.
+        common = _COMMON_TIMESTAMP.fullmatch(value)
+        if common is not None:
+            year, month, day, hour, minute, second, fraction = common.groups()
+            try:
+                return datetime(
+                    int(year),
+                    int(month),
+                    int(day),
+                    int(hour),
+                    int(minute),
+                    int(second),
+                    int(fraction[:6].ljust(6, "0")) if fraction else 0,
+                    tzinfo=UTC,
+                )
+            except ValueError:
+                return None
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, datetime):
@@ -901,17 +928,35 @@ def normalise(event: dict[str, Any], *, received_at: datetime) -> NormalisedEven
     shape this code failed to foresee, so a bug quarantines one message instead of
     crash-looping the consumer.
     """
-    # Outside the guard below: a caller's bad argument is a bug to surface, not
+    received = _received_utc(received_at)
+    valid, detail_json = checked_event(event)
+    return _normalise_checked(valid, detail_json, received)
+
+
+def parse_message(body: str, *, received_at: datetime) -> NormalisedEvent:
+    """Unwrap an SQS message body and normalise it (:func:`unwrap_body` + :func:`normalise`)."""
+    # unwrap_body validates the event already: do not check (and serialise) it twice.
+    valid, detail_json = unwrap_body_with_detail_json(body)
+    return _normalise_checked(valid, detail_json, _received_utc(received_at))
+
+
+def _received_utc(received_at: datetime) -> datetime:
+    # Outside normalise's guard: a caller's bad argument is a bug to surface, not
     # a reason to quarantine every message.
-    received = (
+    return (
         received_at.replace(tzinfo=UTC)
         if received_at.tzinfo is None
         else received_at.astimezone(UTC)
     )
-    valid = validate_event(event)
+
+
+def _normalise_checked(
+    valid: dict[str, Any], detail_json: str | None, received: datetime
+) -> NormalisedEvent:
+    """:func:`normalise` of an event that :func:`checked_event` has accepted."""
     detail_type: str = valid["detail-type"]
     try:
-        return _normalise(valid, detail_type, received)
+        return _normalise(valid, detail_type, received, detail_json)
     except PermanentError:
         raise
     except Exception as exc:
@@ -923,12 +968,9 @@ def normalise(event: dict[str, Any], *, received_at: datetime) -> NormalisedEven
         ) from exc
 
 
-def parse_message(body: str, *, received_at: datetime) -> NormalisedEvent:
-    """Unwrap an SQS message body and normalise it (:func:`unwrap_body` + :func:`normalise`)."""
-    return normalise(unwrap_body(body), received_at=received_at)
-
-
-def _normalise(event: dict[str, Any], detail_type: str, received: datetime) -> NormalisedEvent:
+def _normalise(
+    event: dict[str, Any], detail_type: str, received: datetime, detail_json: str | None
+) -> NormalisedEvent:
     detail: dict[str, Any] = event["detail"]
     stated_time = parse_timestamp(event.get("time"))
     # DESIGN.md: a missing `time` falls back to detail.updatedAt, then detail.createdAt.
@@ -964,4 +1006,5 @@ def _normalise(event: dict[str, Any], detail_type: str, received: datetime) -> N
         cluster_name=built.cluster_name,
         natural_key=built.natural_key,
         received_at=received,
+        detail_json=detail_json,
     )

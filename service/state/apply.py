@@ -21,28 +21,17 @@ The caller owns the transaction (commit or rollback); this module only flushes.
 from __future__ import annotations
 
 import json
-import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    ColumnElement,
-    MetaData,
-    Table,
-    and_,
-    case,
-    func,
-    literal,
-    or_,
-    select,
-    text,
-    tuple_,
-)
+from sqlalchemy import Table, func, or_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.config import ServiceRef
@@ -92,56 +81,67 @@ class BatchResult:
         return sum(1 for o in self.outcomes.values() if o is outcome)
 
 
-# Bulk rows travel by COPY into a per-connection temporary table, then one
-# INSERT … SELECT … ON CONFLICT applies them: several times faster than
-# multi-row VALUES for the large batches (raw events, tasks, tags).
-_STAGED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-_STAGE_TABLES: dict[str, Table] = {}
+# Bulk rows travel as one array parameter per column, unnested into an
+# INSERT … SELECT … ON CONFLICT: one prepared statement and one round trip per
+# step whatever the batch size (no staging table to empty and fill first).
+# Integer columns travel as numeric and are cast in SQL, so a value out of the
+# column's range is refused by PostgreSQL (a database error: the message is
+# quarantined) rather than by the driver's encoder.
+_DIALECT = PGDialect()  # type: ignore[no-untyped-call]
+_INTEGER_TYPES = ("INTEGER", "BIGINT", "SMALLINT")
 
 
-def _stage_table(model: type[Base]) -> Table:
-    source = model.__table__
-    assert isinstance(source, Table)
-    name = f"ecswatch_stage_{source.name}"
-    if name not in _STAGE_TABLES:
-        _STAGE_TABLES[name] = Table(
-            name, MetaData(), *(Column(c.name, c.type) for c in source.columns)
-        )
-    return _STAGE_TABLES[name]
+def _quote(name: str) -> str:
+    return str(_DIALECT.identifier_preparer.quote(name))
 
 
-def _copy_value(value: Any) -> Any:
-    # asyncpg's COPY takes jsonb as text.
+def _unnest_insert(model: type[Base], columns: Sequence[str], *, order_by: str | None) -> str:
+    """``INSERT INTO <model> (<columns>) SELECT … FROM unnest($1::<type>[], …)``."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    arrays: list[str] = []
+    selected: list[str] = []
+    for index, name in enumerate(columns, start=1):
+        sql_type = str(table.c[name].type.compile(dialect=_DIALECT))
+        column = f"s.{_quote(name)}"
+        if sql_type in _INTEGER_TYPES:
+            arrays.append(f"${index}::NUMERIC[]")
+            selected.append(f"{column}::{sql_type}")
+        else:
+            arrays.append(f"${index}::{sql_type}[]")
+            selected.append(column)
+    names = ", ".join(_quote(c) for c in columns)
+    order = f" ORDER BY s.{_quote(order_by)}" if order_by else ""
+    return (
+        f"INSERT INTO {_quote(str(table.name))} ({names}) SELECT {', '.join(selected)}"
+        f" FROM unnest({', '.join(arrays)}) AS s({names}){order}"
+    )
+
+
+def _arrays(model: type[Base], rows: Sequence[r.Row], columns: Sequence[str]) -> tuple[Any, ...]:
+    """One list per column, for :func:`_unnest_insert`; jsonb values as JSON text."""
+    jsonb = _jsonb_columns(model)
+    return tuple(
+        [_json_param(row[c]) for row in rows] if c in jsonb else [row[c] for row in rows]
+        for c in columns
+    )
+
+
+def _jsonb_columns(model: type[Base]) -> frozenset[str]:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return frozenset(c.name for c in table.columns if isinstance(c.type, JSONB))
+
+
+def _json_param(value: Any) -> Any:
+    # The driver takes jsonb as text.
     return json.dumps(value) if isinstance(value, dict | list) else value
 
 
-async def _stage(session: AsyncSession, model: type[Base], rows: Sequence[r.Row]) -> Table:
-    """COPY ``rows`` into the model's staging table (emptied first); return that table."""
-    stage = _stage_table(model)
+async def _execute(session: AsyncSession, sql: str, *params: Any) -> Any:
+    """Run ``sql`` in the session's transaction (errors wrapped like any statement's)."""
     connection = await session.connection()
-    raw = (await connection.get_raw_connection()).driver_connection
-    assert raw is not None
-    staged = _STAGED.setdefault(raw, set())
-    if stage.name not in staged:
-        await raw.execute(
-            f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage.name}" '
-            f'(LIKE "{model.__tablename__}" INCLUDING DEFAULTS)'
-        )
-        staged.add(stage.name)
-    # The COPY may run before SQLAlchemy has opened its transaction on this
-    # connection, so rows are kept across commits and cleared here; TRUNCATE
-    # rather than DELETE because autovacuum never visits temporary tables.
-    await raw.execute(f'TRUNCATE "{stage.name}"')
-    columns = list(rows[0])
-    records = [tuple(_copy_value(row[c]) for c in columns) for row in rows]
-    await raw.copy_records_to_table(stage.name, records=records, columns=columns)
-    return stage
-
-
-def _from_stage(model: type[Base], stage: Table, columns: Sequence[str], key: str) -> Any:
-    return pg_insert(model).from_select(
-        list(columns), select(*(stage.c[c] for c in columns)).order_by(stage.c[key])
-    )
+    return await connection.exec_driver_sql(sql, params)
 
 
 async def apply_events(
@@ -182,21 +182,30 @@ async def apply_events(
     return result
 
 
+_INSERT_RAW = (
+    _unnest_insert(RawEvent, r.RAW_EVENT_COLUMNS, order_by="id")
+    + " ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
 async def _insert_raw(
     session: AsyncSession, events: list[NormalisedEvent]
 ) -> list[NormalisedEvent]:
     """Insert raw events; return those that were new (not seen by id or natural key)."""
     if not events:
         return []
-    inserted: set[str] = set()
     by_id = {e.envelope.id: e for e in events}
-    rows = [r.raw_event_row(e) for e in events]
-    stage = await _stage(session, RawEvent, rows)
+    columns = tuple(zip(*(r.raw_event_values(e) for e in events), strict=True))
     # Ordered keys: replicas inserting the same ids lock them in the same order.
-    stmt = _from_stage(RawEvent, stage, list(rows[0]), "id")
-    stmt = stmt.on_conflict_do_nothing().returning(RawEvent.id)
-    inserted.update((await session.execute(stmt)).scalars())
+    result = await _execute(session, _INSERT_RAW, *columns)
+    inserted = {row[0] for row in result}
     return [by_id[i] for i in by_id if i in inserted]
+
+
+@cache
+def _insert_clusters(columns: tuple[str, ...]) -> str:
+    # Rows go in the order of the arrays (sorted by ARN), as one statement per row did.
+    return _unnest_insert(Cluster, columns, order_by=None) + " ON CONFLICT DO NOTHING"
 
 
 async def _upsert_clusters(session: AsyncSession, events: list[NormalisedEvent]) -> None:
@@ -208,7 +217,8 @@ async def _upsert_clusters(session: AsyncSession, events: list[NormalisedEvent])
                 rows[event.cluster_arn] = row
     if rows:
         ordered = sorted(rows.values(), key=lambda x: x["arn"])
-        await session.execute(pg_insert(Cluster).on_conflict_do_nothing(), ordered)
+        columns = tuple(ordered[0])
+        await _execute(session, _insert_clusters(columns), *_arrays(Cluster, ordered, columns))
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,45 @@ def _version_key(row: r.Row) -> tuple[int, int, str]:
     )
 
 
+_VERSIONED_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+
+
+def _versioned_sql(spec: _Versioned, columns: tuple[str, ...]) -> tuple[str, str]:
+    """(the guarded upsert returning applied ARNs, the stored-versions query)."""
+    key = (spec.model.__tablename__, columns)
+    if key not in _VERSIONED_SQL:
+        table = _quote(spec.model.__tablename__)
+        updates: list[str] = []
+        for name in columns:
+            if name == "arn" or name in spec.untouched:
+                continue
+            column = _quote(name)
+            value = (
+                f"coalesce({table}.{column}, excluded.{column})"
+                if name in spec.sticky
+                else f"excluded.{column}"
+            )
+            updates.append(f"{column} = {value}")
+        updates.append("seen_at = now()")
+        # Newer version wins; versionless events apply only where no versioned
+        # state exists yet.
+        newer = (
+            f"(excluded.version IS NOT NULL AND ({table}.version IS NULL"
+            f" OR {table}.version < excluded.version))"
+            f" OR (excluded.version IS NULL AND {table}.version IS NULL"
+            f" AND ({table}.updated_at IS NULL OR excluded.updated_at IS NULL"
+            f" OR {table}.updated_at <= excluded.updated_at))"
+        )
+        upsert = (
+            _unnest_insert(spec.model, columns, order_by="arn")
+            + f" ON CONFLICT (arn) DO UPDATE SET {', '.join(updates)} WHERE {newer}"
+            + " RETURNING arn"
+        )
+        stored = f"SELECT arn, version FROM {table} WHERE arn = ANY($1::TEXT[])"
+        _VERSIONED_SQL[key] = (upsert, stored)
+    return _VERSIONED_SQL[key]
+
+
 async def _apply_versioned(
     session: AsyncSession, events: list[NormalisedEvent], spec: _Versioned
 ) -> dict[str, Applied]:
@@ -255,56 +304,27 @@ async def _apply_versioned(
     built = [(e, spec.build(e)) for e in events]
     # One row per ARN in a statement (ON CONFLICT cannot touch a row twice): the
     # newest version in the batch stands for the others, which are older or equal.
-    best: dict[str, r.Row] = {}
+    best: dict[str, tuple[tuple[int, int, str], r.Row]] = {}
     for _, row in built:
+        key = _version_key(row)
         current = best.get(row["arn"])
-        if current is None or _version_key(row) > _version_key(current):
-            best[row["arn"]] = row
-    table = spec.model.__table__
+        if current is None or key > current[0]:
+            best[row["arn"]] = (key, row)
     applied: set[str] = set()
-    ordered = list(best.values())
-    if ordered:
-        stage = await _stage(session, spec.model, ordered)
-        stmt = _from_stage(spec.model, stage, list(ordered[0]), "arn")
-        ex = stmt.excluded
-        stored = table.c
-        updates: dict[str, Any] = {}
-        for name in ordered[0]:
-            if name == "arn" or name in spec.untouched:
-                continue
-            updates[name] = (
-                func.coalesce(stored[name], ex[name]) if name in spec.sticky else ex[name]
-            )
-        updates["seen_at"] = func.now()
-        newer: ColumnElement[bool] = or_(
-            and_(
-                ex.version.is_not(None),
-                or_(stored.version.is_(None), stored.version < ex.version),
-            ),
-            # Versionless events apply only where no versioned state exists yet.
-            and_(
-                ex.version.is_(None),
-                stored.version.is_(None),
-                or_(
-                    stored.updated_at.is_(None),
-                    ex.updated_at.is_(None),
-                    stored.updated_at <= ex.updated_at,
-                ),
-            ),
-        )
-        stmt = stmt.on_conflict_do_update(index_elements=["arn"], set_=updates, where=newer)
-        applied.update((await session.execute(stmt.returning(table.c.arn))).scalars())
+    ordered = [row for _, row in best.values()]
+    columns = tuple(ordered[0])
+    upsert, stored_query = _versioned_sql(spec, columns)
+    result = await _execute(session, upsert, *_arrays(spec.model, ordered, columns))
+    applied.update(row[0] for row in result)
     unapplied = [arn for arn in best if arn not in applied]
     stored_versions: dict[str, int | None] = {}
     if unapplied:
-        rows = await session.execute(
-            select(table.c.arn, table.c.version).where(table.c.arn.in_(unapplied))
-        )
+        rows = await _execute(session, stored_query, unapplied)
         stored_versions = {row[0]: row[1] for row in rows}
     outcomes: dict[str, Applied] = {}
     for event, row in built:
         arn = row["arn"]
-        winner = best[arn]
+        winner = best[arn][1]
         if row is winner and arn in applied:
             outcomes[event.envelope.id] = Applied.APPLIED
             continue
@@ -374,34 +394,126 @@ async def _upsert_services(session: AsyncSession, events: list[NormalisedEvent])
             and (current["last_event_at"] is None or last_at > current["last_event_at"])
         ):
             rows[arn] = row
-    table = Service.__table__
     if rows:
-        stmt = pg_insert(Service)
-        ex = stmt.excluded
-        newer = and_(
-            ex.last_event_at.is_not(None),
-            or_(table.c.last_event_at.is_(None), table.c.last_event_at < ex.last_event_at),
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["arn"],
-            set_={
-                "cluster_arn": func.coalesce(table.c.cluster_arn, ex.cluster_arn),
-                "cluster_name": func.coalesce(table.c.cluster_name, ex.cluster_name),
-                "last_event_name": case((newer, ex.last_event_name), else_=table.c.last_event_name),
-                "last_event_at": case((newer, ex.last_event_at), else_=table.c.last_event_at),
-                "updated_at": func.now(),
-            },
-        )
-        await session.execute(stmt, sorted(rows.values(), key=lambda x: x["arn"]))
+        ordered = sorted(rows.values(), key=lambda x: x["arn"])
+        columns = tuple(ordered[0])
+        await _execute(session, _upsert_services_sql(columns), *_arrays(Service, ordered, columns))
 
 
-def _rank(outcome: ColumnElement[Any]) -> ColumnElement[int]:
-    return case(
-        (outcome == "in_progress", 0),
-        (outcome == "failed", 1),
-        (or_(outcome == "succeeded", outcome == "stopped"), 2),
-        else_=3,
+_SERVICE_NEWER = (
+    "excluded.last_event_at IS NOT NULL AND (services.last_event_at IS NULL"
+    " OR services.last_event_at < excluded.last_event_at)"
+)
+
+
+@cache
+def _upsert_services_sql(columns: tuple[str, ...]) -> str:
+    # Rows go in the order of the arrays (sorted by ARN), as one statement per row did.
+    return _unnest_insert(Service, columns, order_by=None) + _SERVICES_ON_CONFLICT
+
+
+_SERVICES_ON_CONFLICT = (
+    " ON CONFLICT (arn) DO UPDATE SET"
+    " cluster_arn = coalesce(services.cluster_arn, excluded.cluster_arn),"
+    " cluster_name = coalesce(services.cluster_name, excluded.cluster_name),"
+    f" last_event_name = CASE WHEN ({_SERVICE_NEWER}) THEN excluded.last_event_name"
+    " ELSE services.last_event_name END,"
+    f" last_event_at = CASE WHEN ({_SERVICE_NEWER}) THEN excluded.last_event_at"
+    " ELSE services.last_event_at END,"
+    " updated_at = now()"
+)
+
+
+def _rank(outcome: str) -> str:
+    return (
+        f"CASE WHEN {outcome} = 'in_progress' THEN 0 WHEN {outcome} = 'failed' THEN 1"
+        f" WHEN {outcome} = 'succeeded' OR {outcome} = 'stopped' THEN 2 ELSE 3 END"
     )
+
+
+# Deployment events are ordered by (updatedAt, outcome rank).
+_DEPLOYMENT_NEWER = (
+    f"(excluded.last_event_at, {_rank('excluded.outcome')})"
+    " > (coalesce(deployments.last_event_at, CAST('-infinity' AS TIMESTAMP WITH TIME ZONE)),"
+    f" {_rank('deployments.outcome')})"
+)
+_DEPLOYMENT_ROLLBACK = "coalesce(deployments.rollback_target, excluded.rollback_target)"
+_DEPLOYMENT_WINNER = (
+    f"CASE WHEN ({_DEPLOYMENT_NEWER}) THEN excluded.outcome ELSE deployments.outcome END"
+)
+
+
+def _if_newer(column: str) -> str:
+    return (
+        f"{column} = CASE WHEN ({_DEPLOYMENT_NEWER}) THEN excluded.{column}"
+        f" ELSE deployments.{column} END"
+    )
+
+
+def _first_known(column: str) -> str:
+    return f"{column} = coalesce(deployments.{column}, excluded.{column})"
+
+
+_DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+    [
+        _first_known("cluster_arn"),
+        _first_known("cluster_name"),
+        _first_known("service_arn"),
+        _first_known("service_name"),
+        _first_known("codedeploy_application"),
+        _first_known("codedeploy_group"),
+        _first_known("task_definition"),
+        f"rollback_target = {_DEPLOYMENT_ROLLBACK}",
+        # Rollback targets are sticky: a late rollback notice still turns a
+        # completion into rolled_back.
+        f"outcome = CASE WHEN ({_DEPLOYMENT_WINNER} = 'succeeded'"
+        f" AND {_DEPLOYMENT_ROLLBACK} IS NOT NULL) THEN 'rolled_back'"
+        f" ELSE {_DEPLOYMENT_WINNER} END",
+        _if_newer("reason"),
+        _if_newer("lifecycle_stage"),
+        _if_newer("last_event_at"),
+        _if_newer("last_event_name"),
+        _if_newer("finished_at"),
+        "event_ids = CASE WHEN (deployments.event_ids @> excluded.event_ids)"
+        " THEN deployments.event_ids ELSE deployments.event_ids || excluded.event_ids END",
+        "started_at = least(deployments.started_at, excluded.started_at)",
+        "updated_at = greatest(deployments.updated_at, excluded.updated_at)",
+    ]
+)
+
+_TASK_DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+    [
+        _first_known("task_definition"),
+        _first_known("cluster_arn"),
+        _first_known("cluster_name"),
+        _first_known("service_name"),
+        "started_at = least(deployments.started_at, excluded.started_at)",
+    ]
+)
+
+
+@cache
+def _upsert_deployments_sql(columns: tuple[str, ...], on_conflict: str) -> str:
+    # Rows go in the order of the arrays (sorted by id), as one statement per row did.
+    return _unnest_insert(Deployment, columns, order_by=None) + on_conflict
+
+
+# A circuit-breaker rollback ends when the restored deployment completes.
+_END_ROLLBACKS = (
+    "UPDATE deployments AS d SET outcome = 'rolled_back', "
+    "finished_at = COALESCE(d.finished_at, x.last_event_at) "
+    "FROM deployments AS x "
+    "WHERE d.rollback_target = x.id AND d.outcome = 'failed' "
+    "AND x.outcome = 'succeeded' AND x.last_event_at >= d.last_event_at "
+    "AND (d.id = ANY($1::TEXT[]) OR x.id = ANY($1::TEXT[]))"
+)
+_COUNT_FAILED_TASKS = (
+    "UPDATE deployments AS d SET failed_tasks = sub.n FROM ("
+    " SELECT deployment_id, count(*) AS n FROM tasks"
+    " WHERE deployment_id = ANY($1::TEXT[]) AND last_status = 'STOPPED'"
+    " AND stop_code = ANY($2::TEXT[]) GROUP BY deployment_id"
+    ") AS sub WHERE d.id = sub.deployment_id AND d.failed_tasks <> sub.n"
+)
 
 
 async def _apply_deployments(
@@ -422,53 +534,16 @@ async def _apply_deployments(
             if index == len(rounds):
                 rounds.append([])
             rounds[index].append(row)
-    table = Deployment.__table__
-    d = table.c
     for round_rows in rounds:
-        values = [
-            {k: v for k, v in row.items() if k != "rank"}
-            for row in sorted(round_rows, key=lambda x: x["id"])
-        ]
-        if values:
-            stmt = pg_insert(Deployment)
-            ex = stmt.excluded
-            newer = tuple_(ex.last_event_at, _rank(ex.outcome)) > tuple_(
-                func.coalesce(d.last_event_at, literal("-infinity").cast(d.last_event_at.type)),
-                _rank(d.outcome),
+        if round_rows:
+            ordered = sorted(round_rows, key=lambda x: x["id"])
+            # ``rank`` is no column: the statement ranks outcomes itself.
+            columns = tuple(c for c in ordered[0] if c != "rank")
+            await _execute(
+                session,
+                _upsert_deployments_sql(columns, _DEPLOYMENTS_ON_CONFLICT),
+                *_arrays(Deployment, ordered, columns),
             )
-            rollback = func.coalesce(d.rollback_target, ex.rollback_target)
-            winner = case((newer, ex.outcome), else_=d.outcome)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["id"],
-                set_={
-                    "cluster_arn": func.coalesce(d.cluster_arn, ex.cluster_arn),
-                    "cluster_name": func.coalesce(d.cluster_name, ex.cluster_name),
-                    "service_arn": func.coalesce(d.service_arn, ex.service_arn),
-                    "service_name": func.coalesce(d.service_name, ex.service_name),
-                    "codedeploy_application": func.coalesce(
-                        d.codedeploy_application, ex.codedeploy_application
-                    ),
-                    "codedeploy_group": func.coalesce(d.codedeploy_group, ex.codedeploy_group),
-                    "task_definition": func.coalesce(d.task_definition, ex.task_definition),
-                    "rollback_target": rollback,
-                    "outcome": case(
-                        (and_(winner == "succeeded", rollback.is_not(None)), "rolled_back"),
-                        else_=winner,
-                    ),
-                    "reason": case((newer, ex.reason), else_=d.reason),
-                    "lifecycle_stage": case((newer, ex.lifecycle_stage), else_=d.lifecycle_stage),
-                    "last_event_at": case((newer, ex.last_event_at), else_=d.last_event_at),
-                    "last_event_name": case((newer, ex.last_event_name), else_=d.last_event_name),
-                    "finished_at": case((newer, ex.finished_at), else_=d.finished_at),
-                    "event_ids": case(
-                        (d.event_ids.contains(ex.event_ids), d.event_ids),
-                        else_=d.event_ids.concat(ex.event_ids),
-                    ),
-                    "started_at": func.least(d.started_at, ex.started_at),
-                    "updated_at": func.greatest(d.updated_at, ex.updated_at),
-                },
-            )
-            await session.execute(stmt, values)
 
     task_rows: dict[str, r.Row] = {}
     for event in task_events:
@@ -477,45 +552,25 @@ async def _apply_deployments(
         if row is not None and row["id"] not in task_rows:
             task_rows[row["id"]] = row
     if task_rows:
-        stmt = pg_insert(Deployment)
-        ex = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "task_definition": func.coalesce(d.task_definition, ex.task_definition),
-                "cluster_arn": func.coalesce(d.cluster_arn, ex.cluster_arn),
-                "cluster_name": func.coalesce(d.cluster_name, ex.cluster_name),
-                "service_name": func.coalesce(d.service_name, ex.service_name),
-                "started_at": func.least(d.started_at, ex.started_at),
-            },
+        ordered = sorted(task_rows.values(), key=lambda x: x["id"])
+        columns = tuple(ordered[0])
+        await _execute(
+            session,
+            _upsert_deployments_sql(columns, _TASK_DEPLOYMENTS_ON_CONFLICT),
+            *_arrays(Deployment, ordered, columns),
         )
-        await session.execute(stmt, sorted(task_rows.values(), key=lambda x: x["id"]))
 
     touched = sorted(set(by_id) | set(task_rows))
     if touched:
-        # A circuit-breaker rollback ends when the restored deployment completes.
-        await session.execute(
-            text(
-                "UPDATE deployments AS d SET outcome = 'rolled_back', "
-                "finished_at = COALESCE(d.finished_at, x.last_event_at) "
-                "FROM deployments AS x "
-                "WHERE d.rollback_target = x.id AND d.outcome = 'failed' "
-                "AND x.outcome = 'succeeded' AND x.last_event_at >= d.last_event_at "
-                "AND (d.id = ANY(:ids) OR x.id = ANY(:ids))"
-            ),
-            {"ids": touched},
-        )
+        await _execute(session, _END_ROLLBACKS, touched)
     if task_rows:
-        await session.execute(
-            text(
-                "UPDATE deployments AS d SET failed_tasks = sub.n FROM ("
-                " SELECT deployment_id, count(*) AS n FROM tasks"
-                " WHERE deployment_id = ANY(:ids) AND last_status = 'STOPPED'"
-                " AND stop_code = ANY(:codes) GROUP BY deployment_id"
-                ") AS sub WHERE d.id = sub.deployment_id AND d.failed_tasks <> sub.n"
-            ),
-            {"ids": sorted(task_rows), "codes": list(FAILED_STOP_CODES)},
-        )
+        await _execute(session, _COUNT_FAILED_TASKS, sorted(task_rows), list(FAILED_STOP_CODES))
+
+
+_INSERT_TAGS = (
+    _unnest_insert(ResourceTags, ["resource_arn"], order_by="resource_arn")
+    + " ON CONFLICT DO NOTHING"
+)
 
 
 async def _mark_tags_unknown(session: AsyncSession, events: list[NormalisedEvent]) -> None:
@@ -530,8 +585,5 @@ async def _mark_tags_unknown(session: AsyncSession, events: list[NormalisedEvent
             arns.add(detail.container_instance_arn)
         elif isinstance(detail, ServiceAction | DeploymentStateChange) and detail.service_arn:
             arns.add(detail.service_arn)
-    rows = [{"resource_arn": arn} for arn in arns]
-    if rows:
-        stage = await _stage(session, ResourceTags, rows)
-        stmt = _from_stage(ResourceTags, stage, ["resource_arn"], "resource_arn")
-        await session.execute(stmt.on_conflict_do_nothing())
+    if arns:
+        await _execute(session, _INSERT_TAGS, list(arns))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import json
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from service.events.models import (
     ContainerInstanceStateChange,
     DaemonDeploymentStateChange,
     DeploymentStateChange,
+    HealthCheck,
     HookStateChange,
     NormalisedEvent,
     TaskStateChange,
@@ -59,6 +60,49 @@ def raw_event_row(event: NormalisedEvent) -> Row:
     }
 
 
+#: The columns of :func:`raw_event_row`, in the order :func:`raw_event_values` gives them.
+RAW_EVENT_COLUMNS = (
+    "id",
+    "detail_type",
+    "source",
+    "account",
+    "region",
+    "time",
+    "resources",
+    "detail",
+    "cluster_arn",
+    "cluster_name",
+    "natural_key",
+    "received_at",
+)
+
+
+def raw_event_values(event: NormalisedEvent) -> tuple[Any, ...]:
+    """:func:`raw_event_row`'s values in ``RAW_EVENT_COLUMNS`` order, jsonb as JSON text.
+
+    ``detail`` is the text validation already produced when there is one.
+    """
+    env = event.envelope
+    detail_json = event.detail_json
+    if detail_json is None:
+        detail = event.raw.get("detail")
+        detail_json = json.dumps(detail if isinstance(detail, dict) else {})
+    return (
+        env.id,
+        env.detail_type,
+        env.source,
+        env.account,
+        env.region,
+        env.time,
+        json.dumps(list(env.resources)),
+        detail_json,
+        event.cluster_arn,
+        event.cluster_name,
+        event.natural_key,
+        event.received_at,
+    )
+
+
 def cluster_row(cluster_arn: str, cluster_name: str | None) -> Row | None:
     region, account, resource = parse_arn(cluster_arn)
     name = cluster_name or resource.rpartition("/")[2]
@@ -68,7 +112,21 @@ def cluster_row(cluster_arn: str, cluster_name: str | None) -> Row | None:
 
 
 def _container(container: Container) -> Row:
-    return asdict(container)
+    # What dataclasses.asdict gives (every field is a str, an int or None), without
+    # its recursive deep copy.
+    return {
+        "name": container.name,
+        "container_arn": container.container_arn,
+        "last_status": container.last_status,
+        "exit_code": container.exit_code,
+        "reason": container.reason,
+        "image": container.image,
+        "image_digest": container.image_digest,
+        "runtime_id": container.runtime_id,
+        "cpu": container.cpu,
+        "memory": container.memory,
+        "health_status": container.health_status,
+    }
 
 
 def task_row(event: NormalisedEvent, task: TaskStateChange) -> Row:
@@ -137,12 +195,23 @@ def health_row(health: ContainerInstanceHealthChange) -> Row:
         "cluster_name": health.cluster_name,
         "capacity_provider_name": health.capacity_provider_name,
         "health_status": health.overall_status,
-        "health_checks": [
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(c).items()}
-            for c in health.health_checks
-        ],
+        "health_checks": [_health_check(c) for c in health.health_checks],
         "health_updated_at": health.updated_at,
     }
+
+
+def _health_check(check: HealthCheck) -> Row:
+    return {
+        "type": check.type,
+        "status": check.status,
+        "last_status_change": _iso(check.last_status_change),
+        "last_updated": _iso(check.last_updated),
+        "status_reason": check.status_reason,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def service_row(
