@@ -160,15 +160,22 @@ async def copy_baseline(db_url: str, bodies: list[str]) -> float:
     return len(bodies) / elapsed
 
 
-async def in_process(db_url: str, bodies: list[str], batch: int) -> float:
+async def in_process(db_url: str, bodies: list[str], batch: int, workers: int) -> float:
+    """Batches fed to ``workers`` concurrent handler calls, as the consumer's workers
+    run them: one parses while another waits on the database."""
     settings = load_settings(database_url=db_url)
     async with open_runtime(settings, pool_size=4) as runtime:
         handler = Handler(runtime.sessionmaker)
         messages = [Message(str(i), b) for i, b in enumerate(bodies)]
+        batches = [messages[s : s + batch] for s in range(0, len(messages), batch)]
+
+        async def worker(mine: list[list[Message]]) -> None:
+            for chunk in mine:
+                result = await handler.handle(chunk)
+                assert not result.retry
+
         t0 = time.perf_counter()
-        for start in range(0, len(messages), batch):
-            result = await handler.handle(messages[start : start + batch])
-            assert not result.retry
+        await asyncio.gather(*(worker(batches[w::workers]) for w in range(workers)))
         return len(messages) / (time.perf_counter() - t0)
 
 
@@ -314,6 +321,9 @@ async def main() -> dict[str, Any]:
     parser.add_argument("--sqs-events", type=int, default=500)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument(
+        "--workers", type=int, default=2, help="concurrent batches (the consumer runs 2)"
+    )
+    parser.add_argument(
         "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
     )
     args = parser.parse_args()
@@ -325,7 +335,7 @@ async def main() -> dict[str, Any]:
         await engine.dispose()
         bodies = [json.dumps(e) for e in workload(args.events)]
         copy_rate = await copy_baseline(db_url, bodies)
-        pipeline_rate = await in_process(db_url, bodies, args.batch)
+        pipeline_rate = await in_process(db_url, bodies, args.batch, args.workers)
         phases = await phase_breakdown(db_url, bodies, args.batch)
         await truncate(db_url)
         sqs_bodies = [json.dumps(e) for e in workload(args.sqs_events, seed=2)]
@@ -337,6 +347,7 @@ async def main() -> dict[str, Any]:
         "events_in_process": args.events,
         "events_sqs": args.sqs_events,
         "batch": args.batch,
+        "workers": args.workers,
         "copy_baseline_per_s": round(copy_rate),
         "pipeline_in_process_per_s": round(pipeline_rate),
         "in_process_vs_copy": round(pipeline_rate / copy_rate, 3),
