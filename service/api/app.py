@@ -4,10 +4,53 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api.errors import install_error_handlers
-from service.api.routes import health
+from service.api.errors import install_error_handlers, install_problem_openapi
+from service.api.routes import (
+    alerts,
+    clusters,
+    container_instances,
+    deployments,
+    events,
+    health,
+    metrics,
+    prometheus,
+    quarantine,
+    services,
+    tasks,
+    webhooks,
+)
 from service.roles import RoleStatus
 from service.runtime import Runtime
+
+DESCRIPTION = """\
+Query API over ecswatch's copy of Amazon ECS state, its stored events and metric
+points, the alerts it raised and the webhook subscriptions that receive them.
+
+* **Authentication**: `Authorization: Bearer <token>` with a token from
+  `ECSWATCH_API_TOKENS`; `read` opens every GET route, `admin` also opens
+  webhooks and `/v1/quarantine`. `/healthz`, `/readyz`, `/metrics`,
+  `/openapi.json` and `/docs` are open.
+* **Lists** take `limit` (1-500, default 100) and `cursor`, and answer
+  `{"items": [...], "next_cursor": ...}`; pass `next_cursor` back as `cursor`
+  until it is null.
+* **Errors** are `application/problem+json` (RFC 9457); a bad parameter is a 400
+  whose `param` names it.
+* **Times** are RFC 3339 in UTC.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "clusters", "description": "ECS clusters."},
+    {"name": "services", "description": "ECS services and their recent deployments."},
+    {"name": "tasks", "description": "ECS tasks and their containers."},
+    {"name": "container instances", "description": "EC2 and external instances."},
+    {"name": "deployments", "description": "Deployments and their outcomes."},
+    {"name": "events", "description": "Stored EventBridge events."},
+    {"name": "metrics", "description": "Stored CloudWatch datapoints."},
+    {"name": "alerts", "description": "Alerts raised and their delivery state."},
+    {"name": "webhooks", "description": "Webhook subscriptions (admin scope)."},
+    {"name": "quarantine", "description": "Messages that could not be processed (admin scope)."},
+    {"name": "health", "description": "Probes and Prometheus metrics (no token)."},
+]
 
 
 def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
@@ -16,9 +59,26 @@ def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
         title="ecswatch",
         version="0.1.0",
         summary="Query API over ecswatch's copy of Amazon ECS state",
+        description=DESCRIPTION,
+        openapi_tags=OPENAPI_TAGS,
     )
     app.state.runtime = runtime
     app.state.roles = roles or RoleStatus()
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(prometheus.router)
+    for module in (
+        clusters,
+        services,
+        tasks,
+        container_instances,
+        deployments,
+        events,
+        metrics,
+        alerts,
+        quarantine,
+        webhooks,
+    ):
+        app.include_router(module.router)
+    install_problem_openapi(app)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -79,8 +80,11 @@ def install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             param, detail = None, "the request body is not valid JSON"
         else:
-            parts = [str(p) for p in location[1:]] if location else []
-            param = ".".join(parts) or None
+            if location[:1] == ("body",):
+                param = ".".join(str(p) for p in location[1:]) or None
+            else:
+                # A query, path or header parameter; an item index ("tag", 0) is dropped.
+                param = str(location[1]) if len(location) > 1 else None
             message = first.get("msg", "invalid value")
             if param:
                 detail = f"{param}: {message}"
@@ -103,6 +107,13 @@ def install_error_handlers(app: FastAPI) -> None:
         title = slug.replace("-", " ").capitalize()
         detail = exc.detail if isinstance(exc.detail, str) else None
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route that matched the
+            # path; a path served by several routes (GET and POST /v1/webhooks)
+            # must list all of them.
+            methods = allowed_methods(request.app, request.url.path)
+            if methods:
+                headers = {**(headers or {}), "Allow": ", ".join(methods)}
         return problem(
             exc.status_code, slug, title, detail, instance=request.url.path, headers=headers
         )
@@ -113,6 +124,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(
             500, "internal-error", "Internal error", "unexpected error", instance=request.url.path
         )
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the OpenAPI document declares for ``path``."""
+    patterns: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "allowed_methods", None
+    )
+    if patterns is None:
+        patterns = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            literal = re.split(r"\{[^}]+\}", template)
+            regex = "[^/]+".join(re.escape(part) for part in literal)
+            patterns.append((re.compile(f"^{regex}$"), sorted(m.upper() for m in operations)))
+        app.state.allowed_methods = patterns
+    for pattern, methods in patterns:
+        if pattern.match(path):
+            return methods
+    return []
 
 
 def install_problem_openapi(app: FastAPI) -> None:

@@ -152,8 +152,14 @@ class Deployment(Base):
 
     __table_args__ = (
         Index("ix_deployments_service", "cluster_name", "service_name", text("started_at DESC")),
-        Index("ix_deployments_outcome_updated_at", "outcome", text("updated_at DESC")),
-        Index("ix_deployments_updated_at_id", text("updated_at DESC"), text("id DESC")),
+        # /v1/deployments pages by (started_at DESC, id DESC), optionally by outcome.
+        Index("ix_deployments_started_at_id", text("started_at DESC"), text("id DESC")),
+        Index(
+            "ix_deployments_outcome_started_at_id",
+            "outcome",
+            text("started_at DESC"),
+            text("id DESC"),
+        ),
     )
 
 
@@ -198,6 +204,7 @@ class Task(Base):
 
     __table_args__ = (
         Index("ix_tasks_cluster_service", "cluster_name", "service_name", text("arn")),
+        Index("ix_tasks_cluster_name_arn", "cluster_name", "arn"),
         Index("ix_tasks_service_name", "service_name", "arn"),
         Index("ix_tasks_family_revision", "family", "revision"),
         Index("ix_tasks_last_status", "last_status", "arn"),

@@ -1,0 +1,103 @@
+"""Request dependencies: bearer-token authentication and database access.
+
+Tokens come from ``ECSWATCH_API_TOKENS`` (``scope:token`` pairs). ``read`` opens
+every GET route, ``admin`` additionally opens webhook management and
+``/v1/quarantine``. With no token configured the API is open, which the CLI
+allows only on a loopback address.
+
+The presented token is compared with every configured token in constant time
+(``hmac.compare_digest``), and the loop never stops early, so the response time
+tells an attacker neither how much of a token matched nor which token did.
+Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from service.config import ApiToken, Scope
+from service.runtime import Runtime
+
+bearer_scheme = HTTPBearer(
+    scheme_name="bearerAuth",
+    description="A token from ECSWATCH_API_TOKENS: `read` for GET routes, "
+    "`admin` for webhooks and /v1/quarantine.",
+    auto_error=False,
+)
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The runtime the app was built around."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def scope_of(token: str, tokens: tuple[ApiToken, ...]) -> Scope | None:
+    """The widest scope ``token`` grants, or None when it matches no configured token."""
+    given = token.encode("utf-8")
+    granted: Scope | None = None
+    for candidate in tokens:
+        # No early exit: every configured token is compared, match or not.
+        matches = hmac.compare_digest(given, candidate.token.get_secret_value().encode("utf-8"))
+        if matches and granted != "admin":
+            granted = candidate.scope
+    return granted
+
+
+def _authorize(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, need: Scope
+) -> None:
+    tokens = get_runtime(request).settings.api_tokens
+    if not tokens:
+        return
+    if credentials is None:
+        raise HTTPException(401, "a bearer token is required", headers=_CHALLENGE)
+    scope = scope_of(credentials.credentials, tokens)
+    if scope is None:
+        raise HTTPException(401, "the bearer token is not valid", headers=_CHALLENGE)
+    if need == "admin" and scope != "admin":
+        raise HTTPException(403, "this route needs a token with the admin scope")
+
+
+async def require_read(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> None:
+    """Allow tokens of either scope."""
+    _authorize(request, credentials, "read")
+
+
+async def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> None:
+    """Allow only ``admin`` tokens."""
+    _authorize(request, credentials, "admin")
+
+
+async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    # Autocommit: every read route answers from one statement (or statements that
+    # need no common snapshot), so BEGIN/ROLLBACK would be two wasted round trips.
+    async with get_runtime(request).engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
+async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
+    # The request owns the transaction: commit when the route returns, roll back
+    # when it raises. scope="function" below makes the commit happen before the
+    # response is sent, so a 201 always describes committed rows.
+    async with get_runtime(request).sessionmaker() as session, session.begin():
+        yield session
+
+
+ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
+WriteSession = Annotated[AsyncSession, Depends(_write_session, scope="function")]

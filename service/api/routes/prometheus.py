@@ -1,0 +1,64 @@
+"""``GET /metrics``: ecswatch's own Prometheus metrics (no token needed).
+
+Counters are updated where things happen; the outbox gauges describe rows in
+the database, which any replica may have written, so they are refreshed from
+the database on each scrape instead.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.api.deps import get_runtime
+from service.logging import get_logger
+from service.outbox.models import OutboxItem, OutboxKind, OutboxStatus
+from service.runtime import Runtime
+from service.telemetry import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, REGISTRY
+
+router = APIRouter(tags=["health"])
+
+log = get_logger(__name__)
+
+
+async def refresh_outbox_gauges(runtime: Runtime) -> None:
+    """Set outbox depth by kind and the oldest pending row's age, from one query."""
+    stmt = (
+        select(
+            OutboxItem.kind,
+            func.count().label("depth"),
+            func.extract("epoch", func.now() - func.min(OutboxItem.created_at)).label("age"),
+        )
+        .where(OutboxItem.status == OutboxStatus.PENDING.value)
+        .group_by(OutboxItem.kind)
+    )
+    async with runtime.engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    depth = {kind.value: 0 for kind in OutboxKind}
+    oldest = 0.0
+    for kind, count, age in rows:
+        depth[kind] = int(count)
+        oldest = max(oldest, float(age or 0.0))
+    for kind, count in depth.items():
+        OUTBOX_DEPTH.labels(kind=kind).set(count)
+    OUTBOX_OLDEST_AGE.set(oldest)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of ecswatch itself",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"example": 'ecswatch_outbox_depth{kind="webhook"} 0.0\n'}}}
+    },
+)
+async def metrics(request: Request) -> Response:
+    try:
+        await refresh_outbox_gauges(get_runtime(request))
+    except (SQLAlchemyError, OSError) as exc:
+        # A scrape must still answer when the database is down: the other
+        # metrics are what tells the operator why.
+        log.warning("outbox_gauges_stale", error_type=type(exc).__name__)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,245 @@
+"""Webhook subscriptions (admin): create, list, read, delete, delivery log, test.
+
+The signing secret (``whsec_`` + base64, the Standard Webhooks format) is
+returned once, in the response to ``POST /v1/webhooks``; no other route shows
+it. Target URLs pass the SSRF guard (:mod:`service.alerts.ssrf`) at creation,
+and the dispatcher checks them again at send time.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from sqlalchemy import delete, insert, select
+
+from service.alerts import models
+from service.alerts.ssrf import check_webhook_url
+from service.api.deps import ReadConnection, WriteSession, get_runtime, require_admin
+from service.api.pagination import (
+    DEFAULT_LIMIT,
+    CursorParam,
+    Keyset,
+    LimitParam,
+    after,
+    fetch,
+    next_cursor,
+)
+from service.api.queries import fetch_dicts, jsonb_list, jsonb_object, parse_tags
+from service.api.schemas import (
+    NO_NUL,
+    Webhook,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookFilter,
+    WebhookPage,
+    WebhookTestQueued,
+    responses,
+)
+from service.errors import NotFoundError
+from service.outbox.models import OutboxItem, OutboxKind
+
+router = APIRouter(prefix="/v1", tags=["webhooks"], dependencies=[Depends(require_admin)])
+
+# Subscriptions oldest first ((created_at, id) is their index); attempts newest first.
+KEYSET = Keyset("webhooks", ("time", "str"))
+DELIVERY_KEYSET = Keyset("webhook-deliveries", ("int",))
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 24
+
+W = models.WebhookSubscription
+WD = models.WebhookDelivery
+
+_COLUMNS = (W.id, W.url, W.events, W.filter, W.active, W.created_at)
+
+WebhookId = Annotated[
+    str, Path(description="Webhook subscription id.", max_length=128, pattern=NO_NUL)
+]
+
+
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` + base64 of 24 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def _webhook(row: Any) -> Webhook:
+    stored = jsonb_object(row["filter"])
+    known = {k: stored.get(k) for k in WebhookFilter.model_fields}
+    return Webhook(
+        id=row["id"],
+        url=row["url"],
+        events=[str(e) for e in jsonb_list(row["events"])],
+        filter=WebhookFilter.model_validate(known),
+        active=row["active"],
+        created_at=row["created_at"],
+    )
+
+
+@router.post(
+    "/webhooks",
+    status_code=201,
+    summary="Create a webhook subscription",
+    description=(
+        "Subscribes `url` to the listed alert types. The response carries the signing "
+        "`secret`, which is never shown again. A URL whose host resolves to a loopback, "
+        "private, link-local, reserved, multicast or unspecified address is refused "
+        "with 400 (`webhook-url-refused`) unless ECSWATCH_WEBHOOK_ALLOW_PRIVATE is true."
+    ),
+    responses=responses(WebhookCreated, status=201, errors=(400, 401, 403)),
+)
+async def create_webhook(
+    request: Request, body: WebhookCreate, session: WriteSession
+) -> WebhookCreated:
+    settings = get_runtime(request).settings
+    # A given secret was checked against SECRET_PATTERN by the request model.
+    secret = body.secret if body.secret is not None else new_secret()
+    if body.filter.tag is not None:
+        parse_tags([body.filter.tag])
+    await check_webhook_url(body.url, allow_private=settings.webhook_allow_private)
+    events = list(dict.fromkeys(e.value for e in body.events))
+    stmt = (
+        insert(W)
+        .values(
+            id="wh_" + secrets.token_hex(12),
+            url=body.url,
+            events=events,
+            filter=body.filter.model_dump(exclude_none=True),
+            secret=secret,
+        )
+        .returning(*_COLUMNS)
+    )
+    row = (await session.execute(stmt)).mappings().one()
+    return WebhookCreated(**_webhook(row).model_dump(), secret=secret)
+
+
+@router.get(
+    "/webhooks",
+    summary="List webhook subscriptions",
+    description="Subscriptions, oldest first, without their secrets.",
+    responses=responses(WebhookPage, errors=(400, 401, 403)),
+)
+async def list_webhooks(
+    conn: ReadConnection,
+    limit: LimitParam = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> WebhookPage:
+    after_key = KEYSET.decode(cursor)
+    stmt = select(*_COLUMNS).order_by(W.created_at, W.id).limit(fetch(limit + 1))
+    if after_key is not None:
+        stmt = stmt.where(after([(W.created_at, False), (W.id, False)], after_key))
+    rows = await fetch_dicts(conn, stmt)
+    return WebhookPage(
+        items=[_webhook(row) for row in rows[:limit]],
+        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["created_at"], row["id"])),
+    )
+
+
+@router.get(
+    "/webhooks/{webhook_id}",
+    summary="Get a webhook subscription",
+    responses=responses(Webhook, errors=(401, 403, 404)),
+)
+async def get_webhook(conn: ReadConnection, webhook_id: WebhookId) -> Webhook:
+    found = await fetch_dicts(conn, select(*_COLUMNS).where(W.id == webhook_id))
+    row = found[0] if found else None
+    if row is None:
+        raise NotFoundError(f"no webhook {webhook_id!r}")
+    return _webhook(row)
+
+
+@router.delete(
+    "/webhooks/{webhook_id}",
+    status_code=204,
+    summary="Delete a webhook subscription",
+    description="Deletes the subscription and its delivery log; queued deliveries are dropped.",
+    responses=responses(None, errors=(401, 403, 404)),
+)
+async def delete_webhook(session: WriteSession, webhook_id: WebhookId) -> Response:
+    deleted = (await session.execute(delete(W).where(W.id == webhook_id).returning(W.id))).first()
+    if deleted is None:
+        raise NotFoundError(f"no webhook {webhook_id!r}")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/webhooks/{webhook_id}/deliveries",
+    summary="List delivery attempts of a subscription",
+    description="Every attempt, newest first, with the HTTP status or the error.",
+    responses=responses(WebhookDeliveryPage, errors=(400, 401, 403, 404)),
+)
+async def list_deliveries(
+    conn: ReadConnection,
+    webhook_id: WebhookId,
+    limit: LimitParam = DEFAULT_LIMIT,
+    cursor: CursorParam = None,
+) -> WebhookDeliveryPage:
+    after_key = DELIVERY_KEYSET.decode(cursor)
+    stmt = (
+        select(
+            WD.id,
+            WD.webhook_id,
+            WD.alert_id,
+            WD.event_type,
+            WD.attempt,
+            WD.status_code,
+            WD.error,
+            WD.attempted_at,
+            WD.next_attempt_at,
+        )
+        .where(WD.webhook_id == webhook_id)
+        .order_by(WD.id.desc())
+        .limit(fetch(limit + 1))
+    )
+    if after_key is not None:
+        stmt = stmt.where(WD.id < after_key[0])
+    rows = await fetch_dicts(conn, stmt)
+    # Tell "no attempts yet" from "no such webhook" only when the page is empty.
+    if not rows and (await conn.execute(select(W.id).where(W.id == webhook_id))).first() is None:
+        raise NotFoundError(f"no webhook {webhook_id!r}")
+    return WebhookDeliveryPage(
+        items=[WebhookDelivery.model_validate(row) for row in rows[:limit]],
+        next_cursor=next_cursor(DELIVERY_KEYSET, rows, limit, lambda row: (row["id"],)),
+    )
+
+
+@router.post(
+    "/webhooks/{webhook_id}/test",
+    status_code=202,
+    summary="Send a test delivery",
+    description=(
+        "Queues a `webhook.test` delivery to the subscription and answers at once with "
+        "the outbox id; the dispatcher delivers it (signed, with retries) and records the "
+        "attempts under `/v1/webhooks/{id}/deliveries`."
+    ),
+    responses=responses(WebhookTestQueued, status=202, errors=(401, 403, 404)),
+)
+async def test_webhook(session: WriteSession, webhook_id: WebhookId) -> WebhookTestQueued:
+    exists_row = (await session.execute(select(W.id).where(W.id == webhook_id))).first()
+    if exists_row is None:
+        raise NotFoundError(f"no webhook {webhook_id!r}")
+    test_id = uuid.uuid4().hex
+    stmt = (
+        insert(OutboxItem)
+        .values(
+            kind=OutboxKind.WEBHOOK.value,
+            # Unique per request: each press of "test" is its own delivery.
+            dedupe_key=f"webhook-test:{webhook_id}:{test_id}",
+            payload={
+                "webhook_id": webhook_id,
+                "event_type": "webhook.test",
+                "alert_id": None,
+                "test_id": test_id,
+                "requested_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        .returning(OutboxItem.id)
+    )
+    outbox_id = (await session.execute(stmt)).scalar_one()
+    return WebhookTestQueued(webhook_id=webhook_id, outbox_id=outbox_id)

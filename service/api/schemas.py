@@ -1,0 +1,786 @@
+"""Response and request models of the REST API, with the examples shown in /docs.
+
+Field names follow DESIGN.md exactly. Columns whose values ECS owns (statuses,
+launch types, stop codes) are plain strings in responses, so a value AWS adds
+tomorrow is passed through instead of turning into a 500; closed sets that
+ecswatch owns (deployment kinds and outcomes, webhook event types) are
+``Literal``/``StrEnum`` in filters and requests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/prod"
+SERVICE_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/prod/web"
+TASK_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/prod/0d2b8c1e5f7a4b2c9e1f3a5b7c9d1e3f"
+INSTANCE_ARN = (
+    f"arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/prod/4f8e2c6a1b3d4e5f8a9b0c1d2e3f4a5b"
+)
+TASK_DEFINITION = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/web:42"
+#: Text may hold anything but NUL, which PostgreSQL text cannot store.
+NO_NUL = r"^[^\x00]*$"
+NEXT_CURSOR = "eyJrIjoidGFza3MiLCJ2IjpbImFybjphd3M6ZWNzOnVzLWVhc3QtMTpkZW1vIl19"
+
+
+class LaunchType(StrEnum):
+    """ECS launch types."""
+
+    EC2 = "EC2"
+    FARGATE = "FARGATE"
+    EXTERNAL = "EXTERNAL"
+
+
+class TaskStatus(StrEnum):
+    """ECS task lifecycle states (``lastStatus`` and ``desiredStatus``)."""
+
+    PROVISIONING = "PROVISIONING"
+    PENDING = "PENDING"
+    ACTIVATING = "ACTIVATING"
+    RUNNING = "RUNNING"
+    DEACTIVATING = "DEACTIVATING"
+    STOPPING = "STOPPING"
+    DEPROVISIONING = "DEPROVISIONING"
+    STOPPED = "STOPPED"
+    DELETED = "DELETED"
+
+
+class StopCode(StrEnum):
+    """Why ECS stopped a task (``stopCode``)."""
+
+    TASK_FAILED_TO_START = "TaskFailedToStart"
+    ESSENTIAL_CONTAINER_EXITED = "EssentialContainerExited"
+    USER_INITIATED = "UserInitiated"
+    SERVICE_SCHEDULER_INITIATED = "ServiceSchedulerInitiated"
+    SPOT_INTERRUPTION = "SpotInterruption"
+    TERMINATION_NOTICE = "TerminationNotice"
+
+
+class ServiceStatus(StrEnum):
+    """ECS service states."""
+
+    ACTIVE = "ACTIVE"
+    DRAINING = "DRAINING"
+    INACTIVE = "INACTIVE"
+
+
+class ContainerInstanceStatus(StrEnum):
+    """ECS container instance states."""
+
+    ACTIVE = "ACTIVE"
+    DRAINING = "DRAINING"
+    REGISTERING = "REGISTERING"
+    DEREGISTERING = "DEREGISTERING"
+    REGISTRATION_FAILED = "REGISTRATION_FAILED"
+    INACTIVE = "INACTIVE"
+
+
+class DeploymentKind(StrEnum):
+    """How a deployment replaces tasks."""
+
+    ROLLING = "rolling"
+    BLUE_GREEN = "blue_green"
+    CODEDEPLOY = "codedeploy"
+
+
+class DeploymentOutcome(StrEnum):
+    """Where a deployment ended up (``in_progress`` until it is decided)."""
+
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+    STOPPED = "stopped"
+
+
+class WebhookEventType(StrEnum):
+    """Alert types a webhook subscription can ask for."""
+
+    DEPLOYMENT_FAILED = "deployment.failed"
+    DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
+    DEPLOYMENT_STUCK = "deployment.stuck"
+    DEPLOYMENT_SUCCEEDED = "deployment.succeeded"
+    TASK_FAILED_TO_START = "task.failed_to_start"
+    SERVICE_PLACEMENT_FAILURE = "service.placement_failure"
+    CONTAINER_INSTANCE_DISCONNECTED = "container_instance.disconnected"
+
+
+def _example(value: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [value]})
+
+
+class Problem(BaseModel):
+    """An error, as ``application/problem+json`` (RFC 9457)."""
+
+    type: str = Field(description="Stable URI naming the kind of problem.")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = Field(default=None, description="The request path.")
+    param: str | None = Field(
+        default=None, description="The offending parameter, when one is to blame."
+    )
+
+    model_config = _example(
+        {
+            "type": "https://ecswatch.dev/problems/invalid-parameter",
+            "title": "Invalid parameter",
+            "status": 400,
+            "detail": "since must be an RFC 3339 timestamp such as 2025-01-31T12:00:00Z",
+            "instance": "/v1/tasks",
+            "param": "since",
+        }
+    )
+
+
+def _tags() -> Any:
+    return Field(description="ECS tags of the resource, as an object.")
+
+
+def _tags_known() -> Any:
+    return Field(
+        description="False while the tags have not been fetched yet (`tags` may be incomplete)."
+    )
+
+
+# ---------------------------------------------------------------- clusters
+
+CLUSTER_EXAMPLE: dict[str, Any] = {
+    "arn": CLUSTER_ARN,
+    "name": "prod",
+    "status": "ACTIVE",
+    "active_services_count": 12,
+    "running_tasks_count": 87,
+    "pending_tasks_count": 1,
+    "registered_container_instances_count": 6,
+    "tags": {"team": "platform", "env": "prod"},
+    "tags_known": True,
+}
+
+
+class Cluster(BaseModel):
+    """An ECS cluster."""
+
+    arn: str
+    name: str
+    status: str | None
+    active_services_count: int | None
+    running_tasks_count: int | None
+    pending_tasks_count: int | None
+    registered_container_instances_count: int | None
+    tags: dict[str, str] = _tags()
+    tags_known: bool = _tags_known()
+
+    model_config = _example(CLUSTER_EXAMPLE)
+
+
+# ---------------------------------------------------------------- deployments
+
+DEPLOYMENT_EXAMPLE: dict[str, Any] = {
+    "id": "ecs-svc/1234567890123456789",
+    "cluster": "prod",
+    "cluster_arn": CLUSTER_ARN,
+    "service": "web",
+    "service_arn": SERVICE_ARN,
+    "kind": "rolling",
+    "outcome": "rolled_back",
+    "reason": (
+        "ECS deployment circuit breaker: rolling back to deploymentId ecs-svc/9876543210987654321"
+    ),
+    "task_definition": TASK_DEFINITION,
+    "rollback_target": "ecs-svc/9876543210987654321",
+    "started_at": "2025-03-01T10:00:00Z",
+    "updated_at": "2025-03-01T10:14:03.120000Z",
+    "finished_at": "2025-03-01T10:14:03.120000Z",
+    "failed_tasks": 3,
+}
+
+
+class Deployment(BaseModel):
+    """One deployment of a service and how it ended."""
+
+    id: str
+    cluster: str | None
+    cluster_arn: str | None
+    service: str | None
+    service_arn: str | None
+    kind: str = Field(description="rolling, blue_green or codedeploy.")
+    outcome: str = Field(
+        description="in_progress, succeeded, failed, rolled_back, rollback_failed or stopped."
+    )
+    reason: str | None
+    task_definition: str | None
+    rollback_target: str | None = Field(
+        description="The deployment ECS restores when this one rolls back."
+    )
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    failed_tasks: int
+
+    model_config = _example(DEPLOYMENT_EXAMPLE)
+
+
+# ---------------------------------------------------------------- services
+
+SERVICE_EXAMPLE: dict[str, Any] = {
+    "arn": SERVICE_ARN,
+    "name": "web",
+    "cluster": "prod",
+    "cluster_arn": CLUSTER_ARN,
+    "status": "ACTIVE",
+    "desired_count": 4,
+    "running_count": 4,
+    "pending_count": 0,
+    "launch_type": "FARGATE",
+    "task_definition": TASK_DEFINITION,
+    "deployment_controller": "ECS",
+    "tags": {"team": "web"},
+    "tags_known": True,
+    "updated_at": "2025-03-01T10:14:03.120000Z",
+}
+
+
+class Service(BaseModel):
+    """An ECS service (or daemon)."""
+
+    arn: str
+    name: str
+    cluster: str | None
+    cluster_arn: str | None
+    status: str | None
+    desired_count: int | None
+    running_count: int | None
+    pending_count: int | None
+    launch_type: str | None
+    task_definition: str | None
+    deployment_controller: str | None
+    tags: dict[str, str] = _tags()
+    tags_known: bool = _tags_known()
+    updated_at: datetime
+
+    model_config = _example(SERVICE_EXAMPLE)
+
+
+class ServiceDetail(Service):
+    """One service with its most recent deployments, newest first."""
+
+    deployments: list[Deployment] = Field(description="Up to 10 most recent deployments.")
+
+    model_config = _example({**SERVICE_EXAMPLE, "deployments": [DEPLOYMENT_EXAMPLE]})
+
+
+# ---------------------------------------------------------------- tasks
+
+
+class Container(BaseModel):
+    """One container of a task."""
+
+    name: str | None = None
+    last_status: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    image: str | None = None
+
+
+TASK_EXAMPLE: dict[str, Any] = {
+    "arn": TASK_ARN,
+    "id": "0d2b8c1e5f7a4b2c9e1f3a5b7c9d1e3f",
+    "cluster": "prod",
+    "cluster_arn": CLUSTER_ARN,
+    "service": "web",
+    "service_arn": SERVICE_ARN,
+    "family": "web",
+    "revision": 42,
+    "launch_type": "FARGATE",
+    "last_status": "STOPPED",
+    "desired_status": "STOPPED",
+    "health_status": "UNKNOWN",
+    "stop_code": "EssentialContainerExited",
+    "stopped_reason": "Essential container in task exited",
+    "version": 5,
+    "container_instance_arn": None,
+    "availability_zone": "us-east-1a",
+    "containers": [
+        {
+            "name": "app",
+            "last_status": "STOPPED",
+            "exit_code": 137,
+            "reason": "OutOfMemoryError: Container killed due to memory usage",
+            "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/web:1.4.2",
+        }
+    ],
+    "tags": {"team": "web"},
+    "tags_known": True,
+    "created_at": "2025-03-01T10:02:11.518000Z",
+    "started_at": "2025-03-01T10:02:40.001000Z",
+    "stopped_at": "2025-03-01T10:05:12.870000Z",
+    "updated_at": "2025-03-01T10:05:12.870000Z",
+}
+
+
+class Task(BaseModel):
+    """An ECS task with its containers."""
+
+    arn: str
+    id: str
+    cluster: str | None
+    cluster_arn: str | None
+    service: str | None
+    service_arn: str | None = Field(description="Derived from the task ARN and the service name.")
+    family: str | None
+    revision: int | None
+    launch_type: str | None
+    last_status: str | None
+    desired_status: str | None
+    health_status: str | None
+    stop_code: str | None
+    stopped_reason: str | None
+    version: int | None = Field(description="ECS `detail.version` of the last applied change.")
+    container_instance_arn: str | None
+    availability_zone: str | None
+    containers: list[Container]
+    tags: dict[str, str] = _tags()
+    tags_known: bool = _tags_known()
+    created_at: datetime | None
+    started_at: datetime | None
+    stopped_at: datetime | None
+    updated_at: datetime | None = Field(description="Time of the ECS change behind this state.")
+
+    model_config = _example(TASK_EXAMPLE)
+
+
+# ---------------------------------------------------------------- container instances
+
+CONTAINER_INSTANCE_EXAMPLE: dict[str, Any] = {
+    "arn": INSTANCE_ARN,
+    "ec2_instance_id": "i-0abc123def4567890",
+    "cluster": "prod",
+    "cluster_arn": CLUSTER_ARN,
+    "status": "ACTIVE",
+    "agent_connected": False,
+    "running_tasks_count": 3,
+    "pending_tasks_count": 0,
+    "registered_resources": [{"name": "CPU", "type": "INTEGER", "integerValue": 2048}],
+    "remaining_resources": [{"name": "CPU", "type": "INTEGER", "integerValue": 512}],
+    "version": 14,
+    "attributes": [{"name": "ecs.os-type", "value": "linux"}],
+    "tags": {},
+    "tags_known": False,
+    "updated_at": "2025-03-01T09:58:40Z",
+}
+
+
+class ContainerInstance(BaseModel):
+    """An EC2 or external instance registered to a cluster."""
+
+    arn: str
+    ec2_instance_id: str | None
+    cluster: str | None
+    cluster_arn: str | None
+    status: str | None
+    agent_connected: bool | None
+    running_tasks_count: int | None
+    pending_tasks_count: int | None
+    registered_resources: list[dict[str, Any]]
+    remaining_resources: list[dict[str, Any]]
+    version: int | None
+    attributes: list[dict[str, Any]]
+    tags: dict[str, str] = _tags()
+    tags_known: bool = _tags_known()
+    updated_at: datetime | None
+
+    model_config = _example(CONTAINER_INSTANCE_EXAMPLE)
+
+
+# ---------------------------------------------------------------- events
+
+EVENT_EXAMPLE: dict[str, Any] = {
+    "id": "8f07d6e2-0b0c-4c5b-9ec5-0e5f4e1c2d3a",
+    "detail_type": "ECS Deployment State Change",
+    "source": "aws.ecs",
+    "account": ACCOUNT,
+    "region": REGION,
+    "time": "2025-03-01T10:14:03Z",
+    "resources": [SERVICE_ARN],
+    "detail": {
+        "eventType": "ERROR",
+        "eventName": "SERVICE_DEPLOYMENT_FAILED",
+        "deploymentId": "ecs-svc/1234567890123456789",
+        "updatedAt": "2025-03-01T10:14:03.120Z",
+        "reason": "ECS deployment circuit breaker: task failed to start.",
+    },
+    "received_at": "2025-03-01T10:14:04.410000Z",
+}
+
+
+class Event(BaseModel):
+    """One stored EventBridge event, as received."""
+
+    id: str
+    detail_type: str
+    source: str
+    account: str | None
+    region: str | None
+    time: datetime
+    resources: list[Any]
+    detail: dict[str, Any]
+    received_at: datetime
+
+    model_config = _example(EVENT_EXAMPLE)
+
+
+# ---------------------------------------------------------------- metrics
+
+METRIC_EXAMPLE: dict[str, Any] = {
+    "namespace": "AWS/ECS",
+    "name": "CPUUtilization",
+    "statistic": "Average",
+    "unit": "Percent",
+    "cluster": "prod",
+    "service": "web",
+    "dimensions": {"ClusterName": "prod", "ServiceName": "web"},
+    "timestamp": "2025-03-01T10:00:00Z",
+    "value": 41.7,
+}
+
+
+class MetricPoint(BaseModel):
+    """One CloudWatch datapoint."""
+
+    namespace: str
+    name: str = Field(description="The CloudWatch metric name, e.g. CPUUtilization.")
+    statistic: str
+    unit: str | None
+    cluster: str | None
+    service: str | None
+    dimensions: dict[str, Any]
+    timestamp: datetime
+    value: float
+
+    model_config = _example(METRIC_EXAMPLE)
+
+
+# ---------------------------------------------------------------- alerts
+
+
+class DeliveryCounts(BaseModel):
+    """Webhook deliveries of one alert, one per subscription, by current state."""
+
+    pending: int = Field(description="Queued or waiting for a retry.")
+    delivered: int = Field(description="Answered with a 2xx.")
+    failed: int = Field(description="Gave up after the retry budget (or refused permanently).")
+
+
+ALERT_EXAMPLE: dict[str, Any] = {
+    "id": "alrt_5f2a9c0d7e1b4a36",
+    "type": "deployment.failed",
+    "cluster": "prod",
+    "service": "web",
+    "deployment_id": "ecs-svc/1234567890123456789",
+    "summary": "Deployment ecs-svc/1234567890123456789 of prod/web failed: circuit breaker",
+    "created_at": "2025-03-01T10:14:04.530000Z",
+    "deliveries": {"pending": 0, "delivered": 2, "failed": 1},
+}
+
+
+class Alert(BaseModel):
+    """An alert ecswatch raised, with the state of its webhook deliveries."""
+
+    id: str
+    type: str
+    cluster: str | None
+    service: str | None
+    deployment_id: str | None
+    summary: str
+    created_at: datetime
+    deliveries: DeliveryCounts
+
+    model_config = _example(ALERT_EXAMPLE)
+
+
+# ---------------------------------------------------------------- quarantine
+
+QUARANTINE_EXAMPLE: dict[str, Any] = {
+    "id": 17,
+    "body": '{"not": "an event"}',
+    "error": "not an event: missing id, detail-type, source or detail",
+    "first_seen": "2025-03-01T08:00:00Z",
+    "last_seen": "2025-03-01T09:30:00Z",
+    "count": 3,
+}
+
+
+class QuarantinedMessage(BaseModel):
+    """A queue message that could never be processed."""
+
+    id: int
+    body: str
+    error: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+
+    model_config = _example(QUARANTINE_EXAMPLE)
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+class WebhookFilter(BaseModel):
+    """Which alerts a subscription receives; every given field must match."""
+
+    cluster: str | None = Field(
+        default=None, max_length=2048, pattern=NO_NUL, description="Cluster name or ARN."
+    )
+    service: str | None = Field(
+        default=None, max_length=2048, pattern=NO_NUL, description="Service name or ARN."
+    )
+    tag: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^[^:\x00]+:[^\x00]*$",
+        description="`key:value` that the service must carry.",
+    )
+
+    model_config = ConfigDict(extra="forbid")
+
+
+WEBHOOK_EXAMPLE: dict[str, Any] = {
+    "id": "wh_3b9f1c2d4e5a6b7c8d9e0f1a",
+    "url": "https://hooks.example.com/ecswatch",
+    "events": ["deployment.failed", "deployment.rolled_back"],
+    "filter": {"cluster": "prod", "service": None, "tag": None},
+    "active": True,
+    "created_at": "2025-03-01T08:00:00Z",
+}
+WEBHOOK_SECRET_EXAMPLE = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# `whsec_` + standard base64 of at least 24 bytes: eight full groups of four
+# characters (24 bytes), more groups, then at most one padded group.
+SECRET_PATTERN = r"^whsec_(?:[A-Za-z0-9+/]{4}){8,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+class WebhookCreate(BaseModel):
+    """A new webhook subscription."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=NO_NUL,
+        description="http(s) URL that receives alerts.",
+    )
+    events: list[WebhookEventType] = Field(min_length=1, description="Alert types to send.")
+    filter: WebhookFilter = Field(default_factory=WebhookFilter)
+    secret: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=SECRET_PATTERN,
+        description=(
+            "Signing secret: `whsec_` and the base64 of a key of at least 24 bytes "
+            "(Standard Webhooks). Generated when omitted."
+        ),
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/ecswatch",
+                    "events": ["deployment.failed", "deployment.rolled_back"],
+                    "filter": {"cluster": "prod"},
+                }
+            ]
+        },
+    )
+
+
+class Webhook(BaseModel):
+    """A webhook subscription (without its secret)."""
+
+    id: str
+    url: str
+    events: list[str]
+    filter: WebhookFilter
+    active: bool
+    created_at: datetime
+
+    model_config = _example(WEBHOOK_EXAMPLE)
+
+
+class WebhookCreated(Webhook):
+    """The subscription just created, with its signing secret; it is never shown again."""
+
+    secret: str
+
+    model_config = _example({**WEBHOOK_EXAMPLE, "secret": WEBHOOK_SECRET_EXAMPLE})
+
+
+DELIVERY_EXAMPLE: dict[str, Any] = {
+    "id": 981,
+    "webhook_id": "wh_3b9f1c2d4e5a6b7c8d9e0f1a",
+    "alert_id": "alrt_5f2a9c0d7e1b4a36",
+    "event_type": "deployment.failed",
+    "attempt": 2,
+    "status_code": 503,
+    "error": "HTTP 503",
+    "attempted_at": "2025-03-01T10:14:09Z",
+    "next_attempt_at": "2025-03-01T10:14:39Z",
+}
+
+
+class WebhookDelivery(BaseModel):
+    """One delivery attempt."""
+
+    id: int
+    webhook_id: str
+    alert_id: str | None
+    event_type: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    attempted_at: datetime
+    next_attempt_at: datetime | None = Field(
+        description="When the next retry is due; null when none."
+    )
+
+    model_config = _example(DELIVERY_EXAMPLE)
+
+
+class WebhookTestQueued(BaseModel):
+    """A test delivery has been queued for the dispatcher."""
+
+    webhook_id: str
+    outbox_id: int = Field(description="The outbox row the dispatcher will deliver.")
+    event_type: Literal["webhook.test"] = "webhook.test"
+    status: Literal["queued"] = "queued"
+
+    model_config = _example(
+        {
+            "webhook_id": "wh_3b9f1c2d4e5a6b7c8d9e0f1a",
+            "outbox_id": 4242,
+            "event_type": "webhook.test",
+            "status": "queued",
+        }
+    )
+
+
+# ---------------------------------------------------------------- pages
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass ``next_cursor`` as ``cursor`` to get the next one."""
+
+    items: list[T]
+    next_cursor: str | None = Field(description="Null on the last page.")
+
+
+def _page_example(item: dict[str, Any]) -> ConfigDict:
+    return _example({"items": [item], "next_cursor": NEXT_CURSOR})
+
+
+class ClusterPage(Page[Cluster]):
+    """A page of clusters, by name."""
+
+    model_config = _page_example(CLUSTER_EXAMPLE)
+
+
+class ServicePage(Page[Service]):
+    """A page of services, by ARN."""
+
+    model_config = _page_example(SERVICE_EXAMPLE)
+
+
+class TaskPage(Page[Task]):
+    """A page of tasks, by ARN."""
+
+    model_config = _page_example(TASK_EXAMPLE)
+
+
+class ContainerInstancePage(Page[ContainerInstance]):
+    """A page of container instances, by ARN."""
+
+    model_config = _page_example(CONTAINER_INSTANCE_EXAMPLE)
+
+
+class DeploymentPage(Page[Deployment]):
+    """A page of deployments, newest start first."""
+
+    model_config = _page_example(DEPLOYMENT_EXAMPLE)
+
+
+class EventPage(Page[Event]):
+    """A page of events, newest first."""
+
+    model_config = _page_example(EVENT_EXAMPLE)
+
+
+class MetricPage(Page[MetricPoint]):
+    """A page of metric points, newest first."""
+
+    model_config = _page_example(METRIC_EXAMPLE)
+
+
+class AlertPage(Page[Alert]):
+    """A page of alerts, newest first."""
+
+    model_config = _page_example(ALERT_EXAMPLE)
+
+
+class QuarantinePage(Page[QuarantinedMessage]):
+    """A page of quarantined messages, newest first."""
+
+    model_config = _page_example(QUARANTINE_EXAMPLE)
+
+
+class WebhookPage(Page[Webhook]):
+    """A page of webhook subscriptions, oldest first."""
+
+    model_config = _page_example(WEBHOOK_EXAMPLE)
+
+
+class WebhookDeliveryPage(Page[WebhookDelivery]):
+    """A page of delivery attempts, newest first."""
+
+    model_config = _page_example(DELIVERY_EXAMPLE)
+
+
+# ---------------------------------------------------------------- OpenAPI responses
+
+_ERROR_DESCRIPTIONS = {
+    400: "A parameter is invalid; `param` names it.",
+    401: "The bearer token is missing or not valid (see `WWW-Authenticate`).",
+    403: "The token's scope does not allow this route.",
+    404: "No such resource.",
+}
+
+
+def responses(
+    model: type[BaseModel] | None,
+    *,
+    status: int = 200,
+    errors: tuple[int, ...] = (400, 401),
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: the success example plus each problem it can answer.
+
+    Problems are declared with the :class:`Problem` model; the app's OpenAPI hook
+    files them under ``application/problem+json``, the media type they are sent with.
+    """
+    documented: dict[int | str, dict[str, Any]] = {}
+    if model is not None:
+        extra = model.model_config.get("json_schema_extra")
+        examples = extra.get("examples") if isinstance(extra, dict) else None
+        if isinstance(examples, list) and examples:
+            documented[status] = {"content": {"application/json": {"example": examples[0]}}}
+    for code in errors:
+        documented[code] = {"model": Problem, "description": _ERROR_DESCRIPTIONS[code]}
+    return documented
