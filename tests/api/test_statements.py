@@ -138,4 +138,4 @@ async def test_statements_per_request(
         items = response.json().get("items")
         if items is not None and "limit=" in path and "tag=" not in path:
             assert len(items) == ROWS, path
-        assert 1 <= len(statements) <= budget, (path, statements)
+        assert 0 < len(statements) <= budget, (path, statements)
