@@ -49,6 +49,8 @@ async def serve_api(
         while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         port = bound_port(server)
+        if server.started:
+            roles.running["api"] = True  # as soon as it serves, not after the supervisor sees it
         if started is not None and server.started and port is not None and not started.done():
             started.set_result(port)
 
