@@ -11,7 +11,14 @@ from sqlalchemy import text
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness: the process is up")
+_READY = {"status": "ready", "checks": {"database": "ok", "roles": {"api": "running"}}}
+
+
+@router.get(
+    "/healthz",
+    summary="Liveness: the process is up",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -19,7 +26,15 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: database reachable and every selected role running",
-    responses={503: {"description": "Not ready; the body says which check failed"}},
+    responses={
+        200: {
+            "description": "Ready",
+            "content": {"application/json": {"example": _READY}},
+        },
+        # The 503 body has the same shape, e.g. {"status": "not_ready", "checks":
+        # {"database": "unreachable: OSError", ...}}; documented in docs/api.md.
+        503: {"description": "Not ready; the body says which check failed"},
+    },
 )
 async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, Any] = {}
