@@ -37,31 +37,6 @@ class LaunchType(StrEnum):
     EXTERNAL = "EXTERNAL"
 
 
-class TaskStatus(StrEnum):
-    """ECS task lifecycle states (``lastStatus`` and ``desiredStatus``)."""
-
-    PROVISIONING = "PROVISIONING"
-    PENDING = "PENDING"
-    ACTIVATING = "ACTIVATING"
-    RUNNING = "RUNNING"
-    DEACTIVATING = "DEACTIVATING"
-    STOPPING = "STOPPING"
-    DEPROVISIONING = "DEPROVISIONING"
-    STOPPED = "STOPPED"
-    DELETED = "DELETED"
-
-
-class StopCode(StrEnum):
-    """Why ECS stopped a task (``stopCode``)."""
-
-    TASK_FAILED_TO_START = "TaskFailedToStart"
-    ESSENTIAL_CONTAINER_EXITED = "EssentialContainerExited"
-    USER_INITIATED = "UserInitiated"
-    SERVICE_SCHEDULER_INITIATED = "ServiceSchedulerInitiated"
-    SPOT_INTERRUPTION = "SpotInterruption"
-    TERMINATION_NOTICE = "TerminationNotice"
-
-
 class ServiceStatus(StrEnum):
     """ECS service states."""
 
@@ -79,25 +54,6 @@ class ContainerInstanceStatus(StrEnum):
     DEREGISTERING = "DEREGISTERING"
     REGISTRATION_FAILED = "REGISTRATION_FAILED"
     INACTIVE = "INACTIVE"
-
-
-class DeploymentKind(StrEnum):
-    """How a deployment replaces tasks."""
-
-    ROLLING = "rolling"
-    BLUE_GREEN = "blue_green"
-    CODEDEPLOY = "codedeploy"
-
-
-class DeploymentOutcome(StrEnum):
-    """Where a deployment ended up (``in_progress`` until it is decided)."""
-
-    IN_PROGRESS = "in_progress"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled_back"
-    ROLLBACK_FAILED = "rollback_failed"
-    STOPPED = "stopped"
 
 
 class WebhookEventType(StrEnum):

@@ -42,6 +42,7 @@ class TaskStatus(StrEnum):
     STOPPING = "STOPPING"
     DEPROVISIONING = "DEPROVISIONING"
     STOPPED = "STOPPED"
+    DELETED = "DELETED"
 
 
 class StopCode(StrEnum):

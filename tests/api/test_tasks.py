@@ -135,6 +135,8 @@ FILTER_CASES = [
     ("container_instance=ci1", ["t3"]),
     ("container_instance=i-0abc", ["t3"]),
     ("stop_code=EssentialContainerExited", ["t2"]),
+    # Newest SDK stop code: a valid filter even when no task has it.
+    ("stop_code=InfrastructureHealth", []),
     ("tag=team:web", ["t1", "t2"]),
     ("tag=team:web&tag=env:prod", ["t1"]),
     ("tag=team:web&tag=env:nope", []),

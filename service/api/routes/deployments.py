@@ -18,7 +18,8 @@ from service.api.pagination import (
     next_cursor,
 )
 from service.api.queries import cluster_matches, fetch_dicts, service_matches
-from service.api.schemas import NO_NUL, Deployment, DeploymentOutcome, DeploymentPage, responses
+from service.api.schemas import NO_NUL, Deployment, DeploymentPage, responses
+from service.deployments.outcome import Outcome as DeploymentOutcome
 from service.state import models
 
 router = APIRouter(prefix="/v1", tags=["deployments"], dependencies=[Depends(require_read)])

@@ -31,8 +31,9 @@ from service.api.queries import (
     service_names_of_arn,
     tags_match_bound,
 )
-from service.api.schemas import NO_NUL, LaunchType, StopCode, Task, TaskPage, TaskStatus, responses
+from service.api.schemas import NO_NUL, LaunchType, Task, TaskPage, responses
 from service.errors import InvalidInputError, NotFoundError
+from service.events.models import StopCode, TaskStatus
 from service.state import models
 
 router = APIRouter(prefix="/v1", tags=["tasks"], dependencies=[Depends(require_read)])
