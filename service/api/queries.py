@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Executable
 
+from service.api.schemas import NO_NUL
 from service.errors import InvalidInputError
 from service.state.models import ResourceTags
 
@@ -255,6 +256,12 @@ SinceParam = Annotated[
 ]
 UntilParam = Annotated[
     RFC3339 | None, Query(description="RFC 3339 timestamp, inclusive upper bound.")
+]
+ClusterParam = Annotated[
+    str | None, Query(description="Cluster name or ARN.", max_length=2048, pattern=NO_NUL)
+]
+ServiceParam = Annotated[
+    str | None, Query(description="Service name or ARN.", max_length=2048, pattern=NO_NUL)
 ]
 
 

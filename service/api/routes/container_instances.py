@@ -15,9 +15,8 @@ from service.api.pagination import (
     fetch,
     next_cursor,
 )
-from service.api.queries import TagJoin, cluster_matches, fetch_dicts
+from service.api.queries import ClusterParam, TagJoin, cluster_matches, fetch_dicts
 from service.api.schemas import (
-    NO_NUL,
     ContainerInstance,
     ContainerInstancePage,
     ContainerInstanceStatus,
@@ -60,9 +59,7 @@ _COLUMNS = (
 )
 async def list_container_instances(
     conn: ReadConnection,
-    cluster: Annotated[
-        str | None, Query(description="Cluster name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
+    cluster: ClusterParam = None,
     status: Annotated[
         ContainerInstanceStatus | None, Query(description="Only this status.")
     ] = None,

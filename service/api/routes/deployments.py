@@ -17,8 +17,14 @@ from service.api.pagination import (
     fetch,
     next_cursor,
 )
-from service.api.queries import cluster_matches, fetch_dicts, service_matches
-from service.api.schemas import NO_NUL, Deployment, DeploymentPage, responses
+from service.api.queries import (
+    ClusterParam,
+    ServiceParam,
+    cluster_matches,
+    fetch_dicts,
+    service_matches,
+)
+from service.api.schemas import Deployment, DeploymentPage, responses
 from service.deployments.outcome import Outcome as DeploymentOutcome
 from service.state import models
 
@@ -72,12 +78,8 @@ def recent_deployments(cluster: str, service: str, limit: int) -> Select[*tuple[
 )
 async def list_deployments(
     conn: ReadConnection,
-    cluster: Annotated[
-        str | None, Query(description="Cluster name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
-    service: Annotated[
-        str | None, Query(description="Service name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
+    cluster: ClusterParam = None,
+    service: ServiceParam = None,
     outcome: Annotated[DeploymentOutcome | None, Query(description="Only this outcome.")] = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,

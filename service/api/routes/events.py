@@ -20,6 +20,7 @@ from service.api.pagination import (
     next_cursor,
 )
 from service.api.queries import (
+    ClusterParam,
     SinceParam,
     UntilParam,
     fetch_dicts,
@@ -109,9 +110,7 @@ async def list_events(
     detail_type: Annotated[
         str | None, Query(description="EventBridge detail-type.", max_length=256, pattern=NO_NUL)
     ] = None,
-    cluster: Annotated[
-        str | None, Query(description="Cluster name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
+    cluster: ClusterParam = None,
     resource: Annotated[
         str | None,
         Query(

@@ -18,6 +18,8 @@ from service.api.pagination import (
     next_cursor,
 )
 from service.api.queries import (
+    ClusterParam,
+    ServiceParam,
     SinceParam,
     UntilParam,
     cluster_name_of_arn,
@@ -96,12 +98,8 @@ async def list_metrics(
     statistic: Annotated[
         str | None, Query(description="e.g. Average.", max_length=64, pattern=NO_NUL)
     ] = None,
-    cluster: Annotated[
-        str | None, Query(description="Cluster name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
-    service: Annotated[
-        str | None, Query(description="Service name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
+    cluster: ClusterParam = None,
+    service: ServiceParam = None,
     since: SinceParam = None,
     until: UntilParam = None,
     limit: LimitParam = DEFAULT_LIMIT,

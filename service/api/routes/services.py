@@ -16,6 +16,7 @@ from service.api.pagination import (
     next_cursor,
 )
 from service.api.queries import (
+    ClusterParam,
     TagJoin,
     TagParam,
     cluster_matches,
@@ -72,9 +73,7 @@ _COLUMNS = (
 )
 async def list_services(
     conn: ReadConnection,
-    cluster: Annotated[
-        str | None, Query(description="Cluster name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
+    cluster: ClusterParam = None,
     status: Annotated[ServiceStatus | None, Query(description="Only this status.")] = None,
     launch_type: Annotated[LaunchType | None, Query(description="Only this launch type.")] = None,
     tag: TagParam = None,

@@ -21,6 +21,8 @@ from service.api.pagination import (
 )
 from service.api.queries import (
     RFC3339,
+    ClusterParam,
+    ServiceParam,
     TagJoin,
     TagParam,
     fetch_dicts,
@@ -169,12 +171,8 @@ def list_statement(shape: Shape) -> Select[*tuple[Any, ...]]:
 )
 async def list_tasks(
     conn: ReadConnection,
-    cluster: Annotated[
-        str | None, Query(description="Cluster name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
-    service: Annotated[
-        str | None, Query(description="Service name or ARN.", max_length=2048, pattern=NO_NUL)
-    ] = None,
+    cluster: ClusterParam = None,
+    service: ServiceParam = None,
     family: Annotated[
         str | None, Query(description="Task definition family.", max_length=255, pattern=NO_NUL)
     ] = None,
