@@ -77,6 +77,17 @@ async def unit_of_work(
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01", "55P03", "58")
 
 
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE behind ``exc`` (a SQLAlchemy DBAPIError, or asyncpg's own)."""
+    orig = getattr(exc, "orig", exc)
+    # SQLAlchemy's asyncpg adapter wraps the driver's exception as __cause__.
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
 def is_transient_db_error(exc: BaseException) -> bool:
     """True when a database failure may pass by itself (connection lost, server down)."""
     from sqlalchemy import exc as sa_exc
@@ -90,13 +101,10 @@ def is_transient_db_error(exc: BaseException) -> bool:
             return True
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
             return True
-        orig = getattr(exc, "orig", None)
-        state = getattr(orig, "sqlstate", None) or getattr(
-            getattr(orig, "__cause__", None), "sqlstate", None
-        )
-        if isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+        state = sqlstate_of(exc)
+        if state is not None and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
             return True
-        cause = getattr(orig, "__cause__", None)
+        cause = getattr(getattr(exc, "orig", None), "__cause__", None)
         return isinstance(cause, OSError | ConnectionError | TimeoutError)
     try:
         import asyncpg
@@ -104,5 +112,5 @@ def is_transient_db_error(exc: BaseException) -> bool:
         return False
     if isinstance(exc, asyncpg.exceptions.PostgresConnectionError | asyncpg.InterfaceError):
         return True
-    state = getattr(exc, "sqlstate", None)
-    return isinstance(state, str) and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    state = sqlstate_of(exc)
+    return state is not None and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
 from service.config import ServiceRef
-from service.db import is_transient_db_error
+from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
 from service.events.models import NormalisedEvent
 from service.events.normalise import parse_message
@@ -181,11 +181,7 @@ def _count(event: NormalisedEvent, outcome: Applied) -> None:
 
 
 def _is_contention(exc: BaseException) -> bool:
-    orig = getattr(exc, "orig", None)
-    state = getattr(orig, "sqlstate", None) or getattr(
-        getattr(orig, "__cause__", None), "sqlstate", None
-    )
-    return state in ("40001", "40P01")
+    return sqlstate_of(exc) in ("40001", "40P01")
 
 
 def _short(exc: BaseException) -> str:
