@@ -10,6 +10,7 @@ that one bad message never fails its neighbours.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,16 +82,19 @@ class Handler:
         now = now or datetime.now(UTC)
         parsed: list[tuple[Message, NormalisedEvent]] = []
         poison: list[tuple[Message, Poison, str]] = []
+        received: Counter[str] = Counter()
         for message in messages:
             try:
                 event = parse_message(message.body, received_at=now)
             except PermanentError as exc:
                 item = Poison(message.body, exc.detail, message.message_id)
                 poison.append((message, item, "unparseable"))
-                telemetry.EVENTS_RECEIVED.labels("unparseable").inc()
+                received["unparseable"] += 1
                 continue
-            telemetry.EVENTS_RECEIVED.labels(_detail_type_label(event)).inc()
+            received[_detail_type_label(event)] += 1
             parsed.append((message, event))
+        for label, count in received.items():
+            telemetry.EVENTS_RECEIVED.labels(label).inc(count)
         try:
             return await self._commit(parsed, poison)
         except Exception as exc:
@@ -125,14 +129,17 @@ class Handler:
                 raise
         result = HandleResult()
         seen: set[str] = set()
+        counts: Counter[tuple[str, Applied]] = Counter()
         for message, event in parsed:
             outcome = batch.outcomes.get(event.envelope.id, Applied.DUPLICATE)
             if event.envelope.id in seen:  # the same event twice in this batch
                 outcome = Applied.DUPLICATE
             seen.add(event.envelope.id)
-            _count(event, outcome)
+            counts[_detail_type_label(event), outcome] += 1
             result.done.append(message)
             result.outcomes[message.message_id] = outcome.value
+        for (label, outcome), count in counts.items():
+            _count(label, outcome, count)
         for message, item, label in poison:
             telemetry.EVENTS_QUARANTINED.labels(label).inc()
             log.info("message_quarantined", message_id=message.message_id, error=item.error)
@@ -168,16 +175,15 @@ class Handler:
             return HandleResult(retry=[message])
 
 
-def _count(event: NormalisedEvent, outcome: Applied) -> None:
-    label = _detail_type_label(event)
+def _count(label: str, outcome: Applied, count: int) -> None:
     if outcome is Applied.APPLIED:
-        telemetry.EVENTS_APPLIED.labels(label).inc()
+        telemetry.EVENTS_APPLIED.labels(label).inc(count)
     elif outcome is Applied.STALE:
-        telemetry.EVENTS_STALE.labels(label).inc()
+        telemetry.EVENTS_STALE.labels(label).inc(count)
     elif outcome is Applied.DUPLICATE:
-        telemetry.EVENTS_DUPLICATE.labels(label).inc()
+        telemetry.EVENTS_DUPLICATE.labels(label).inc(count)
     else:
-        telemetry.EVENTS_UNKNOWN_TYPE.labels(label).inc()
+        telemetry.EVENTS_UNKNOWN_TYPE.labels(label).inc(count)
 
 
 def _is_contention(exc: BaseException) -> bool:

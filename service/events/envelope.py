@@ -14,6 +14,8 @@ import math
 import re
 from typing import Any
 
+import orjson
+
 from service.errors import PermanentError
 
 #: Top-level keys that must be non-empty strings, in the order reasons name them.
@@ -32,18 +34,18 @@ def unwrap_body(body: str) -> dict[str, Any]:
     return unwrap_body_with_detail_json(body)[0]
 
 
-def unwrap_body_with_detail_json(body: str) -> tuple[dict[str, Any], str | None]:
+def unwrap_body_with_detail_json(body: str) -> tuple[dict[str, Any], str | bytes | None]:
     """:func:`unwrap_body`, and the event's ``detail`` as JSON text (see :func:`checked_event`)."""
-    value = _load_json(body, what="body")
+    value, finite = _load_json(body, what="body")
     where = "body"
     if (
         isinstance(value, dict)
         and value.get("Type") == "Notification"
         and isinstance(value.get("Message"), str)
     ):
-        value = _load_json(value["Message"], what="SNS message")
+        value, finite = _load_json(value["Message"], what="SNS message")
         where = "SNS message"
-    return checked_event(value, where=where)
+    return checked_event(value, where=where, finite=finite)
 
 
 def validate_event(value: object, *, where: str = "event") -> dict[str, Any]:
@@ -54,12 +56,16 @@ def validate_event(value: object, *, where: str = "event") -> dict[str, Any]:
     return checked_event(value, where=where)[0]
 
 
-def checked_event(value: object, *, where: str = "event") -> tuple[dict[str, Any], str | None]:
+def checked_event(
+    value: object, *, where: str = "event", finite: bool = False
+) -> tuple[dict[str, Any], str | bytes | None]:
     """:func:`validate_event`, and the event's ``detail`` serialised as JSON text.
 
     The text comes for free from the storability check (which serialises the event
     anyway), so the raw event can be stored without serialising it a second time.
     It is ``None`` only in the rare case the check had to walk the event instead.
+    ``finite`` says the value is known to hold no NaN or infinity (:func:`_load_json`
+    refused them while decoding), which lets the check use the fast serialiser.
     """
     if not isinstance(value, dict):
         raise PermanentError(f"not an event: {where} is {json_type_name(value)}, not an object")
@@ -77,10 +83,10 @@ def checked_event(value: object, *, where: str = "event") -> tuple[dict[str, Any
         raise PermanentError(
             f"not an event: 'detail' is {json_type_name(value['detail'])}, not an object"
         )
-    return value, _check_storable(value)
+    return value, _check_storable(value, finite=finite)
 
 
-def _check_storable(event: dict[str, Any]) -> str | None:
+def _check_storable(event: dict[str, Any], *, finite: bool = False) -> str | bytes | None:
     """Refuse values that PostgreSQL jsonb cannot hold (NUL, lone surrogates, NaN).
 
     Returns ``detail`` as JSON text when the fast check produced it, else ``None``.
@@ -88,6 +94,18 @@ def _check_storable(event: dict[str, Any]) -> str | None:
     # Fast path at C speed for the common, clean event: ``detail`` and the rest of
     # the event are serialised apart, so the detail text can be kept for storage.
     # The walk below runs only when this finds something, to name the offending path.
+    if finite:
+        # orjson refuses lone surrogates (and integers beyond 64 bits, or nesting
+        # deeper than 254: storable, but the walk decides) and escapes NUL as
+        # \u0000; it would write NaN as null, which ``finite`` rules out.
+        try:
+            detail_bytes = orjson.dumps(event["detail"])
+            rest_bytes = orjson.dumps({k: v for k, v in event.items() if k != "detail"})
+        except TypeError:
+            pass
+        else:
+            if b"\\u0000" not in detail_bytes and b"\\u0000" not in rest_bytes:
+                return detail_bytes
     detail_json: str | None = None
     try:
         detail_json = json.dumps(event["detail"], ensure_ascii=False, allow_nan=False)
@@ -98,6 +116,11 @@ def _check_storable(event: dict[str, Any]) -> str | None:
         )
         detail_json.encode("utf-8")
         rest.encode("utf-8")
+    except RecursionError:
+        # json.loads accepted this nesting a few frames higher up the stack; the
+        # encoder needs the same depth from deeper down and runs out. Never let it
+        # escape: it is not a PermanentError and would kill the consumer's worker.
+        raise PermanentError("not storable: nested too deeply") from None
     except (ValueError, UnicodeEncodeError):
         detail_json = None
     else:
@@ -149,7 +172,37 @@ def json_type_name(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _load_json(text: str, *, what: str) -> Any:
+class _NonFinite(ValueError):
+    """A NaN, an infinity, or a number too large for a float, met while decoding."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NonFinite(text)
+    return number
+
+
+# JSON as RFC 8259 has it: no NaN or Infinity. Python's decoder accepts both; this
+# one stops at them, so a decoded value is known finite (see checked_event).
+_FINITE_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _load_json(text: str, *, what: str) -> tuple[Any, bool]:
+    """The decoded value, and whether it is known to hold only finite numbers."""
+    try:
+        return _FINITE_DECODER.decode(text), True
+    except (ValueError, RecursionError, TypeError):
+        # A NaN (decoded as Python does, so the storability check can name where it
+        # is), bytes rather than text, or not JSON at all (the error names why).
+        return _decode(text, what=what), False
+
+
+def _decode(text: str, *, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -414,9 +414,10 @@ class NormalisedEvent:
     cluster_name: str | None
     natural_key: str | None
     received_at: datetime
-    # ``raw["detail"]`` as JSON text when validation produced it (the raw event is
-    # stored from it, not serialised again); not part of the event's identity.
-    detail_json: str | None = field(default=None, compare=False, repr=False)
+    # ``raw["detail"]`` as JSON text (UTF-8 bytes from the fast check) when
+    # validation produced it: the raw event is stored from it, not serialised
+    # again. Not part of the event's identity.
+    detail_json: str | bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def detail_type(self) -> str:

@@ -951,7 +951,7 @@ def _received_utc(received_at: datetime) -> datetime:
 
 
 def _normalise_checked(
-    valid: dict[str, Any], detail_json: str | None, received: datetime
+    valid: dict[str, Any], detail_json: str | bytes | None, received: datetime
 ) -> NormalisedEvent:
     """:func:`normalise` of an event that :func:`checked_event` has accepted."""
     detail_type: str = valid["detail-type"]
@@ -969,7 +969,7 @@ def _normalise_checked(
 
 
 def _normalise(
-    event: dict[str, Any], detail_type: str, received: datetime, detail_json: str | None
+    event: dict[str, Any], detail_type: str, received: datetime, detail_json: str | bytes | None
 ) -> NormalisedEvent:
     detail: dict[str, Any] = event["detail"]
     stated_time = parse_timestamp(event.get("time"))

@@ -21,15 +21,17 @@ The caller owns the transaction (commit or rollback); this module only flushes.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, func, or_
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,7 +55,6 @@ from service.state.models import (
     ContainerInstance,
     Deployment,
     RawEvent,
-    ResourceTags,
     Service,
     Task,
 )
@@ -81,12 +82,12 @@ class BatchResult:
         return sum(1 for o in self.outcomes.values() if o is outcome)
 
 
-# Bulk rows travel as one array parameter per column, unnested into an
-# INSERT … SELECT … ON CONFLICT: one prepared statement and one round trip per
-# step whatever the batch size (no staging table to empty and fill first).
-# Integer columns travel as numeric and are cast in SQL, so a value out of the
-# column's range is refused by PostgreSQL (a database error: the message is
-# quarantined) rather than by the driver's encoder.
+# A batch's rows travel as one JSON document, expanded by json_to_recordset into
+# an INSERT … SELECT … ON CONFLICT: one prepared statement, one parameter and one
+# round trip per step whatever the batch size, and the rows are serialised in C
+# (orjson) rather than encoded value by value by the driver. Integer columns are
+# read as numeric and cast in SQL, so a value out of the column's range is refused
+# by PostgreSQL (a database error: the message is quarantined).
 _DIALECT = PGDialect()  # type: ignore[no-untyped-call]
 _INTEGER_TYPES = ("INTEGER", "BIGINT", "SMALLINT")
 
@@ -95,47 +96,66 @@ def _quote(name: str) -> str:
     return str(_DIALECT.identifier_preparer.quote(name))
 
 
-def _unnest_insert(model: type[Base], columns: Sequence[str], *, order_by: str | None) -> str:
-    """``INSERT INTO <model> (<columns>) SELECT … FROM unnest($1::<type>[], …)``."""
+def _bulk_insert(model: type[Base], columns: Sequence[str], *, order_by: str | None) -> str:
+    """``INSERT INTO <model> (<columns>) SELECT … FROM json_to_recordset($1::json)``."""
     table = model.__table__
     assert isinstance(table, Table)
-    arrays: list[str] = []
+    definitions: list[str] = []
     selected: list[str] = []
-    for index, name in enumerate(columns, start=1):
+    for name in columns:
         sql_type = str(table.c[name].type.compile(dialect=_DIALECT))
         column = f"s.{_quote(name)}"
         if sql_type in _INTEGER_TYPES:
-            arrays.append(f"${index}::NUMERIC[]")
+            definitions.append(f"{_quote(name)} NUMERIC")
             selected.append(f"{column}::{sql_type}")
         else:
-            arrays.append(f"${index}::{sql_type}[]")
+            definitions.append(f"{_quote(name)} {sql_type}")
             selected.append(column)
     names = ", ".join(_quote(c) for c in columns)
     order = f" ORDER BY s.{_quote(order_by)}" if order_by else ""
     return (
         f"INSERT INTO {_quote(str(table.name))} ({names}) SELECT {', '.join(selected)}"
-        f" FROM unnest({', '.join(arrays)}) AS s({names}){order}"
+        f" FROM json_to_recordset($1::json) AS s({', '.join(definitions)}){order}"
     )
 
 
-def _arrays(model: type[Base], rows: Sequence[r.Row], columns: Sequence[str]) -> tuple[Any, ...]:
-    """One list per column, for :func:`_unnest_insert`; jsonb values as JSON text."""
-    jsonb = _jsonb_columns(model)
-    return tuple(
-        [_json_param(row[c]) for row in rows] if c in jsonb else [row[c] for row in rows]
-        for c in columns
-    )
+def _payload(rows: Sequence[r.Row]) -> str:
+    """The rows as one JSON array for :func:`_bulk_insert` (keys it does not name are
+    ignored there)."""
+    try:
+        return orjson.dumps(rows, default=_orjson_default).decode()
+    except TypeError:
+        return _payload_slow(rows)
 
 
-def _jsonb_columns(model: type[Base]) -> frozenset[str]:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return frozenset(c.name for c in table.columns if isinstance(c.type, JSONB))
+def _orjson_default(value: object) -> Any:
+    if isinstance(value, r.JsonText):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _json_param(value: Any) -> Any:
-    # The driver takes jsonb as text.
-    return json.dumps(value) if isinstance(value, dict | list) else value
+def _payload_slow(rows: Sequence[r.Row]) -> str:
+    """:func:`_payload` by the standard library, for what orjson refuses: integers
+    beyond 64 bits (written exactly, for PostgreSQL to accept or refuse) and nesting
+    deeper than orjson goes. Pre-serialised documents are spliced in as text, never
+    decoded again: a detail nested near the recursion limit stays storable."""
+    texts: list[str] = []
+
+    def default(value: object) -> Any:
+        if isinstance(value, r.JsonText):
+            texts.append(value.text.decode() if isinstance(value.text, bytes) else value.text)
+            # NUL never occurs in stored values (validation refuses it), so this
+            # placeholder cannot collide with data.
+            return f"\x00{len(texts) - 1}"
+        if isinstance(value, datetime):
+            return value.isoformat()
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    encoded = json.dumps(rows, default=default)
+    return _PLACEHOLDER.sub(lambda match: texts[int(match[1])], encoded)
+
+
+_PLACEHOLDER = re.compile(r'"\\u0000([0-9]+)"')
 
 
 async def _execute(session: AsyncSession, sql: str, *params: Any) -> Any:
@@ -183,7 +203,7 @@ async def apply_events(
 
 
 _INSERT_RAW = (
-    _unnest_insert(RawEvent, r.RAW_EVENT_COLUMNS, order_by="id")
+    _bulk_insert(RawEvent, r.RAW_EVENT_COLUMNS, order_by="id")
     + " ON CONFLICT DO NOTHING RETURNING id"
 )
 
@@ -195,9 +215,8 @@ async def _insert_raw(
     if not events:
         return []
     by_id = {e.envelope.id: e for e in events}
-    columns = tuple(zip(*(r.raw_event_values(e) for e in events), strict=True))
     # Ordered keys: replicas inserting the same ids lock them in the same order.
-    result = await _execute(session, _INSERT_RAW, *columns)
+    result = await _execute(session, _INSERT_RAW, _payload([r.raw_event_row(e) for e in events]))
     inserted = {row[0] for row in result}
     return [by_id[i] for i in by_id if i in inserted]
 
@@ -205,7 +224,7 @@ async def _insert_raw(
 @cache
 def _insert_clusters(columns: tuple[str, ...]) -> str:
     # Rows go in the order of the arrays (sorted by ARN), as one statement per row did.
-    return _unnest_insert(Cluster, columns, order_by=None) + " ON CONFLICT DO NOTHING"
+    return _bulk_insert(Cluster, columns, order_by=None) + " ON CONFLICT DO NOTHING"
 
 
 async def _upsert_clusters(session: AsyncSession, events: list[NormalisedEvent]) -> None:
@@ -218,7 +237,7 @@ async def _upsert_clusters(session: AsyncSession, events: list[NormalisedEvent])
     if rows:
         ordered = sorted(rows.values(), key=lambda x: x["arn"])
         columns = tuple(ordered[0])
-        await _execute(session, _insert_clusters(columns), *_arrays(Cluster, ordered, columns))
+        await _execute(session, _insert_clusters(columns), _payload(ordered))
 
 
 @dataclass(frozen=True)
@@ -286,7 +305,7 @@ def _versioned_sql(spec: _Versioned, columns: tuple[str, ...]) -> tuple[str, str
             f" OR {table}.updated_at <= excluded.updated_at))"
         )
         upsert = (
-            _unnest_insert(spec.model, columns, order_by="arn")
+            _bulk_insert(spec.model, columns, order_by="arn")
             + f" ON CONFLICT (arn) DO UPDATE SET {', '.join(updates)} WHERE {newer}"
             + " RETURNING arn"
         )
@@ -314,7 +333,7 @@ async def _apply_versioned(
     ordered = [row for _, row in best.values()]
     columns = tuple(ordered[0])
     upsert, stored_query = _versioned_sql(spec, columns)
-    result = await _execute(session, upsert, *_arrays(spec.model, ordered, columns))
+    result = await _execute(session, upsert, _payload(ordered))
     applied.update(row[0] for row in result)
     unapplied = [arn for arn in best if arn not in applied]
     stored_versions: dict[str, int | None] = {}
@@ -397,7 +416,7 @@ async def _upsert_services(session: AsyncSession, events: list[NormalisedEvent])
     if rows:
         ordered = sorted(rows.values(), key=lambda x: x["arn"])
         columns = tuple(ordered[0])
-        await _execute(session, _upsert_services_sql(columns), *_arrays(Service, ordered, columns))
+        await _execute(session, _upsert_services_sql(columns), _payload(ordered))
 
 
 _SERVICE_NEWER = (
@@ -409,7 +428,7 @@ _SERVICE_NEWER = (
 @cache
 def _upsert_services_sql(columns: tuple[str, ...]) -> str:
     # Rows go in the order of the arrays (sorted by ARN), as one statement per row did.
-    return _unnest_insert(Service, columns, order_by=None) + _SERVICES_ON_CONFLICT
+    return _bulk_insert(Service, columns, order_by=None) + _SERVICES_ON_CONFLICT
 
 
 _SERVICES_ON_CONFLICT = (
@@ -495,7 +514,7 @@ _TASK_DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
 @cache
 def _upsert_deployments_sql(columns: tuple[str, ...], on_conflict: str) -> str:
     # Rows go in the order of the arrays (sorted by id), as one statement per row did.
-    return _unnest_insert(Deployment, columns, order_by=None) + on_conflict
+    return _bulk_insert(Deployment, columns, order_by=None) + on_conflict
 
 
 # A circuit-breaker rollback ends when the restored deployment completes.
@@ -542,7 +561,7 @@ async def _apply_deployments(
             await _execute(
                 session,
                 _upsert_deployments_sql(columns, _DEPLOYMENTS_ON_CONFLICT),
-                *_arrays(Deployment, ordered, columns),
+                _payload(ordered),
             )
 
     task_rows: dict[str, r.Row] = {}
@@ -557,7 +576,7 @@ async def _apply_deployments(
         await _execute(
             session,
             _upsert_deployments_sql(columns, _TASK_DEPLOYMENTS_ON_CONFLICT),
-            *_arrays(Deployment, ordered, columns),
+            _payload(ordered),
         )
 
     touched = sorted(set(by_id) | set(task_rows))
@@ -568,8 +587,8 @@ async def _apply_deployments(
 
 
 _INSERT_TAGS = (
-    _unnest_insert(ResourceTags, ["resource_arn"], order_by="resource_arn")
-    + " ON CONFLICT DO NOTHING"
+    "INSERT INTO resource_tags (resource_arn)"
+    " SELECT s.arn FROM unnest($1::TEXT[]) AS s(arn) ORDER BY s.arn ON CONFLICT DO NOTHING"
 )
 
 

@@ -77,3 +77,30 @@ async def test_quarantine_counts_repeats(runtime: Runtime, engine: AsyncEngine) 
         query = text("SELECT count, first_seen <= last_seen FROM quarantine")
         row = (await conn.execute(query)).one()
     assert tuple(row) == (3, True)
+
+
+async def test_raw_detail_is_stored_exactly_whichever_serialiser_writes_it(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    # The batch is written as one JSON document: orjson for ordinary events, the
+    # standard library when orjson cannot (an integer beyond 64 bits). Either way
+    # the stored detail is the detail received, digit for digit and character for
+    # character.
+    plain, wide, escaped, deep = task_lifecycle(random.Random(3), stop=True)[:4]
+    wide["detail"]["extraCounter"] = 2**70 + 1
+    escaped["detail"]["note"] = 'quote " backslash \\ tab \t snowman \u2603 nul-free'
+    nested: object = "leaf"
+    for _ in range(600):  # deeper than orjson writes, well within what json reads
+        nested = [nested]
+    deep["detail"]["nested"] = nested
+    events = (plain, wide, escaped, deep)
+    messages = [Message(message_id=f"m{i}", body=json.dumps(e)) for i, e in enumerate(events)]
+    result = await Handler(runtime.sessionmaker).handle(messages)
+    assert not result.retry
+    assert "quarantined" not in result.outcomes.values()
+    async with engine.connect() as conn:
+        stored = dict((await conn.execute(text("SELECT id, detail::text FROM raw_events"))).all())
+    assert len(stored) == len(events)
+    for event in events:
+        assert json.loads(stored[event["id"]]) == event["detail"]
+    assert str(2**70 + 1) in stored[wide["id"]]

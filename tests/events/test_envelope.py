@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +191,38 @@ def test_integer_too_long_to_convert_is_poison() -> None:
     assert str(info.value).startswith("body is not JSON: Exceeds the limit")
 
 
-def test_deep_but_decodable_detail_is_walked_without_recursion() -> None:
-    nested: Any = "leaf"
+def test_deep_detail_with_a_bad_leaf_is_walked_without_recursion() -> None:
+    # A NUL at the leaf defeats the json.dumps fast path, so the walk must reach it
+    # (a clean value never leaves the fast path, and so would prove nothing).
+    nested: Any = "bad\u0000leaf"
     for _ in range(900):
         nested = [nested]
     event = minimal_event(detail={"deep": nested})
-    assert validate_event(json.loads(json.dumps(event))) == event
+    with pytest.raises(PermanentError) as info:
+        validate_event(json.loads(json.dumps(event)))
+    assert str(info.value).endswith("has a NUL or lone surrogate")
+
+
+def test_nesting_beyond_the_recursion_limit_is_poison() -> None:
+    # Built in Python (json could not decode it): the storability check must not
+    # leak RecursionError, which is not a PermanentError.
+    nested: Any = "leaf"
+    for _ in range(sys.getrecursionlimit() + 100):
+        nested = [nested]
+    with pytest.raises(PermanentError):
+        validate_event(minimal_event(detail={"deep": nested}))
+
+
+def test_every_nesting_depth_near_the_limit_is_poison_or_accepted() -> None:
+    # json.loads and json.dumps recurse per level from different stack depths:
+    # some depth decodes but does not re-encode. Sweep the boundary.
+    limit = sys.getrecursionlimit()
+    for depth in range(limit - 300, limit + 20):
+        body = json.dumps(minimal_event(detail={})).replace(
+            '"detail": {}', '"detail": {"deep": ' + "[" * depth + "]" * depth + "}"
+        )
+        with contextlib.suppress(PermanentError):  # anything else escapes and fails
+            unwrap_body(body)
 
 
 def test_long_reason_paths_are_cut_to_one_short_line() -> None:
