@@ -83,6 +83,26 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
             await conn.close()
 
 
+@pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    """A brand-new database without any schema, dropped afterwards."""
+    name = f"ecswatch_empty_{uuid.uuid4().hex[:10]}"
+    _, admin = _admin_dsn(server_url)
+    conn = await asyncpg.connect(**admin)  # type: ignore[arg-type]
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        conn = await asyncpg.connect(**admin)  # type: ignore[arg-type]
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
 _TABLES = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
 
 

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import inspect
+
+from service.db import create_engine
+from service.schema import metadata
 
 ECSWATCH = [sys.executable, "-m", "service"]
 
@@ -78,9 +82,18 @@ def test_db_upgrade_on_embedded_database_then_reuse(tmp_path: Path) -> None:
     assert "Running upgrade" not in second.stderr
 
 
-def test_db_upgrade_on_server(database_url: str) -> None:
-    result = _run("db", "upgrade", ECSWATCH_DATABASE_URL=database_url)
+async def test_db_upgrade_on_server(empty_database_url: str) -> None:
+    # On a database with no schema yet: the command must really migrate it.
+    result = _run("db", "upgrade", ECSWATCH_DATABASE_URL=empty_database_url)
     assert result.returncode == 0, result.stderr
+    assert "Running upgrade" in result.stderr
+    engine = create_engine(empty_database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+    assert tables == set(metadata.tables) | {"alembic_version"}
 
 
 def test_run_answers_readyz_and_exits_0_on_sigterm(database_url: str) -> None:

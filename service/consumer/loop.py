@@ -171,6 +171,10 @@ class Consumer:
             messages = [m for batch in batches for m in batch]
             try:
                 await self._process(sqs, messages)
+            except Exception as exc:
+                # A bug must not silently kill this worker: leave the messages to
+                # SQS (redelivery, then the DLQ) and keep working.
+                log.error("batch_crashed", error=f"{type(exc).__name__}: {exc}"[:300])
             finally:
                 for m in messages:
                     self._working.pop(m.message_id, None)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 
 from service.api.app import create_app
 from service.api.deps import scope_of
 from service.config import ApiToken, load_settings
+from service.logging import get_logger
 from service.runtime import open_runtime
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, READ, READ_TOKEN
 
@@ -144,9 +146,16 @@ def test_scope_of_compares_every_token() -> None:
 async def test_tokens_never_reach_the_logs(
     anonymous: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # ecswatch logs through structlog, which (unconfigured in-process) prints to
+    # stdout and never reaches caplog: capture it explicitly, next to stdlib logs.
     caplog.set_level(logging.DEBUG)
-    for headers in (READ, ADMIN, {"Authorization": "Bearer wrong-token-value-123"}):
-        for method, path in READ_ROUTES + ADMIN_ROUTES:
-            await call(anonymous, method, path, headers)
+    with structlog.testing.capture_logs() as service_logs:
+        # Positive control: the capture really sees ecswatch's own loggers.
+        get_logger("service.api.deps").debug("capture_check", value="sentinel-7f3a")
+        for headers in (READ, ADMIN, {"Authorization": "Bearer wrong-token-value-123"}):
+            for method, path in READ_ROUTES + ADMIN_ROUTES:
+                await call(anonymous, method, path, headers)
+    logged = caplog.text + "\n".join(repr(entry) for entry in service_logs)
+    assert "sentinel-7f3a" in logged
     for secret in (READ_TOKEN, ADMIN_TOKEN, "wrong-token-value-123"):
-        assert secret not in caplog.text
+        assert secret not in logged

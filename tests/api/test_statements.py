@@ -136,6 +136,8 @@ async def test_statements_per_request(
             response = await client.get(path, headers=ADMIN)
         assert response.status_code == 200, (path, response.text)
         items = response.json().get("items")
-        if items is not None and "limit=" in path and "tag=" not in path:
+        # Every row matches every filter here: a page that came back short (say,
+        # a broken tag filter) would meet the budget without proving anything.
+        if items is not None and "limit=" in path:
             assert len(items) == ROWS, path
         assert 0 < len(statements) <= budget, (path, statements)

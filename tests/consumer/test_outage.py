@@ -47,7 +47,11 @@ async def test_database_outage_mid_stream(
         update={"database_url": proxied.render_as_string(hide_password=False)}
     )
     queue_url = short_visibility.queue_url
-    await send_events(sqs_client, queue_url, events)
+    # Two waves: the second is sent while the database is gone, so the consumer
+    # certainly has work to do during the outage (the pipeline outruns moto's
+    # deletes, so a cut timed against progress alone can fall between batches).
+    first, second = events[:40], events[40:]
+    await send_events(sqs_client, queue_url, first)
     runtime: Runtime
     async with open_runtime(settings, pool_size=3) as runtime:
         consumer = Consumer(runtime, queue_url, wait_seconds=1)
@@ -58,6 +62,7 @@ async def test_database_outage_mid_stream(
                 while consumer.processed < 20:
                     await asyncio.sleep(0.05)
                 proxy.cut()  # the database goes away mid-stream ...
+                await send_events(sqs_client, queue_url, second)
                 await asyncio.sleep(3)
                 proxy.restore()  # ... and comes back
                 while await queue_depth(sqs_client, queue_url) > 0:
@@ -66,6 +71,9 @@ async def test_database_outage_mid_stream(
         finally:
             stop.set()
             await task
+    # The outage was really met: the consumer went for the database while it was
+    # gone (and then recovered by itself, as the state below shows).
+    assert proxy.refused > 0
     assert await queue_depth(sqs_client, short_visibility.dlq_url) == 0
     async with engine.connect() as conn:
         raw = (await conn.execute(text("SELECT count(*) FROM raw_events"))).scalar()
