@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import time
 from collections.abc import Sequence
@@ -272,4 +273,9 @@ async def run_consumer(runtime: Runtime, stop: asyncio.Event) -> None:
     queue_url = runtime.settings.queue_url
     if not queue_url:
         raise RuntimeError("ECSWATCH_QUEUE_URL is required for the consumer role")
+    # Everything alive now (modules, the engine, clients) lives as long as the
+    # process: keep it out of the collector's full passes, which otherwise walk
+    # it again and again while events churn through (measured in the ingestion
+    # benchmark, docs/performance.md).
+    gc.freeze()
     await Consumer(runtime, queue_url).run(stop)

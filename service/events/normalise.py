@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 from service.errors import PermanentError
@@ -319,6 +320,13 @@ class _Arn:
 def _parse_arn(value: str | None) -> _Arn | None:
     if not value:
         return None
+    return _parse_arn_text(value)
+
+
+# Cluster, container-instance and task-definition ARNs repeat in event after event
+# (and a task's own ARN in each of its events); the result is immutable.
+@lru_cache(maxsize=16384)
+def _parse_arn_text(value: str) -> _Arn | None:
     parts = value.split(":", 5)
     if len(parts) != 6 or parts[0] != "arn":
         return None

@@ -20,6 +20,7 @@ The caller owns the transaction (commit or rollback); this module only flushes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import defaultdict
@@ -149,6 +150,8 @@ def _payload_slow(rows: Sequence[r.Row]) -> str:
             return f"\x00{len(texts) - 1}"
         if isinstance(value, datetime):
             return value.isoformat()
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
         raise TypeError(f"{type(value).__name__} is not JSON")
 
     encoded = json.dumps(rows, default=default)

@@ -18,7 +18,6 @@ from service.deployments.outcome import (
 )
 from service.events.models import (
     CodeDeployDeploymentStateChange,
-    Container,
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
     DaemonDeploymentStateChange,
@@ -102,24 +101,6 @@ def cluster_row(cluster_arn: str, cluster_name: str | None) -> Row | None:
     return {"arn": cluster_arn, "name": name, "account": account, "region": region}
 
 
-def _container(container: Container) -> Row:
-    # What dataclasses.asdict gives (every field is a str, an int or None), without
-    # its recursive deep copy.
-    return {
-        "name": container.name,
-        "container_arn": container.container_arn,
-        "last_status": container.last_status,
-        "exit_code": container.exit_code,
-        "reason": container.reason,
-        "image": container.image,
-        "image_digest": container.image_digest,
-        "runtime_id": container.runtime_id,
-        "cpu": container.cpu,
-        "memory": container.memory,
-        "health_status": container.health_status,
-    }
-
-
 def task_row(event: NormalisedEvent, task: TaskStateChange) -> Row:
     return {
         "arn": task.task_arn,
@@ -146,7 +127,8 @@ def task_row(event: NormalisedEvent, task: TaskStateChange) -> Row:
         "availability_zone": task.availability_zone,
         "cpu": task.cpu,
         "memory": task.memory,
-        "containers": [_container(c) for c in task.containers],
+        # Container dataclasses: the payload writes them as objects keyed by field.
+        "containers": task.containers,
         "created_at": task.created_at,
         "started_at": task.started_at,
         "stopping_at": task.stopping_at,

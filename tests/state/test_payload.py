@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
 
+from service.events.models import Container
 from service.state import apply
 from service.state.rows import JsonText
 
@@ -27,12 +29,28 @@ def test_ordinary_rows_carry_values_and_preserialised_documents() -> None:
 def test_integers_beyond_64_bits_are_written_exactly() -> None:
     # orjson refuses them; the standard library takes over, and PostgreSQL then
     # accepts (numeric, jsonb) or refuses (bigint) the exact value.
-    rows = [{"version": 2**70 + 1, "time": WHEN, "detail": JsonText(b'{"n": 1}')}]
+    container = Container(name="web", exit_code=137)
+    rows = [
+        {
+            "version": 2**70 + 1,
+            "time": WHEN,
+            "detail": JsonText(b'{"n": 1}'),
+            "containers": (container,),
+        }
+    ]
     payload = apply._payload(rows)
     assert str(2**70 + 1) in payload
     assert json.loads(payload) == [
-        {"version": 2**70 + 1, "time": WHEN.isoformat(), "detail": {"n": 1}}
+        {
+            "version": 2**70 + 1,
+            "time": WHEN.isoformat(),
+            "detail": {"n": 1},
+            "containers": [dataclasses.asdict(container)],
+        }
     ]
+    # The same row within 64 bits takes orjson's path to the same document.
+    rows[0]["version"] = 7
+    assert json.loads(apply._payload(rows))[0]["containers"] == [dataclasses.asdict(container)]
 
 
 def test_deep_documents_are_spliced_in_without_being_decoded_again() -> None:
