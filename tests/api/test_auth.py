@@ -14,7 +14,8 @@ from service.api.app import create_app
 from service.api.deps import scope_of
 from service.config import ApiToken, load_settings
 from service.logging import get_logger
-from service.runtime import open_runtime
+from service.roles import RoleStatus
+from service.runtime import Runtime, open_runtime
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, READ, READ_TOKEN
 
 READ_ROUTES = [
@@ -111,13 +112,30 @@ async def test_admin_token_opens_everything(anonymous: httpx.AsyncClient) -> Non
         assert response.status_code in (200, 201, 404), (method, path, response.text)
 
 
-async def test_open_routes_need_no_token(anonymous: httpx.AsyncClient) -> None:
-    for path in OPEN_ROUTES:
-        response = await anonymous.get(path)
-        # /readyz may say "not ready" (no roles here) but must not ask for a token.
-        assert response.status_code in (200, 503), path
-    docs = await anonymous.get("/docs")
-    assert "swagger" in docs.text.lower()
+async def test_open_routes_need_no_token(runtime: Runtime) -> None:
+    # Ready (database up, its one role running): every open route answers 200.
+    app = create_app(runtime, RoleStatus(running={"api": True}))
+    async with _client(app) as anonymous:
+        # Tokens are configured here: the routes below are open, not unguarded.
+        assert (await anonymous.get("/v1/clusters")).status_code == 401
+        for path in OPEN_ROUTES:
+            response = await anonymous.get(path)
+            assert response.status_code == 200, (path, response.status_code, response.text)
+        docs = await anonymous.get("/docs")
+        assert "swagger" in docs.text.lower()
+    # Not ready: only /readyz may answer 503, and it still asks for no token.
+    app = create_app(runtime, RoleStatus(running={"api": True, "consumer": False}))
+    async with _client(app) as anonymous:
+        for path in OPEN_ROUTES:
+            response = await anonymous.get(path)
+            expected = 503 if path == "/readyz" else 200
+            assert response.status_code == expected, (path, response.status_code, response.text)
+            assert "www-authenticate" not in response.headers, path
+        assert (await anonymous.get("/readyz")).json()["status"] == "not_ready"
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
 
 
 async def test_no_tokens_configured_means_no_auth(database_url: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,23 +49,65 @@ def _env(database_url: str, queue_url: str, endpoint: str) -> dict[str, str]:
     return env
 
 
-def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "run", "--roles", "consumer"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+class _Consumer:
+    """One ``ecswatch run --roles consumer`` process; a thread keeps draining its stderr.
+
+    Draining as it goes means a chatty process can never block on a full pipe.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "service", "run", "--roles", "consumer"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._stderr: list[bytes] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.popen.stderr is not None
+        with self.popen.stderr:
+            for line in self.popen.stderr:
+                self._stderr.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self._stderr).decode(errors="replace")
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log lines (ECSWATCH_LOG_FORMAT=json) whose ``event`` is ``event``."""
+        found = []
+        for line in self.stderr.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == event:
+                found.append(entry)
+        return found
+
+    def processed(self) -> int:
+        """What the process said it processed, in its one ``consumer_stopped`` line."""
+        stopped = self.logged("consumer_stopped")
+        assert len(stopped) == 1, self.stderr[-2000:]
+        processed = stopped[0]["processed"]
+        assert isinstance(processed, int)
+        return processed
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+def _start(env: dict[str, str]) -> _Consumer:
+    return _Consumer(env)
+
+
+def _stop(procs: list[_Consumer]) -> list[int]:
     for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    codes = [p.wait(timeout=30) for p in procs]
+        if p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+    codes = [p.popen.wait(timeout=30) for p in procs]
     for p in procs:
-        if p.stderr:
-            p.stderr.close()
+        p._reader.join(timeout=10)  # its stderr is complete once the pipe closed
     return codes
 
 
@@ -103,13 +146,14 @@ async def _reference(runtime: Runtime, engine: AsyncEngine, events: list[dict[st
     return state
 
 
-async def _wait_empty(sqs: SQSClient, queue_url: str, procs: list[subprocess.Popen[bytes]]) -> None:
+async def _wait_empty(sqs: SQSClient, queue_url: str, procs: list[_Consumer]) -> None:
     async with asyncio.timeout(120):
         while await queue_depth(sqs, queue_url) > 0:
             for p in procs:
-                if p.poll() is not None:
-                    err = (p.stderr.read() if p.stderr else b"").decode()[-2000:]
-                    raise AssertionError(f"consumer exited {p.returncode}: {err}")
+                if p.popen.poll() is not None:
+                    p._reader.join(timeout=10)
+                    err = p.stderr[-2000:]
+                    raise AssertionError(f"consumer exited {p.popen.returncode}: {err}")
             await asyncio.sleep(0.3)
 
 
@@ -130,7 +174,12 @@ async def test_two_consumer_processes_end_as_one(
         await _wait_empty(sqs_client, sqs_queue.queue_url, procs)
     finally:
         codes = _stop(procs)
-    assert codes == [0, 0]
+    assert codes == [0, 0], [p.stderr[-2000:] for p in procs]
+    # Both took part: a process stuck before receiving would leave this a one-process test.
+    processed = [p.processed() for p in procs]
+    assert all(n > 0 for n in processed), processed
+    # Every message deleted once; a duplicate delivery may be processed twice.
+    assert sum(processed) >= len(events), (processed, len(events))
     assert await _state(engine) == reference
     assert await queue_depth(sqs_client, sqs_queue.dlq_url) == 0
 

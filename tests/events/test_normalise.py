@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
@@ -1397,7 +1400,10 @@ _DETAIL_VALUES = (
 )  # fmt: skip
 _DETAIL_TYPES = st.sampled_from([str(t) for t in DetailType]) | st.text(min_size=1, max_size=10)
 
-_EVENTS = st.fixed_dictionaries(
+# The old-shaped, loosely typed event dicts: mostly refused by the envelope check.
+# Kept to throw odd shapes at it; the strategies below are the ones that reach the
+# builders.
+_LOOSE_EVENTS = st.fixed_dictionaries(
     {
         "id": st.text(max_size=5) | _JSON,
         "detail-type": _DETAIL_TYPES | _JSON,
@@ -1411,6 +1417,349 @@ _EVENTS = st.fixed_dictionaries(
         "region": _JSON,
     },
 )
+
+# --- Well-formed events: a valid envelope, and the identifying field of the type ---
+
+#: The field each builder stores its state under (``_require_text`` in normalise.py).
+_IDENTIFYING_KEY: dict[str, str] = {
+    DetailType.TASK_STATE_CHANGE: "taskArn",
+    DetailType.CONTAINER_INSTANCE_STATE_CHANGE: "containerInstanceArn",
+    DetailType.CONTAINER_INSTANCE_HEALTH_CHANGE: "containerInstanceArn",
+    DetailType.SERVICE_ACTION: "eventName",
+    DetailType.DEPLOYMENT_STATE_CHANGE: "deploymentId",
+    DetailType.HOOK_STATE_CHANGE: "hookId",
+    DetailType.DAEMON_SERVICE_ACTION: "daemonArn",
+    DetailType.DAEMON_DEPLOYMENT_STATE_CHANGE: "daemonDeploymentArn",
+    DetailType.CODEDEPLOY_DEPLOYMENT_STATE_CHANGE: "deploymentId",
+}
+_NORMALISED_AS: dict[str, type] = {
+    DetailType.TASK_STATE_CHANGE: TaskStateChange,
+    DetailType.CONTAINER_INSTANCE_STATE_CHANGE: ContainerInstanceStateChange,
+    DetailType.CONTAINER_INSTANCE_HEALTH_CHANGE: ContainerInstanceHealthChange,
+    DetailType.SERVICE_ACTION: ServiceAction,
+    DetailType.DEPLOYMENT_STATE_CHANGE: DeploymentStateChange,
+    DetailType.HOOK_STATE_CHANGE: HookStateChange,
+    DetailType.DAEMON_SERVICE_ACTION: DaemonServiceAction,
+    DetailType.DAEMON_DEPLOYMENT_STATE_CHANGE: DaemonDeploymentStateChange,
+    DetailType.CODEDEPLOY_DEPLOYMENT_STATE_CHANGE: CodeDeployDeploymentStateChange,
+}
+
+# Text PostgreSQL can store (no NUL, no lone surrogate): junk, but never unstorable.
+_STORABLE_TEXT = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20
+)
+_STORABLE_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _STORABLE_TEXT,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(_STORABLE_TEXT.filter(lambda t: len(t) < 10), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+_NAMES = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+
+
+_ARN_KINDS = [
+    "task", "container-instance", "service", "daemon", "daemon-deployment", "daemon-revision",
+    "service-deployment", "cluster", "task-definition", "capacity-provider", "codedeploy",
+]  # fmt: skip
+
+
+@st.composite
+def _arns(draw: st.DrawFn, kind: str | None = None) -> str:
+    """An ECS (or CodeDeploy) ARN, in the old format or the new one with the cluster."""
+    partition = draw(st.sampled_from(["aws", "aws-cn", "aws-us-gov"]))
+    prefix = f"arn:{partition}:ecs:{draw(st.sampled_from(['us-east-1', 'eu-west-1']))}:111122223333"
+    kind = kind or draw(st.sampled_from(_ARN_KINDS))
+    cluster, name = draw(_NAMES), draw(_NAMES)
+    if kind in ("cluster", "capacity-provider"):
+        return f"{prefix}:{kind}/{cluster}"
+    if kind == "task-definition":
+        return f"{prefix}:task-definition/{name}:{draw(st.integers(1, 999))}"
+    if kind == "service-deployment":
+        return f"{prefix}:service-deployment/{cluster}/{name}/{draw(_NAMES)}"
+    if kind == "codedeploy":
+        return f"arn:{partition}:codedeploy:us-east-1:111122223333:deploymentgroup:{cluster}/{name}"
+    new_format = draw(st.booleans())
+    return f"{prefix}:{kind}/{cluster}/{name}" if new_format else f"{prefix}:{kind}/{name}"
+
+
+@st.composite
+def _timestamps(draw: st.DrawFn) -> str:
+    """ISO 8601 as events carry it: 0 to 9 fractional digits, Z or an offset or none."""
+    moment = draw(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)))
+    fraction = draw(st.text("0123456789", max_size=9))
+    offset = draw(st.sampled_from(["Z", "z", "+00:00", "-07:00", "+05:30", "+0530", "+01", ""]))
+    separator = draw(st.sampled_from("Tt "))
+    fraction = f".{fraction}" if fraction else ""
+    return f"{moment:%Y-%m-%d}{separator}{moment:%H:%M:%S}{fraction}{offset}"
+
+
+# Numbers as ECS sends them: often as strings, even "null".
+_NUMBER_TEXTS = (
+    st.integers(min_value=-(10**6), max_value=10**13).map(str)
+    | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+    | st.sampled_from(["null", "", " 512 ", "12.0", "1e3", "-0", "NaN", "none"])
+)
+# Epoch seconds or milliseconds, as numbers or strings.
+_EPOCHS = st.integers(min_value=0, max_value=4 * 10**12) | st.integers(
+    min_value=0, max_value=4 * 10**12
+).map(str)
+# The tolerant value space every optional field is read from: anything storable.
+_TOLERANT = (
+    _STORABLE_TEXT
+    | _NUMBER_TEXTS
+    | st.just("null")
+    | _timestamps()
+    | _EPOCHS
+    | _arns()
+    | _ARNISH
+    | _STORABLE_JSON
+)
+
+
+def _mostly(typed: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``typed`` three times in four, else junk (``typed | _TOLERANT`` would flatten
+    into one choice among all the branches, and junk would win)."""
+    return st.sampled_from([typed, typed, typed, _TOLERANT]).flatmap(lambda values: values)
+
+
+# Each field mostly gets a value of its own kind, in any of its spellings, else junk.
+_TIMESTAMP_VALUES = _mostly(_timestamps() | _EPOCHS)
+_NUMBER_VALUES = _mostly(_NUMBER_TEXTS | st.integers(min_value=-1, max_value=10**6))
+_ARN_VALUES = _mostly(_arns())
+#: The kind of ARN each ARN-valued field holds (lists: the kind of their items).
+_ARN_KIND_OF = {
+    "taskArn": "task",
+    "clusterArn": "cluster",
+    "containerInstanceArn": "container-instance",
+    "taskDefinitionArn": "task-definition",
+    "serviceArn": "service",
+    "serviceDeploymentArn": "service-deployment",
+    "daemonArn": "daemon",
+    "daemonRevisionArn": "daemon-revision",
+    "daemonTaskDefinitionArn": "task-definition",
+    "daemonDeploymentArn": "daemon-deployment",
+    "targetDaemonRevisionArn": "daemon-revision",
+    "containerArn": "container",
+    "capacityProviderArns": "capacity-provider",
+    "containerInstanceArns": "container-instance",
+    "taskArns": "task",
+}
+_LABELS = (
+    _NAMES.map(lambda name: f"service:{name}")
+    | _NAMES.map(lambda name: f"family:{name}")
+    | st.integers(min_value=0, max_value=10**19).map(lambda n: f"ecs-svc/{n}")
+    | st.integers(min_value=0, max_value=10**19).map(
+        lambda n: f"ECS deployment circuit breaker: rolling back to deploymentId ecs-svc/{n}."
+    )
+    | st.sampled_from(["true", "false", "TRUE", " true ", "null"])
+)
+_LABEL_VALUES = _mostly(_NAMES | _LABELS)
+_ITEM_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    **dict.fromkeys(
+        ["name", "status", "value", "reason", "lastStatus", "image", "healthStatus",
+         "statusReason"],
+        _LABEL_VALUES,
+    ),
+    **dict.fromkeys(["exitCode", "cpu", "memory", "integerValue", "longValue"], _NUMBER_VALUES),
+    "type": _mostly(st.sampled_from(["INTEGER", "LONG", "DOUBLE", "STRINGSET", "OTHER"])),
+    "doubleValue": _mostly(st.floats(allow_nan=False, allow_infinity=False)),
+    "stringSetValue": _mostly(st.lists(_STORABLE_TEXT | st.integers(), max_size=3)),
+    "containerArn": _mostly(_arns("container")),
+    "lastUpdated": _TIMESTAMP_VALUES,
+    "lastStatusChange": _TIMESTAMP_VALUES,
+}  # fmt: skip
+_ITEMS = st.lists(st.fixed_dictionaries({}, optional=_ITEM_FIELDS), max_size=2)
+_DETAIL_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    **dict.fromkeys(
+        ["group", "startedBy", "lastStatus", "desiredStatus", "healthStatus", "stopCode",
+         "stoppedReason", "launchType", "capacityProviderName", "platformVersion",
+         "availabilityZone", "connectivity", "ec2InstanceId", "status", "statusReason",
+         "agentConnected", "agentUpdateStatus", "overallStatus", "eventName", "eventType",
+         "service", "serviceName", "reason", "deploymentId", "hookId", "hookType",
+         "lifecycleStage", "failureType", "application", "deploymentGroup", "state",
+         "instanceGroupId", "region"],
+        _LABEL_VALUES,
+    ),
+    **dict.fromkeys(
+        ["createdAt", "connectivityAt", "pullStartedAt", "pullStoppedAt", "startedAt",
+         "stoppingAt", "executionStoppedAt", "stoppedAt", "updatedAt", "registeredAt",
+         "expiresAt"],
+        _TIMESTAMP_VALUES,
+    ),
+    **dict.fromkeys(
+        ["version", "cpu", "memory", "runningTasksCount", "pendingTasksCount", "desiredCount"],
+        _NUMBER_VALUES,
+    ),
+    **{
+        key: _mostly(_arns(kind))
+        for key, kind in _ARN_KIND_OF.items()
+        if key.endswith("Arn") and key != "containerArn"
+    },
+    **dict.fromkeys(
+        ["containers", "attributes", "healthChecks", "registeredResources",
+         "remainingResources", "attachments"],
+        _mostly(_ITEMS),
+    ),
+    **{
+        key: _mostly(st.lists(_mostly(_arns(_ARN_KIND_OF[key])), max_size=3))
+        for key in ("capacityProviderArns", "containerInstanceArns", "taskArns")
+    },
+    **dict.fromkeys(
+        ["overrides", "versionInfo"],
+        _mostly(st.dictionaries(_NAMES, _STORABLE_JSON, max_size=3)),
+    ),
+}  # fmt: skip
+_COMMON_FIELDS = ("clusterArn", "updatedAt", "createdAt", "eventType", "eventName", "reason")
+#: The detail fields each builder reads, besides its identifying one.
+_FIELDS_READ_BY: dict[str, tuple[str, ...]] = {
+    DetailType.TASK_STATE_CHANGE: (
+        "clusterArn", "containerInstanceArn", "taskDefinitionArn", "group", "startedBy",
+        "lastStatus", "desiredStatus", "healthStatus", "stopCode", "stoppedReason",
+        "launchType", "capacityProviderName", "platformVersion", "availabilityZone",
+        "connectivity", "version", "cpu", "memory", "containers", "createdAt",
+        "connectivityAt", "pullStartedAt", "pullStoppedAt", "startedAt", "stoppingAt",
+        "executionStoppedAt", "stoppedAt", "updatedAt", "attachments", "overrides",
+        "attributes",
+    ),
+    DetailType.CONTAINER_INSTANCE_STATE_CHANGE: (
+        "ec2InstanceId", "clusterArn", "status", "statusReason", "agentConnected",
+        "agentUpdateStatus", "version", "runningTasksCount", "pendingTasksCount",
+        "registeredResources", "remainingResources", "attributes", "versionInfo",
+        "capacityProviderName", "registeredAt", "updatedAt",
+    ),
+    DetailType.CONTAINER_INSTANCE_HEALTH_CHANGE: (
+        "clusterArn", "healthChecks", "overallStatus", "ec2InstanceId", "capacityProviderName",
+        "updatedAt",
+    ),
+    DetailType.SERVICE_ACTION: (
+        *_COMMON_FIELDS, "serviceArn", "service", "serviceName", "capacityProviderArns",
+        "containerInstanceArns", "taskArns", "desiredCount",
+    ),
+    DetailType.DEPLOYMENT_STATE_CHANGE: (*_COMMON_FIELDS, "serviceArn"),
+    DetailType.HOOK_STATE_CHANGE: (
+        *_COMMON_FIELDS, "serviceDeploymentArn", "serviceArn", "hookType", "lifecycleStage",
+        "expiresAt",
+    ),
+    DetailType.DAEMON_SERVICE_ACTION: (
+        *_COMMON_FIELDS, "taskArn", "containerInstanceArn", "failureType", "daemonRevisionArn",
+        "daemonTaskDefinitionArn", "capacityProviderName",
+    ),
+    DetailType.DAEMON_DEPLOYMENT_STATE_CHANGE: (
+        *_COMMON_FIELDS, "daemonArn", "targetDaemonRevisionArn",
+    ),
+    DetailType.CODEDEPLOY_DEPLOYMENT_STATE_CHANGE: (
+        "state", "application", "deploymentGroup", "instanceGroupId", "region", "updatedAt",
+    ),
+}  # fmt: skip
+# A usable identifying value: any non-blank string (ARN-shaped or not).
+_IDENTIFIERS = _arns() | _ARNISH | _STORABLE_TEXT.filter(lambda t: t.strip() != "")
+_UNKNOWN_DETAIL_TYPES = st.sampled_from(
+    [DetailType.CODEDEPLOY_INSTANCE_STATE_CHANGE.value, "ECS Something Announced In 2031"]
+) | _STORABLE_TEXT.filter(lambda t: t.strip() != "" and t not in _IDENTIFYING_KEY)
+_KNOWN_DETAIL_TYPES = sorted(str(t) for t in _IDENTIFYING_KEY)
+
+
+@st.composite
+def _well_formed_events(
+    draw: st.DrawFn, detail_types: st.SearchStrategy[str | None] | None = None, *, rich: bool = True
+) -> dict[str, Any]:
+    """An event the envelope check accepts, carrying its type's identifying field.
+
+    With ``rich``, the fields its builder reads and the optional envelope fields are
+    drawn (each optional) from the tolerant value space, so the builder parses them;
+    the result must normalise.
+    """
+    # One flat choice (None: an unknown type), so every builder gets its share.
+    if detail_types is None:
+        detail_types = st.sampled_from([*_KNOWN_DETAIL_TYPES, None])
+    detail_type = draw(detail_types)
+    if detail_type is None:
+        detail_type = draw(_UNKNOWN_DETAIL_TYPES)
+    key = _IDENTIFYING_KEY.get(detail_type)
+    if rich:
+        # Each field this type's builder reads, or not; an unknown type reads none,
+        # so it gets a few fields of any type.
+        pool = _FIELDS_READ_BY.get(detail_type)
+        if pool is None:
+            names = draw(st.lists(st.sampled_from(sorted(_DETAIL_FIELDS)), max_size=8, unique=True))
+        else:
+            names = [name for name in pool if draw(st.booleans())]
+        detail: dict[str, Any] = {name: draw(_DETAIL_FIELDS[name]) for name in names}
+    else:
+        detail = {}
+    if key is not None:
+        # Mostly an ARN of the right kind (or a label), else any other usable text.
+        kind = _ARN_KIND_OF.get(key)
+        typed = _arns(kind) if kind else _NAMES | _LABELS
+        detail[key] = draw(st.sampled_from([typed, typed, _IDENTIFIERS]).flatmap(lambda v: v))
+    # A few keys no builder reads; they must not matter.
+    detail.update(draw(st.dictionaries(st.sampled_from(["x-extra", "Extra"]), _TOLERANT)))
+    source = "aws.codedeploy" if detail_type.startswith("CodeDeploy") else "aws.ecs"
+    event: dict[str, Any] = {
+        "id": draw(st.uuids().map(str) | _STORABLE_TEXT.filter(lambda t: t.strip() != "")),
+        "detail-type": detail_type,
+        "source": source,
+        "detail": detail,
+    }
+    envelope_extras = {
+        "version": _mostly(st.just("0")),
+        "time": _TIMESTAMP_VALUES,
+        "resources": _mostly(st.lists(_ARN_VALUES | _ARNISH, max_size=3)),
+        "account": _mostly(st.just("111122223333")),
+        "region": _mostly(st.just("us-east-1")),
+    }
+    if rich:
+        event.update(draw(st.fixed_dictionaries({}, optional=envelope_extras)))
+    return event
+
+
+_ENVELOPE_KEYS = ("id", "detail-type", "source", "detail")
+_BLANKS = st.text(" \t\r\n\u00a0\u2003", max_size=3)
+
+
+@st.composite
+def _malformed_envelopes(draw: st.DrawFn) -> dict[str, Any]:
+    """A well-formed event with one or more required envelope keys missing or broken."""
+    event = draw(_well_formed_events(rich=False))
+    broken = draw(st.lists(st.sampled_from(_ENVELOPE_KEYS), min_size=1, max_size=4, unique=True))
+    for key in broken:
+        how = draw(st.sampled_from(["missing", "wrong type", "blank"]))
+        if how == "missing":
+            del event[key]
+        elif key == "detail":
+            event[key] = draw(_JSON.filter(lambda value: not isinstance(value, dict)))
+        elif how == "blank":
+            event[key] = draw(_BLANKS)
+        else:
+            event[key] = draw(_JSON.filter(lambda value: not isinstance(value, str)))
+    return event
+
+
+@st.composite
+def _events_without_identifier(draw: st.DrawFn) -> dict[str, Any]:
+    """A well-formed event of a known type whose identifying field is missing or unusable."""
+    event = draw(_well_formed_events(st.sampled_from(_KNOWN_DETAIL_TYPES), rich=False))
+    key = _IDENTIFYING_KEY[event["detail-type"]]
+    how = draw(st.sampled_from(["missing", "null", "wrong type", "blank"]))
+    if how == "missing":
+        del event["detail"][key]
+    elif how == "null":
+        event["detail"][key] = None
+    elif how == "blank":
+        event["detail"][key] = draw(_BLANKS)
+    else:
+        event["detail"][key] = draw(_STORABLE_JSON.filter(lambda v: not isinstance(v, str | None)))
+    return event
+
+
+def _sns_wrapped(event: dict[str, Any]) -> str:
+    return json.dumps({"Type": "Notification", "MessageId": "m-1", "Message": json.dumps(event)})
 
 
 def _locations(node: Any) -> list[tuple[Any, Any]]:
@@ -1447,20 +1796,28 @@ def _assert_foreseen(error: PermanentError) -> None:
     assert "\n" not in str(error)
 
 
-def _assert_only_foreseen_permanent_errors(event: object) -> None:
+def _assert_only_foreseen_permanent_errors(event: object) -> str:
+    """Normalise ``event``; say how it went.
+
+    "built" (a known detail-type's builder made it), "unknown" (kept raw), or
+    "refused" with a foreseen PermanentError.
+    """
     try:
         result = normalise(event, received_at=RECEIVED_AT)  # type: ignore[arg-type]
     except PermanentError as exc:
         _assert_foreseen(exc)
-        return
+        return "refused"
     assert isinstance(result, NormalisedEvent)
     assert result.envelope.time.tzinfo is UTC
     assert result.natural_key is None or isinstance(result.natural_key, str)
+    return "built" if result.is_known else "unknown"
 
 
 _FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HypothesisHealthCheck.too_slow]
 )
+# For the event strategies, which build bigger examples: keeps the file's fuzzing quick.
+_FUZZ_EVENTS = settings(_FUZZ, max_examples=100)
 
 
 @_FUZZ
@@ -1469,10 +1826,87 @@ def test_arbitrary_json_values_only_raise_permanent_error(value: Any) -> None:
     _assert_only_foreseen_permanent_errors(value)
 
 
-@_FUZZ
-@given(_EVENTS)
-def test_event_shaped_dicts_only_raise_permanent_error(event: dict[str, Any]) -> None:
-    _assert_only_foreseen_permanent_errors(event)
+def test_identifying_keys_are_the_builders_own() -> None:
+    # The strategies above lean on this table: it must match normalise.py's builders.
+    assert set(_IDENTIFYING_KEY) == set(normalise_module._BUILDERS) == set(_FIELDS_READ_BY)
+    assert {name for names in _FIELDS_READ_BY.values() for name in names} <= set(_DETAIL_FIELDS)
+    for detail_type, key in _IDENTIFYING_KEY.items():
+        with pytest.raises(PermanentError) as info:
+            normalise(event_of(detail_type, {"other": "x"}), received_at=RECEIVED_AT)
+        assert str(info.value) == f"{detail_type}: detail.{key} missing"
+
+
+def _snake(key: str) -> str:
+    return re.sub("[A-Z]", lambda upper: "_" + upper.group().lower(), key)
+
+
+@pytest.mark.parametrize("detail_type", [*_KNOWN_DETAIL_TYPES, None], ids=lambda t: t or "unknown")
+@settings(_FUZZ, max_examples=25)
+@given(data=st.data())
+def test_well_formed_events_always_normalise(detail_type: str | None, data: st.DataObject) -> None:
+    # One run per builder (and one for unknown types), so that none goes untried.
+    event = data.draw(_well_formed_events(st.just(detail_type)))
+    detail_type = event["detail-type"]
+    key = _IDENTIFYING_KEY.get(detail_type)
+    # No PermanentError allowed: the identifying field is there, nothing is unstorable.
+    result = normalise(copy.deepcopy(event), received_at=RECEIVED_AT)
+    assert type(result.detail) is _NORMALISED_AS.get(detail_type, UnknownDetail)
+    if key is not None:
+        assert getattr(result.detail, _snake(key)) == event["detail"][key]
+    else:
+        assert isinstance(result.detail, UnknownDetail)
+        assert result.detail.detail == event["detail"]
+    assert result.envelope.id == event["id"]
+    assert result.envelope.detail_type == detail_type
+    assert result.envelope.time.tzinfo is UTC
+    assert result.natural_key is None or isinstance(result.natural_key, str)
+
+
+@_FUZZ_EVENTS
+@given(_malformed_envelopes())
+def test_malformed_envelopes_are_permanent_errors(event: dict[str, Any]) -> None:
+    with pytest.raises(PermanentError) as info:
+        normalise(event, received_at=RECEIVED_AT)
+    _assert_foreseen(info.value)
+    assert str(info.value).startswith("not an event: "), str(info.value)
+
+
+@_FUZZ_EVENTS
+@given(_events_without_identifier())
+def test_known_events_without_their_identifying_field_are_permanent_errors(
+    event: dict[str, Any],
+) -> None:
+    detail_type = event["detail-type"]
+    with pytest.raises(PermanentError) as info:
+        normalise(event, received_at=RECEIVED_AT)
+    _assert_foreseen(info.value)
+    key = _IDENTIFYING_KEY[detail_type]
+    assert str(info.value).startswith(f"{detail_type}: detail.{key} "), str(info.value)
+
+
+def test_event_shaped_dicts_only_raise_permanent_error() -> None:
+    outcomes: Counter[str] = Counter()
+
+    @_FUZZ_EVENTS
+    @given(
+        _LOOSE_EVENTS
+        | _well_formed_events()
+        | _malformed_envelopes()
+        | _events_without_identifier()
+        # Junk that may hold a NUL, which the storability check must refuse.
+        | st.builds(
+            lambda event, junk: {**event, "detail": {**event["detail"], "junk": junk}},
+            _well_formed_events(),
+            _JSON,
+        )
+    )
+    def check(event: dict[str, Any]) -> None:
+        outcomes[_assert_only_foreseen_permanent_errors(event)] += 1
+
+    check()
+    # Not just refused at the envelope: a fair share got through a builder.
+    total = sum(outcomes.values())
+    assert outcomes["built"] >= total // 10, outcomes
 
 
 @_FUZZ
@@ -1481,13 +1915,47 @@ def test_mutated_samples_only_raise_permanent_error(event: dict[str, Any]) -> No
     _assert_only_foreseen_permanent_errors(event)
 
 
-@_FUZZ
-@given(st.text(max_size=200) | _JSON.map(json.dumps) | _EVENTS.map(json.dumps))
-def test_arbitrary_bodies_only_raise_permanent_error(body: str) -> None:
-    try:
-        parse_message(body, received_at=RECEIVED_AT)
-    except PermanentError as exc:
-        _assert_foreseen(exc)
+_BODIES = (
+    st.tuples(st.text(max_size=200), st.none())
+    | st.tuples(_JSON.map(json.dumps), st.none())
+    | st.tuples(_LOOSE_EVENTS.map(json.dumps), st.none())
+    | st.tuples(_malformed_envelopes().map(json.dumps), st.just("refused"))
+    | st.tuples(_events_without_identifier().map(json.dumps), st.just("refused"))
+    | st.tuples(_well_formed_events().map(json.dumps), st.just("normalised"))
+    | st.tuples(_well_formed_events().map(_sns_wrapped), st.just("normalised"))
+)
+
+
+def test_arbitrary_bodies_only_raise_permanent_error() -> None:
+    outcomes: Counter[str] = Counter()
+
+    @settings(_FUZZ, max_examples=150)
+    @given(_BODIES)
+    def check(case: tuple[str, str | None]) -> None:
+        body, expected = case
+        try:
+            result = parse_message(body, received_at=RECEIVED_AT)
+        except PermanentError as exc:
+            _assert_foreseen(exc)
+            outcome = "refused"
+        else:
+            outcome = "normalised"
+            assert result.envelope.time.tzinfo is UTC
+            outcomes["built"] += result.is_known
+        assert expected is None or outcome == expected, (outcome, expected)
+        if expected == "normalised":
+            # The body path gives what normalising the decoded event gives.
+            event = json.loads(body)
+            if event.get("Type") == "Notification":
+                event = json.loads(event["Message"])
+            direct = normalise(event, received_at=RECEIVED_AT)
+            assert (result.envelope, result.detail) == (direct.envelope, direct.detail)
+        outcomes[outcome] += 1
+
+    check()
+    # A fair share of the bodies got through a builder.
+    total = outcomes["normalised"] + outcomes["refused"]
+    assert outcomes["built"] >= total // 10, outcomes
 
 
 @_FUZZ
