@@ -4,7 +4,8 @@ An embedded PostgreSQL (unless ``ECSWATCH_DATABASE_URL`` is set), moto in server
 mode as the AWS endpoint (SQS queue + DLQ, EventBridge rule, as ``ecswatch aws
 setup`` makes them), a simulated fleet emitting ECS events through EventBridge,
 a local Datadog intake and a webhook receiver; then the consumer and the API,
-exactly as ``ecswatch run`` runs them.
+exactly as ``ecswatch run`` runs them. The intake and the receiver stay idle:
+what would send to them (the dispatcher role, alert raising) is not built yet.
 """
 
 from __future__ import annotations
@@ -98,8 +99,12 @@ async def _with_aws(
                     "demo_ready",
                     aws_endpoint=moto.endpoint_url,
                     queue_url=resources.queue_url,
-                    datadog_intake=intake.url,
-                    webhook_receiver=receiver.url,
+                    # Running, but idle: nothing sends to them in this build.
+                    idle=(
+                        f"the Datadog intake ({intake.url}) and the webhook receiver "
+                        f"({receiver.url}) receive nothing: the dispatcher role and "
+                        "alert raising are not built yet"
+                    ),
                 )
                 simulator = FleetSimulator(emit)
                 fleet = asyncio.create_task(simulator.run(stop))

@@ -2,8 +2,11 @@
 
 The signing secret (``whsec_`` + base64, the Standard Webhooks format) is
 returned once, in the response to ``POST /v1/webhooks``; no other route shows
-it. Target URLs pass the SSRF guard (:mod:`service.alerts.ssrf`) at creation,
-and the dispatcher checks them again at send time.
+it. Target URLs pass the SSRF guard (:mod:`service.alerts.ssrf`) at creation.
+
+Nothing is delivered yet: ``POST /v1/webhooks/{id}/test`` only queues an outbox
+row. Sending (signed, with retries, the SSRF check repeated at send time) is the
+job of the dispatcher role, which is not built yet, so the delivery log stays empty.
 """
 
 from __future__ import annotations
@@ -158,7 +161,10 @@ async def get_webhook(conn: ReadConnection, webhook_id: WebhookId) -> Webhook:
     "/webhooks/{webhook_id}",
     status_code=204,
     summary="Delete a webhook subscription",
-    description="Deletes the subscription and its delivery log; queued deliveries are dropped.",
+    description=(
+        "Deletes the subscription and its delivery log. Outbox rows already queued for "
+        "it stay in the outbox (the dispatcher that would drop them is not built yet)."
+    ),
     responses=responses(None, errors=(401, 403, 404)),
 )
 async def delete_webhook(session: WriteSession, webhook_id: WebhookId) -> Response:
@@ -171,7 +177,11 @@ async def delete_webhook(session: WriteSession, webhook_id: WebhookId) -> Respon
 @router.get(
     "/webhooks/{webhook_id}/deliveries",
     summary="List delivery attempts of a subscription",
-    description="Every attempt, newest first, with the HTTP status or the error.",
+    description=(
+        "Every attempt, newest first, with the HTTP status or the error. Attempts are "
+        "made by the dispatcher role, which is not built yet: in this build the log "
+        "stays empty."
+    ),
     responses=responses(WebhookDeliveryPage, errors=(400, 401, 403, 404)),
 )
 async def list_deliveries(
@@ -215,8 +225,9 @@ async def list_deliveries(
     summary="Send a test delivery",
     description=(
         "Queues a `webhook.test` delivery to the subscription and answers at once with "
-        "the outbox id; the dispatcher delivers it (signed, with retries) and records the "
-        "attempts under `/v1/webhooks/{id}/deliveries`."
+        "the outbox id (status `queued`). Nothing is sent yet: delivery (signed, with "
+        "retries, recorded under `/v1/webhooks/{id}/deliveries`) needs the dispatcher "
+        "role, which is not built yet, so the row stays queued in the outbox."
     ),
     responses=responses(WebhookTestQueued, status=202, errors=(401, 403, 404)),
 )
