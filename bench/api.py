@@ -15,8 +15,12 @@ next to the very same SQL run directly through asyncpg, in the same run.
 Prints a table and writes bench/results/api.json. Usage:
 
     .venv/bin/python bench/api.py [--tasks 1000000] [--events 5000000]
-        [--concurrency 100] [--duration 10] [--keep]
+        [--concurrency 100] [--duration 10] [--keep] [--only NAME]
         [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432]
+
+``--concurrency 1,10,100`` runs every scenario at each level (a sweep: at which
+concurrency does p99 stay under a given latency on this machine?); ``--only``
+keeps the scenarios whose name contains the text.
 
 The load generator, the server and PostgreSQL share this machine's CPUs; the
 numbers are for comparing the API with its own database ceiling, not absolutes.
@@ -455,7 +459,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
-        f"{'scenario':34} {'API rps':>8} {'p50':>7} {'p99':>7} │ "
+        f"{'scenario':34} {'conc':>5} {'API rps':>8} {'p50':>7} {'p99':>7} │ "
         f"{'SQL rps':>8} {'p50':>7} {'p99':>7} │ {'p99 ratio':>9}"
     )
     print(header)
@@ -464,7 +468,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         api, sql = row["api"], row["sql"]
         ratio = api["p99_ms"] / sql["p99_ms"] if sql["p99_ms"] else float("nan")
         print(
-            f"{row['scenario']:34} {api['rps']:8.0f} {api['p50_ms']:7.1f} {api['p99_ms']:7.1f} │ "
+            f"{row['scenario']:34} {row['concurrency']:5d} "
+            f"{api['rps']:8.0f} {api['p50_ms']:7.1f} {api['p99_ms']:7.1f} │ "
             f"{sql['rps']:8.0f} {sql['p50_ms']:7.1f} {sql['p99_ms']:7.1f} │ {ratio:9.2f}"
         )
     print("(latencies in ms; 'SQL' is the route's own statement through an asyncpg pool)")
@@ -474,7 +479,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=5_000_000)
-    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[100],
+        help="concurrent requests; a comma-separated list runs a sweep",
+    )
+    parser.add_argument("--only", default="", help="scenarios whose name contains this")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per series")
     parser.add_argument("--pool", type=int, default=20, help="asyncpg pool size (the API's is 20)")
     parser.add_argument(
@@ -529,7 +540,12 @@ async def main() -> None:
         )
         rows: list[dict[str, Any]] = []
         try:
-            for name, path in scenarios(args.tasks):
+            for (name, path), concurrency in (
+                (scenario, level)
+                for scenario in scenarios(args.tasks)
+                if args.only in scenario[0]
+                for level in args.concurrency
+            ):
                 statements, items = await capture_sql(db_url, path)
                 async with pool.acquire() as conn:
                     # The page is the route's last statement (a cluster lookup may come first).
@@ -543,7 +559,7 @@ async def main() -> None:
 
                 # Fresh connections per series: idle keep-alive ones time out.
                 client = HttpConnections("127.0.0.1", port, TOKEN)
-                await client.open(args.concurrency)
+                await client.open(concurrency)
 
                 async def http_call(path: str = path, client: HttpConnections = client) -> bool:
                     return await client.get(path) == 200
@@ -556,12 +572,13 @@ async def main() -> None:
                             await conn.fetch(statement, *params)
                     return True
 
-                api = await drive(http_call, args.concurrency, args.duration)
+                api = await drive(http_call, concurrency, args.duration)
                 await client.close()
-                sql = await drive(sql_call, args.concurrency, args.duration)
+                sql = await drive(sql_call, concurrency, args.duration)
                 rows.append(
                     {
                         "scenario": name,
+                        "concurrency": concurrency,
                         "path": path,
                         "statements": len(statements),
                         "items": items,
@@ -570,7 +587,7 @@ async def main() -> None:
                     }
                 )
                 print(
-                    f"  {name}: API p99 {api.p99_ms} ms, {api.rps} rps; "
+                    f"  {name} (x{concurrency}): API p99 {api.p99_ms} ms, {api.rps} rps; "
                     f"SQL p99 {sql.p99_ms} ms, {sql.rps} rps"
                 )
         finally:
