@@ -65,6 +65,7 @@ async def test_a_message_the_database_rejects_is_quarantined_alone(
         error = (await conn.execute(text("SELECT error, count FROM quarantine"))).one()
         raw = (await conn.execute(text("SELECT count(*) FROM raw_events"))).scalar()
     assert error.error.startswith("ECS Task State Change: cannot be stored (")
+    assert "bigint out of range" in error.error
     assert error.count == 1
     assert raw == 3
 
