@@ -153,9 +153,11 @@ class Handler:
         except Exception as exc:
             if is_transient_db_error(exc):
                 return HandleResult(retry=[message])
-            if not isinstance(exc, DBAPIError):
-                # Not the database refusing this event: a bug of ours. Keep the message
-                # in SQS (and then the DLQ) to replay after a fix, not in quarantine.
+            if not isinstance(exc, DBAPIError) or not _refuses_this_event(exc):
+                # Not the database refusing this event's data: a bug of ours, or the
+                # database refusing *us* (permission denied, missing column after a
+                # migration, read-only replica). Keep the message in SQS (and then
+                # the DLQ) to replay after a fix, not in quarantine.
                 log.error(
                     "event_failed_unexpectedly", message_id=message.message_id, error=_short(exc)
                 )
@@ -184,6 +186,22 @@ def _count(label: str, outcome: Applied, count: int) -> None:
         telemetry.EVENTS_DUPLICATE.labels(label).inc(count)
     else:
         telemetry.EVENTS_UNKNOWN_TYPE.labels(label).inc(count)
+
+
+# SQLSTATE classes that blame the data of one event: 22 data exception (out of
+# range, invalid text representation, ...) and 23 integrity constraint violation.
+# Anything else (42 syntax error or access rule violation, 25 read-only
+# transaction, XX internal error, ...) blames the deployment, not the event.
+_EVENT_DATA_SQLSTATE_CLASSES = ("22", "23")
+
+
+def _refuses_this_event(exc: BaseException) -> bool:
+    state = sqlstate_of(exc)
+    if state is None:
+        # The driver refused a parameter before sending it (asyncpg's "invalid
+        # input for query argument"): the value came from the event.
+        return "invalid input for query argument" in str(exc)
+    return state[:2] in _EVENT_DATA_SQLSTATE_CLASSES
 
 
 def _is_contention(exc: BaseException) -> bool:

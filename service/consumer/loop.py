@@ -170,15 +170,22 @@ class Consumer:
                 batches.append(self._batches.get_nowait())
                 size += len(batches[-1])
             messages = [m for batch in batches for m in batch]
+            cancelled = False
             try:
                 await self._process(sqs, messages)
+            except asyncio.CancelledError:
+                # Stopped past the grace period: leave these in ``_working`` so
+                # that run() releases them (visibility 0) for prompt redelivery.
+                cancelled = True
+                raise
             except Exception as exc:
                 # A bug must not silently kill this worker: leave the messages to
                 # SQS (redelivery, then the DLQ) and keep working.
                 log.error("batch_crashed", error=f"{type(exc).__name__}: {exc}"[:300])
             finally:
-                for m in messages:
-                    self._working.pop(m.message_id, None)
+                if not cancelled:
+                    for m in messages:
+                        self._working.pop(m.message_id, None)
                 async with self._capacity:
                     self._in_flight -= len(messages)
                     self._capacity.notify_all()

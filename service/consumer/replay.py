@@ -25,11 +25,20 @@ def read_bodies(path: Path) -> Iterator[tuple[str, str]]:
         return
     try:
         whole = json.loads(stripped)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
+        # Not one JSON document (JSON lines, or something the decoder refuses: too
+        # deep, an over-long integer): read it line by line, and let the handler
+        # quarantine each line that is not an event, naming why.
         whole = None
     if isinstance(whole, list):
         for index, item in enumerate(whole):
-            yield f"{path}#{index}", json.dumps(item)
+            try:
+                body = json.dumps(item)
+            except RecursionError:
+                # Decodable but too deep to encode again: not an event anyway.
+                # Quarantine a placeholder that says where it was.
+                body = f"unencodable item {index} of {path}: nested too deeply"
+            yield f"{path}#{index}", body
         return
     if whole is not None:
         yield f"{path}#0", stripped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,9 +23,15 @@ class Poison:
     message_id: str | None = None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def storable_text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; keep the rest byte for byte.
-    return value.replace("\x00", "\\u0000")
+    # PostgreSQL text cannot hold NUL, and UTF-8 cannot hold a lone surrogate (what
+    # replay's surrogateescape makes of bytes that are not UTF-8): escape both, keep
+    # the rest character for character.
+    value = value.replace("\x00", "\\u0000")
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
 
 
 async def quarantine(session: AsyncSession, items: Sequence[Poison]) -> None:
@@ -39,7 +46,9 @@ async def quarantine(session: AsyncSession, items: Sequence[Poison]) -> None:
             "body_sha256": digest,
             "body": storable_text(item.body),
             "error": storable_text(item.error)[:2000],
-            "source_message_id": item.message_id,
+            "source_message_id": (
+                storable_text(item.message_id) if item.message_id is not None else None
+            ),
             "count": 1,
         }
     if not rows:
