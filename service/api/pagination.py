@@ -18,7 +18,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
@@ -92,11 +92,23 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
+_INT64 = 2**63
+# PostgreSQL timestamptz covers 4713 BC to 294276 AD; Python datetimes 1 to 9999.
+# Keep a day of margin so that converting any offset to UTC stays in range.
+_TIME_MIN = datetime(1, 1, 2, tzinfo=UTC)
+_TIME_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+
+
 def _decode_value(part: KeyPart, value: Any) -> Any:
-    if part == "str" and isinstance(value, str) and "\x00" not in value:
+    if part == "str" and isinstance(value, str) and _storable(value):
         return value
-    # bool is an int subclass; a cursor never holds one.
-    if part == "int" and isinstance(value, int) and not isinstance(value, bool):
+    # bool is an int subclass; a cursor never holds one. Keys are bigint columns.
+    if (
+        part == "int"
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and -_INT64 <= value < _INT64
+    ):
         return value
     if part == "time?" and value is None:
         return None
@@ -105,9 +117,20 @@ def _decode_value(part: KeyPart, value: Any) -> Any:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise _bad_cursor() from None
-        if parsed.tzinfo is not None:
+        if parsed.tzinfo is not None and _TIME_MIN <= parsed <= _TIME_MAX:
             return parsed
     raise _bad_cursor()
+
+
+def _storable(value: str) -> bool:
+    """No NUL and no lone surrogate (a JSON ``\\ud800`` escape): PostgreSQL takes it."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bad_cursor() -> InvalidInputError:
