@@ -13,6 +13,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
 from service import __version__
 from service.config import Settings, is_loopback, load_settings
 from service.errors import ConfigError, EcswatchError
@@ -210,8 +212,11 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     paths = [Path(f) for f in args.files]
     for path in paths:
+        if not path.exists():
+            return _fail(f"replay: {path}: no such file", EXIT_USAGE)
         if not path.is_file():
-            return _fail(f"replay: {path}: no such file")
+            what = "a directory" if path.is_dir() else "not a regular file"
+            return _fail(f"replay: {path}: {what}", EXIT_USAGE)
 
     async def replay() -> dict[str, int]:
         async with open_runtime(settings, pool_size=2) as runtime:
@@ -224,7 +229,12 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
     print(f"replayed {total} events from {len(paths)} file(s): {parts or 'nothing'}")
     if counts.get("retry"):
-        return _fail(f"{counts['retry']} events could not be stored (database unavailable)")
+        # "retry" covers a database outage, a failed quarantine write and our own
+        # bugs alike (the log names each one): do not claim it was an outage.
+        return _fail(
+            f"{counts['retry']} events were neither applied nor quarantined "
+            "(see the log above); replay the file again once the cause is fixed"
+        )
     return EXIT_OK
 
 
@@ -261,6 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.detail)
     except (OSError, ConnectionError) as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
+    except DBAPIError as exc:
+        # Wrong database name, unknown role, bad password, no privilege: the
+        # server's own message names the problem.
+        return _fail(f"database: {' '.join(str(exc.orig).split())[:300]}")
+    except ArgumentError as exc:
+        # A URL the driver cannot use (e.g. ?port=abc), found when it connects.
+        reason = " ".join(str(exc).split())[:300]
+        return _fail(f"invalid ECSWATCH_DATABASE_URL: {reason}", EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -91,6 +91,21 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("postgresql+asyncpg://", "postgresql://", "postgres://")):
             raise ValueError("must be a postgresql+asyncpg:// URL")
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value.replace("postgres://", "postgresql://", 1))
+            port = url.port  # parsed lazily by some drivers: force it here
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(f"not a valid database URL ({exc})") from None
+        if port is not None and not 0 < port < 65536:
+            raise ValueError("the port must be 1 to 65535")
+        if not url.database:
+            # Without one, the driver picks a database named after the OS user and
+            # ecswatch would migrate and fill whatever it finds there.
+            raise ValueError("name the database: postgresql+asyncpg://user@host:5432/DBNAME")
+        # No host is fine: the driver then uses the local socket, as psql does.
         return value
 
     @field_validator("queue_url", "aws_endpoint_url", "datadog_url")

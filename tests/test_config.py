@@ -76,3 +76,43 @@ def test_invalid_value_names_the_variable(
     text = info.value.detail
     assert message in text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # asyncpg would pick a database named after the OS user and migrate it.
+        ("postgresql+asyncpg://", "name the database"),
+        ("postgresql+asyncpg://u@h:5432", "name the database"),
+        ("postgresql://u@h:5432/", "name the database"),
+        ("postgresql://u@h:notaport/db", "not a valid database URL"),
+        ("postgres://u@h:5432x/db", "not a valid database URL"),
+        ("postgresql+asyncpg://u@h:0/db", "the port must be 1 to 65535"),
+        ("postgresql+asyncpg://u@h:70000/db", "the port must be 1 to 65535"),
+    ],
+)
+def test_database_url_must_name_server_port_and_database(
+    clean_env: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    clean_env.setenv("ECSWATCH_DATABASE_URL", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = info.value.detail
+    assert text.startswith("invalid ECSWATCH_DATABASE_URL: ")
+    assert message in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgresql+asyncpg://u:p@db.example:5432/ecswatch",
+        "postgresql://u@h/db",
+        "postgres://u@h:65535/db",
+        "postgresql+asyncpg://u@/db?host=/run/postgresql",
+        "postgresql:///ecswatch",  # the local socket, as psql takes it
+    ],
+)
+def test_database_url_accepted_forms(clean_env: pytest.MonkeyPatch, value: str) -> None:
+    clean_env.setenv("ECSWATCH_DATABASE_URL", value)
+    assert load_settings().database_url == value

@@ -42,12 +42,27 @@ async def serve_api(
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    serving = asyncio.create_task(server.serve())
+
+    async def _serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:
+            # uvicorn calls sys.exit(3) when it cannot bind (port in use, address
+            # not available). A SystemExit escaping a task tears the event loop
+            # down without the runtime's cleanup; make it an ordinary failure
+            # (uvicorn has already logged the OSError that names the cause).
+            raise RuntimeError(
+                f"the API could not listen on {host}:{port} (see the error above)"
+            ) from exc
+
+    serving = asyncio.create_task(_serve())
 
     async def _watch_started() -> None:
         # uvicorn exposes only a ``started`` flag, no event to wait on.
         while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        if not server.started:
+            return  # the bind failed: uvicorn never set up its servers
         port = bound_port(server)
         if server.started:
             roles.running["api"] = True  # as soon as it serves, not after the supervisor sees it

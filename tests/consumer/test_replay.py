@@ -38,7 +38,7 @@ async def test_replay_object_array_and_json_lines(
 
 def test_replay_names_a_missing_file(tmp_path: Path) -> None:
     result = _run("replay", str(tmp_path / "nope.json"))
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad argument, like every usage error
     assert result.stderr.strip() == f"ecswatch: replay: {tmp_path / 'nope.json'}: no such file"
 
 
