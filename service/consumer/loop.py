@@ -96,7 +96,11 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         sqs = await self._runtime.sqs()
-        self._visibility = await self._visibility_timeout(sqs)
+        visibility = await self._wait_for_queue(sqs, stop)
+        if visibility is None:  # stopped before the queue ever answered
+            log.info("consumer_stopped", processed=self.processed)
+            return
+        self._visibility = visibility
         receivers = [
             asyncio.create_task(self._receive_loop(sqs, stop)) for _ in range(self._receivers)
         ]
@@ -119,6 +123,28 @@ class Consumer:
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self._release(sqs)
             log.info("consumer_stopped", processed=self.processed)
+
+    async def _wait_for_queue(self, sqs: SQSClient, stop: asyncio.Event) -> int | None:
+        """The queue's visibility timeout, waiting out an SQS outage (or a queue not
+        created yet) with backoff; ``None`` if ``stop`` comes first. A blip at start-up
+        must not fail the role, which would stop the API beside it."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                return await self._visibility_timeout(sqs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # network, credentials, no such queue: say so, retry
+                log.warning(
+                    "queue_unreachable",
+                    queue_url=self._queue_url,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    retry_in=backoff,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 30)
+        return None
 
     async def _visibility_timeout(self, sqs: SQSClient) -> int:
         attrs = await sqs.get_queue_attributes(
