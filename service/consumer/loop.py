@@ -48,14 +48,29 @@ _WAIT_SECONDS = 20
 
 def _message(raw: MessageTypeDef) -> Message:
     attributes = raw.get("Attributes", {})
-    sent = attributes.get("SentTimestamp")
     return Message(
         message_id=raw.get("MessageId", ""),
         body=raw.get("Body", ""),
         receipt_handle=raw.get("ReceiptHandle"),
-        sent_at=datetime.fromtimestamp(int(sent) / 1000, UTC) if sent else None,
-        receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+        sent_at=_sent_at(attributes.get("SentTimestamp")),
+        receive_count=_count_attribute(attributes.get("ApproximateReceiveCount")),
     )
+
+
+# System attributes only feed telemetry: an odd value (no real SQS sends one) must
+# not fail the receive it came in, nine neighbours included.
+def _sent_at(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, UTC) if value else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _count_attribute(value: str | None) -> int:
+    try:
+        return int(value) if value else 1
+    except ValueError:
+        return 1
 
 
 class Consumer:
