@@ -36,8 +36,10 @@ async def run_roles(
     status.running.update({r: False for r in roles})
     tasks: dict[str, asyncio.Task[None]] = {}
     if "consumer" in roles:
-        tasks["consumer"] = asyncio.create_task(run_consumer(runtime, stop))
-        status.running["consumer"] = True
+        # Running (for /readyz) once its queue answered, not while it waits for it.
+        tasks["consumer"] = asyncio.create_task(
+            run_consumer(runtime, stop, on_started=lambda: status.running.update(consumer=True))
+        )
     if "api" in roles:
         started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         tasks["api"] = asyncio.create_task(

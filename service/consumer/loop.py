@@ -21,7 +21,7 @@ import contextlib
 import gc
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -87,8 +87,10 @@ class Consumer:
         workers: int = 2,
         wait_seconds: int = _WAIT_SECONDS,
         grace_s: float | None = None,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         settings = runtime.settings
+        self._on_started = on_started
         self._runtime = runtime
         self._queue_url = queue_url
         self._handler = handler or Handler(
@@ -116,6 +118,8 @@ class Consumer:
             log.info("consumer_stopped", processed=self.processed)
             return
         self._visibility = visibility
+        if self._on_started is not None:
+            self._on_started()
         receivers = [
             asyncio.create_task(self._receive_loop(sqs, stop)) for _ in range(self._receivers)
         ]
@@ -316,8 +320,10 @@ class Consumer:
                     )
 
 
-async def run_consumer(runtime: Runtime, stop: asyncio.Event) -> None:
-    """The ``consumer`` role."""
+async def run_consumer(
+    runtime: Runtime, stop: asyncio.Event, *, on_started: Callable[[], None] | None = None
+) -> None:
+    """The ``consumer`` role; ``on_started`` runs once its queue has answered."""
     queue_url = runtime.settings.queue_url
     if not queue_url:
         raise RuntimeError("ECSWATCH_QUEUE_URL is required for the consumer role")
@@ -326,4 +332,4 @@ async def run_consumer(runtime: Runtime, stop: asyncio.Event) -> None:
     # it again and again while events churn through (measured in the ingestion
     # benchmark, docs/performance.md).
     gc.freeze()
-    await Consumer(runtime, queue_url).run(stop)
+    await Consumer(runtime, queue_url, on_started=on_started).run(stop)

@@ -14,7 +14,9 @@ from service.config import Settings
 from service.consumer.loop import Consumer
 from service.demo.aws import create_queue_with_dlq
 from service.demo.events import task_lifecycle
+from service.roles import RoleStatus
 from service.runtime import open_runtime
+from service.supervisor import run_roles
 from tests.consumer.conftest import send_events
 
 
@@ -67,3 +69,32 @@ async def test_consumer_stopped_while_waiting_for_its_queue_exits_cleanly(
         async with asyncio.timeout(5):
             await task  # returns, does not raise
     assert consumer.processed == 0
+
+
+async def test_consumer_counts_as_running_for_readyz_only_once_its_queue_answers(
+    aws_settings: Settings, engine: AsyncEngine, sqs_client: SQSClient
+) -> None:
+    name = f"ready-{uuid.uuid4().hex[:12]}"
+    assert aws_settings.queue_url is not None
+    queue_url = aws_settings.queue_url.rsplit("/", 1)[0] + "/" + name
+    settings = aws_settings.model_copy(update={"queue_url": queue_url})
+    status = RoleStatus()
+    dlq_url: str | None = None
+    async with open_runtime(settings, pool_size=2) as runtime:
+        stop = asyncio.Event()
+        roles = asyncio.create_task(run_roles(runtime, ("consumer",), stop, status=status))
+        try:
+            await asyncio.sleep(1.0)
+            assert status.snapshot() == {"consumer": "stopped"}  # waiting for its queue
+            _, dlq_url, _ = await create_queue_with_dlq(sqs_client, name)
+            async with asyncio.timeout(15):
+                while not status.all_running():
+                    assert not roles.done()
+                    await asyncio.sleep(0.1)
+            assert status.snapshot() == {"consumer": "running"}
+        finally:
+            stop.set()
+            await roles
+            if dlq_url is not None:
+                await sqs_client.delete_queue(QueueUrl=queue_url)
+                await sqs_client.delete_queue(QueueUrl=dlq_url)
