@@ -25,6 +25,7 @@ from service.demo.receiver import WebhookReceiver
 from service.demo.simulator import FleetSimulator, put_events_entries
 from service.logging import get_logger
 from service.migrate import upgrade
+from service.roles import RoleStatus
 from service.runtime import aws_client_kwargs, open_runtime
 from service.supervisor import run_roles
 
@@ -85,11 +86,24 @@ async def _with_aws(
             async with open_runtime(demo_settings) as runtime:
                 await upgrade(runtime.engine)
                 started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                status = RoleStatus()
                 roles = asyncio.create_task(
-                    run_roles(runtime, ROLES, stop, host=host, port=port, api_started=started)
+                    run_roles(
+                        runtime,
+                        ROLES,
+                        stop,
+                        host=host,
+                        port=port,
+                        api_started=started,
+                        status=status,
+                    )
                 )
                 first: list[asyncio.Future[Any]] = [started, roles]
                 await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+                # "API:" means ready: /readyz answers 200 (the consumer has reached
+                # its queue, too).
+                while not roles.done() and not status.all_running():  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
                 if roles.done():
                     await roles  # raises what stopped it
                     return
