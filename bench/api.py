@@ -38,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -53,6 +52,8 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import benchdb  # noqa: E402  (bench/ is the script's directory, first on sys.path)
 
 from service.api.app import create_app  # noqa: E402
 from service.config import load_settings  # noqa: E402
@@ -317,35 +318,10 @@ async def drive(call: Callable[[], Awaitable[bool]], concurrency: int, duration:
 
 
 async def fresh_database(server_url: str) -> str:
-    url = make_url(to_asyncpg_url(server_url))
-    name = f"ecswatch_bench_api_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(
-        user=url.username or "postgres",
-        password=url.password,
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        database="postgres",
-    )
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return url.set(database=name).render_as_string(hide_password=False)
+    return await benchdb.fresh_database(server_url, "ecswatch_bench_api")
 
 
-async def drop_database(db_url: str) -> None:
-    url = make_url(db_url)
-    conn = await asyncpg.connect(
-        user=url.username or "postgres",
-        password=url.password,
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        database="postgres",
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
+drop_database = benchdb.drop_database
 
 
 async def seed(db_url: str, tasks: int, events: int) -> dict[str, float]:
@@ -527,13 +503,8 @@ async def main() -> None:
         server = start_server(db_url, port)
         await wait_ready(base, server)
 
-        url = make_url(db_url)
         pool = await asyncpg.create_pool(
-            user=url.username or "postgres",
-            password=url.password,
-            host=url.host or "127.0.0.1",
-            port=url.port or 5432,
-            database=url.database,
+            **benchdb.connect_kwargs(db_url),
             min_size=args.pool,
             max_size=args.pool,
             init=init_connection,

@@ -22,21 +22,20 @@ import random
 import resource
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiobotocore.session import get_session
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import benchdb  # bench/ is the script's directory, so first on sys.path
 
 from service.config import load_settings
 from service.consumer.handler import Handler, Message
 from service.consumer.loop import Consumer
-from service.db import create_engine, to_asyncpg_url
+from service.db import create_engine
 from service.demo.aws import MotoServer, create_queue_with_dlq
 from service.demo.events import (
     container_instance_events,
@@ -102,39 +101,14 @@ def rss_mb() -> float:
 
 
 async def fresh_database(server_url: str) -> str:
-    url = make_url(to_asyncpg_url(server_url))
-    name = f"ecswatch_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(
-        user=url.username or "postgres",
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        database="postgres",
-    )
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return url.set(database=name).render_as_string(hide_password=False)
+    return await benchdb.fresh_database(server_url, "ecswatch_bench")
 
 
-async def drop_database(db_url: str) -> None:
-    url = make_url(db_url)
-    conn = await asyncpg.connect(
-        user=url.username or "postgres",
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        database="postgres",
-    )
-    await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    await conn.close()
+drop_database = benchdb.drop_database
 
 
 async def truncate(db_url: str) -> None:
-    url = make_url(db_url)
-    conn = await asyncpg.connect(
-        user=url.username or "postgres",
-        host=url.host,
-        port=url.port or 5432,
-        database=url.database,
-    )
+    conn = await benchdb.connect(db_url)
     await conn.execute(
         "TRUNCATE raw_events, tasks, container_instances, deployments, services, clusters,"
         " resource_tags, quarantine"
@@ -143,13 +117,7 @@ async def truncate(db_url: str) -> None:
 
 
 async def copy_baseline(db_url: str, bodies: list[str]) -> float:
-    url = make_url(db_url)
-    conn = await asyncpg.connect(
-        user=url.username or "postgres",
-        host=url.host,
-        port=url.port or 5432,
-        database=url.database,
-    )
+    conn = await benchdb.connect(db_url)
     await conn.execute("CREATE TABLE IF NOT EXISTS bench_copy (id text, body jsonb)")
     await conn.execute("TRUNCATE bench_copy")
     records = [(str(i), b) for i, b in enumerate(bodies)]
