@@ -20,14 +20,19 @@ from service.supervisor import run_roles
 from tests.consumer.conftest import send_events
 
 
+def _sibling_queue_url(settings: Settings, name: str) -> str:
+    """The URL queue ``name`` has (or will have) beside the test's own queue."""
+    assert settings.queue_url is not None
+    return settings.queue_url.rsplit("/", 1)[0] + "/" + name
+
+
 async def test_consumer_waits_for_its_queue_then_consumes(
     aws_settings: Settings, engine: AsyncEngine, sqs_client: SQSClient
 ) -> None:
     # The queue is created only after the consumer started (say, `ecswatch aws
     # setup` runs second, or SQS blinks at start-up): the role must not fail.
     name = f"late-{uuid.uuid4().hex[:12]}"
-    assert aws_settings.queue_url is not None  # the test's own queue: same account
-    queue_url = aws_settings.queue_url.rsplit("/", 1)[0] + "/" + name
+    queue_url = _sibling_queue_url(aws_settings, name)
     dlq_url: str | None = None
     events = task_lifecycle(random.Random(5), stop=False)
     async with open_runtime(aws_settings, pool_size=2) as runtime:
@@ -58,8 +63,7 @@ async def test_consumer_waits_for_its_queue_then_consumes(
 async def test_consumer_stopped_while_waiting_for_its_queue_exits_cleanly(
     aws_settings: Settings,
 ) -> None:
-    assert aws_settings.queue_url is not None
-    queue_url = aws_settings.queue_url.rsplit("/", 1)[0] + "/never-" + uuid.uuid4().hex[:12]
+    queue_url = _sibling_queue_url(aws_settings, f"never-{uuid.uuid4().hex[:12]}")
     async with open_runtime(aws_settings, pool_size=1) as runtime:
         consumer = Consumer(runtime, queue_url, wait_seconds=1)
         stop = asyncio.Event()
@@ -75,8 +79,7 @@ async def test_consumer_counts_as_running_for_readyz_only_once_its_queue_answers
     aws_settings: Settings, engine: AsyncEngine, sqs_client: SQSClient
 ) -> None:
     name = f"ready-{uuid.uuid4().hex[:12]}"
-    assert aws_settings.queue_url is not None
-    queue_url = aws_settings.queue_url.rsplit("/", 1)[0] + "/" + name
+    queue_url = _sibling_queue_url(aws_settings, name)
     settings = aws_settings.model_copy(update={"queue_url": queue_url})
     status = RoleStatus()
     dlq_url: str | None = None
