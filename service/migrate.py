@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from alembic.config import Config
@@ -10,13 +11,30 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
 
-# The migrations live beside the package in the source tree and in the image.
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+def migrations_dir() -> Path:
+    """Where the Alembic scripts are.
+
+    An installed wheel carries them as ``service.migrations`` (the build maps the
+    repository's top-level ``alembic/`` there, see setup.py). A checkout, editable
+    install included, has them as ``alembic/`` beside the package: setuptools'
+    editable finder cannot import a mapped directory that has no ``__init__.py``,
+    and an ``alembic/__init__.py`` would shadow the Alembic library itself.
+    """
+    spec = importlib.util.find_spec("service.migrations")
+    candidates = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    candidates.append(Path(__file__).resolve().parent.parent / "alembic")
+    for location in candidates:
+        if (location / "env.py").is_file() and (location / "versions").is_dir():
+            return location
+    raise RuntimeError(
+        "the migrations (service.migrations) are missing from this installation; reinstall ecswatch"
+    )
 
 
 def alembic_config() -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     return cfg
 
 

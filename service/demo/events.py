@@ -1,6 +1,6 @@
 """Realistic synthetic ECS events: task lifecycles, deployments, container instances.
 
-Shaped like the AWS samples (see ``../shared/ecs-events``): ISO timestamps with
+Shaped like the AWS samples (see ``tests/fixtures/ecs-events``): ISO timestamps with
 varying fractional digits, ``detail.version`` growing with gaps, ``group`` and
 ``startedBy`` naming the service and deployment. Used by the tests, the
 benchmarks and ``ecswatch demo``; deterministic for a given ``random.Random``.

@@ -18,7 +18,7 @@ from tests.rig.fixtures import SqsQueue
 SAMPLES = Path(
     os.environ.get(
         "ECSWATCH_EVENT_SAMPLES",
-        Path(__file__).resolve().parents[2].parent / "shared" / "ecs-events",
+        Path(__file__).resolve().parents[1] / "fixtures" / "ecs-events",
     )
 )
 

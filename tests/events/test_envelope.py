@@ -16,12 +16,12 @@ from service.events.envelope import unwrap_body, validate_event
 
 
 def samples_dir() -> Path:
-    """The shared AWS sample events: $ECSWATCH_EVENT_SAMPLES, else ../shared/ecs-events."""
+    """The AWS sample events: $ECSWATCH_EVENT_SAMPLES, else tests/fixtures/ecs-events."""
     override = os.environ.get("ECSWATCH_EVENT_SAMPLES")
     path = (
         Path(override)
         if override
-        else Path(__file__).resolve().parents[2].parent / "shared" / "ecs-events"
+        else Path(__file__).resolve().parents[1] / "fixtures" / "ecs-events"
     )
     assert path.is_dir(), f"event samples not found at {path} (set ECSWATCH_EVENT_SAMPLES)"
     return path

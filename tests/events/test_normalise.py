@@ -43,12 +43,12 @@ RECEIVED_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def samples_dir() -> Path:
-    """The shared AWS sample events: $ECSWATCH_EVENT_SAMPLES, else ../shared/ecs-events."""
+    """The AWS sample events: $ECSWATCH_EVENT_SAMPLES, else tests/fixtures/ecs-events."""
     override = os.environ.get("ECSWATCH_EVENT_SAMPLES")
     path = (
         Path(override)
         if override
-        else Path(__file__).resolve().parents[2].parent / "shared" / "ecs-events"
+        else Path(__file__).resolve().parents[1] / "fixtures" / "ecs-events"
     )
     assert path.is_dir(), f"event samples not found at {path} (set ECSWATCH_EVENT_SAMPLES)"
     return path
@@ -604,7 +604,7 @@ def test_sns_sample_is_poison() -> None:
 
 
 def test_every_sample_has_a_golden_test() -> None:
-    # A sample added to the shared directory needs a golden test of its own.
+    # A sample added to tests/fixtures/ecs-events needs a golden test of its own.
     samples = {path.name for path in samples_dir().glob("*.json")}
     assert samples, "no samples found"
     assert samples - GOLDEN == set()
