@@ -10,6 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
+from service.config import load_settings
+from service.errors import ConfigError
 from service.retention import PruneStep, plan_retention, prune
 from tests.history_rows import count_rows, write_rows
 
@@ -45,6 +47,16 @@ def test_plan_cutoff(now: datetime, days: int, cutoff: datetime) -> None:
 def test_plan_refuses(now: datetime, days: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         plan_retention(now, days)
+
+
+def test_retention_days_setting(clean_env: pytest.MonkeyPatch) -> None:
+    assert load_settings().retention_days == 30
+    clean_env.setenv("ECSWATCH_RETENTION_DAYS", "7")
+    assert load_settings().retention_days == 7
+    for bad in ("0", "-1", "month"):
+        clean_env.setenv("ECSWATCH_RETENTION_DAYS", bad)
+        with pytest.raises(ConfigError, match=r"^invalid ECSWATCH_RETENTION_DAYS: "):
+            load_settings()
 
 
 def test_alerts_go_before_the_delivery_log_sweep() -> None:
