@@ -1,34 +1,36 @@
 # syntax=docker/dockerfile:1
-# Build stage: compile wheels (asyncpg, zstandard …) with the build tools here only.
-FROM python:3.11-slim AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY service ./service
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/venv/bin/pip install --no-cache-dir .
+# ecswatch image: the wheel is built in the first stage and installed in the final
+# one, with the migrations inside the package (no source tree, no PYTHONPATH).
+# Every dependency ships wheels for linux/amd64 and linux/arm64 on CPython 3.11, so
+# neither stage needs a compiler; a dependency without a wheel fails the build here.
 
-# Final stage: the venv and the migrations, no compilers, a non-root user.
-FROM python:3.11-slim
-RUN groupadd --system ecswatch && useradd --system --gid ecswatch --home /app ecswatch
-WORKDIR /app
-COPY --from=build /opt/venv /opt/venv
-# service.migrate finds alembic/ beside the package; keep the package in /app too.
-COPY alembic ./alembic
+# Build stage: the ecswatch wheel and the wheels of all its dependencies.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
 COPY service ./service
+COPY alembic ./alembic
+RUN pip wheel --no-cache-dir --prefer-binary --wheel-dir /wheels .
+
+# Final stage: a venv with the wheels installed offline, a non-root user.
+FROM python:3.11-slim
+ARG UID=10001
+RUN groupadd --system --gid "${UID}" ecswatch \
+ && useradd --system --uid "${UID}" --gid ecswatch --home-dir /app --no-create-home ecswatch
+WORKDIR /app
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels /wheels/ecswatch-*.whl \
+ && mkdir -p /app/.ecswatch \
+ && chown -R "${UID}:${UID}" /app
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     ECSWATCH_DATA_DIR=/app/.ecswatch \
     ECSWATCH_LOG_FORMAT=json
-RUN mkdir -p /app/.ecswatch && chown -R ecswatch:ecswatch /app
-USER ecswatch
+USER ${UID}:${UID}
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
+  CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["ecswatch"]
 CMD ["run", "--host", "0.0.0.0", "--port", "8000"]

@@ -2,7 +2,9 @@
 
 Two ways in: ``service.migrate`` hands over an open connection in
 ``config.attributes["connection"]`` (so migrations run inside an existing event
-loop); the plain ``alembic`` command builds an async engine from the URL.
+loop); the plain ``alembic`` command builds an async engine from the URL:
+``sqlalchemy.url`` when alembic.ini sets one,
+else ``ECSWATCH_DATABASE_URL`` as ecswatch itself reads it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from service.config import load_settings
 from service.db import to_asyncpg_url
+from service.errors import ConfigError
 from service.schema import metadata
 
 config = context.config
@@ -35,9 +39,26 @@ async def _run_with_new_engine(url: str) -> None:
         await engine.dispose()
 
 
+def _database_url() -> str:
+    """sqlalchemy.url if set, else ECSWATCH_DATABASE_URL; a one-line exit otherwise."""
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    try:
+        url = load_settings().database_url
+    except ConfigError as exc:
+        raise SystemExit(f"alembic: {exc.detail}") from None
+    if not url:
+        raise SystemExit(
+            "alembic: set ECSWATCH_DATABASE_URL (or sqlalchemy.url in alembic.ini); "
+            "`ecswatch db upgrade` also works with the embedded PostgreSQL"
+        )
+    return url
+
+
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=_database_url(),
         target_metadata=metadata,
         literal_binds=True,
     )
@@ -50,10 +71,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _configure(connection)
         return
-    url = config.get_main_option("sqlalchemy.url")
-    if not url:
-        raise SystemExit("alembic: set sqlalchemy.url (or use `ecswatch db upgrade`)")
-    asyncio.run(_run_with_new_engine(url))
+    asyncio.run(_run_with_new_engine(_database_url()))
 
 
 if context.is_offline_mode():

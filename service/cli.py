@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", parser_class=_Parser)
     db_sub.add_parser("upgrade", help="apply Alembic migrations up to head")
+    # db downgrade / db current (issue 13).
+    db_down = db_sub.add_parser(
+        "downgrade", help="revert Alembic migrations down to REV (base: drop everything)"
+    )
+    db_down.add_argument("revision", metavar="REV", help="target revision: 0001, -1 or base")
+    db_sub.add_parser("current", help="print the database's Alembic revision")
 
     demo = sub.add_parser(
         "demo", help="the whole system on this machine: no cloud account, no database server"
@@ -106,6 +112,46 @@ async def _db_upgrade(settings: Settings) -> None:
     async with open_runtime(settings, pool_size=1) as runtime:
         await upgrade(runtime.engine)
     log.info("database_upgraded")
+
+
+async def _db_downgrade(settings: Settings, revision: str) -> None:
+    from service.migrate import current, downgrade
+    from service.runtime import open_runtime
+
+    async with open_runtime(settings, pool_size=1) as runtime:
+        before = await current(runtime.engine)
+        await downgrade(runtime.engine, revision)
+        after = await current(runtime.engine)
+    log.info("database_downgraded", before=list(before), after=list(after))
+
+
+async def _db_current(settings: Settings) -> str:
+    from service.migrate import current, head_revisions
+    from service.runtime import open_runtime
+
+    async with open_runtime(settings, pool_size=1) as runtime:
+        revisions = await current(runtime.engine)
+    heads = set(head_revisions())
+    if not revisions:
+        return "none (the database has no ecswatch schema: run `ecswatch db upgrade`)"
+    return "\n".join(f"{rev} (head)" if rev in heads else rev for rev in revisions)
+
+
+def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from alembic.util import CommandError
+
+    try:
+        if args.db_command == "upgrade":
+            asyncio.run(_db_upgrade(settings))
+        elif args.db_command == "downgrade":
+            asyncio.run(_db_downgrade(settings, args.revision))
+        elif args.db_command == "current":
+            print(asyncio.run(_db_current(settings)))
+        else:
+            return _fail("db needs a subcommand: upgrade, downgrade REV or current", EXIT_USAGE)
+    except CommandError as exc:  # unknown revision, downgrade "up", …
+        return _fail(f"db {args.db_command}: {' '.join(str(exc).split())[:300]}", EXIT_USAGE)
+    return EXIT_OK
 
 
 async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int) -> None:
@@ -252,11 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, settings)
-        if args.command == "db" and args.db_command == "upgrade":
-            asyncio.run(_db_upgrade(settings))
-            return EXIT_OK
         if args.command == "db":
-            return _fail("db needs a subcommand: upgrade", EXIT_USAGE)
+            return _cmd_db(args, settings)
         if args.command == "replay":
             return _cmd_replay(args, settings)
         if args.command == "aws":

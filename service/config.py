@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=200, ge=10, le=10_000)
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=120)
 
+    # Retention (issue 13): history older than this is pruned by the poller's leader.
+    retention_days: int = Field(default=30, ge=1, le=36_500)
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

@@ -60,3 +60,21 @@ async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(_run)
+
+
+def head_revisions() -> tuple[str, ...]:
+    """The head revision(s) of the migrations this build ships."""
+    from alembic.script import ScriptDirectory
+
+    return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+async def current(engine: AsyncEngine) -> tuple[str, ...]:
+    """The revision(s) the database is at; empty when it has never been migrated."""
+    from alembic.migration import MigrationContext
+
+    def _run(connection: Connection) -> tuple[str, ...]:
+        return tuple(MigrationContext.configure(connection).get_current_heads())
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_run)

@@ -76,3 +76,21 @@ DISPATCH_RESULTS = Counter(
     ["kind", "result"],
     registry=REGISTRY,
 )
+
+# Retention (issue 13): what the poller's leader prunes, and when it last finished.
+RETENTION_ROWS_PRUNED = Counter(
+    "ecswatch_retention_rows_pruned",
+    "Rows deleted by retention, by table",
+    ["table"],
+    registry=REGISTRY,
+)
+RETENTION_LAST_RUN = Gauge(
+    "ecswatch_retention_last_run_timestamp_seconds",
+    "Unix time of the last retention run that finished (0: none yet in this process)",
+    registry=REGISTRY,
+)
+RETENTION_LAST_RUN_DURATION = Gauge(
+    "ecswatch_retention_last_run_duration_seconds",
+    "How long the last finished retention run took",
+    registry=REGISTRY,
+)

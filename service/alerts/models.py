@@ -66,4 +66,6 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", text("id DESC")),
         Index("ix_webhook_deliveries_alert_id", "alert_id"),
+        # Retention deletes the oldest attempts first (migration 0006).
+        Index("ix_webhook_deliveries_attempted_at", "attempted_at"),
     )

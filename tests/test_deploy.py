@@ -1,0 +1,264 @@
+"""deploy/cloudformation.yaml against docs/aws.md, the CLI's own setup, and the linters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT
+from service.roles import ALL_ROLES
+from tests.conftest import REPO_ROOT
+
+TEMPLATE = REPO_ROOT / "deploy" / "cloudformation.yaml"
+AWS_DOC = REPO_ROOT / "docs" / "aws.md"
+POLICY_HEADING = "## Least-privilege IAM policy"
+SECRET_VARIABLES = {"ECSWATCH_DATABASE_URL", "ECSWATCH_API_TOKENS", "DD_API_KEY", "DD_APP_KEY"}
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags read as their long form (!Ref X -> {Ref: X})."""
+
+
+def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def documented_policy(text: str) -> dict[str, Any]:
+    """The one ```json block directly under the policy heading of docs/aws.md."""
+    lines = text.splitlines()
+    assert lines.count(POLICY_HEADING) == 1, f"docs/aws.md needs one {POLICY_HEADING!r}"
+    i = lines.index(POLICY_HEADING) + 1
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    assert i < len(lines), "nothing under the policy heading"
+    assert lines[i].strip() == "```json", "the policy must be a ```json block right under it"
+    end = lines.index("```", i + 1)
+    policy = json.loads("\n".join(lines[i + 1 : end]))
+    assert isinstance(policy, dict)
+    return policy
+
+
+def _actions(statements: list[dict[str, Any]]) -> list[str]:
+    return [a for s in statements for a in _as_list(s["Action"])]
+
+
+def _runtime_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    role = template["Resources"]["RuntimeTaskRole"]
+    statements = [
+        s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]
+    ]
+    # Policies attached from outside the role count too.
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for policy in _resources(template, kind).values():
+            if {"Ref": "RuntimeTaskRole"} in policy["Properties"].get("Roles", []):
+                statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def test_policy_heading_is_followed_by_one_json_block() -> None:
+    broken = "# x\n\n## Least-privilege IAM policy\n\nSome prose first.\n\n```json\n{}\n```\n"
+    with pytest.raises(AssertionError, match="right under it"):
+        documented_policy(broken)
+    policy = documented_policy(AWS_DOC.read_text())
+    assert policy["Version"] == "2012-10-17"
+
+
+def test_runtime_role_actions_are_exactly_the_documented_ones(template: dict[str, Any]) -> None:
+    documented = _actions(documented_policy(AWS_DOC.read_text())["Statement"])
+    granted = _actions(_runtime_statements(template))
+    assert len(documented) == len(set(documented)), "an action listed twice in docs/aws.md"
+    assert len(granted) == len(set(granted)), "an action granted twice in the template"
+    assert set(granted) == set(documented)
+    assert not [a for a in granted if "*" in a], "no wildcard actions"
+
+
+def test_runtime_role_allows_only_and_reads_only_the_event_queue(
+    template: dict[str, Any],
+) -> None:
+    for statement in _runtime_statements(template):
+        assert statement["Effect"] == "Allow"
+        actions = _as_list(statement["Action"])
+        if any(a.startswith("sqs:") for a in actions):
+            assert all(a.startswith("sqs:") for a in actions)
+            assert statement["Resource"] == {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+        else:
+            assert not any(
+                a.startswith(("sqs:", "iam:", "sts:", "secretsmanager:")) for a in actions
+            )
+    documented = documented_policy(AWS_DOC.read_text())["Statement"]
+    sqs = [s for s in documented if any(a.startswith("sqs:") for a in _as_list(s["Action"]))]
+    assert [s["Resource"] for s in sqs] == ["arn:aws:sqs:REGION:ACCOUNT_ID:QUEUE_NAME"]
+
+
+def test_only_consumers_and_pollers_run_with_the_runtime_role(template: dict[str, Any]) -> None:
+    roles_by_family: dict[str, Any] = {}
+    for name, task in _resources(template, "AWS::ECS::TaskDefinition").items():
+        roles_by_family[name] = task["Properties"].get("TaskRoleArn")
+    runtime = {"Fn::GetAtt": ["RuntimeTaskRole", "Arn"]}
+    assert roles_by_family == {
+        "ConsumerTaskDefinition": runtime,
+        "PollerTaskDefinition": runtime,
+        "DispatcherTaskDefinition": None,
+        "ApiTaskDefinition": None,
+    }
+    # The only other role is ECS's execution role: image, logs and the secrets.
+    others = set(_resources(template, "AWS::IAM::Role")) - {"RuntimeTaskRole"}
+    assert others == {"TaskExecutionRole"}
+    execution = template["Resources"]["TaskExecutionRole"]["Properties"]
+    assert _actions(
+        [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    ) == ["secretsmanager:GetSecretValue"]
+
+
+def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    queue = resources["EventsQueue"]["Properties"]
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": MAX_RECEIVE_COUNT,
+    }
+    rule = resources["EcsEventsRule"]["Properties"]
+    assert rule["EventPattern"] == EVENT_PATTERN
+    assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["EventsQueue", "Arn"]}]
+    (statement,) = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}}
+    }
+
+
+def _container(task: dict[str, Any]) -> dict[str, Any]:
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    assert isinstance(container, dict)
+    return container
+
+
+def _roles_of(container: dict[str, Any]) -> list[str]:
+    command = container["Command"]
+    assert command[:2] == ["run", "--roles"]
+    return str(command[2]).split(",")
+
+
+def test_roles_are_split_across_services(template: dict[str, Any]) -> None:
+    tasks = _resources(template, "AWS::ECS::TaskDefinition")
+    services = _resources(template, "AWS::ECS::Service")
+    main_role: dict[str, str] = {}
+    for name, service in services.items():
+        task_name = service["Properties"]["TaskDefinition"]["Ref"]
+        roles = _roles_of(_container(tasks[task_name]))
+        # Each task runs one role, plus the api role for its own /healthz and /metrics.
+        worker = [r for r in roles if r != "api"] or ["api"]
+        assert len(worker) == 1, roles
+        main_role[worker[0]] = name
+    assert sorted(main_role) == sorted(ALL_ROLES)
+
+    # Only the api service is behind the load balancer.
+    behind_alb = [n for n, s in services.items() if "LoadBalancers" in s["Properties"]]
+    assert behind_alb == [main_role["api"]]
+
+    # Consumers scale on the queue's depth, the API on CPU; pollers and dispatchers do not.
+    targets = _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget")
+    scaled = {t["Properties"]["ResourceId"]["Fn::Sub"].split(".")[0] for t in targets.values()}
+    assert scaled == {
+        f"service/${{Cluster}}/${{{main_role['consumer']}",
+        f"service/${{Cluster}}/${{{main_role['api']}",
+    }
+    alarms = _resources(template, "AWS::CloudWatch::Alarm")
+    consumer_policies = {
+        n
+        for n, p in _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").items()
+        if p["Properties"]["PolicyType"] == "StepScaling"
+    }
+    triggers = [
+        a["Properties"]
+        for a in alarms.values()
+        if isinstance(a["Properties"]["AlarmActions"], list)
+        and any(act.get("Ref") in consumer_policies for act in a["Properties"]["AlarmActions"])
+    ]
+    assert len(triggers) == 2
+    for alarm in triggers:
+        assert alarm["Namespace"] == "AWS/SQS"
+        assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert alarm["Dimensions"] == [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}}
+        ]
+
+
+def test_secrets_come_from_secrets_manager(template: dict[str, Any]) -> None:
+    for name, task in _resources(template, "AWS::ECS::TaskDefinition").items():
+        container = _container(task)
+        env = {e["Name"] for e in container["Environment"] if isinstance(e, dict) and "Name" in e}
+        secrets: set[str] = set()
+        for entry in container["Secrets"]:
+            if "Fn::If" in entry:  # the Datadog keys, when a Datadog secret is given
+                entry = entry["Fn::If"][1]
+            secrets.add(entry["Name"])
+        assert secrets == SECRET_VARIABLES, name
+        assert not env & SECRET_VARIABLES, name
+        assert "ECSWATCH_RETENTION_DAYS" in env
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    assert found, f"{name} is not installed: pip install -e '.[dev]'"
+    return found
+
+
+def test_cfn_lint_passes() -> None:
+    result = subprocess.run(
+        [_tool("cfn-lint"), str(TEMPLATE)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_passes_hadolint_and_installs_the_wheel() -> None:
+    dockerfile = REPO_ROOT / "Dockerfile"
+    result = subprocess.run(
+        [_tool("hadolint"), str(dockerfile)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    final_stage = text.split("\nFROM ")[-1]
+    assert "pip wheel" in text.split("\nFROM ")[-2]
+    assert "/wheels/ecswatch-" in final_stage
+    assert "PYTHONPATH" not in final_stage
+    assert "COPY service" not in final_stage
+    assert "COPY alembic" not in final_stage
