@@ -66,10 +66,17 @@ def rules_from_settings(settings: Settings) -> AlertRules:
     )
 
 
+# Only deployments still in progress can start crash-looping, and only stops that
+# may be failed starts are read (is_failed_start decides on the rest).
 _STOPPED_TASKS = text(
-    "SELECT deployment_id, stop_code, stopped_reason, containers,"
-    " coalesce(stopped_at, updated_at) AS at FROM tasks"
-    " WHERE deployment_id = ANY(:ids) AND last_status = 'STOPPED' ORDER BY deployment_id, arn"
+    "SELECT t.deployment_id, t.stop_code, t.stopped_reason, t.containers,"
+    " coalesce(t.stopped_at, t.updated_at) AS at FROM tasks AS t"
+    " JOIN deployments AS d ON d.id = t.deployment_id AND d.outcome = 'in_progress'"
+    " WHERE t.deployment_id = ANY(:ids) AND t.last_status = 'STOPPED'"
+    " AND (t.stop_code IN ('TaskFailedToStart', 'EssentialContainerExited')"
+    " OR t.stopped_reason LIKE '%CannotPullContainerError%'"
+    " OR t.stopped_reason LIKE '%ResourceInitializationError%')"
+    " ORDER BY t.deployment_id, t.arn"
 )
 _MARK_CRASH_LOOP = text(
     "UPDATE deployments SET outcome = 'failed', reason = :reason"
