@@ -384,3 +384,22 @@ async def test_a_deleted_subscription_is_not_sent(
     row = await outbox_row(engine, row_id)
     assert (row["status"], row["last_error"]) == ("dead", "the subscription was deleted")
     assert webhook_receiver.deliveries == []
+
+
+async def test_the_next_checked_address_when_one_refuses(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    secret = new_secret()
+    webhook_receiver.expect("/two", secret)
+    port = webhook_receiver.url.rsplit(":", 1)[1]
+    wid = await add_subscription(engine, f"http://hooks.ecswatch.invalid:{port}/two", secret)
+    row_id, _ = await add_alert(engine, wid)
+    # The receiver listens on 127.0.0.1 only: 127.0.0.2 refuses the connection.
+    resolver = NameResolver({"hooks.ecswatch.invalid": ["127.0.0.2", "127.0.0.1"]})
+    await drain(make_dispatcher(engine, sessionmaker, http, resolver=resolver))
+    assert (await outbox_row(engine, row_id))["status"] == "delivered"
+    [got] = webhook_receiver.deliveries
+    assert got.verified
