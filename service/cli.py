@@ -28,7 +28,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 # Roles this build can run; the others of ALL_ROLES land with later work.
-AVAILABLE_ROLES = ("consumer", "api")
+AVAILABLE_ROLES = ("consumer", "dispatcher", "api")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -267,7 +267,13 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     async def replay() -> dict[str, int]:
         async with open_runtime(settings, pool_size=2) as runtime:
             await upgrade(runtime.engine)
-            handler = Handler(runtime.sessionmaker, codedeploy_groups=settings.codedeploy_groups)
+            from service.alerts.raising import rules_from_settings
+
+            handler = Handler(
+                runtime.sessionmaker,
+                codedeploy_groups=settings.codedeploy_groups,
+                alert_rules=rules_from_settings(settings),
+            )
             return dict(await replay_files(handler, paths))
 
     counts = asyncio.run(replay())

@@ -40,6 +40,12 @@ async def run_roles(
         tasks["consumer"] = asyncio.create_task(
             run_consumer(runtime, stop, on_started=lambda: status.running.update(consumer=True))
         )
+    if "dispatcher" in roles:
+        from service.outbox.role import run_dispatcher
+
+        tasks["dispatcher"] = asyncio.create_task(
+            run_dispatcher(runtime, stop, on_started=lambda: status.running.update(dispatcher=True))
+        )
     if "api" in roles:
         started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         tasks["api"] = asyncio.create_task(

@@ -94,3 +94,17 @@ RETENTION_LAST_RUN_DURATION = Gauge(
     "How long the last finished retention run took",
     registry=REGISTRY,
 )
+
+# ---- alerts and dispatcher (issue 10)
+OUTBOX_DEAD = Gauge(
+    "ecswatch_outbox_dead",
+    "Outbox rows whose retry budget is spent (status dead), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+ALERTS_RAISED = Counter(
+    "ecswatch_alerts_raised",
+    "Alerts raised, by type",
+    ["type"],
+    registry=REGISTRY,
+)

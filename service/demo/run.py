@@ -3,20 +3,25 @@
 An embedded PostgreSQL (unless ``ECSWATCH_DATABASE_URL`` is set), moto in server
 mode as the AWS endpoint (SQS queue + DLQ, EventBridge rule, as ``ecswatch aws
 setup`` makes them), a simulated fleet emitting ECS events through EventBridge,
-a local Datadog intake and a webhook receiver; then the consumer and the API,
-exactly as ``ecswatch run`` runs them. The intake and the receiver stay idle:
-what would send to them (the dispatcher role, alert raising) is not built yet.
+a local Datadog intake and a webhook receiver; then the consumer, the dispatcher
+and the API, exactly as ``ecswatch run`` runs them. The receiver is subscribed to
+every alert type; each alert it receives with a valid signature is printed as a
+``Webhook:`` line (the failing deployment's ``deployment.failed`` among them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from typing import Any
 
 from aiobotocore.session import get_session
+from sqlalchemy import text
 
+from service.alerts.rules import AlertType
+from service.api.routes.webhooks import new_secret
 from service.aws.setup import setup_event_pipeline
 from service.config import Settings
 from service.demo.aws import MotoServer
@@ -26,14 +31,17 @@ from service.demo.simulator import FleetSimulator, put_events_entries
 from service.logging import get_logger
 from service.migrate import upgrade
 from service.roles import RoleStatus
-from service.runtime import aws_client_kwargs, open_runtime
+from service.runtime import Runtime, aws_client_kwargs, open_runtime
 from service.supervisor import run_roles
 
 log = get_logger(__name__)
 
 REGION = "us-east-1"
 QUEUE = "ecswatch-demo"
-ROLES = ("consumer", "api")
+ROLES = ("consumer", "dispatcher", "api")
+#: The demo's own subscription: one row, re-pointed at this run's receiver.
+DEMO_WEBHOOK_ID = "wh_demo"
+DEMO_WEBHOOK_PATH = "/ecswatch-demo"
 
 
 async def run_demo(
@@ -85,6 +93,7 @@ async def _with_aws(
 
             async with open_runtime(demo_settings) as runtime:
                 await upgrade(runtime.engine)
+                await _subscribe_receiver(runtime, receiver)
                 started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 status = RoleStatus()
                 roles = asyncio.create_task(
@@ -113,15 +122,12 @@ async def _with_aws(
                     "demo_ready",
                     aws_endpoint=moto.endpoint_url,
                     queue_url=resources.queue_url,
-                    # Running, but idle: nothing sends to them in this build.
-                    idle=(
-                        f"the Datadog intake ({intake.url}) and the webhook receiver "
-                        f"({receiver.url}) receive nothing: the dispatcher role and "
-                        "alert raising are not built yet"
-                    ),
+                    webhook_receiver=receiver.url + DEMO_WEBHOOK_PATH,
+                    datadog_intake=intake.url,
                 )
                 simulator = FleetSimulator(emit)
                 fleet = asyncio.create_task(simulator.run(stop))
+                watcher = asyncio.create_task(_print_alerts(receiver, stop))
                 timer = (
                     asyncio.create_task(_stop_after(stop, duration))
                     if duration is not None
@@ -131,10 +137,59 @@ async def _with_aws(
                     await roles
                 finally:
                     stop.set()
-                    for task in (fleet, timer):
+                    for task in (fleet, timer, watcher):
                         if task is not None:
                             task.cancel()
-                    await asyncio.gather(fleet, *([timer] if timer else []), return_exceptions=True)
+                    await asyncio.gather(
+                        fleet, watcher, *([timer] if timer else []), return_exceptions=True
+                    )
+
+
+async def _subscribe_receiver(runtime: Runtime, receiver: WebhookReceiver) -> None:
+    """Subscribe this run's receiver to every alert type (one row, kept across runs)."""
+    secret = new_secret()
+    url = receiver.expect(DEMO_WEBHOOK_PATH, secret)
+    async with runtime.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO webhook_subscriptions (id, url, events, secret, active)"
+                " VALUES (:id, :url, CAST(:events AS jsonb), :secret, true)"
+                " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
+                " events = excluded.events, secret = excluded.secret, active = true"
+            ),
+            {
+                "id": DEMO_WEBHOOK_ID,
+                "url": url,
+                "events": json.dumps([t.value for t in AlertType]),
+                "secret": secret,
+            },
+        )
+        # Deliveries queued for an earlier run's receiver (gone now) go to this one.
+        await session.execute(
+            text(
+                "UPDATE outbox SET next_attempt_at = now() WHERE status = 'pending'"
+                " AND kind = 'webhook' AND payload->>'webhook_id' = :id"
+            ),
+            {"id": DEMO_WEBHOOK_ID},
+        )
+
+
+async def _print_alerts(receiver: WebhookReceiver, stop: asyncio.Event) -> None:
+    """Print each alert the receiver verified, as it arrives."""
+    shown = 0
+    while not stop.is_set():
+        records = receiver.deliveries
+        for delivery in records[shown:]:
+            body = delivery.json if isinstance(delivery.json, dict) else {}
+            if delivery.verified and 200 <= delivery.status < 300:
+                deployment = body.get("deployment") or {}
+                print(
+                    f"Webhook: {body.get('type')} {deployment.get('id') or '-'}"
+                    f" (signature verified): {body.get('summary')}",
+                    flush=True,
+                )
+        shown = len(records)
+        await asyncio.sleep(0.2)
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:

@@ -73,6 +73,17 @@ async def test_demo_runs_the_whole_system(
             assert tasks >= 8
             headers = {"Authorization": f"Bearer {token}"}
             assert (await client.get("/healthz", headers=headers)).status_code == 200
+            # The failing deployment's alert arrives at the demo's receiver, verified.
+            lines: list[str] = []
+            async with asyncio.timeout(30):
+                while not any(f"deployment.failed {FAILING}" in line for line in lines):
+                    lines.append((await proc.stdout.readline()).decode().strip())
+            [shown] = [line for line in lines if f"deployment.failed {FAILING}" in line]
+            assert shown.startswith("Webhook: deployment.failed")
+            assert "(signature verified)" in shown
+            alerts = (await client.get("/v1/alerts", headers=headers)).json()["items"]
+            failed = [a for a in alerts if a["type"] == "deployment.failed"]
+            assert [a["deployment_id"] for a in failed] == [FAILING]
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
