@@ -153,6 +153,9 @@ class DatadogIntake(LocalServer[IntakeRequest]):
         super().__init__()
         self.api_key = api_key
         self._next_event_id = 1_000_000
+        # Like Datadog's payload limit, scaled down for tests: a series body larger
+        # than this (decompressed) is answered 413.
+        self.max_series_bytes: int | None = None
 
     @property
     def requests(self) -> list[IntakeRequest]:
@@ -186,6 +189,8 @@ class DatadogIntake(LocalServer[IntakeRequest]):
         if request.method == "POST" and request.path == "/api/v2/series":
             if not isinstance(record.json, dict) or not isinstance(record.json.get("series"), list):
                 return record, web.json_response({"errors": ["missing series"]}, status=400)
+            if self.max_series_bytes is not None and len(record.body) > self.max_series_bytes:
+                return record, web.json_response({"errors": ["Payload too large"]}, status=413)
             return record, web.json_response({"errors": []}, status=202)
         if request.method == "POST" and request.path == "/api/v1/events":
             if not isinstance(record.json, dict) or not record.json.get("title"):
