@@ -221,7 +221,11 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     async def replay() -> dict[str, int]:
         async with open_runtime(settings, pool_size=2) as runtime:
             await upgrade(runtime.engine)
-            handler = Handler(runtime.sessionmaker, codedeploy_groups=settings.codedeploy_groups)
+            handler = Handler(
+                runtime.sessionmaker,
+                codedeploy_groups=settings.codedeploy_groups,
+                datadog=settings.datadog_enabled,
+            )
             return dict(await replay_files(handler, paths))
 
     counts = asyncio.run(replay())

@@ -71,9 +71,12 @@ class Handler:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         codedeploy_groups: dict[str, ServiceRef] | None = None,
+        datadog: bool = False,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._groups = codedeploy_groups or {}
+        # Write Datadog facts and outbox rows (only when forwarding is on).
+        self._datadog = datadog
 
     async def handle(
         self, messages: Sequence[Message], *, now: datetime | None = None
@@ -118,7 +121,10 @@ class Handler:
             try:
                 async with self._sessionmaker() as session, session.begin():
                     batch = await apply_events(
-                        session, [e for _, e in parsed], codedeploy_groups=self._groups
+                        session,
+                        [e for _, e in parsed],
+                        codedeploy_groups=self._groups,
+                        datadog=self._datadog,
                     )
                     await quarantine(session, [p for _, p, _ in poison])
                 break

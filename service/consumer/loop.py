@@ -94,7 +94,9 @@ class Consumer:
         self._runtime = runtime
         self._queue_url = queue_url
         self._handler = handler or Handler(
-            runtime.sessionmaker, codedeploy_groups=settings.codedeploy_groups
+            runtime.sessionmaker,
+            codedeploy_groups=settings.codedeploy_groups,
+            datadog=settings.datadog_enabled,
         )
         self._receivers = receive_concurrency or settings.receive_concurrency
         self._max_in_flight = max_in_flight or settings.max_in_flight
