@@ -86,6 +86,18 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=200, ge=10, le=10_000)
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=120)
 
+    # ---- alerts and dispatcher (issue 10; documented in configuration.md)
+    dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
+    dispatch_poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    dispatch_lease_s: float = Field(default=60.0, ge=5, le=3600)
+    dispatch_retry_base_s: float = Field(default=1.0, gt=0, le=600)
+    dispatch_retry_budget_s: float = Field(default=3600.0, ge=3600, le=7 * 86_400)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    crashloop_tasks: int = Field(default=3, ge=1, le=1000)
+    crashloop_window_s: float = Field(default=600.0, gt=0, le=86_400)
+    stuck_after_s: float = Field(default=1800.0, ge=60, le=7 * 86_400)
+    alert_cooldown_s: float = Field(default=900.0, ge=0, le=86_400)
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

@@ -40,6 +40,12 @@ async def run_roles(
         tasks["consumer"] = asyncio.create_task(
             run_consumer(runtime, stop, on_started=lambda: status.running.update(consumer=True))
         )
+    if "dispatcher" in roles:
+        from service.outbox.role import run_dispatcher
+
+        tasks["dispatcher"] = asyncio.create_task(
+            run_dispatcher(runtime, stop, on_started=lambda: status.running.update(dispatcher=True))
+        )
     if "dispatcher" in roles and runtime.settings.datadog_enabled:
         # Datadog: state gauges, CloudWatch points and time facts into the outbox.
         from service.datadog.gauges import run_datadog_job

@@ -76,6 +76,19 @@ DISPATCH_RESULTS = Counter(
     ["kind", "result"],
     registry=REGISTRY,
 )
+# ---- alerts and dispatcher (issue 10)
+OUTBOX_DEAD = Gauge(
+    "ecswatch_outbox_dead",
+    "Outbox rows whose retry budget is spent (status dead), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+ALERTS_RAISED = Counter(
+    "ecswatch_alerts_raised",
+    "Alerts raised, by type",
+    ["type"],
+    registry=REGISTRY,
+)
 
 # --- Datadog forwarding (service.datadog) ---
 DATADOG_POINTS = Counter(

@@ -39,6 +39,8 @@ class WebhookSubscription(Base):
     events: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     filter: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     secret: Mapped[str] = mapped_column(Text)
+    # ``standard`` (Standard Webhooks JSON) or ``slack`` (incoming-webhook message).
+    format: Mapped[str] = mapped_column(Text, server_default=text("'standard'"))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 

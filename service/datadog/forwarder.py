@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -50,7 +51,7 @@ from service.datadog.metrics import REGISTRY, MetricName
 from service.datadog.tags import merge_tags, resource_tags
 from service.logging import get_logger
 from service.outbox.models import OutboxKind
-from service.outbox.sender import ClaimedRow, SendResult, SendStatus
+from service.outbox.sender import ClaimedRow, Sender, SendResult, SendStatus
 
 log = get_logger(__name__)
 
@@ -473,3 +474,16 @@ def build_senders(settings: Settings) -> DatadogSenders | None:
         metrics=DatadogMetricsSender(configuration, prefix=settings.metric_prefix, tag_keys=keys),
         events=DatadogEventSender(configuration, tag_keys=keys),
     )
+
+
+@asynccontextmanager
+async def open_datadog_senders(settings: Settings) -> AsyncIterator[list[Sender]]:
+    """The Datadog senders for the dispatcher (none when forwarding is off), closed on exit."""
+    senders = build_senders(settings)
+    if senders is None:
+        yield []
+        return
+    try:
+        yield [senders.metrics, senders.events]
+    finally:
+        await senders.aclose()

@@ -142,6 +142,8 @@ class Deployment(Base):
     codedeploy_application: Mapped[str | None] = mapped_column(Text)
     codedeploy_group: Mapped[str | None] = mapped_column(Text)
     failed_tasks: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # No running task of its task definition ECSWATCH_STUCK_AFTER_S after it started.
+    stuck: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     # Ordering key of versionless deployment events (detail.updatedAt, then time).
     last_event_at: Mapped[datetime | None]
     last_event_name: Mapped[str | None] = mapped_column(Text)

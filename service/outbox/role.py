@@ -1,0 +1,64 @@
+"""The ``dispatcher`` role: the senders this process has, and the dispatcher loop.
+
+:func:`build_senders` is the one place that decides which :class:`Sender` serves
+which outbox kind. To add one (Datadog's, for instance), append it to the list
+there; a kind with no sender is left pending in the outbox, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+from service.alerts.webhooks import WebhookSender
+from service.datadog.forwarder import open_datadog_senders
+from service.logging import get_logger
+from service.outbox.dispatcher import Dispatcher, build_registry
+from service.outbox.models import OutboxKind
+from service.outbox.retry import RetryPolicy
+from service.outbox.sender import Sender
+from service.runtime import Runtime
+
+log = get_logger(__name__)
+
+
+async def build_senders(runtime: Runtime, stack: AsyncExitStack) -> dict[OutboxKind, Sender]:
+    """Every sender of this process, by kind; ``stack`` closes what they open."""
+    senders: list[Sender] = [
+        await stack.enter_async_context(WebhookSender.open(runtime)),
+        # Datadog's two senders (metrics, events); none when DD_API_KEY is unset.
+        *await stack.enter_async_context(open_datadog_senders(runtime.settings)),
+    ]
+    return build_registry(senders)
+
+
+def build_dispatcher(runtime: Runtime, senders: dict[OutboxKind, Sender]) -> Dispatcher:
+    """A dispatcher with the runtime's settings."""
+    settings = runtime.settings
+    return Dispatcher(
+        runtime.engine,
+        runtime.sessionmaker,
+        senders,
+        policy=RetryPolicy(
+            base_s=settings.dispatch_retry_base_s, budget_s=settings.dispatch_retry_budget_s
+        ),
+        batch_size=settings.dispatch_batch_size,
+        poll_interval_s=settings.dispatch_poll_interval_s,
+        lease_s=settings.dispatch_lease_s,
+        grace_s=settings.shutdown_grace_s,
+    )
+
+
+async def run_dispatcher(
+    runtime: Runtime, stop: asyncio.Event, *, on_started: Callable[[], None] | None = None
+) -> None:
+    """Run the dispatcher until ``stop`` is set."""
+    async with AsyncExitStack() as stack:
+        senders = await build_senders(runtime, stack)
+        dispatcher = build_dispatcher(runtime, senders)
+        log.info("dispatcher_started", kinds=sorted(k.value for k in senders))
+        if on_started is not None:
+            on_started()
+        await dispatcher.run(stop)
+    log.info("dispatcher_stopped")
