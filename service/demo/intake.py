@@ -37,6 +37,10 @@ class LocalServer(Generic[R]):
         self._failures: deque[tuple[int, dict[str, str]]] = deque()
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()  # binds to the loop on first use
+        # Requests that reached the server, answered or not (see pause()).
+        self.arrived = 0
+        self._paused = False
+        self._resumed: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -77,10 +81,25 @@ class LocalServer(Generic[R]):
         """Answer the next ``count`` requests with ``status`` (they are still recorded)."""
         self._failures.extend([(status, dict(headers or {}))] * count)
 
+    def pause(self) -> None:
+        """Hold every request, unanswered, from now until :meth:`resume` (a slow peer)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Answer the held requests and stop holding new ones."""
+        self._paused = False
+        if self._resumed is not None:
+            self._resumed.set()
+
     def clear(self) -> None:
         """Forget recorded requests and pending failures."""
         self.records.clear()
         self._failures.clear()
+
+    async def wait_arrived(self, count: int = 1, within: float = 5.0) -> None:
+        """Wait until ``count`` requests reached the server (answered or held)."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: self.arrived >= count)
 
     async def wait_for(self, count: int = 1, within: float = 5.0) -> list[R]:
         """Wait until ``count`` requests are recorded; TimeoutError after ``within`` s."""
@@ -92,7 +111,15 @@ class LocalServer(Generic[R]):
         raise NotImplementedError
 
     async def _dispatch(self, request: web.Request) -> web.Response:
-        record, response = await self._handle(request, await request.read())
+        body = await request.read()
+        self.arrived += 1
+        async with self._changed:
+            self._changed.notify_all()
+        while self._paused:
+            self._resumed = self._resumed or asyncio.Event()
+            self._resumed.clear()
+            await self._resumed.wait()
+        record, response = await self._handle(request, body)
         if self._failures:
             status, headers = self._failures.popleft()
             response = web.json_response({"errors": [f"injected {status}"]}, status=status)
