@@ -75,9 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("files", nargs="+", metavar="FILE")
 
-    dd = sub.add_parser("datadog", help="Datadog dashboard and monitors (not built yet)")
+    dd = sub.add_parser("datadog", help="Datadog dashboard and monitors")
     dd_sub = dd.add_subparsers(dest="dd_command", metavar="DD_COMMAND", parser_class=_Parser)
-    dd_sub.add_parser("install", help="create or update the dashboard and monitors")
+    dd_install = dd_sub.add_parser("install", help="create or update the dashboard and monitors")
+    dd_install.add_argument(
+        "--dry-run", action="store_true", help="print what would change; change nothing"
+    )
     return parser
 
 
@@ -242,6 +245,20 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _cmd_datadog_install(args: argparse.Namespace, settings: Settings) -> int:
+    from service.datadog.install import Verb, install
+
+    actions = asyncio.run(install(settings, dry_run=args.dry_run))
+    for action in actions:
+        prefix = "would " if args.dry_run and action.verb in (Verb.CREATE, Verb.UPDATE) else ""
+        print(f"{prefix}{action.describe()}")
+    changes = sum(1 for a in actions if a.verb in (Verb.CREATE, Verb.UPDATE))
+    duplicates = sum(1 for a in actions if a.verb is Verb.DUPLICATE)
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{verb} {changes} of {len(actions) - duplicates} managed objects")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -267,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_aws_setup(args, settings)
         if args.command == "demo":
             return _cmd_demo(args, settings)
-        not_built = {"datadog": "ecswatch datadog install"}
-        return _fail(f"{not_built[args.command]} is not built yet in this version", EXIT_FAILURE)
+        if args.command == "datadog" and args.dd_command == "install":
+            return _cmd_datadog_install(args, settings)
+        return _fail("datadog needs a subcommand: install", EXIT_USAGE)
     except ConfigError as exc:
         return _fail(exc.detail, EXIT_USAGE)
     except EcswatchError as exc:

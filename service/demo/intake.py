@@ -183,6 +183,9 @@ class DatadogIntake(LocalServer[IntakeRequest]):
         # Like Datadog's payload limit, scaled down for tests: a series body larger
         # than this (decompressed) is answered 413.
         self.max_series_bytes: int | None = None
+        # The dashboards and monitors API stand-in (``ecswatch datadog install``).
+        self.dashboards: dict[str, dict[str, Any]] = {}
+        self.monitors: dict[int, dict[str, Any]] = {}
 
     @property
     def requests(self) -> list[IntakeRequest]:
@@ -223,7 +226,69 @@ class DatadogIntake(LocalServer[IntakeRequest]):
             if not isinstance(record.json, dict) or not record.json.get("title"):
                 return record, web.json_response({"errors": ["missing title"]}, status=400)
             return record, web.json_response(self._event_created(record.json), status=202)
+        if request.path.startswith(("/api/v1/dashboard", "/api/v1/monitor")):
+            if not request.headers.get("DD-APPLICATION-KEY"):
+                return record, web.json_response({"errors": ["Forbidden"]}, status=403)
+            return record, self._manage(request, record.json)
         return record, web.json_response({})
+
+    def _manage(self, request: web.Request, body: Any) -> web.Response:
+        """Dashboards (v1) and monitors (v1): list, get, create, update, as Datadog does."""
+        parts = request.path.strip("/").split("/")  # api, v1, dashboard|monitor, [id]
+        what, ident = parts[2], (parts[3] if len(parts) > 3 else None)
+        if what == "dashboard":
+            if request.method == "GET" and ident is None:
+                summary = [
+                    {k: d[k] for k in ("id", "title", "description", "layout_type") if k in d}
+                    for d in self.dashboards.values()
+                ]
+                return web.json_response({"dashboards": summary})
+            if request.method == "POST" and ident is None:
+                ident = f"abc-{len(self.dashboards) + 100:03d}-xyz"
+                return web.json_response(self._store_dashboard(ident, body))
+            if ident in self.dashboards:
+                if request.method == "GET":
+                    return web.json_response(self.dashboards[ident])
+                if request.method == "PUT":
+                    return web.json_response(self._store_dashboard(ident, body))
+            return web.json_response({"errors": ["Dashboard not found"]}, status=404)
+        if what == "monitor":
+            if request.method == "GET" and ident is None:
+                wanted = set(filter(None, request.query.get("monitor_tags", "").split(",")))
+                found = [m for m in self.monitors.values() if wanted <= set(m.get("tags", []))]
+                return web.json_response(found)
+            if request.method == "POST" and ident is None:
+                number = 5_000 + len(self.monitors)
+                # Datadog fills options the request did not give.
+                options = {"notify_audit": False, "new_group_delay": 60, **body.get("options", {})}
+                self.monitors[number] = {**body, "id": number, "options": options}
+                return web.json_response(self.monitors[number])
+            if ident is not None and ident.isdigit() and int(ident) in self.monitors:
+                current = self.monitors[int(ident)]
+                if request.method == "GET":
+                    return web.json_response(current)
+                if request.method == "PUT":
+                    options = {**current.get("options", {}), **body.get("options", {})}
+                    current.update({**body, "options": options, "id": int(ident)})
+                    return web.json_response(current)
+            return web.json_response({"errors": ["Monitor not found"]}, status=404)
+        return web.json_response({"errors": ["Not found"]}, status=404)
+
+    def _store_dashboard(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        # Datadog numbers every widget; a re-read dashboard carries those ids.
+        def number(widgets: list[dict[str, Any]], start: int) -> int:
+            for widget in widgets:
+                widget["id"] = start
+                start += 1
+                start = number(widget.get("definition", {}).get("widgets", []), start)
+            return start
+
+        stored: dict[str, Any] = json.loads(json.dumps(body))
+        number(stored.get("widgets", []), 1)
+        stored["id"] = ident
+        stored["url"] = f"/dashboard/{ident}"
+        self.dashboards[ident] = stored
+        return stored
 
     def _event_created(self, event: dict[str, Any]) -> dict[str, Any]:
         # Echo only fields of the client's `Event` model so the response deserialises.
