@@ -135,7 +135,7 @@ REGISTRY: dict[MetricName, MetricSpec] = {
         _spec(
             MetricName.DEPLOYMENTS_IN_PROGRESS,
             "gauge",
-            "deployment",
+            "item",
             SERVICE_TAGS,
             "Deployments in progress per service",
         ),
@@ -164,7 +164,7 @@ REGISTRY: dict[MetricName, MetricSpec] = {
         _spec(
             MetricName.DEPLOYMENTS_FINISHED,
             "count",
-            "deployment",
+            "item",
             (*SERVICE_TAGS, "outcome", "deployment_kind"),
             "Deployments that reached an outcome",
         ),
