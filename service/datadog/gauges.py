@@ -411,14 +411,24 @@ async def record_time_facts(session: AsyncSession, *, now: datetime) -> int:
 # --- the job --------------------------------------------------------------------------------
 
 
+# New metric_points are looked for this often (at most), whatever the interval: a
+# point stored by the poller leaves within this much, not a whole interval later.
+POINTS_EVERY_S = 5.0
+
+
 class DatadogJob:
     """One run of everything above; :meth:`run` repeats it every interval."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], *, interval_s: int = 60
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        interval_s: int = 60,
+        points_every_s: float = POINTS_EVERY_S,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._interval_s = interval_s
+        self._points_every_s = min(points_every_s, float(interval_s))
         self._throttles: dict[str, float] = {}
 
     async def run_once(self, *, now: datetime | None = None) -> None:
@@ -458,17 +468,26 @@ class DatadogJob:
         return out
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Every interval until ``stop``; a failed run is logged and retried next time."""
+        """Until ``stop``: everything once an interval, new points every few seconds.
+
+        A failed run is logged and tried again at the next tick.
+        """
         log.info("datadog_job_started", interval_s=self._interval_s)
+        done_bucket: int | None = None
         while not stop.is_set():
+            now = datetime.now(UTC)
             try:
-                await self.run_once()
+                if bucket_of(now, self._interval_s) != done_bucket:
+                    await self.run_once(now=now)
+                    done_bucket = bucket_of(now, self._interval_s)
+                else:
+                    await forward_points(self._sessionmaker, now=now)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("datadog_job_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)
+                await asyncio.wait_for(stop.wait(), timeout=self._points_every_s)
         log.info("datadog_job_stopped")
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import zstandard
@@ -143,6 +144,7 @@ class IntakeRequest:
     json: Any
     wire_size: int
     status: int = 0
+    received_at: float = field(default_factory=time.time)  # epoch seconds
 
 
 def decode_body(raw: bytes, encoding: str) -> bytes:
