@@ -3,19 +3,23 @@
 An embedded PostgreSQL (unless ``ECSWATCH_DATABASE_URL`` is set), moto in server
 mode as the AWS endpoint (SQS queue + DLQ, EventBridge rule, as ``ecswatch aws
 setup`` makes them), a simulated fleet emitting ECS events through EventBridge,
-a local Datadog intake and a webhook receiver; then the consumer and the API,
-exactly as ``ecswatch run`` runs them. The intake and the receiver stay idle:
-what would send to them (the dispatcher role, alert raising) is not built yet.
+a local Datadog intake and a webhook receiver; then the consumer, the
+dispatcher and the API, exactly as ``ecswatch run`` runs them. Datadog
+forwarding is on (a demo key, the local intake, a 10 s metrics interval), and
+the demo prints what the intake receives: ``Datadog intake: …`` lines with the
+series and events so far, and one ``Datadog event: …`` line per event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from typing import Any
 
 from aiobotocore.session import get_session
+from pydantic import SecretStr
 
 from service.aws.setup import setup_event_pipeline
 from service.config import Settings
@@ -33,7 +37,10 @@ log = get_logger(__name__)
 
 REGION = "us-east-1"
 QUEUE = "ecswatch-demo"
-ROLES = ("consumer", "api")
+ROLES = ("consumer", "dispatcher", "api")
+# Datadog in the demo: the local intake, a demo key, gauges every 10 s.
+DEMO_DATADOG_KEY = "demo-api-key"
+DEMO_METRICS_INTERVAL_S = 10
 
 
 async def run_demo(
@@ -68,6 +75,8 @@ async def _with_aws(
                 "aws_region": REGION,
                 "api_tokens": Settings(api_tokens=f"admin:{token}").api_tokens,
                 "datadog_url": intake.url,
+                "dd_api_key": SecretStr(DEMO_DATADOG_KEY),
+                "metrics_interval_s": DEMO_METRICS_INTERVAL_S,
                 "webhook_allow_private": True,
             }
         )
@@ -113,15 +122,12 @@ async def _with_aws(
                     "demo_ready",
                     aws_endpoint=moto.endpoint_url,
                     queue_url=resources.queue_url,
-                    # Running, but idle: nothing sends to them in this build.
-                    idle=(
-                        f"the Datadog intake ({intake.url}) and the webhook receiver "
-                        f"({receiver.url}) receive nothing: the dispatcher role and "
-                        "alert raising are not built yet"
-                    ),
+                    datadog_intake=intake.url,
+                    webhook_receiver=receiver.url,
                 )
                 simulator = FleetSimulator(emit)
                 fleet = asyncio.create_task(simulator.run(stop))
+                reporter = asyncio.create_task(report_intake(intake, stop))
                 timer = (
                     asyncio.create_task(_stop_after(stop, duration))
                     if duration is not None
@@ -131,10 +137,36 @@ async def _with_aws(
                     await roles
                 finally:
                     stop.set()
-                    for task in (fleet, timer):
+                    for task in (fleet, timer, reporter):
                         if task is not None:
                             task.cancel()
-                    await asyncio.gather(fleet, *([timer] if timer else []), return_exceptions=True)
+                    await asyncio.gather(
+                        fleet, reporter, *([timer] if timer else []), return_exceptions=True
+                    )
+
+
+async def report_intake(intake: DatadogIntake, stop: asyncio.Event, every_s: float = 2.0) -> None:
+    """Print what the local Datadog intake has received, when it changes."""
+    shown_events = 0
+    last: tuple[int, int] = (0, 0)
+    while not stop.is_set():
+        events = intake.events()
+        for event in events[shown_events:]:
+            print(f"Datadog event: [{event.get('alert_type')}] {event.get('title')}", flush=True)
+        shown_events = len(events)
+        series = intake.series()
+        now = (len(series), len(events))
+        if now != last:
+            points = sum(len(s.get("points", [])) for s in series)
+            names = len({s.get("metric") for s in series})
+            print(
+                f"Datadog intake: {len(series)} series ({points} points, {names} metrics)"
+                f" and {len(events)} events received",
+                flush=True,
+            )
+            last = now
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:

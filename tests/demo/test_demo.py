@@ -73,6 +73,18 @@ async def test_demo_runs_the_whole_system(
             assert tasks >= 8
             headers = {"Authorization": f"Bearer {token}"}
             assert (await client.get("/healthz", headers=headers)).status_code == 200
+        # The local Datadog intake receives series and events, and the demo says so.
+        seen_series = seen_event = False
+        async with asyncio.timeout(30):
+            while not (seen_series and seen_event):
+                line = (await proc.stdout.readline()).decode()
+                assert line, "the demo stopped printing"
+                if line.startswith("Datadog intake: ") and not line.startswith(
+                    "Datadog intake: 0 series"
+                ):
+                    seen_series = True
+                if line.startswith("Datadog event: [error] ECS deployment failed"):
+                    seen_event = True
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
