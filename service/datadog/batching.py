@@ -227,3 +227,17 @@ def merge_counts(items: Sequence[RowSeries]) -> list[RowSeries]:
         ids = tuple(dict.fromkeys((*target.row_ids, *item.row_ids)))
         out[index[key]] = RowSeries(ids, target.series)
     return out
+
+
+def split_by_rows(items: Sequence[RowSeries]) -> list[list[RowSeries]]:
+    """Two halves of a refused batch that keep each row's series together, so that
+    the row the intake refuses (400) is found without failing its neighbours.
+    Returns one list when the batch holds one row (or one merged group)."""
+    groups: dict[tuple[int, ...], list[RowSeries]] = {}
+    for item in items:
+        groups.setdefault(item.row_ids, []).append(item)
+    if len(groups) < 2:
+        return [list(items)]
+    ordered = list(groups.values())
+    half = len(ordered) // 2
+    return [[i for g in ordered[:half] for i in g], [i for g in ordered[half:] for i in g]]

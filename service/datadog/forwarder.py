@@ -15,6 +15,7 @@ the ``ECSWATCH_DATADOG_TAG_KEYS`` filter are applied here, at send time.
 from __future__ import annotations
 
 import asyncio
+import math
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -45,6 +46,7 @@ from service.datadog.batching import (
     drop_old_points,
     merge_counts,
     plan_batches,
+    split_by_rows,
     split_in_half,
 )
 from service.datadog.metrics import REGISTRY, MetricName
@@ -266,11 +268,11 @@ class DatadogMetricsSender(_ClientOwner):
                 log.error("datadog_row_malformed", row_id=row.id, error=outcomes[row.id].dead)
                 continue
             known = [s for s in series if s is not None]
-            prepared.dropped["unregistered"] += sum(
-                len(raw.get("points", []))
-                for raw, s in zip(row.payload.get("series", []), series, strict=True)
-                if s is None
-            )
+            for raw, built in zip(row.payload.get("series", []), series, strict=True):
+                if built is None:
+                    prepared.dropped["unregistered"] += len(raw.get("points", []))
+                else:
+                    prepared.dropped["not_finite"] += len(raw["points"]) - len(built["points"])
             split = drop_old_points(known, now=now, max_age_s=self._max_age)
             prepared.dropped["too_old"] += split.too_old
             for s in split.fresh:
@@ -314,6 +316,8 @@ class DatadogMetricsSender(_ClientOwner):
             else {"timestamp": int(p["timestamp"]), "value": float(p["value"])}
             for p in raw["points"]
         ]
+        # NaN and infinities are not JSON: Datadog would refuse the whole payload.
+        points = [p for p in points if math.isfinite(p["value"])]
         tags = merge_tags(
             raw.get("tags") or (), resource_tags(raw.get("resource_tags") or {}, self.tag_keys)
         )
@@ -344,6 +348,13 @@ class DatadogMetricsSender(_ClientOwner):
                     await self._send_batch(half, outcomes)
                 return
             decision = Decision(Verdict.DEAD, decision.error + " (cannot split further)")
+        if decision.verdict is Verdict.DEAD and decision.error.startswith("HTTP 400"):
+            # One bad row must not take its neighbours down: find it by halves.
+            halves = split_by_rows(items)
+            if len(halves) > 1:
+                for half in halves:
+                    await self._send_batch(half, outcomes)
+                return
         log.warning("datadog_metrics_failed", verdict=decision.verdict, error=decision.error)
         telemetry.DATADOG_FAILURES.labels("metrics", _status_of(decision.error)).inc()
         for item in items:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from datadog_api_client import Configuration
 from datadog_api_client.model_utils import validate_and_convert_types
@@ -16,7 +17,8 @@ from datadog_api_client.v2.model.metric_intake_type import MetricIntakeType
 from datadog_api_client.v2.model.metric_payload import MetricPayload
 
 from service import telemetry
-from service.config import load_settings
+from service.api.app import create_app
+from service.config import Settings, load_settings
 from service.datadog.forwarder import (
     DatadogSenders,
     Decision,
@@ -27,6 +29,7 @@ from service.datadog.forwarder import (
 from service.demo.intake import DatadogIntake
 from service.outbox.models import OutboxKind
 from service.outbox.sender import ClaimedRow, SendStatus
+from service.runtime import open_runtime
 
 API_KEY = "test-api-key"
 
@@ -268,3 +271,56 @@ async def test_event_deserialises_with_tags_and_limits(
 async def test_bad_event_row_is_dead(senders: DatadogSenders) -> None:
     [result] = await senders.events.send([_event_row(1, {"text": "no title"})])
     assert result.status is SendStatus.DEAD
+
+
+async def test_a_400_is_narrowed_to_the_row_it_blames(
+    senders: DatadogSenders, datadog_intake: DatadogIntake
+) -> None:
+    # The whole batch is refused, then the first row alone; the second goes through.
+    datadog_intake.fail_next(400, count=2)
+    rows = [_metrics_row(1, [_gauge(1)]), _metrics_row(2, [_gauge(2, service="api")])]
+    results = await senders.metrics.send(rows)
+    assert [(r.row_id, r.status) for r in results] == [
+        (1, SendStatus.DEAD),
+        (2, SendStatus.DELIVERED),
+    ]
+    assert [s["points"][0]["value"] for s in datadog_intake.series()] == [2.0]
+
+
+async def test_no_answer_is_retried(unused_tcp_port: int) -> None:
+    url = f"http://127.0.0.1:{unused_tcp_port}"  # nothing listens there
+    built = build_senders(load_settings(dd_api_key=API_KEY, datadog_url=url))
+    assert built is not None
+    try:
+        [metrics] = await built.metrics.send([_metrics_row(1, [_gauge(1)])])
+        [event] = await built.events.send([_event_row(2, {"title": "t", "text": "x"})])
+    finally:
+        await built.aclose()
+    assert (metrics.status, event.status) == (SendStatus.RETRY, SendStatus.RETRY)
+    assert telemetry.DATADOG_FAILURES.labels("metrics", "network")._value.get() >= 1
+
+
+async def test_nan_points_are_dropped_not_sent(
+    senders: DatadogSenders, datadog_intake: DatadogIntake
+) -> None:
+    before = telemetry.DATADOG_DROPPED.labels("points", "not_finite")._value.get()
+    now = int(time.time())
+    series = {**_gauge(1), "points": [[now - 1, float("nan")], [now, 5.0]]}
+    [result] = await senders.metrics.send([_metrics_row(1, [series])])
+    assert result.status is SendStatus.DELIVERED
+    assert [p["value"] for s in datadog_intake.series() for p in s["points"]] == [5.0]
+    assert telemetry.DATADOG_DROPPED.labels("points", "not_finite")._value.get() == before + 1
+
+
+async def test_metrics_endpoint_shows_points_and_events_by_result(
+    senders: DatadogSenders, datadog_intake: DatadogIntake, settings: Settings
+) -> None:
+    await senders.metrics.send([_metrics_row(1, [_gauge(1)])])
+    await senders.events.send([_event_row(2, {"title": "t", "text": "x"})])
+    async with open_runtime(settings, pool_size=1) as runtime:
+        app = create_app(runtime)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            text = (await client.get("/metrics")).text
+    assert 'ecswatch_datadog_points_total{result="sent"}' in text
+    assert 'ecswatch_datadog_events_total{result="sent"}' in text
