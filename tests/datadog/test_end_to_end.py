@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.config import load_settings
 from service.consumer.handler import Handler, Message
 from service.datadog.forwarder import open_datadog_senders
+from service.datadog.gauges import DatadogJob
+from service.datadog.metrics import REGISTRY, MetricName
 from service.demo.events import deployment_events, task_lifecycle
 from service.demo.intake import DatadogIntake
 from service.outbox.dispatcher import Dispatcher, build_registry
@@ -207,3 +209,51 @@ async def test_a_dispatcher_killed_mid_batch_loses_nothing_and_doubles_no_count(
     _check_counts(datadog_intake)
     titles = {e["title"] for e in datadog_intake.events()}
     assert "ECS deployment failed: prod/web" in titles  # nothing lost
+
+
+async def test_a_run_sends_only_documented_metrics_with_documented_tags(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    datadog_intake: DatadogIntake,
+    senders: list[Sender],
+) -> None:
+    # The cluster's ECS tags are known (enrichment) before its events arrive.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO resource_tags (resource_arn, tags, known) VALUES"
+                " ('arn:aws:ecs:us-east-1:123456789012:cluster/prod',"
+                " CAST(:t AS jsonb), true) ON CONFLICT (resource_arn) DO UPDATE"
+                " SET tags = excluded.tags, known = true"
+            ),
+            {"t": json.dumps({"Team": "Payments", "region": "clash"})},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO metric_points (namespace, name, statistic, unit, cluster_name,"
+                " service_name, dimensions, dimensions_key, timestamp, value) VALUES"
+                " ('AWS/ApplicationELB', 'HealthyHostCount', 'Average', 'Count', 'prod', 'web',"
+                " CAST(:d AS jsonb), 'k', now() - interval '2 minutes', 3)"
+            ),
+            {"d": json.dumps({"TargetGroup": "targetgroup/web/1", "LoadBalancer": "app/lb/2"})},
+        )
+    await _ingest(sessionmaker)
+    await DatadogJob(sessionmaker, interval_s=60).run_once()
+    dispatcher = Dispatcher(
+        engine, sessionmaker, build_registry(senders), policy=FAST, jitter=lambda: 0.0
+    )
+    await _drain(dispatcher, engine)
+    series = datadog_intake.series()
+    names = {s["metric"].removeprefix("ecswatch.") for s in series}
+    assert {"tasks.started", "deployments.in_progress", "aws.alb.healthy_host_count"} <= names
+    for s in series:
+        spec = REGISTRY[MetricName(s["metric"].removeprefix("ecswatch."))]
+        keys = {t.split(":", 1)[0] for t in s["tags"]}
+        assert keys <= set(spec.tags) | {"team"}, (s["metric"], keys - set(spec.tags))
+        assert "region:clash" not in s["tags"]  # an ECS tag never overrides a convention
+        assert not any("task/" in t or t.startswith("task_arn") for t in s["tags"])
+    started = next(s for s in series if s["metric"] == "ecswatch.tasks.started")
+    assert "team:payments" in started["tags"]
+    for event in datadog_intake.events():
+        assert "team:payments" in event["tags"]
+        assert "ecs_cluster_name:prod" in event["tags"]
