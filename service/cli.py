@@ -81,9 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("files", nargs="+", metavar="FILE")
 
-    dd = sub.add_parser("datadog", help="Datadog dashboard and monitors (not built yet)")
+    dd = sub.add_parser("datadog", help="Datadog dashboard and monitors")
     dd_sub = dd.add_subparsers(dest="dd_command", metavar="DD_COMMAND", parser_class=_Parser)
-    dd_sub.add_parser("install", help="create or update the dashboard and monitors")
+    dd_install = dd_sub.add_parser("install", help="create or update the dashboard and monitors")
+    dd_install.add_argument(
+        "--dry-run", action="store_true", help="print what would change; change nothing"
+    )
     return parser
 
 
@@ -273,6 +276,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                 runtime.sessionmaker,
                 codedeploy_groups=settings.codedeploy_groups,
                 alert_rules=rules_from_settings(settings),
+                datadog=settings.datadog_enabled,
             )
             return dict(await replay_files(handler, paths))
 
@@ -287,6 +291,20 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             f"{counts['retry']} events were neither applied nor quarantined "
             "(see the log above); replay the file again once the cause is fixed"
         )
+    return EXIT_OK
+
+
+def _cmd_datadog_install(args: argparse.Namespace, settings: Settings) -> int:
+    from service.datadog.install import Verb, install
+
+    actions = asyncio.run(install(settings, dry_run=args.dry_run))
+    for action in actions:
+        prefix = "would " if args.dry_run and action.verb in (Verb.CREATE, Verb.UPDATE) else ""
+        print(f"{prefix}{action.describe()}")
+    changes = sum(1 for a in actions if a.verb in (Verb.CREATE, Verb.UPDATE))
+    duplicates = sum(1 for a in actions if a.verb is Verb.DUPLICATE)
+    verb = "would change" if args.dry_run else "changed"
+    print(f"{verb} {changes} of {len(actions) - duplicates} managed objects")
     return EXIT_OK
 
 
@@ -312,8 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_aws_setup(args, settings)
         if args.command == "demo":
             return _cmd_demo(args, settings)
-        not_built = {"datadog": "ecswatch datadog install"}
-        return _fail(f"{not_built[args.command]} is not built yet in this version", EXIT_FAILURE)
+        if args.command == "datadog" and args.dd_command == "install":
+            return _cmd_datadog_install(args, settings)
+        return _fail("datadog needs a subcommand: install", EXIT_USAGE)
     except ConfigError as exc:
         return _fail(exc.detail, EXIT_USAGE)
     except EcswatchError as exc:

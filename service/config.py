@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     dd_site: str = Field(default="datadoghq.com", validation_alias=AliasChoices("DD_SITE"))
     datadog_url: str | None = None
     metric_prefix: str = "ecswatch."
+    # Datadog forwarding (service.datadog): ECS tag keys forwarded; empty = all.
+    datadog_tag_keys: Annotated[tuple[str, ...], NoDecode] = ()
 
     api_tokens: Annotated[tuple[ApiToken, ...], NoDecode] = ()
     webhook_allow_private: bool = False
@@ -160,6 +162,11 @@ class Settings(BaseSettings):
     @field_validator("clusters", mode="before")
     @classmethod
     def _parse_clusters(cls, value: object) -> tuple[str, ...]:
+        return tuple(_split_csv(value))
+
+    @field_validator("datadog_tag_keys", mode="before")
+    @classmethod
+    def _parse_datadog_tag_keys(cls, value: object) -> tuple[str, ...]:
         return tuple(_split_csv(value))
 
     @field_validator("codedeploy_groups", mode="before")

@@ -46,6 +46,11 @@ async def run_roles(
         tasks["dispatcher"] = asyncio.create_task(
             run_dispatcher(runtime, stop, on_started=lambda: status.running.update(dispatcher=True))
         )
+    if "dispatcher" in roles and runtime.settings.datadog_enabled:
+        # Datadog: state gauges, CloudWatch points and time facts into the outbox.
+        from service.datadog.gauges import run_datadog_job
+
+        tasks["datadog"] = asyncio.create_task(run_datadog_job(runtime, stop))
     if "api" in roles:
         started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         tasks["api"] = asyncio.create_task(

@@ -108,3 +108,29 @@ ALERTS_RAISED = Counter(
     ["type"],
     registry=REGISTRY,
 )
+
+# --- Datadog forwarding (service.datadog) ---
+DATADOG_POINTS = Counter(
+    "ecswatch_datadog_points",
+    "Metric points handled by the Datadog sender, by result (sent, retried, dropped, dead)",
+    ["result"],
+    registry=REGISTRY,
+)
+DATADOG_EVENTS = Counter(
+    "ecswatch_datadog_events",
+    "Datadog events handled by the sender, by result (sent, retried, dropped, dead)",
+    ["result"],
+    registry=REGISTRY,
+)
+DATADOG_DROPPED = Counter(
+    "ecswatch_datadog_dropped",
+    "Points not sent to Datadog, by kind and reason (too_old, unregistered, not_finite)",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+DATADOG_FAILURES = Counter(
+    "ecswatch_datadog_failures",
+    "Failed Datadog requests, by kind and HTTP status (network when no answer)",
+    ["kind", "status"],
+    registry=REGISTRY,
+)

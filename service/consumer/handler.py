@@ -73,10 +73,13 @@ class Handler:
         *,
         codedeploy_groups: dict[str, ServiceRef] | None = None,
         alert_rules: AlertRules | None = None,
+        datadog: bool = False,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._groups = codedeploy_groups or {}
         self._alert_rules = alert_rules or AlertRules()
+        # Write Datadog facts and outbox rows (only when forwarding is on).
+        self._datadog = datadog
 
     async def handle(
         self, messages: Sequence[Message], *, now: datetime | None = None
@@ -125,6 +128,7 @@ class Handler:
                         [e for _, e in parsed],
                         codedeploy_groups=self._groups,
                         alert_rules=self._alert_rules,
+                        datadog=self._datadog,
                     )
                     await quarantine(session, [p for _, p, _ in poison])
                 break

@@ -98,6 +98,7 @@ class Consumer:
             runtime.sessionmaker,
             codedeploy_groups=settings.codedeploy_groups,
             alert_rules=rules_from_settings(settings),
+            datadog=settings.datadog_enabled,
         )
         self._receivers = receive_concurrency or settings.receive_concurrency
         self._max_in_flight = max_in_flight or settings.max_in_flight

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import time
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import zstandard
@@ -37,6 +38,10 @@ class LocalServer(Generic[R]):
         self._failures: deque[tuple[int, dict[str, str]]] = deque()
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()  # binds to the loop on first use
+        # Requests that reached the server, answered or not (see pause()).
+        self.arrived = 0
+        self._paused = False
+        self._resumed: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -77,10 +82,25 @@ class LocalServer(Generic[R]):
         """Answer the next ``count`` requests with ``status`` (they are still recorded)."""
         self._failures.extend([(status, dict(headers or {}))] * count)
 
+    def pause(self) -> None:
+        """Hold every request, unanswered, from now until :meth:`resume` (a slow peer)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Answer the held requests and stop holding new ones."""
+        self._paused = False
+        if self._resumed is not None:
+            self._resumed.set()
+
     def clear(self) -> None:
         """Forget recorded requests and pending failures."""
         self.records.clear()
         self._failures.clear()
+
+    async def wait_arrived(self, count: int = 1, within: float = 5.0) -> None:
+        """Wait until ``count`` requests reached the server (answered or held)."""
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: self.arrived >= count)
 
     async def wait_for(self, count: int = 1, within: float = 5.0) -> list[R]:
         """Wait until ``count`` requests are recorded; TimeoutError after ``within`` s."""
@@ -92,7 +112,15 @@ class LocalServer(Generic[R]):
         raise NotImplementedError
 
     async def _dispatch(self, request: web.Request) -> web.Response:
-        record, response = await self._handle(request, await request.read())
+        body = await request.read()
+        self.arrived += 1
+        async with self._changed:
+            self._changed.notify_all()
+        while self._paused:
+            self._resumed = self._resumed or asyncio.Event()
+            self._resumed.clear()
+            await self._resumed.wait()
+        record, response = await self._handle(request, body)
         if self._failures:
             status, headers = self._failures.popleft()
             response = web.json_response({"errors": [f"injected {status}"]}, status=status)
@@ -116,6 +144,7 @@ class IntakeRequest:
     json: Any
     wire_size: int
     status: int = 0
+    received_at: float = field(default_factory=time.time)  # epoch seconds
 
 
 def decode_body(raw: bytes, encoding: str) -> bytes:
@@ -153,6 +182,12 @@ class DatadogIntake(LocalServer[IntakeRequest]):
         super().__init__()
         self.api_key = api_key
         self._next_event_id = 1_000_000
+        # Like Datadog's payload limit, scaled down for tests: a series body larger
+        # than this (decompressed) is answered 413.
+        self.max_series_bytes: int | None = None
+        # The dashboards and monitors API stand-in (``ecswatch datadog install``).
+        self.dashboards: dict[str, dict[str, Any]] = {}
+        self.monitors: dict[int, dict[str, Any]] = {}
 
     @property
     def requests(self) -> list[IntakeRequest]:
@@ -186,12 +221,76 @@ class DatadogIntake(LocalServer[IntakeRequest]):
         if request.method == "POST" and request.path == "/api/v2/series":
             if not isinstance(record.json, dict) or not isinstance(record.json.get("series"), list):
                 return record, web.json_response({"errors": ["missing series"]}, status=400)
+            if self.max_series_bytes is not None and len(record.body) > self.max_series_bytes:
+                return record, web.json_response({"errors": ["Payload too large"]}, status=413)
             return record, web.json_response({"errors": []}, status=202)
         if request.method == "POST" and request.path == "/api/v1/events":
             if not isinstance(record.json, dict) or not record.json.get("title"):
                 return record, web.json_response({"errors": ["missing title"]}, status=400)
             return record, web.json_response(self._event_created(record.json), status=202)
+        if request.path.startswith(("/api/v1/dashboard", "/api/v1/monitor")):
+            if not request.headers.get("DD-APPLICATION-KEY"):
+                return record, web.json_response({"errors": ["Forbidden"]}, status=403)
+            return record, self._manage(request, record.json)
         return record, web.json_response({})
+
+    def _manage(self, request: web.Request, body: Any) -> web.Response:
+        """Dashboards (v1) and monitors (v1): list, get, create, update, as Datadog does."""
+        parts = request.path.strip("/").split("/")  # api, v1, dashboard|monitor, [id]
+        what, ident = parts[2], (parts[3] if len(parts) > 3 else None)
+        if what == "dashboard":
+            if request.method == "GET" and ident is None:
+                summary = [
+                    {k: d[k] for k in ("id", "title", "description", "layout_type") if k in d}
+                    for d in self.dashboards.values()
+                ]
+                return web.json_response({"dashboards": summary})
+            if request.method == "POST" and ident is None:
+                ident = f"abc-{len(self.dashboards) + 100:03d}-xyz"
+                return web.json_response(self._store_dashboard(ident, body))
+            if ident in self.dashboards:
+                if request.method == "GET":
+                    return web.json_response(self.dashboards[ident])
+                if request.method == "PUT":
+                    return web.json_response(self._store_dashboard(ident, body))
+            return web.json_response({"errors": ["Dashboard not found"]}, status=404)
+        if what == "monitor":
+            if request.method == "GET" and ident is None:
+                wanted = set(filter(None, request.query.get("monitor_tags", "").split(",")))
+                found = [m for m in self.monitors.values() if wanted <= set(m.get("tags", []))]
+                return web.json_response(found)
+            if request.method == "POST" and ident is None:
+                number = 5_000 + len(self.monitors)
+                # Datadog fills options the request did not give.
+                options = {"notify_audit": False, "new_group_delay": 60, **body.get("options", {})}
+                self.monitors[number] = {**body, "id": number, "options": options}
+                return web.json_response(self.monitors[number])
+            if ident is not None and ident.isdigit() and int(ident) in self.monitors:
+                current = self.monitors[int(ident)]
+                if request.method == "GET":
+                    return web.json_response(current)
+                if request.method == "PUT":
+                    options = {**current.get("options", {}), **body.get("options", {})}
+                    current.update({**body, "options": options, "id": int(ident)})
+                    return web.json_response(current)
+            return web.json_response({"errors": ["Monitor not found"]}, status=404)
+        return web.json_response({"errors": ["Not found"]}, status=404)
+
+    def _store_dashboard(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        # Datadog numbers every widget; a re-read dashboard carries those ids.
+        def number(widgets: list[dict[str, Any]], start: int) -> int:
+            for widget in widgets:
+                widget["id"] = start
+                start += 1
+                start = number(widget.get("definition", {}).get("widgets", []), start)
+            return start
+
+        stored: dict[str, Any] = json.loads(json.dumps(body))
+        number(stored.get("widgets", []), 1)
+        stored["id"] = ident
+        stored["url"] = f"/dashboard/{ident}"
+        self.dashboards[ident] = stored
+        return stored
 
     def _event_created(self, event: dict[str, Any]) -> dict[str, Any]:
         # Echo only fields of the client's `Event` model so the response deserialises.

@@ -7,17 +7,22 @@ a local Datadog intake and a webhook receiver; then the consumer, the dispatcher
 and the API, exactly as ``ecswatch run`` runs them. The receiver is subscribed to
 every alert type; each alert it receives with a valid signature is printed as a
 ``Webhook:`` line (the failing deployment's ``deployment.failed`` among them).
+Datadog forwarding is on (a demo key, the local intake, a 10 s metrics interval),
+and the demo prints what the intake receives: ``Datadog intake: …`` lines with
+the series and events so far, and one ``Datadog event: …`` line per event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 from typing import Any
 
 from aiobotocore.session import get_session
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from service.alerts.rules import AlertType
@@ -42,6 +47,9 @@ ROLES = ("consumer", "dispatcher", "api")
 #: The demo's own subscription: one row, re-pointed at this run's receiver.
 DEMO_WEBHOOK_ID = "wh_demo"
 DEMO_WEBHOOK_PATH = "/ecswatch-demo"
+# Datadog in the demo: the local intake, a demo key, gauges every 10 s.
+DEMO_DATADOG_KEY = "demo-api-key"
+DEMO_METRICS_INTERVAL_S = 10
 
 
 async def run_demo(
@@ -76,6 +84,8 @@ async def _with_aws(
                 "aws_region": REGION,
                 "api_tokens": Settings(api_tokens=f"admin:{token}").api_tokens,
                 "datadog_url": intake.url,
+                "dd_api_key": SecretStr(DEMO_DATADOG_KEY),
+                "metrics_interval_s": DEMO_METRICS_INTERVAL_S,
                 "webhook_allow_private": True,
             }
         )
@@ -128,6 +138,7 @@ async def _with_aws(
                 simulator = FleetSimulator(emit)
                 fleet = asyncio.create_task(simulator.run(stop))
                 watcher = asyncio.create_task(_print_alerts(receiver, stop))
+                reporter = asyncio.create_task(report_intake(intake, stop))
                 timer = (
                     asyncio.create_task(_stop_after(stop, duration))
                     if duration is not None
@@ -137,11 +148,15 @@ async def _with_aws(
                     await roles
                 finally:
                     stop.set()
-                    for task in (fleet, timer, watcher):
+                    for task in (fleet, timer, watcher, reporter):
                         if task is not None:
                             task.cancel()
                     await asyncio.gather(
-                        fleet, watcher, *([timer] if timer else []), return_exceptions=True
+                        fleet,
+                        watcher,
+                        reporter,
+                        *([timer] if timer else []),
+                        return_exceptions=True,
                     )
 
 
@@ -190,6 +205,30 @@ async def _print_alerts(receiver: WebhookReceiver, stop: asyncio.Event) -> None:
                 )
         shown = len(records)
         await asyncio.sleep(0.2)
+
+
+async def report_intake(intake: DatadogIntake, stop: asyncio.Event, every_s: float = 2.0) -> None:
+    """Print what the local Datadog intake has received, when it changes."""
+    shown_events = 0
+    last: tuple[int, int] = (0, 0)
+    while not stop.is_set():
+        events = intake.events()
+        for event in events[shown_events:]:
+            print(f"Datadog event: [{event.get('alert_type')}] {event.get('title')}", flush=True)
+        shown_events = len(events)
+        series = intake.series()
+        now = (len(series), len(events))
+        if now != last:
+            points = sum(len(s.get("points", [])) for s in series)
+            names = len({s.get("metric") for s in series})
+            print(
+                f"Datadog intake: {len(series)} series ({points} points, {names} metrics)"
+                f" and {len(events)} events received",
+                flush=True,
+            )
+            last = now
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:

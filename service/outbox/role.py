@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from service.alerts.raising import rules_from_settings, sweep_stuck
 from service.alerts.webhooks import WebhookSender
+from service.datadog.forwarder import open_datadog_senders
 from service.logging import get_logger
 from service.outbox.dispatcher import Dispatcher, build_registry
 from service.outbox.models import OutboxKind
@@ -31,8 +32,8 @@ async def build_senders(runtime: Runtime, stack: AsyncExitStack) -> dict[OutboxK
     """Every sender of this process, by kind; ``stack`` closes what they open."""
     senders: list[Sender] = [
         await stack.enter_async_context(WebhookSender.open(runtime)),
-        # Datadog's senders go here, one line each, e.g.:
-        # await stack.enter_async_context(DatadogSender.open(runtime)),
+        # Datadog's two senders (metrics, events); none when DD_API_KEY is unset.
+        *await stack.enter_async_context(open_datadog_senders(runtime.settings)),
     ]
     return build_registry(senders)
 

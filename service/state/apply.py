@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.alerts.raising import raise_alerts
 from service.alerts.rules import AlertDraft, AlertRules
 from service.config import ServiceRef
+from service.datadog.outbox import write_datadog_rows
 from service.db import Base
 from service.events.models import (
     ContainerInstanceHealthChange,
@@ -176,8 +177,13 @@ async def apply_events(
     *,
     codedeploy_groups: dict[str, ServiceRef] | None = None,
     alert_rules: AlertRules | None = None,
+    datadog: bool = False,
 ) -> BatchResult:
-    """Apply ``events`` (any order, duplicates allowed) in the session's transaction."""
+    """Apply ``events`` (any order, duplicates allowed) in the session's transaction.
+
+    With ``datadog``, the Datadog facts and outbox rows of the new events are
+    written too (:func:`_write_datadog`), last, once the state is final.
+    """
     result = BatchResult()
     unique: dict[str, NormalisedEvent] = {}
     for event in events:
@@ -214,7 +220,19 @@ async def apply_events(
         if event.envelope.id not in result.outcomes:
             unknown = isinstance(event.detail, UnknownDetail)
             result.outcomes[event.envelope.id] = Applied.STORED if unknown else Applied.APPLIED
+    if datadog:
+        await _write_datadog(session, fresh, result, codedeploy_groups or {})
     return result
+
+
+async def _write_datadog(
+    session: AsyncSession,
+    fresh: list[NormalisedEvent],
+    result: BatchResult,
+    codedeploy_groups: dict[str, ServiceRef],
+) -> None:
+    """Datadog counters and events of the batch's new events (service.datadog.outbox)."""
+    await write_datadog_rows(session, fresh, result.outcomes, codedeploy_groups=codedeploy_groups)
 
 
 _INSERT_RAW = (

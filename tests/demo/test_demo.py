@@ -84,6 +84,19 @@ async def test_demo_runs_the_whole_system(
             alerts = (await client.get("/v1/alerts", headers=headers)).json()["items"]
             failed = [a for a in alerts if a["type"] == "deployment.failed"]
             assert [a["deployment_id"] for a in failed] == [FAILING]
+        # The local Datadog intake receives series and events, and the demo says so.
+        # Lines read while waiting for the webhook above count too.
+        seen_series = seen_event = False
+        async with asyncio.timeout(30):
+            while not (seen_series and seen_event):
+                line = lines.pop(0) if lines else (await proc.stdout.readline()).decode()
+                assert line, "the demo stopped printing"
+                if line.startswith("Datadog intake: ") and not line.startswith(
+                    "Datadog intake: 0 series"
+                ):
+                    seen_series = True
+                if line.startswith("Datadog event: [error] ECS deployment failed"):
+                    seen_event = True
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:

@@ -1,0 +1,1 @@
+"""Datadog forwarding: metric registry, tags, batching, senders, gauges and install."""

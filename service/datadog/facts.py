@@ -1,0 +1,425 @@
+"""What an event shows, as facts to count or announce once (pure).
+
+A fact has a key ("task X stopped", "deployment Y failed"); the consumer inserts
+the keys of a batch's facts and keeps only those that were new, so a fact is
+counted once however often its event is delivered, re-sent under a new id, or
+seen again by reconciliation. Each fact carries its metric contributions and at
+most one Datadog event. Tags are built from an :class:`EcsContext` (never a task
+or an ARN); the ECS resource tags are looked up by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from service.datadog.metrics import MetricName, exit_class
+from service.datadog.tags import EcsContext, ecs_tags, family_and_revision, tag
+from service.events.models import (
+    ContainerInstanceHealthChange,
+    ContainerInstanceStateChange,
+    NormalisedEvent,
+    ServiceAction,
+    TaskStateChange,
+)
+
+AlertType = Literal["error", "warning", "info", "success"]
+
+# A count stamped further back than this is stamped "now" instead: counted late
+# rather than refused by Datadog as too old (replays, a backlog after an outage).
+MAX_COUNT_AGE = timedelta(minutes=50)
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One point: a metric, its own tags (besides the context's), value and time."""
+
+    metric: MetricName
+    value: float
+    at: datetime
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """A Datadog event to create (v1): title, text, type and grouping key."""
+
+    title: str
+    text: str
+    alert_type: AlertType
+    aggregation_key: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """Something that happened once, what it adds to metrics, and its Datadog event."""
+
+    key: str
+    context: EcsContext
+    contributions: tuple[Contribution, ...] = ()
+    event: EventSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """Facts to record, and fact keys to forget (a state left, so it may recur)."""
+
+    facts: list[Fact] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
+
+
+def stamp(at: datetime, now: datetime) -> datetime:
+    """The time a count is stamped with: its own, unless in the future or too old."""
+    if at > now or now - at > MAX_COUNT_AGE:
+        return now
+    return at
+
+
+def _lines(pairs: Sequence[tuple[str, object]]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in pairs if v not in (None, ""))
+
+
+def _task_context(task: TaskStateChange) -> EcsContext:
+    return EcsContext(
+        cluster_arn=task.cluster_arn,
+        cluster_name=task.cluster_name,
+        service_name=task.service_name,
+        launch_type=task.launch_type,
+        task_family=task.family,
+        task_version=task.revision,
+    )
+
+
+def _is_oom(reason: str | None) -> bool:
+    return reason is not None and "outofmemory" in reason.replace(" ", "").lower()
+
+
+def task_facts(event: NormalisedEvent, task: TaskStateChange, now: datetime) -> list[Fact]:
+    """Started, stopped (by stop code), container exits (by class), OOM kills, and
+    the events of a task that failed to start or was killed for memory."""
+    context = _task_context(task)
+    at = event.envelope.time
+    facts: list[Fact] = []
+    arn = task.task_arn
+    where = task.service_name or task.group or "standalone"
+    if task.last_status == "RUNNING" or task.started_at is not None:
+        when = stamp(task.started_at or at, now)
+        facts.append(
+            Fact(f"task:{arn}:started", context, (Contribution(MetricName.TASKS_STARTED, 1, when),))
+        )
+    if task.last_status != "STOPPED":
+        return facts
+    when = stamp(task.stopped_at or at, now)
+    stop_code = task.stop_code or "none"
+    failed_to_start = None
+    if task.stop_code == "TaskFailedToStart":
+        failed_to_start = EventSpec(
+            title=f"ECS task failed to start: {task.cluster_name}/{where}",
+            text=_lines(
+                [
+                    ("cluster", task.cluster_name),
+                    ("service", task.service_name),
+                    ("task definition", task.task_definition_arn),
+                    ("reason", task.stopped_reason),
+                    ("task", arn),
+                ]
+            ),
+            alert_type="error",
+            aggregation_key=f"task_failed_to_start:{task.cluster_name}/{where}",
+            at=task.stopped_at or at,
+        )
+    facts.append(
+        Fact(
+            f"task:{arn}:stopped",
+            context,
+            (Contribution(MetricName.TASKS_STOPPED, 1, when, (f"stop_code:{stop_code}".lower(),)),),
+            failed_to_start,
+        )
+    )
+    for container in task.containers:
+        if container.name is None:
+            continue
+        if container.exit_code is not None:
+            facts.append(
+                Fact(
+                    f"task:{arn}:exit:{container.name}",
+                    context,
+                    (
+                        Contribution(
+                            MetricName.CONTAINERS_EXITED,
+                            1,
+                            when,
+                            (f"exit_class:{exit_class(container.exit_code)}",),
+                        ),
+                    ),
+                )
+            )
+        if _is_oom(container.reason):
+            oom = EventSpec(
+                title=f"ECS container killed out of memory: {task.cluster_name}/{where}",
+                text=_lines(
+                    [
+                        ("cluster", task.cluster_name),
+                        ("service", task.service_name),
+                        ("container", container.name),
+                        ("reason", container.reason),
+                        ("exit code", container.exit_code),
+                        ("task", arn),
+                    ]
+                ),
+                alert_type="error",
+                aggregation_key=f"oom:{task.cluster_name}/{where}",
+                at=task.stopped_at or at,
+            )
+            facts.append(
+                Fact(
+                    f"task:{arn}:oom:{container.name}",
+                    context,
+                    (Contribution(MetricName.CONTAINERS_OOM_KILLED, 1, when),),
+                    oom,
+                )
+            )
+    return facts
+
+
+def service_action_facts(event: NormalisedEvent, action: ServiceAction) -> list[Fact]:
+    """A WARN or ERROR service action becomes a Datadog event (warning, error)."""
+    if action.event_type not in ("WARN", "ERROR"):
+        return []
+    service = action.service_name or "?"
+    alert: AlertType = "error" if action.event_type == "ERROR" else "warning"
+    spec = EventSpec(
+        title=f"ECS service {action.event_name}: {action.cluster_name}/{service}",
+        text=_lines(
+            [
+                ("cluster", action.cluster_name),
+                ("service", action.service_name),
+                ("event", action.event_name),
+                ("reason", action.reason),
+                ("service ARN", action.service_arn),
+            ]
+        ),
+        alert_type=alert,
+        aggregation_key=f"service:{action.cluster_name}/{service}",
+        at=action.created_at or event.envelope.time,
+    )
+    context = EcsContext(
+        cluster_arn=action.cluster_arn or event.cluster_arn,
+        cluster_name=action.cluster_name,
+        service_name=action.service_name,
+    )
+    key = f"service_action:{event.natural_key or event.envelope.id}"
+    return [Fact(key, context, (), spec)]
+
+
+def instance_facts(event: NormalisedEvent, applied: bool) -> Derived:
+    """Draining and impaired container instances become events, once per episode.
+
+    The episode ends (its fact is forgotten) when a newer state shows the
+    instance ACTIVE again, or its health OK again.
+    """
+    out = Derived()
+    detail = event.detail
+    if isinstance(detail, ContainerInstanceStateChange):
+        arn = detail.container_instance_arn
+        context = EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name)
+        if detail.status == "DRAINING":
+            spec = EventSpec(
+                title=f"ECS container instance draining: {detail.cluster_name}",
+                text=_lines(
+                    [
+                        ("cluster", detail.cluster_name),
+                        ("reason", detail.status_reason),
+                        ("running tasks", detail.running_tasks_count),
+                        ("container instance", arn),
+                    ]
+                ),
+                alert_type="warning",
+                aggregation_key=f"container_instance:{arn}"[:100],
+                at=detail.updated_at or event.envelope.time,
+            )
+            out.facts.append(Fact(f"ci:{arn}:draining", context, (), spec))
+        elif detail.status == "ACTIVE" and applied:
+            out.forget.append(f"ci:{arn}:draining")
+    elif isinstance(detail, ContainerInstanceHealthChange):
+        arn = detail.container_instance_arn
+        context = EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name)
+        if detail.overall_status == "IMPAIRED":
+            failing = [c.type for c in detail.health_checks if c.status == "IMPAIRED"]
+            spec = EventSpec(
+                title=f"ECS container instance impaired: {detail.cluster_name}",
+                text=_lines(
+                    [
+                        ("cluster", detail.cluster_name),
+                        ("failing checks", ", ".join(t for t in failing if t)),
+                        ("container instance", arn),
+                    ]
+                ),
+                alert_type="warning",
+                aggregation_key=f"container_instance:{arn}"[:100],
+                at=detail.updated_at,
+            )
+            out.facts.append(Fact(f"ci:{arn}:impaired", context, (), spec))
+        elif detail.overall_status == "OK":
+            out.forget.append(f"ci:{arn}:impaired")
+    return out
+
+
+def derive(
+    events: Sequence[NormalisedEvent], applied: Mapping[str, bool], now: datetime
+) -> Derived:
+    """Facts and forgettings of a batch of newly stored events (any order)."""
+    out = Derived()
+    for event in events:
+        detail = event.detail
+        if isinstance(detail, TaskStateChange):
+            out.facts.extend(task_facts(event, detail, now))
+        elif isinstance(detail, ServiceAction):
+            out.facts.extend(service_action_facts(event, detail))
+        elif isinstance(detail, ContainerInstanceStateChange | ContainerInstanceHealthChange):
+            part = instance_facts(event, applied.get(event.envelope.id, False))
+            out.facts.extend(part.facts)
+            out.forget.extend(part.forget)
+    return out
+
+
+# --- deployments -----------------------------------------------------------------
+
+_OUTCOME_ALERTS: dict[str, AlertType] = {
+    "succeeded": "success",
+    "failed": "error",
+    "rolled_back": "warning",
+    "rollback_failed": "error",
+    "stopped": "warning",
+}
+
+
+def deployment_facts(row: Mapping[str, Any], now: datetime) -> list[Fact]:
+    """Started and outcome facts of one deployment row as stored after the batch.
+
+    Each outcome a deployment reaches is counted once (a failed deployment that
+    then rolls back counts as failed and as rolled back) and announced once, with
+    ``aggregation_key`` the deployment id so Datadog groups its events.
+    """
+    family, revision = family_and_revision(row.get("task_definition"))
+    context = EcsContext(
+        cluster_arn=row.get("cluster_arn"),
+        cluster_name=row.get("cluster_name"),
+        service_name=row.get("service_name"),
+    )
+    deployment_id = str(row["id"])
+    where = f"{row.get('cluster_name')}/{row.get('service_name')}"
+    kind = str(row.get("kind") or "rolling")
+    body = [
+        ("cluster", row.get("cluster_name")),
+        ("service", row.get("service_name")),
+        ("deployment", deployment_id),
+        ("kind", kind),
+        ("task definition", row.get("task_definition")),
+    ]
+    facts: list[Fact] = []
+    started_at = row.get("started_at")
+    if row.get("last_event_name") is not None and started_at is not None:
+        facts.append(
+            Fact(
+                f"deployment:{deployment_id}:started",
+                context,
+                (),
+                EventSpec(
+                    title=f"ECS deployment started: {where}",
+                    text=_lines([*body, ("family", family), ("revision", revision)]),
+                    alert_type="info",
+                    aggregation_key=deployment_id,
+                    at=started_at,
+                ),
+            )
+        )
+    outcome = str(row.get("outcome") or "in_progress")
+    if outcome not in _OUTCOME_ALERTS:
+        return facts
+    finished_at = row.get("finished_at") or row.get("last_event_at") or now
+    kind_tags = (f"outcome:{outcome}", f"deployment_kind:{kind}")
+    contributions = [
+        Contribution(MetricName.DEPLOYMENTS_FINISHED, 1, stamp(finished_at, now), kind_tags)
+    ]
+    if started_at is not None and row.get("finished_at") is not None:
+        seconds = (row["finished_at"] - started_at).total_seconds()
+        if seconds >= 0:
+            contributions.append(
+                Contribution(
+                    MetricName.DEPLOYMENT_DURATION, seconds, stamp(finished_at, now), kind_tags
+                )
+            )
+    spec = EventSpec(
+        title=f"ECS deployment {outcome.replace('_', ' ')}: {where}",
+        text=_lines(
+            [
+                *body,
+                ("outcome", outcome),
+                ("reason", row.get("reason")),
+                ("rollback target", row.get("rollback_target")),
+                ("service ARN", row.get("service_arn")),
+            ]
+        ),
+        alert_type=_OUTCOME_ALERTS[outcome],
+        aggregation_key=deployment_id,
+        at=finished_at,
+    )
+    facts.append(Fact(f"deployment:{deployment_id}:{outcome}", context, tuple(contributions), spec))
+    return facts
+
+
+# --- building the rows ------------------------------------------------------------
+
+
+def series_of(
+    facts: Sequence[Fact], resource_tags: Mapping[EcsContext, Mapping[str, str]]
+) -> list[dict[str, Any]]:
+    """The stored series of ``facts``: one per metric and tags, points summed per second."""
+    sums: dict[tuple[str, tuple[str, ...]], dict[int, float]] = {}
+    extra: dict[tuple[str, tuple[str, ...]], Mapping[str, str]] = {}
+    gauges: dict[tuple[str, tuple[str, ...]], dict[int, float]] = {}
+    for fact in facts:
+        base = tuple(ecs_tags(fact.context))
+        for c in fact.contributions:
+            tags = base + tuple(t for t in (tag(*x.split(":", 1)) for x in c.tags) if t)
+            key = (c.metric.value, tags)
+            extra[key] = resource_tags.get(fact.context, {})
+            ts = int(c.at.timestamp())
+            if c.metric is MetricName.DEPLOYMENT_DURATION:
+                gauges.setdefault(key, {})[ts] = c.value
+            else:
+                points = sums.setdefault(key, {})
+                points[ts] = points.get(ts, 0.0) + c.value
+    out: list[dict[str, Any]] = []
+    for table in (sums, gauges):
+        for (metric, tags), points in table.items():
+            series: dict[str, Any] = {
+                "metric": metric,
+                "points": [[ts, value] for ts, value in sorted(points.items())],
+                "tags": list(tags),
+            }
+            if extra[(metric, tags)]:
+                series["resource_tags"] = dict(extra[(metric, tags)])
+            out.append(series)
+    return out
+
+
+def event_payload(fact: Fact, resource_tags: Mapping[str, str]) -> dict[str, Any]:
+    """The stored payload of a fact's Datadog event."""
+    assert fact.event is not None
+    spec = fact.event
+    payload: dict[str, Any] = {
+        "title": spec.title,
+        "text": spec.text,
+        "alert_type": spec.alert_type,
+        "aggregation_key": spec.aggregation_key,
+        "date_happened": int(spec.at.timestamp()),
+        "tags": ecs_tags(fact.context),
+    }
+    if resource_tags:
+        payload["resource_tags"] = dict(resource_tags)
+    return payload
