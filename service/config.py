@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=200, ge=10, le=10_000)
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=120)
 
+    # Enrichment after commit (Describe calls for unknown tags and details; issue 9).
+    enrich: bool = True
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

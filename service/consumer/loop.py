@@ -343,4 +343,25 @@ async def run_consumer(
     # it again and again while events churn through (measured in the ingestion
     # benchmark, docs/performance.md).
     gc.freeze()
-    await Consumer(runtime, queue_url, on_started=on_started).run(stop)
+    settings = runtime.settings
+    if not settings.enrich:
+        await Consumer(runtime, queue_url, on_started=on_started).run(stop)
+        return
+    # Enrichment after commit (issue 9): Describe calls never on the critical path.
+    from service.enrich.describer import Describer
+    from service.enrich.enricher import Enricher
+    from service.poller.reconcile import Reconciler
+
+    apis = await runtime.aws_apis()
+    async with Describer(runtime.sessionmaker, apis) as describer:
+        reconciler = Reconciler(runtime.sessionmaker, apis, describer, clusters=settings.clusters)
+        enricher = Enricher(describer, reconcile_one=reconciler.reconcile_one)
+        handler = Handler(
+            runtime.sessionmaker,
+            codedeploy_groups=settings.codedeploy_groups,
+            after_commit=enricher.submit,
+        )
+        try:
+            await Consumer(runtime, queue_url, handler=handler, on_started=on_started).run(stop)
+        finally:
+            await enricher.close()

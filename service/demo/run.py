@@ -69,6 +69,9 @@ async def _with_aws(
                 "api_tokens": Settings(api_tokens=f"admin:{token}").api_tokens,
                 "datadog_url": intake.url,
                 "webhook_allow_private": True,
+                # The simulated fleet exists only as events, not in moto's ECS: a
+                # Describe would find nothing and mark it gone.
+                "enrich": False,
             }
         )
         session: Any = get_session()
