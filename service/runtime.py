@@ -154,7 +154,7 @@ class Runtime:
                 session: Any = self.aws_session
                 kwargs = aws_client_kwargs(self.settings)
                 kwargs["config"] = kwargs["config"].merge(
-                    AioConfig(retries={"max_attempts": 1, "mode": "standard"})
+                    AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
                 )
                 clients = {}
                 for service in ("ecs", "cloudwatch", "elbv2", "codedeploy"):
