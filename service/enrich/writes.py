@@ -18,6 +18,7 @@ it changed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -113,8 +114,57 @@ async def write_tasks(
     await write_tags(session, {str(t["taskArn"]): tags_of(t) for t in tasks if "taskArn" in t}, now)
     if not events:
         return set()
-    outcomes = await state_apply._apply_versioned(session, events, state_apply._TASKS)
-    return _applied_arns(outcomes)
+    before = await _state(session, "tasks", _TASK_STATE, [e.envelope.id for e in events])
+    outcomes = await state_apply._apply_versioned(session, events, _DESCRIBED_TASKS)
+    return await _changed(session, "tasks", _TASK_STATE, _applied_arns(outcomes), before)
+
+
+# A Describe without cpu or memory (they come from the task definition) keeps them.
+_DESCRIBED_TASKS = dataclasses.replace(
+    state_apply._TASKS, sticky=(*state_apply._TASKS.sticky, "cpu", "memory")
+)
+# What counts as a change (drift) when a Describe re-applies a versionless row.
+_TASK_STATE = (
+    "version",
+    "last_status",
+    "desired_status",
+    "health_status",
+    "stop_code",
+    "container_instance_arn",
+)
+_INSTANCE_STATE = (
+    "version",
+    "status",
+    "agent_connected",
+    "running_tasks_count",
+    "pending_tasks_count",
+)
+
+
+async def _state(
+    session: AsyncSession, table: str, columns: Sequence[str], ids: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    arns = [i.removeprefix("describe:") for i in ids]
+    result = await _execute(
+        session,
+        f"SELECT arn, {', '.join(columns)} FROM {table} WHERE arn = ANY($1::TEXT[])",
+        arns,
+    )
+    return {row[0]: tuple(row[1:]) for row in result}
+
+
+async def _changed(
+    session: AsyncSession,
+    table: str,
+    columns: Sequence[str],
+    applied: set[str],
+    before: dict[str, tuple[Any, ...]],
+) -> set[str]:
+    """The applied rows whose state differs from before (for counting drift only)."""
+    if not applied:
+        return set()
+    after = await _state(session, table, columns, sorted(applied))
+    return {arn for arn in applied if before.get(arn) != after.get(arn)}
 
 
 def _applied_arns(outcomes: Mapping[str, state_apply.Applied]) -> set[str]:
@@ -147,8 +197,12 @@ async def write_container_instances(
     await write_tags(session, {arn: tags_of(i) for arn, i in arns}, now)
     applied: set[str] = set()
     if events:
+        ids = [e.envelope.id for e in events]
+        before = await _state(session, "container_instances", _INSTANCE_STATE, ids)
         outcomes = await state_apply._apply_versioned(session, events, state_apply._INSTANCES)
-        applied = _applied_arns(outcomes)
+        applied = await _changed(
+            session, "container_instances", _INSTANCE_STATE, _applied_arns(outcomes), before
+        )
     if health:
         await state_apply._apply_health(session, health)
     return applied

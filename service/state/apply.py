@@ -279,12 +279,12 @@ def _version_key(row: r.Row) -> tuple[int, int, str]:
     )
 
 
-_VERSIONED_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+_VERSIONED_SQL: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
 def _versioned_sql(spec: _Versioned, columns: tuple[str, ...]) -> tuple[str, str]:
     """(the guarded upsert returning applied ARNs, the stored-versions query)."""
-    key = (spec.model.__tablename__, columns)
+    key = (spec.model.__tablename__, spec.sticky, spec.untouched, columns)
     if key not in _VERSIONED_SQL:
         table = _quote(spec.model.__tablename__)
         updates: list[str] = []
