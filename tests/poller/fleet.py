@@ -38,7 +38,9 @@ def _client(name: str, endpoint: str) -> Any:
     )
 
 
-async def build_fleet(endpoint: str, *, tasks: int = 3, with_alb: bool = True) -> Fleet:
+async def build_fleet(
+    endpoint: str, *, tasks: int = 3, with_alb: bool = True, native_blue_green: bool = True
+) -> Fleet:
     """Create the fleet directly in moto (not through the proxy under test)."""
     suffix = uuid.uuid4().hex[:10]
     cluster = f"fleet{suffix}"
@@ -116,18 +118,18 @@ async def build_fleet(endpoint: str, *, tasks: int = 3, with_alb: bool = True) -
                     DefaultActions=[{"Type": "forward", "TargetGroupArn": arn}],
                 )
             fleet.blue_tg_arn, fleet.green_tg_arn = arns
-            load_balancers = [
-                {
-                    "targetGroupArn": fleet.blue_tg_arn,
-                    "containerName": "app",
-                    "containerPort": 80,
-                    "advancedConfiguration": {
-                        "alternateTargetGroupArn": fleet.green_tg_arn,
-                        "productionListenerRule": "x",
-                        "roleArn": "arn:aws:iam::123456789012:role/ecs",
-                    },
+            balancer: dict[str, Any] = {
+                "targetGroupArn": fleet.blue_tg_arn,
+                "containerName": "app",
+                "containerPort": 80,
+            }
+            if native_blue_green:
+                balancer["advancedConfiguration"] = {
+                    "alternateTargetGroupArn": fleet.green_tg_arn,
+                    "productionListenerRule": "x",
+                    "roleArn": "arn:aws:iam::123456789012:role/ecs",
                 }
-            ]
+            load_balancers = [balancer]
         service = await ecs.create_service(
             cluster=cluster,
             serviceName="web",
