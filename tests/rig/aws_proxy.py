@@ -47,7 +47,10 @@ class AwsProxy:
         server = site._server
         assert server is not None
         self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        self._session = aiohttp.ClientSession(auto_decompress=False)
+        # moto answers "connection: close": a fresh connection per request.
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False, connector=aiohttp.TCPConnector(force_close=True)
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
