@@ -2,8 +2,8 @@
 
 :meth:`Enricher.submit` is called with the events of a committed batch and never
 blocks or raises: it picks the resources whose tags or details ecswatch has not
-fetched yet (tasks and container instances once, services and clusters again at
-most every ``refresh_s``, since their counts and deployments move), and hands
+fetched yet (each resource once per process; a service again at most every
+``refresh_s`` when a service or deployment event says it changed), and hands
 them to the :class:`~service.enrich.describer.Describer`. A full queue drops the
 request (counted); throttling and errors are counted too; in every case the
 event's state is already committed, tags stay unknown, and reconciliation fills
@@ -38,8 +38,10 @@ from service.state.rows import service_arn_of_task
 
 log = get_logger(__name__)
 
-#: (kind, cluster, arn): one resource to describe.
-Wanted = tuple[str, str, str]
+#: (kind, cluster, arn, refresh): one resource to describe; ``refresh`` when the event
+#: says its Describe-only details changed (a service or deployment event), so it is
+#: described again (at most every ``refresh_s``), not only on first sight.
+Wanted = tuple[str, str, str, bool]
 #: Reconcile one cluster (service None) or one service of it.
 ReconcileOne = Callable[[str, str | None], Awaitable[Any]]
 
@@ -50,21 +52,23 @@ def wanted_resources(event: NormalisedEvent) -> list[Wanted]:
     cluster = event.cluster_arn or event.cluster_name or ""
     wanted: list[Wanted] = []
     if event.cluster_arn:
-        wanted.append((Kind.CLUSTERS, "", event.cluster_arn))
+        # Cluster counts move with every task: the reconciler refreshes them.
+        wanted.append((Kind.CLUSTERS, "", event.cluster_arn, False))
     if not cluster:
         return wanted
     if isinstance(detail, TaskStateChange):
-        wanted.append((Kind.TASKS, cluster, detail.task_arn))
+        wanted.append((Kind.TASKS, cluster, detail.task_arn, False))
         service_arn = service_arn_of_task(detail.task_arn, detail.cluster_name, detail.service_name)
         if service_arn:
-            wanted.append((Kind.SERVICES, cluster, service_arn))
+            wanted.append((Kind.SERVICES, cluster, service_arn, False))
     elif isinstance(detail, ContainerInstanceStateChange | ContainerInstanceHealthChange):
-        wanted.append((Kind.CONTAINER_INSTANCES, cluster, detail.container_instance_arn))
+        wanted.append((Kind.CONTAINER_INSTANCES, cluster, detail.container_instance_arn, False))
     elif (
         isinstance(detail, ServiceAction | DeploymentStateChange | HookStateChange)
         and detail.service_arn
     ):
-        wanted.append((Kind.SERVICES, cluster, detail.service_arn))
+        # Counts, deployments and rollout state changed: worth a fresh Describe.
+        wanted.append((Kind.SERVICES, cluster, detail.service_arn, True))
     return wanted
 
 
@@ -104,10 +108,9 @@ class Enricher:
     def _submit(self, events: Sequence[NormalisedEvent]) -> None:
         now = self._clock()
         for event in events:
-            for kind, cluster, arn in wanted_resources(event):
+            for kind, cluster, arn, refresh in wanted_resources(event):
                 last = self._asked.get(arn)
-                once = kind in (Kind.TASKS, Kind.CONTAINER_INSTANCES)
-                if last is not None and (once or now - last < self._refresh_s):
+                if last is not None and (not refresh or now - last < self._refresh_s):
                     continue
                 future = self._describer.batcher.submit(kind, cluster, arn)
                 if future is None:
