@@ -28,7 +28,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 # Roles this build can run; the others of ALL_ROLES land with later work.
-AVAILABLE_ROLES = ("consumer", "dispatcher", "api")
+AVAILABLE_ROLES = ("consumer", "poller", "dispatcher", "api")
 
 
 class _Parser(argparse.ArgumentParser):

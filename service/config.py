@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     crashloop_window_s: float = Field(default=600.0, gt=0, le=86_400)
     stuck_after_s: float = Field(default=1800.0, ge=60, le=7 * 86_400)
     alert_cooldown_s: float = Field(default=900.0, ge=0, le=86_400)
+    # Enrichment after commit (Describe calls for unknown tags and details; issue 9).
+    enrich: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -9,7 +9,8 @@ What goes (DESIGN.md, "Poller"; issue 13):
   alert is already gone);
 - outbox rows that are ``delivered`` or ``dead`` and were created before the cutoff
   (a ``pending`` row is never pruned, however old);
-- tasks that stopped before the cutoff, with their tags.
+- tasks that stopped before the cutoff, or that reconciliation marked gone
+  (``gone_at``) before it, with their tags.
 
 Nothing else is touched: clusters, services, container instances, deployments,
 running or recently stopped tasks, subscriptions and quarantine stay as they are.
@@ -145,8 +146,9 @@ _OLD_ALERTS = (
 # when most stopped tasks are still inside the retention.
 # TODO(merge with the poller branch): tasks it marks gone use that marker instead.
 _STOPPED_TASKS = (
-    "SELECT arn FROM tasks WHERE last_status = 'STOPPED' AND arn > :after "
-    "AND coalesce(stopped_at, updated_at, seen_at) < :cutoff "
+    "SELECT arn FROM tasks WHERE arn > :after "
+    "AND ((last_status = 'STOPPED' AND coalesce(stopped_at, updated_at, seen_at) < :cutoff) "
+    "OR gone_at < :cutoff) "
     "ORDER BY arn LIMIT :limit FOR UPDATE SKIP LOCKED"
 )
 

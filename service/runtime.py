@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_events import EventBridgeClient
     from types_aiobotocore_sqs import SQSClient
 
+    from service.aws.apis import AwsApis
+
 log = get_logger(__name__)
 
 EMBEDDED_DATABASE = "ecswatch"
@@ -142,6 +144,7 @@ class Runtime:
         self.aws_session: AioSession = get_session()
         self._clients: dict[str, Any] = {}
         self._client_lock = asyncio.Lock()
+        self._aws_apis: AwsApis | None = None
 
     async def _client(self, service: str) -> Any:
         async with self._client_lock:
@@ -167,6 +170,28 @@ class Runtime:
     async def cloudwatch(self) -> CloudWatchClient:
         client: CloudWatchClient = await self._client("cloudwatch")
         return client
+
+    async def aws_apis(self) -> AwsApis:
+        """The typed ECS, CloudWatch, ELBv2 and CodeDeploy adapters, with one shared limiter.
+
+        Their clients make one attempt per call: throttling is retried by ecswatch's
+        own backoff (service.aws.calls), which counts it and paces every caller.
+        """
+        from service.aws.apis import build_aws_apis
+
+        async with self._client_lock:
+            if self._aws_apis is None:
+                session: Any = self.aws_session
+                kwargs = aws_client_kwargs(self.settings)
+                kwargs["config"] = kwargs["config"].merge(
+                    AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+                )
+                clients = {}
+                for service in ("ecs", "cloudwatch", "elbv2", "codedeploy"):
+                    creator = session.create_client(service, **kwargs)
+                    clients[service] = await self._stack.enter_async_context(creator)
+                self._aws_apis = build_aws_apis(clients, region=self.settings.aws_region)
+            return self._aws_apis
 
 
 @asynccontextmanager

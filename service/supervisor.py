@@ -51,6 +51,12 @@ async def run_roles(
         from service.datadog.gauges import run_datadog_job
 
         tasks["datadog"] = asyncio.create_task(run_datadog_job(runtime, stop))
+    if "poller" in roles:
+        from service.poller.role import run_poller
+
+        # Never blocks readiness: running from the start, leader or follower.
+        tasks["poller"] = asyncio.create_task(run_poller(runtime, stop))
+        status.running["poller"] = True
     if "api" in roles:
         started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         tasks["api"] = asyncio.create_task(

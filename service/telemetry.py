@@ -54,8 +54,8 @@ RECEIVE_LAG = Histogram(
 )
 AWS_CALLS = Counter(
     "ecswatch_aws_calls",
-    "AWS API calls, by operation",
-    ["operation"],
+    "AWS API calls, by service, operation and outcome (ok, throttled, error)",
+    ["service", "operation", "outcome"],
     registry=REGISTRY,
 )
 AWS_THROTTLES = Counter(
@@ -132,5 +132,51 @@ DATADOG_FAILURES = Counter(
     "ecswatch_datadog_failures",
     "Failed Datadog requests, by kind and HTTP status (network when no answer)",
     ["kind", "status"],
+    registry=REGISTRY,
+)
+
+# ---- enrichment and poller (issue 9)
+ENRICH_QUEUE_DEPTH = Gauge(
+    "ecswatch_enrich_queue_depth",
+    "Resources waiting for enrichment (Describe calls after commit)",
+    registry=REGISTRY,
+)
+ENRICH_DROPPED = Counter(
+    "ecswatch_enrich_dropped",
+    "Enrichment requests dropped (queue full, throttled or failed); reconciliation fills them in",
+    ["reason"],
+    registry=REGISTRY,
+)
+ENRICHED = Counter(
+    "ecswatch_enriched",
+    "Resources written from a Describe call, by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+LAST_POLL = Gauge(
+    "ecswatch_last_metrics_poll_timestamp_seconds",
+    "Unix time of the last successful CloudWatch metrics poll",
+    registry=REGISTRY,
+)
+LAST_RECONCILE = Gauge(
+    "ecswatch_last_reconcile_timestamp_seconds",
+    "Unix time of the last successful full reconciliation",
+    registry=REGISTRY,
+)
+DRIFT_REPAIRED = Counter(
+    "ecswatch_drift_repaired",
+    "Rows reconciliation changed (state that events had missed), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+POLLER_LEADER = Gauge(
+    "ecswatch_poller_leader",
+    "1 while this process holds the poller's leader lock",
+    registry=REGISTRY,
+)
+METRIC_POINTS_STORED = Counter(
+    "ecswatch_metric_points_stored",
+    "CloudWatch datapoints written (inserted or updated), by namespace",
+    ["namespace"],
     registry=REGISTRY,
 )

@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import telemetry
 from service.config import load_settings
 from service.errors import ConfigError
+from service.poller.role import retention_job
 from service.retention import PruneStep, plan_retention, prune
+from service.runtime import Runtime
 from tests.history_rows import count_rows, write_rows
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -202,3 +204,33 @@ async def test_prune_skips_rows_a_writer_holds(
         assert report.deleted["raw_events"] == 1
     later = await prune(sessionmaker, 30, NOW)
     assert later.deleted == {"tasks": 1, "resource_tags": 1}
+
+
+async def test_the_poller_leaders_retention_job_prunes(runtime: Runtime) -> None:
+    """The leader runs prune() with ECSWATCH_RETENTION_DAYS as one of its jobs."""
+    now = datetime(2030, 6, 1, tzinfo=UTC)
+    days = runtime.settings.retention_days
+    async with runtime.sessionmaker() as session, session.begin():
+        await write_rows(session, now - timedelta(days=days, hours=1), "old")
+        await write_rows(session, now - timedelta(days=days, hours=-1), "new")
+        # Tasks that reconciliation marked gone (still RUNNING as last seen): one
+        # gone before the cutoff, one after.
+        for arn, gone in (("t-gone-old", days + 1), ("t-gone-new", days - 1)):
+            await session.execute(
+                text(
+                    "INSERT INTO tasks (arn, id, cluster_name, last_status, desired_status, "
+                    "updated_at, seen_at, gone_at) VALUES (:arn, :arn, 'prod', 'RUNNING', "
+                    "'RUNNING', :at, :at, :at)"
+                ),
+                {"arn": arn, "at": now - timedelta(days=gone)},
+            )
+    job = retention_job(runtime)
+    assert job.name == "retention"
+    report = await job.run(now)
+    assert report.deleted["raw_events"] == 1
+    async with runtime.sessionmaker() as session:
+        ids = (await session.execute(text("SELECT id FROM raw_events"))).scalars().all()
+        tasks = set((await session.execute(text("SELECT arn FROM tasks"))).scalars().all())
+    assert ids == ["ev-new"]
+    assert "t-gone-old" not in tasks
+    assert "t-gone-new" in tasks

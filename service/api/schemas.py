@@ -106,6 +106,16 @@ def _tags_known() -> Any:
     )
 
 
+def _gone_at() -> Any:
+    return Field(
+        default=None,
+        description=(
+            "When ECS stopped listing or describing the resource (kept, never deleted); "
+            "null while it exists."
+        ),
+    )
+
+
 # ---------------------------------------------------------------- clusters
 
 CLUSTER_EXAMPLE: dict[str, Any] = {
@@ -118,6 +128,8 @@ CLUSTER_EXAMPLE: dict[str, Any] = {
     "registered_container_instances_count": 6,
     "tags": {"team": "platform", "env": "prod"},
     "tags_known": True,
+    "container_insights": "enabled",
+    "gone_at": None,
 }
 
 
@@ -133,6 +145,11 @@ class Cluster(BaseModel):
     registered_container_instances_count: int | None
     tags: dict[str, str] = _tags()
     tags_known: bool = _tags_known()
+    container_insights: str | None = Field(
+        default=None,
+        description="The cluster's containerInsights setting (enabled, enhanced, disabled).",
+    )
+    gone_at: datetime | None = _gone_at()
 
     model_config = _example(CLUSTER_EXAMPLE)
 
@@ -209,6 +226,7 @@ SERVICE_EXAMPLE: dict[str, Any] = {
     "tags": {"team": "web"},
     "tags_known": True,
     "updated_at": "2025-03-01T10:14:03.120000Z",
+    "gone_at": None,
 }
 
 
@@ -229,16 +247,133 @@ class Service(BaseModel):
     tags: dict[str, str] = _tags()
     tags_known: bool = _tags_known()
     updated_at: datetime
+    gone_at: datetime | None = _gone_at()
 
     model_config = _example(SERVICE_EXAMPLE)
 
 
+class CapacityProviderItem(BaseModel):
+    """One entry of a service's capacity provider strategy."""
+
+    capacity_provider: str | None = None
+    weight: int | None = None
+    base: int | None = None
+
+
+class CircuitBreaker(BaseModel):
+    """The deployment circuit breaker."""
+
+    enable: bool | None = None
+    rollback: bool | None = None
+
+
+class DeploymentAlarms(BaseModel):
+    """CloudWatch alarms that fail a deployment."""
+
+    names: list[str] = Field(default_factory=list)
+    enable: bool | None = None
+    rollback: bool | None = None
+
+
+class DeploymentConfiguration(BaseModel):
+    """How ECS rolls out a new deployment of the service."""
+
+    circuit_breaker: CircuitBreaker | None = None
+    alarms: DeploymentAlarms | None = None
+    maximum_percent: int | None = None
+    minimum_healthy_percent: int | None = None
+    strategy: str | None = Field(default=None, description="ROLLING, BLUE_GREEN, ...")
+
+
+class CurrentDeployment(BaseModel):
+    """A deployment as DescribeServices reports it now, with its rollout state."""
+
+    id: str | None = None
+    status: str | None = Field(default=None, description="PRIMARY, ACTIVE or INACTIVE.")
+    task_definition: str | None = None
+    desired_count: int | None = None
+    running_count: int | None = None
+    pending_count: int | None = None
+    failed_tasks: int | None = None
+    rollout_state: str | None = Field(default=None, description="IN_PROGRESS, COMPLETED, FAILED.")
+    rollout_state_reason: str | None = None
+    launch_type: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class LoadBalancer(BaseModel):
+    """A target group the service registers its tasks with."""
+
+    target_group_arn: str | None = None
+    load_balancer_name: str | None = None
+    container_name: str | None = None
+    container_port: int | None = None
+    alternate_target_group_arn: str | None = Field(
+        default=None,
+        description="ECS native blue/green: the target group of the other colour.",
+    )
+
+
+SERVICE_DETAIL_EXAMPLE: dict[str, Any] = {
+    **SERVICE_EXAMPLE,
+    "deployments": [DEPLOYMENT_EXAMPLE],
+    "capacity_provider_strategy": [{"capacity_provider": "FARGATE", "weight": 1, "base": 0}],
+    "deployment_configuration": {
+        "circuit_breaker": {"enable": True, "rollback": True},
+        "alarms": {"names": ["web-5xx"], "enable": True, "rollback": True},
+        "maximum_percent": 200,
+        "minimum_healthy_percent": 100,
+        "strategy": "ROLLING",
+    },
+    "current_deployments": [
+        {
+            "id": "ecs-svc/1234567890123456789",
+            "status": "PRIMARY",
+            "task_definition": TASK_DEFINITION,
+            "desired_count": 4,
+            "running_count": 4,
+            "pending_count": 0,
+            "failed_tasks": 0,
+            "rollout_state": "COMPLETED",
+            "rollout_state_reason": "ECS deployment ecs-svc/1234567890123456789 completed.",
+            "launch_type": "FARGATE",
+            "created_at": "2025-03-01T10:00:00Z",
+            "updated_at": "2025-03-01T10:14:03.120000Z",
+        }
+    ],
+    "load_balancers": [
+        {
+            "target_group_arn": (
+                f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/web-blue/73e2d6bc24d8a067"
+            ),
+            "load_balancer_name": None,
+            "container_name": "app",
+            "container_port": 8080,
+            "alternate_target_group_arn": (
+                f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/web-green/2453ed029918f21f"
+            ),
+        }
+    ],
+    "described_at": "2025-03-01T10:15:00Z",
+}
+
+
 class ServiceDetail(Service):
-    """One service with its most recent deployments, newest first."""
+    """One service with its most recent deployments, newest first, and its Describe details."""
 
     deployments: list[Deployment] = Field(description="Up to 10 most recent deployments.")
+    capacity_provider_strategy: list[CapacityProviderItem] = Field(default_factory=list)
+    deployment_configuration: DeploymentConfiguration | None = None
+    current_deployments: list[CurrentDeployment] = Field(
+        default_factory=list, description="The deployments ECS reports now (DescribeServices)."
+    )
+    load_balancers: list[LoadBalancer] = Field(default_factory=list)
+    described_at: datetime | None = Field(
+        default=None, description="When DescribeServices last changed these details; null: never."
+    )
 
-    model_config = _example({**SERVICE_EXAMPLE, "deployments": [DEPLOYMENT_EXAMPLE]})
+    model_config = _example(SERVICE_DETAIL_EXAMPLE)
 
 
 # ---------------------------------------------------------------- tasks
@@ -287,6 +422,10 @@ TASK_EXAMPLE: dict[str, Any] = {
     "started_at": "2025-03-01T10:02:40.001000Z",
     "stopped_at": "2025-03-01T10:05:12.870000Z",
     "updated_at": "2025-03-01T10:05:12.870000Z",
+    "task_definition_arn": TASK_DEFINITION,
+    "cpu": "512",
+    "memory": "1024",
+    "gone_at": None,
 }
 
 
@@ -317,6 +456,14 @@ class Task(BaseModel):
     started_at: datetime | None
     stopped_at: datetime | None
     updated_at: datetime | None = Field(description="Time of the ECS change behind this state.")
+    task_definition_arn: str | None = None
+    cpu: str | None = Field(
+        default=None, description="CPU units of the task (from its task definition when unset)."
+    )
+    memory: str | None = Field(
+        default=None, description="MiB of memory of the task (from its task definition when unset)."
+    )
+    gone_at: datetime | None = _gone_at()
 
     model_config = _example(TASK_EXAMPLE)
 
@@ -339,6 +486,8 @@ CONTAINER_INSTANCE_EXAMPLE: dict[str, Any] = {
     "tags": {},
     "tags_known": False,
     "updated_at": "2025-03-01T09:58:40Z",
+    "health_status": "OK",
+    "gone_at": None,
 }
 
 
@@ -360,6 +509,10 @@ class ContainerInstance(BaseModel):
     tags: dict[str, str] = _tags()
     tags_known: bool = _tags_known()
     updated_at: datetime | None
+    health_status: str | None = Field(
+        default=None, description="Overall health (OK, IMPAIRED, INSUFFICIENT_DATA, INITIALIZING)."
+    )
+    gone_at: datetime | None = _gone_at()
 
     model_config = _example(CONTAINER_INSTANCE_EXAMPLE)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,7 +26,7 @@ from service.errors import PermanentError
 from service.events.models import NormalisedEvent
 from service.events.normalise import parse_message
 from service.logging import get_logger
-from service.state.apply import Applied, apply_events
+from service.state.apply import Applied, BatchResult, apply_events
 from service.state.quarantine import Poison, quarantine
 
 log = get_logger(__name__)
@@ -74,12 +74,15 @@ class Handler:
         codedeploy_groups: dict[str, ServiceRef] | None = None,
         alert_rules: AlertRules | None = None,
         datadog: bool = False,
+        after_commit: Callable[[Sequence[NormalisedEvent]], None] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._groups = codedeploy_groups or {}
         self._alert_rules = alert_rules or AlertRules()
         # Write Datadog facts and outbox rows (only when forwarding is on).
         self._datadog = datadog
+        # Called with the applied events once their transaction committed (enrichment).
+        self._after_commit = after_commit
 
     async def handle(
         self, messages: Sequence[Message], *, now: datetime | None = None
@@ -137,6 +140,7 @@ class Handler:
                     await asyncio.sleep(0.05 * (attempt + 1))
                     continue
                 raise
+        self._notify_committed(parsed, batch)
         result = HandleResult()
         seen: set[str] = set()
         counts: Counter[tuple[str, Applied]] = Counter()
@@ -158,6 +162,18 @@ class Handler:
             result.done.append(message)
             result.outcomes[message.message_id] = "quarantined"
         return result
+
+    def _notify_committed(
+        self, parsed: list[tuple[Message, NormalisedEvent]], batch: BatchResult
+    ) -> None:
+        if self._after_commit is None or not parsed:
+            return
+        applied = [e for _, e in parsed if batch.outcomes.get(e.envelope.id) is Applied.APPLIED]
+        if applied:
+            try:
+                self._after_commit(applied)
+            except Exception as exc:  # enrichment must never touch a committed message
+                log.error("after_commit_failed", error=_short(exc))
 
     async def _one(self, message: Message, event: NormalisedEvent) -> HandleResult:
         try:

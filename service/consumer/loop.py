@@ -19,16 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
 from service import telemetry
 from service.alerts.raising import rules_from_settings
+from service.aws.backoff import Backoff
 from service.consumer.handler import Handler, Message
 from service.logging import get_logger
 from service.runtime import Runtime
@@ -45,6 +46,16 @@ log = get_logger(__name__)
 
 _MERGE_LIMIT = 100
 _WAIT_SECONDS = 20
+
+# The consumer's retry schedules, all on the one backoff (service.aws.backoff).
+# Start-up queue wait: 0.5 s doubling to 30 s, exact (it also wakes on stop).
+QUEUE_WAIT_BACKOFF = partial(Backoff, initial=0.5, cap=30.0, jitter=0.0)
+# Failed receive: 0.5 s doubling to 30 s, stretched by up to 100% jitter.
+RECEIVE_BACKOFF = partial(Backoff, initial=0.5, cap=30.0, jitter=1.0)
+# Database probe while it is down: 0.5 s doubling to 15 s, up to 50% jitter.
+DATABASE_PROBE_BACKOFF = partial(Backoff, initial=0.5, cap=15.0, jitter=0.5)
+# A failed DeleteMessageBatch: 0.2, 0.4, 0.6 s (then SQS redelivers; writes are idempotent).
+DELETE_BACKOFF = partial(Backoff, initial=0.2, cap=0.6, factor=2.0, jitter=0.0)
 
 
 def _message(raw: MessageTypeDef) -> Message:
@@ -151,22 +162,22 @@ class Consumer:
         """The queue's visibility timeout, waiting out an SQS outage (or a queue not
         created yet) with backoff; ``None`` if ``stop`` comes first. A blip at start-up
         must not fail the role, which would stop the API beside it."""
-        backoff = 0.5
+        backoff = QUEUE_WAIT_BACKOFF()
         while not stop.is_set():
             try:
                 return await self._visibility_timeout(sqs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network, credentials, no such queue: say so, retry
+                delay = backoff.next_delay()
                 log.warning(
                     "queue_unreachable",
                     queue_url=self._queue_url,
                     error=f"{type(exc).__name__}: {exc}"[:300],
-                    retry_in=backoff,
+                    retry_in=delay,
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 30)
+                    await asyncio.wait_for(stop.wait(), delay)
         return None
 
     async def _visibility_timeout(self, sqs: SQSClient) -> int:
@@ -176,7 +187,7 @@ class Consumer:
         return int(attrs.get("Attributes", {}).get("VisibilityTimeout", "30"))
 
     async def _receive_loop(self, sqs: SQSClient, stop: asyncio.Event) -> None:
-        backoff = 0.5
+        backoff = RECEIVE_BACKOFF()
         while not stop.is_set():
             await self._db_ok.wait()
             async with self._capacity:
@@ -192,13 +203,12 @@ class Consumer:
                     MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 )
                 received = [_message(m) for m in response.get("Messages", [])]
-                backoff = 0.5
+                backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network, throttling, credentials: keep trying
                 log.warning("receive_failed", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, 30)
+                await backoff.sleep()
             finally:
                 async with self._capacity:
                     self._in_flight -= 10 - len(received)
@@ -255,7 +265,7 @@ class Consumer:
                 await self._db_ok.wait()
 
     async def _wait_for_database(self) -> None:
-        delay = 0.5
+        backoff = DATABASE_PROBE_BACKOFF()
         while True:
             try:
                 async with self._runtime.engine.connect() as conn:
@@ -264,9 +274,9 @@ class Consumer:
                 self._db_ok.set()
                 return
             except Exception as exc:
+                delay = backoff.next_delay()
                 log.warning("database_unreachable", error=type(exc).__name__, retry_in=delay)
-                await asyncio.sleep(delay * (1 + random.random() / 2))
-                delay = min(delay * 2, 15)
+                await asyncio.sleep(delay)
 
     async def _delete(self, sqs: SQSClient, messages: Sequence[Message]) -> None:
         for start in range(0, len(messages), 10):
@@ -278,14 +288,15 @@ class Consumer:
             ]
             if not entries:
                 continue
-            for attempt in range(3):
+            backoff = DELETE_BACKOFF()
+            for _ in range(3):
                 try:
                     response = await sqs.delete_message_batch(
                         QueueUrl=self._queue_url, Entries=entries
                     )
                 except Exception as exc:
                     log.warning("delete_failed", error=f"{type(exc).__name__}: {exc}")
-                    await asyncio.sleep(0.2 * (attempt + 1))
+                    await backoff.sleep()
                     continue
                 failed = {f["Id"] for f in response.get("Failed", [])}
                 if not failed:
@@ -336,4 +347,27 @@ async def run_consumer(
     # it again and again while events churn through (measured in the ingestion
     # benchmark, docs/performance.md).
     gc.freeze()
-    await Consumer(runtime, queue_url, on_started=on_started).run(stop)
+    settings = runtime.settings
+    if not settings.enrich:
+        await Consumer(runtime, queue_url, on_started=on_started).run(stop)
+        return
+    # Enrichment after commit (issue 9): Describe calls never on the critical path.
+    from service.enrich.describer import Describer
+    from service.enrich.enricher import Enricher
+    from service.poller.reconcile import Reconciler
+
+    apis = await runtime.aws_apis()
+    async with Describer(runtime.sessionmaker, apis) as describer:
+        reconciler = Reconciler(runtime.sessionmaker, apis, describer, clusters=settings.clusters)
+        enricher = Enricher(describer, reconcile_one=reconciler.reconcile_one)
+        handler = Handler(
+            runtime.sessionmaker,
+            codedeploy_groups=settings.codedeploy_groups,
+            alert_rules=rules_from_settings(settings),
+            datadog=settings.datadog_enabled,
+            after_commit=enricher.submit,
+        )
+        try:
+            await Consumer(runtime, queue_url, handler=handler, on_started=on_started).run(stop)
+        finally:
+            await enricher.close()

@@ -87,6 +87,9 @@ async def _with_aws(
                 "dd_api_key": SecretStr(DEMO_DATADOG_KEY),
                 "metrics_interval_s": DEMO_METRICS_INTERVAL_S,
                 "webhook_allow_private": True,
+                # The simulated fleet exists only as events, not in moto's ECS: a
+                # Describe would find nothing and mark it gone.
+                "enrich": False,
             }
         )
         session: Any = get_session()

@@ -206,6 +206,7 @@ async def apply_events(
     result.outcomes.update(await _apply_versioned(session, instances, _INSTANCES))
     await _apply_health(session, fresh)
     await _upsert_services(session, fresh)
+    await _insert_services_of_tasks(session, tasks)
     touched = await _apply_deployments(session, fresh, codedeploy_groups or {}, tasks)
     await _mark_tags_unknown(session, fresh)
     # Alerts (issue 10): decided from the state just written, in this transaction.
@@ -308,12 +309,12 @@ def _version_key(row: r.Row) -> tuple[int, int, str]:
     )
 
 
-_VERSIONED_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+_VERSIONED_SQL: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
 def _versioned_sql(spec: _Versioned, columns: tuple[str, ...]) -> tuple[str, str]:
     """(the guarded upsert returning applied ARNs, the stored-versions query)."""
-    key = (spec.model.__tablename__, columns)
+    key = (spec.model.__tablename__, spec.sticky, spec.untouched, columns)
     if key not in _VERSIONED_SQL:
         table = _quote(spec.model.__tablename__)
         updates: list[str] = []
@@ -645,3 +646,28 @@ async def _mark_tags_unknown(session: AsyncSession, events: list[NormalisedEvent
             arns.add(detail.service_arn)
     if arns:
         await _execute(session, _INSERT_TAGS, list(arns))
+
+
+# ---- services named only by their tasks' group (issue 9)
+
+_INSERT_SERVICES_OF_TASKS = (
+    _bulk_insert(Service, ("arn", "name", "cluster_arn", "cluster_name"), order_by="arn")
+    + " ON CONFLICT DO NOTHING RETURNING arn"
+)
+
+
+async def _insert_services_of_tasks(session: AsyncSession, tasks: list[NormalisedEvent]) -> None:
+    """Create, on first sight, the services that task events name by ``group``
+    (``service:NAME``); their tags stay unknown until enrichment describes them."""
+    rows: dict[str, r.Row] = {}
+    for event in tasks:
+        assert isinstance(event.detail, TaskStateChange)
+        row = r.service_row_of_task(event.detail)
+        if row is not None:
+            rows.setdefault(row["arn"], row)
+    if rows:
+        ordered = sorted(rows.values(), key=lambda x: x["arn"])
+        created = await _execute(session, _INSERT_SERVICES_OF_TASKS, _payload(ordered))
+        new = [row[0] for row in created]
+        if new:
+            await _execute(session, _INSERT_TAGS, new)

@@ -92,6 +92,11 @@ class Cluster(Base):
     registered_container_instances_count: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Written by DescribeClusters (enrichment and reconciliation, 0004).
+    container_insights: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    described_at: Mapped[datetime | None]
+    gone_at: Mapped[datetime | None]
 
 
 class Service(Base):
@@ -114,6 +119,17 @@ class Service(Base):
     last_event_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Written by DescribeServices (enrichment and reconciliation, 0004).
+    capacity_provider_strategy: Mapped[list[Any]] = mapped_column(
+        server_default=text("'[]'::jsonb")
+    )
+    deployment_configuration: Mapped[dict[str, Any]] = mapped_column(
+        server_default=text("'{}'::jsonb")
+    )
+    current_deployments: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    load_balancers: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    described_at: Mapped[datetime | None]
+    gone_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_services_cluster_name_name", "cluster_name", "name"),
@@ -203,6 +219,8 @@ class Task(Base):
     updated_at: Mapped[datetime | None]
     # When ecswatch last wrote the row (keyset order of /v1/tasks).
     seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Set when ECS no longer lists or describes the task (reconciliation, 0004).
+    gone_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_tasks_cluster_service", "cluster_name", "service_name", text("arn")),
@@ -247,6 +265,8 @@ class ContainerInstance(Base):
     registered_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]
     seen_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Set when ECS no longer lists or describes the instance (reconciliation, 0004).
+    gone_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_container_instances_cluster_name", "cluster_name", "arn"),
@@ -308,3 +328,20 @@ class MetricPoint(Base):
         Index("ix_metric_points_name_time", "name", text("timestamp DESC")),
         Index("ix_metric_points_time_id", text("timestamp DESC"), text("id DESC")),
     )
+
+
+class TaskDefinition(Base):
+    """A task definition as DescribeTaskDefinition gave it; immutable, fetched once."""
+
+    __tablename__ = "task_definitions"
+
+    arn: Mapped[str] = mapped_column(Text, primary_key=True)
+    family: Mapped[str | None] = mapped_column(Text)
+    revision: Mapped[int | None] = mapped_column(Integer)
+    cpu: Mapped[str | None] = mapped_column(Text)
+    memory: Mapped[str | None] = mapped_column(Text)
+    network_mode: Mapped[str | None] = mapped_column(Text)
+    requires_compatibilities: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    # [{name, image, cpu, memory, essential}] of each container definition.
+    containers: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    fetched_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -331,3 +331,20 @@ def task_deployment_row(task: TaskStateChange, at: datetime) -> Row | None:
         "started_at": task.created_at or at,
         "updated_at": at,
     }
+
+
+def service_arn_of_task(task_arn: str, cluster_name: str | None, service: str | None) -> str | None:
+    """The ARN of the service a task belongs to, from the task's ARN (as /v1/tasks derives
+    it): ``arn:…:task/c/id`` -> ``arn:…:service/c/<service>``."""
+    head, sep, _ = task_arn.partition(":task/")
+    if not (sep and head.startswith("arn:") and cluster_name and service):
+        return None
+    return f"{head}:service/{cluster_name}/{service}"
+
+
+def service_row_of_task(task: TaskStateChange) -> Row | None:
+    """A service named only by a task's ``group`` (``service:NAME``), created at once."""
+    arn = service_arn_of_task(task.task_arn, task.cluster_name, task.service_name)
+    if arn is None:
+        return None
+    return service_row(arn, task.service_name, task.cluster_arn, task.cluster_name)

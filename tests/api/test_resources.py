@@ -104,6 +104,8 @@ async def test_clusters(client: httpx.AsyncClient) -> None:
             "registered_container_instances_count": 1,
             "tags": {"env": "prod"},
             "tags_known": True,
+            "container_insights": None,
+            "gone_at": None,
         },
         {
             "arn": seed.cluster_arn("staging"),
@@ -115,6 +117,8 @@ async def test_clusters(client: httpx.AsyncClient) -> None:
             "registered_container_instances_count": 1,
             "tags": {},
             "tags_known": False,
+            "container_insights": None,
+            "gone_at": None,
         },
     ]
 
@@ -150,6 +154,7 @@ async def test_services_and_filters(client: httpx.AsyncClient) -> None:
         "tags": {"team": "web", "tier": "front"},
         "tags_known": True,
         "updated_at": "2025-03-01T10:00:00Z",
+        "gone_at": None,
     }
     for query, expected in SERVICE_CASES:
         found = await items(client, f"/v1/services?{query}")
@@ -240,6 +245,8 @@ async def test_container_instances_and_filters(client: httpx.AsyncClient) -> Non
             "tags": {"rack": "b"},
             "tags_known": True,
             "updated_at": "2025-03-01T10:00:00Z",
+            "health_status": None,
+            "gone_at": None,
         }
     ]
     for query, expected in INSTANCE_CASES:

@@ -30,6 +30,9 @@ async def tasks(engine: AsyncEngine) -> None:
                 stopped_at=seed.at(20),
                 updated_at=seed.at(20),
                 containers=[{"name": "app", "last_status": "STOPPED", "exit_code": 137}],
+                task_definition_arn=f"arn:aws:ecs:{seed.REGION}:{seed.ACCOUNT}:task-definition/web:3",
+                cpu="256",
+                memory="512",
             ),
             seed.task(
                 "prod",
@@ -107,6 +110,10 @@ async def test_task_fields(client: httpx.AsyncClient) -> None:
         "started_at": "2025-03-01T10:01:00Z",
         "stopped_at": "2025-03-01T10:20:00Z",
         "updated_at": "2025-03-01T10:20:00Z",
+        "task_definition_arn": f"arn:aws:ecs:{seed.REGION}:{seed.ACCOUNT}:task-definition/web:3",
+        "cpu": "256",
+        "memory": "512",
+        "gone_at": None,
     }
     # No tag row: unknown; a row with known=false: unknown too.
     assert (by_id["t4"]["tags"], by_id["t4"]["tags_known"]) == ({}, False)

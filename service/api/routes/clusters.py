@@ -30,6 +30,8 @@ _COLUMNS = (
     models.Cluster.running_tasks_count,
     models.Cluster.pending_tasks_count,
     models.Cluster.registered_container_instances_count,
+    models.Cluster.container_insights,
+    models.Cluster.gone_at,
 )
 
 

@@ -45,6 +45,8 @@ _COLUMNS = (
     CI.version,
     CI.attributes,
     CI.updated_at,
+    CI.health_status,
+    CI.gone_at,
 )
 
 

@@ -59,6 +59,15 @@ _COLUMNS = (
     S.task_definition,
     S.deployment_controller,
     S.updated_at,
+    S.gone_at,
+)
+# Describe details, on the one-service route only.
+_DETAIL_COLUMNS = (
+    S.capacity_provider_strategy,
+    S.deployment_configuration,
+    S.current_deployments,
+    S.load_balancers,
+    S.described_at,
 )
 
 
@@ -119,7 +128,7 @@ async def get_service(
     service: Annotated[str, Path(description="Service name.", max_length=2048, pattern=NO_NUL)],
 ) -> ServiceDetail:
     stmt = (
-        TAGS.select(*_COLUMNS)
+        TAGS.select(*_COLUMNS, *_DETAIL_COLUMNS)
         .where(S.cluster_name == cluster, S.name == service)
         # Old- and new-format ARNs of one service may both be stored; prefer the live one.
         .order_by((S.status == "ACTIVE").desc(), S.updated_at.desc())
@@ -133,5 +142,10 @@ async def get_service(
         await conn.execute(recent_deployments(cluster, service, RECENT_DEPLOYMENTS))
     ).mappings()
     return ServiceDetail.model_validate(
-        {**row, "deployments": [Deployment.model_validate(d) for d in deployments]}
+        {
+            **row,
+            # Never described: no configuration to show (not an empty one).
+            "deployment_configuration": row["deployment_configuration"] or None,
+            "deployments": [Deployment.model_validate(d) for d in deployments],
+        }
     )

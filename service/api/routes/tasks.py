@@ -91,6 +91,10 @@ _COLUMNS = (
     T.started_at,
     T.stopped_at,
     T.updated_at,
+    T.task_definition_arn,
+    T.cpu,
+    T.memory,
+    T.gone_at,
 )
 
 

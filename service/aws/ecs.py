@@ -1,0 +1,202 @@
+"""Typed adapter over the ECS API calls ecswatch makes (read-only).
+
+List* use their largest page size; Describe* take at most the API's batch limit
+(the batcher fills them) and always ask for tags through ``include``, never one
+ListTagsForResource per resource. ``failures`` with reason MISSING are reported
+as gone resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from service.aws.calls import AwsCaller
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_ecs.type_defs import (
+        ClusterTypeDef,
+        ContainerInstanceTypeDef,
+        FailureTypeDef,
+        ServiceTypeDef,
+        TaskDefinitionTypeDef,
+        TaskTypeDef,
+    )
+
+T = TypeVar("T")
+
+#: The API's batch limits of the Describe calls.
+DESCRIBE_CLUSTERS_LIMIT = 100
+DESCRIBE_SERVICES_LIMIT = 10
+DESCRIBE_TASKS_LIMIT = 100
+DESCRIBE_CONTAINER_INSTANCES_LIMIT = 100
+#: The largest page of the List calls.
+LIST_PAGE_SIZE = 100
+
+
+@dataclass
+class Described(Generic[T]):
+    """What one Describe call returned: the resources, those gone, those failed otherwise."""
+
+    found: list[T] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _sort_failures(described: Described[Any], failures: Sequence[FailureTypeDef]) -> None:
+    for failure in failures:
+        arn = failure.get("arn", "")
+        reason = failure.get("reason", "")
+        if reason == "MISSING":
+            described.missing.append(arn)
+        else:
+            described.failed.append((arn, reason))
+
+
+class EcsApi:
+    """ECS reads, each through the shared :class:`AwsCaller`."""
+
+    def __init__(self, client: ECSClient, caller: AwsCaller) -> None:
+        self._client = client
+        self._caller = caller
+
+    async def list_clusters(self) -> list[str]:
+        arns: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"maxResults": LIST_PAGE_SIZE}
+            if token:
+                kwargs["nextToken"] = token
+            page = await self._caller.call(
+                "ecs", "ListClusters", partial(self._client.list_clusters, **kwargs)
+            )
+            arns.extend(page.get("clusterArns", []))
+            token = page.get("nextToken")
+            if not token:
+                return arns
+
+    async def list_services(self, cluster: str) -> list[str]:
+        arns: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_PAGE_SIZE}
+            if token:
+                kwargs["nextToken"] = token
+            page = await self._caller.call(
+                "ecs", "ListServices", partial(self._client.list_services, **kwargs)
+            )
+            arns.extend(page.get("serviceArns", []))
+            token = page.get("nextToken")
+            if not token:
+                return arns
+
+    async def list_tasks(self, cluster: str, *, service_name: str | None = None) -> list[str]:
+        """Tasks whose desired status is RUNNING (ECS's default for ListTasks)."""
+        arns: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_PAGE_SIZE}
+            if service_name:
+                kwargs["serviceName"] = service_name
+            if token:
+                kwargs["nextToken"] = token
+            page = await self._caller.call(
+                "ecs", "ListTasks", partial(self._client.list_tasks, **kwargs)
+            )
+            arns.extend(page.get("taskArns", []))
+            token = page.get("nextToken")
+            if not token:
+                return arns
+
+    async def list_container_instances(self, cluster: str) -> list[str]:
+        arns: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_PAGE_SIZE}
+            if token:
+                kwargs["nextToken"] = token
+            page = await self._caller.call(
+                "ecs",
+                "ListContainerInstances",
+                partial(self._client.list_container_instances, **kwargs),
+            )
+            arns.extend(page.get("containerInstanceArns", []))
+            token = page.get("nextToken")
+            if not token:
+                return arns
+
+    async def describe_clusters(self, clusters: Sequence[str]) -> Described[ClusterTypeDef]:
+        _check(clusters, DESCRIBE_CLUSTERS_LIMIT)
+        response = await self._caller.call(
+            "ecs",
+            "DescribeClusters",
+            lambda: self._client.describe_clusters(
+                clusters=list(clusters), include=["TAGS", "SETTINGS", "STATISTICS"]
+            ),
+        )
+        described: Described[ClusterTypeDef] = Described(found=list(response.get("clusters", [])))
+        _sort_failures(described, response.get("failures", []))
+        return described
+
+    async def describe_services(
+        self, cluster: str, services: Sequence[str]
+    ) -> Described[ServiceTypeDef]:
+        _check(services, DESCRIBE_SERVICES_LIMIT)
+        response = await self._caller.call(
+            "ecs",
+            "DescribeServices",
+            lambda: self._client.describe_services(
+                cluster=cluster, services=list(services), include=["TAGS"]
+            ),
+        )
+        described: Described[ServiceTypeDef] = Described(found=list(response.get("services", [])))
+        _sort_failures(described, response.get("failures", []))
+        return described
+
+    async def describe_tasks(self, cluster: str, tasks: Sequence[str]) -> Described[TaskTypeDef]:
+        _check(tasks, DESCRIBE_TASKS_LIMIT)
+        response = await self._caller.call(
+            "ecs",
+            "DescribeTasks",
+            lambda: self._client.describe_tasks(
+                cluster=cluster, tasks=list(tasks), include=["TAGS"]
+            ),
+        )
+        described: Described[TaskTypeDef] = Described(found=list(response.get("tasks", [])))
+        _sort_failures(described, response.get("failures", []))
+        return described
+
+    async def describe_container_instances(
+        self, cluster: str, instances: Sequence[str]
+    ) -> Described[ContainerInstanceTypeDef]:
+        _check(instances, DESCRIBE_CONTAINER_INSTANCES_LIMIT)
+        response = await self._caller.call(
+            "ecs",
+            "DescribeContainerInstances",
+            lambda: self._client.describe_container_instances(
+                cluster=cluster,
+                containerInstances=list(instances),
+                include=["TAGS", "CONTAINER_INSTANCE_HEALTH"],
+            ),
+        )
+        described: Described[ContainerInstanceTypeDef] = Described(
+            found=list(response.get("containerInstances", []))
+        )
+        _sort_failures(described, response.get("failures", []))
+        return described
+
+    async def describe_task_definition(self, arn: str) -> TaskDefinitionTypeDef | None:
+        response = await self._caller.call(
+            "ecs",
+            "DescribeTaskDefinition",
+            lambda: self._client.describe_task_definition(taskDefinition=arn),
+        )
+        return response.get("taskDefinition")
+
+
+def _check(items: Sequence[str], limit: int) -> None:
+    if not 0 < len(items) <= limit:
+        raise ValueError(f"a Describe call takes 1 to {limit} resources, got {len(items)}")

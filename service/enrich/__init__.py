@@ -1,0 +1,1 @@
+"""Enrichment: Describe calls after commit, coalesced, written version-guarded."""

@@ -1,0 +1,232 @@
+"""Describe-and-write, batched: the one path from ECS Describe calls into state.
+
+The enricher (after the consumer's commit) and the reconciler both ask
+:class:`Describer` for resources by kind and cluster; the coalescing batcher
+turns concurrent asks into full Describe calls, and each call's results are
+written in one short transaction of their own (:mod:`service.enrich.writes`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service import telemetry
+from service.aws.apis import AwsApis
+from service.aws.ecs import (
+    DESCRIBE_CLUSTERS_LIMIT,
+    DESCRIBE_CONTAINER_INSTANCES_LIMIT,
+    DESCRIBE_SERVICES_LIMIT,
+    DESCRIBE_TASKS_LIMIT,
+    Described,
+)
+from service.enrich import writes
+from service.enrich.batcher import CoalescingBatcher
+from service.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Kind(StrEnum):
+    """What can be described."""
+
+    CLUSTERS = "clusters"
+    SERVICES = "services"
+    TASKS = "tasks"
+    CONTAINER_INSTANCES = "container_instances"
+    TASK_DEFINITIONS = "task_definitions"
+
+
+LIMITS: dict[str, int] = {
+    Kind.CLUSTERS: DESCRIBE_CLUSTERS_LIMIT,
+    Kind.SERVICES: DESCRIBE_SERVICES_LIMIT,
+    Kind.TASKS: DESCRIBE_TASKS_LIMIT,
+    Kind.CONTAINER_INSTANCES: DESCRIBE_CONTAINER_INSTANCES_LIMIT,
+    Kind.TASK_DEFINITIONS: 1,  # DescribeTaskDefinition takes one
+}
+
+_ARN_KEY = {
+    Kind.CLUSTERS: "clusterArn",
+    Kind.SERVICES: "serviceArn",
+    Kind.TASKS: "taskArn",
+    Kind.CONTAINER_INSTANCES: "containerInstanceArn",
+}
+
+
+class State(StrEnum):
+    FOUND = "found"
+    MISSING = "missing"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What became of one described resource: found, missing (marked gone) or failed;
+    ``changed`` when the write changed its row (drift, for reconciliation)."""
+
+    state: State
+    changed: bool = False
+
+
+#: Called with (kind, cluster, arn) for a service or cluster that no Describe had
+#: written before: the enricher then reconciles just that one.
+OnUnknown = Callable[[str, str, str], None]
+
+
+def _matches(requested: str, returned: str) -> bool:
+    # ECS answers with full ARNs; a request may name a resource by ARN, name or id.
+    return returned == requested or returned.rpartition("/")[2] == requested.rpartition("/")[2]
+
+
+class Describer:
+    """Describe + write behind a :class:`CoalescingBatcher`; use as an async context."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        apis: AwsApis,
+        *,
+        window_s: float = 0.05,
+        max_pending: int = 10_000,
+        concurrency: int = 4,
+        on_unknown: OnUnknown | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._apis = apis
+        self.on_unknown = on_unknown
+        self.batcher = CoalescingBatcher(
+            self._fetch,
+            LIMITS,
+            window_s=window_s,
+            max_pending=max_pending,
+            concurrency=concurrency,
+        )
+        # Task definitions are immutable: once stored, never described again.
+        self._known_definitions: OrderedDict[str, None] = OrderedDict()
+
+    async def __aenter__(self) -> Describer:
+        await self.batcher.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.batcher.close()
+
+    async def describe(self, kind: str, cluster: str, arns: Sequence[str]) -> dict[str, Lookup]:
+        """Describe ``arns`` (batched with whatever else is pending) and write the results."""
+        if not arns:
+            return {}
+        results = await self.batcher.get_many(kind, cluster, arns)
+        return {arn: value or Lookup(State.FAILED) for arn, value in results.items()}
+
+    def want_definition(self, arn: str) -> None:
+        """Describe this task definition once, in the background (fire and forget)."""
+        if arn in self._known_definitions:
+            return
+        future = self.batcher.submit(Kind.TASK_DEFINITIONS, "", arn)
+        if future is not None:
+            future.add_done_callback(_retrieve)
+
+    async def _fetch(self, kind: str, cluster: str, arns: list[str]) -> Mapping[str, Lookup]:
+        now = datetime.now(UTC)
+        if kind == Kind.TASK_DEFINITIONS:
+            return await self._fetch_definition(arns[0], now)
+        ecs = self._apis.ecs
+        described: Described[Any]
+        if kind == Kind.TASKS:
+            described = await ecs.describe_tasks(cluster, arns)
+        elif kind == Kind.CONTAINER_INSTANCES:
+            described = await ecs.describe_container_instances(cluster, arns)
+        elif kind == Kind.SERVICES:
+            described = await ecs.describe_services(cluster, arns)
+        elif kind == Kind.CLUSTERS:
+            described = await ecs.describe_clusters(arns)
+        else:
+            raise ValueError(f"cannot describe {kind!r}")
+        key = _ARN_KEY[Kind(kind)]
+        found: dict[str, Any] = {}
+        for item in described.found:
+            returned = item.get(key)
+            if not isinstance(returned, str):
+                continue
+            for arn in arns:
+                if arn not in found and _matches(arn, returned):
+                    found[arn] = item
+                    break
+        failed = {arn for arn, _ in described.failed}
+        # Not returned and not failed for another reason: ECS no longer knows it
+        # (MISSING; moto leaves a missing task out altogether).
+        missing = [a for a in arns if a not in found and not any(_matches(a, f) for f in failed)]
+        items = list(found.values())
+        async with self._sessionmaker() as session, session.begin():
+            unknown: set[str] = set()
+            if kind in (Kind.SERVICES, Kind.CLUSTERS) and self.on_unknown is not None:
+                unknown = await writes.never_described(session, kind, [str(i[key]) for i in items])
+            changed = await self._write(session, kind, items, now)
+            gone = await writes.mark_gone(session, kind, _full_arns(missing), now)
+        telemetry.ENRICHED.labels(kind).inc(len(items))
+        if kind == Kind.TASKS:
+            for item in items:
+                definition = item.get("taskDefinitionArn")
+                if isinstance(definition, str):
+                    self.want_definition(definition)
+        if self.on_unknown is not None:
+            for arn in sorted(unknown):
+                self.on_unknown(kind, cluster, arn)
+        results: dict[str, Lookup] = {}
+        for arn, item in found.items():
+            results[arn] = Lookup(State.FOUND, changed=str(item[key]) in changed)
+        for arn in missing:
+            results[arn] = Lookup(State.MISSING, changed=arn in gone)
+        for arn in arns:
+            results.setdefault(arn, Lookup(State.FAILED))
+        return results
+
+    async def _write(
+        self, session: AsyncSession, kind: str, items: list[Any], now: datetime
+    ) -> set[str]:
+        if not items:
+            return set()
+        if kind == Kind.TASKS:
+            return await writes.write_tasks(session, items, now)
+        if kind == Kind.CONTAINER_INSTANCES:
+            return await writes.write_container_instances(session, items, now)
+        if kind == Kind.SERVICES:
+            return await writes.write_services(session, items, now)
+        return await writes.write_clusters(session, items, now)
+
+    async def _fetch_definition(self, arn: str, now: datetime) -> Mapping[str, Lookup]:
+        async with self._sessionmaker() as session:
+            stored = await writes.stored_definitions(session, [arn])
+        if arn not in stored:
+            definition = await self._apis.ecs.describe_task_definition(arn)
+            async with self._sessionmaker() as session, session.begin():
+                if definition is not None:
+                    await writes.write_task_definitions(session, [definition], now)
+        else:
+            async with self._sessionmaker() as session, session.begin():
+                await writes.fill_tasks_from_definitions(session, [arn])
+        self._known_definitions[arn] = None
+        if len(self._known_definitions) > 50_000:
+            self._known_definitions.popitem(last=False)
+        return {arn: Lookup(State.FOUND)}
+
+
+def _full_arns(arns: Sequence[str]) -> list[str]:
+    # gone_at is set by ARN; a bare id or name cannot match a stored row anyway.
+    return [a for a in arns if a.startswith("arn:")]
+
+
+def _retrieve(future: Any) -> None:
+    """Done-callback of fire-and-forget requests: consume the outcome, count a failure."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        telemetry.ENRICH_DROPPED.labels("error").inc()
+        log.info("describe_failed", error=f"{type(exc).__name__}: {exc}"[:300])

@@ -1,0 +1,1 @@
+"""The poller role: reconciliation, CloudWatch metrics, CodeDeploy mapping, one leader."""

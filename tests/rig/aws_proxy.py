@@ -1,0 +1,125 @@
+"""A counting, throttling HTTP proxy in front of moto: stubbing AWS at the wire.
+
+Every request is forwarded to moto unchanged; the proxy counts it by signing
+service (from the SigV4 credential scope: ``ecs``, ``monitoring``,
+``elasticloadbalancing``, ``codedeploy``, ``sqs``) and operation (from
+``X-Amz-Target``, the RPC v2 path, or the query ``Action``). :meth:`throttle`
+makes the next N calls of an operation answer the way AWS does when it throttles.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from urllib.parse import parse_qs
+
+import aiohttp
+from aiohttp import web
+
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_RPC_V2 = re.compile(r"/service/[^/]+/operation/([A-Za-z0-9]+)")
+_HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+class AwsProxy:
+    """Forwards 127.0.0.1:<port> to ``target``; counts and optionally throttles calls."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target.rstrip("/")
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.throttled: Counter[tuple[str, str]] = Counter()
+        self._throttle: dict[str, int] = {}
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> AwsProxy:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        # moto answers "connection: close": a fresh connection per request.
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False, connector=aiohttp.TCPConnector(force_close=True)
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def throttle(self, operation: str, times: int) -> None:
+        """Answer the next ``times`` calls of ``operation`` with a throttling error."""
+        self._throttle[operation] = times
+
+    def count(self, operation: str, service: str | None = None) -> int:
+        return sum(
+            n for (s, op), n in self.calls.items() if op == operation and service in (None, s)
+        )
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.throttled.clear()
+        self._throttle.clear()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        service, operation = _identify(request, body)
+        self.calls[service, operation] += 1
+        if self._throttle.get(operation, 0) > 0:
+            self._throttle[operation] -= 1
+            self.throttled[service, operation] += 1
+            return _throttling(request)
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        async with self._session.request(
+            request.method, self._target + request.path_qs, headers=headers, data=body
+        ) as upstream:
+            payload = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            return web.Response(status=upstream.status, body=payload, headers=out)
+
+
+def _identify(request: web.Request, body: bytes) -> tuple[str, str]:
+    scope = _SCOPE.search(request.headers.get("Authorization", ""))
+    service = scope.group(1) if scope else "?"
+    target = request.headers.get("X-Amz-Target")
+    if target:
+        return service, target.rpartition(".")[2]
+    rpc = _RPC_V2.search(request.path)
+    if rpc:
+        return service, rpc.group(1)
+    action = parse_qs(body.decode(errors="replace")).get("Action") or request.query.getall(
+        "Action", []
+    )
+    return service, (action[0] if action else "?")
+
+
+def _throttling(request: web.Request) -> web.Response:
+    if request.headers.get("X-Amz-Target"):  # JSON protocols (ECS, CodeDeploy, SQS)
+        return web.json_response(
+            {"__type": "ThrottlingException", "message": "Rate exceeded"},
+            status=400,
+            headers={"x-amzn-ErrorType": "ThrottlingException"},
+            content_type="application/x-amz-json-1.1",
+        )
+    return web.Response(  # query protocol (ELBv2)
+        status=400,
+        content_type="text/xml",
+        text=(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+            "<Message>Rate exceeded</Message></Error><RequestId>ecswatch-test</RequestId>"
+            "</ErrorResponse>"
+        ),
+    )
