@@ -40,6 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import telemetry
+from service.aws.backoff import Backoff
 from service.logging import get_logger
 from service.outbox.models import OutboxKind, OutboxStatus
 from service.outbox.retry import RetryPolicy, next_attempt
@@ -155,7 +156,8 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then finish or release the batch in flight."""
         listener = asyncio.create_task(self._listen(stop))
-        failures = 0
+        # Outage retries: 0.2 s doubling up to the poll interval (the one backoff).
+        outage = Backoff(initial=0.2, cap=self._poll_interval_s, jitter=0.0)
         try:
             while not stop.is_set():
                 batch = asyncio.create_task(self.dispatch_once())
@@ -169,16 +171,15 @@ class Dispatcher:
                     handled = batch.result()
                     await self._update_gauges()
                     if handled:
-                        failures = 0
+                        outage.reset()
                         continue  # more may be due at once
                     await self._sleep(stop)
-                    failures = 0
+                    outage.reset()
                 except Exception as exc:
                     # The database is down (or refusing us): wait and try again; the
                     # role must outlive an outage. Rows claimed but not recorded
                     # are sent again when their lease ends, with the same key.
-                    failures += 1
-                    delay = min(self._poll_interval_s, 0.1 * 2**failures)
+                    delay = outage.next_delay()
                     log.warning(
                         "dispatcher_batch_failed",
                         error=f"{type(exc).__name__}: {exc}"[:300],

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from service.aws.backoff import backoff_delay as shared_backoff_delay
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -43,9 +45,10 @@ def backoff_delay(attempts: int, policy: RetryPolicy, jitter: float) -> float:
 
     ``jitter`` is a number in [0, 1) (the caller's random draw).
     """
-    exponent = max(0, attempts - 1)
-    # 2**exponent overflows a float long after the cap is reached: stop early.
-    nominal = policy.cap_s if exponent >= 64 else min(policy.cap_s, policy.base_s * 2.0**exponent)
+    # The growth and cap are the one backoff's; the jitter is "equal jitter".
+    nominal = shared_backoff_delay(
+        max(0, attempts - 1), initial=policy.base_s, cap=policy.cap_s, jitter=0.0
+    )
     return nominal * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
 
 
