@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from sqlalchemy import text
 from service import telemetry
 from service.consumer.handler import Handler, Message
 from service.enrich.describer import Describer
-from service.enrich.enricher import Enricher
+from service.enrich.enricher import Enricher, wanted_resources
+from service.events.normalise import normalise
 from service.poller.reconcile import Reconciler
 from service.runtime import Runtime
 from tests.poller.fleet import Fleet, task_event
@@ -178,3 +180,44 @@ async def test_unknown_service_triggers_a_reconcile_of_just_that_one(
     await asyncio.sleep(0.3)
     assert aws_proxy.count("ListServices") == lists
     await enricher.close()
+
+
+async def test_a_full_enrichment_queue_drops_and_counts(proxied_runtime: Runtime) -> None:
+    """A full batcher refuses before any call is made; the drop is counted."""
+
+    def event(task: str) -> Any:
+        return normalise(
+            {
+                "id": str(uuid.uuid4()),
+                "detail-type": "ECS Task State Change",
+                "source": "aws.ecs",
+                "time": "2026-03-01T10:00:00Z",
+                "detail": {
+                    "taskArn": f"arn:aws:ecs:us-east-1:1:task/prod/{task}",
+                    "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/prod",
+                    "group": "service:web",
+                    "version": 1,
+                },
+            },
+            received_at=datetime.now(UTC),
+        )
+
+    first = event("a")
+    wanted = [(k, arn.rsplit("/", 1)[1], r) for k, _, arn, r in wanted_resources(first)]
+    assert wanted == [
+        ("clusters", "prod", False),
+        ("tasks", "a", False),
+        ("services", "web", False),
+    ]
+    dropped = telemetry.ENRICH_DROPPED.labels("queue_full")._value.get()
+    apis = await proxied_runtime.aws_apis()
+    async with Describer(
+        proxied_runtime.sessionmaker, apis, window_s=30, max_pending=3
+    ) as describer:
+        enricher = Enricher(describer)
+        enricher.submit([first, event("b")])
+        # cluster, task a and service fit; task b does not.
+        assert describer.batcher.pending == 3
+        assert telemetry.ENRICH_DROPPED.labels("queue_full")._value.get() - dropped == 1
+        enricher.submit([first])  # asked already: not again, not dropped again
+        assert telemetry.ENRICH_DROPPED.labels("queue_full")._value.get() - dropped == 1
