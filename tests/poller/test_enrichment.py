@@ -221,3 +221,39 @@ async def test_a_full_enrichment_queue_drops_and_counts(proxied_runtime: Runtime
         assert telemetry.ENRICH_DROPPED.labels("queue_full")._value.get() - dropped == 1
         enricher.submit([first])  # asked already: not again, not dropped again
         assert telemetry.ENRICH_DROPPED.labels("queue_full")._value.get() - dropped == 1
+
+
+async def test_a_container_instance_event_brings_its_tags(
+    proxied_runtime: Runtime, describer: Describer, fleet: Fleet, aws_proxy: AwsProxy
+) -> None:
+    """moto cannot tag a container instance (HTTP 500): its tags are known to be none."""
+    enricher = Enricher(describer)
+    handler = Handler(proxied_runtime.sessionmaker, after_commit=enricher.submit)
+    event = {
+        "id": str(uuid.uuid4()),
+        "detail-type": "ECS Container Instance State Change",
+        "source": "aws.ecs",
+        "time": "2026-12-01T10:00:00Z",
+        "detail": {
+            "containerInstanceArn": fleet.instance_arn,
+            "clusterArn": fleet.cluster_arn,
+            "status": "ACTIVE",
+            "agentConnected": True,
+            "version": 3,
+        },
+    }
+    await handler.handle(_messages([event]))
+    await _wait_for(
+        proxied_runtime,
+        f"SELECT known FROM resource_tags WHERE resource_arn = '{fleet.instance_arn}'",
+        True,
+    )
+    assert aws_proxy.count("DescribeContainerInstances") == 1
+    # The event's versioned state stands: moto's Describe carries no version.
+    async with proxied_runtime.engine.connect() as conn:
+        version = (
+            await conn.execute(
+                text(f"SELECT version FROM container_instances WHERE arn = '{fleet.instance_arn}'")
+            )
+        ).scalar()
+    assert version == 3
