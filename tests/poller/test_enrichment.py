@@ -124,8 +124,10 @@ async def test_250_task_events_make_3_describe_tasks_calls(
         event = task_event(fleet, f"{prefix}/{uuid.uuid4().hex}")
         event["detail"]["group"] = "family:batch"  # no service to describe
         events.append(event)
-    for start in range(0, 250, 50):  # as the consumer's batches commit
-        await handler.handle(_messages(events[start : start + 50]))
+    # As the consumer commits them: batches of up to 100 merged messages. A full
+    # group leaves at once; the last 50 wait out the 50 ms window.
+    for start in range(0, 250, 100):
+        await handler.handle(_messages(events[start : start + 100]))
     async with asyncio.timeout(10):
         while describer.batcher.pending or aws_proxy.count("DescribeTasks") < 3:
             await asyncio.sleep(0.05)
