@@ -22,10 +22,13 @@ import random
 import resource
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiobotocore.session import get_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,6 +50,8 @@ from service.demo.events import (
 from service.logging import configure_logging
 from service.migrate import upgrade
 from service.runtime import open_runtime
+from service.state import apply as apply_module
+from service.state import rows as rows_module
 
 
 def workload(n: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -111,7 +116,7 @@ async def truncate(db_url: str) -> None:
     conn = await benchdb.connect(db_url)
     await conn.execute(
         "TRUNCATE raw_events, tasks, container_instances, deployments, services, clusters,"
-        " resource_tags, quarantine"
+        " resource_tags, quarantine, alerts, outbox, datadog_facts CASCADE"
     )
     await conn.close()
 
@@ -147,6 +152,346 @@ async def in_process(db_url: str, bodies: list[str], batch: int, workers: int) -
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(batches[w::workers]) for w in range(workers)))
         return len(messages) / (time.perf_counter() - t0)
+
+
+# ---- the fair baseline: the pipeline's own rows, loaded by COPY and the same upserts
+
+
+@dataclass
+class Load:
+    """One step of a baseline batch: COPY ``records`` into a staging table, then the
+    pipeline's own upsert (its ON CONFLICT clause, verbatim) from there."""
+
+    table: str
+    columns: tuple[str, ...]
+    key: str
+    records: list[tuple[Any, ...]]
+    conflict: str  # " ON CONFLICT …" tail of the pipeline's statement
+    stage: str = ""
+
+
+@dataclass
+class BaselineBatch:
+    loads: list[Load] = field(default_factory=list)
+    touched: list[str] = field(default_factory=list)  # deployments the batch touched
+    task_deployments: list[str] = field(default_factory=list)
+
+
+def _conflict(sql: str) -> str:
+    return sql[sql.index(" ON CONFLICT") :]
+
+
+def _copy_value(value: Any, pg_type: str) -> Any:
+    """A row builder's value as asyncpg's COPY encodes it for ``pg_type``."""
+    if value is None:
+        return None
+    if pg_type in ("json", "jsonb"):
+        if isinstance(value, rows_module.JsonText):
+            text = value.text
+            return text.decode() if isinstance(text, bytes) else text
+        return orjson.dumps(value, default=apply_module._orjson_default).decode()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _records(
+    rows: list[dict[str, Any]], columns: tuple[str, ...], types: dict[str, str]
+) -> list[tuple[Any, ...]]:
+    return [tuple(_copy_value(row.get(c), types[c]) for c in columns) for row in rows]
+
+
+def plan_baseline(
+    bodies: list[str],
+    batch: int,
+    column_types: dict[str, dict[str, str]],
+    alert_rows: list[tuple[Any, ...]],
+    alert_columns: tuple[str, ...],
+) -> list[BaselineBatch]:
+    """The rows each of the pipeline's batches writes, built ahead of time (untimed)
+    with the pipeline's own parser and pure row builders (service/state/rows.py),
+    deduplicated as its statements are (one row per key a statement; the newest
+    version of a task or instance; deployment events in rounds)."""
+    from service.events.models import (
+        ContainerInstanceStateChange,
+        DeploymentStateChange,
+        HookStateChange,
+        ServiceAction,
+        TaskStateChange,
+    )
+    from service.events.normalise import parse_message
+
+    now = datetime.now(UTC)
+    seen_ids: set[str] = set()
+    seen_keys: set[str] = set()
+    seen_services: set[str] = set()
+    plans: list[BaselineBatch] = []
+
+    def load(table: str, key: str, rows: list[dict[str, Any]], conflict: str) -> Load | None:
+        if not rows:
+            return None
+        rows = sorted(rows, key=lambda x: x[key])
+        columns = tuple(c for c in rows[0] if c != "rank")
+        types = column_types[table]
+        return Load(table, columns, key, _records(rows, columns, types), conflict)
+
+    for start in range(0, len(bodies), batch):
+        events = [parse_message(b, received_at=now) for b in bodies[start : start + batch]]
+        plan = BaselineBatch()
+        unique: dict[str, Any] = {}
+        for e in events:
+            unique.setdefault(e.envelope.id, e)
+        raw = [rows_module.raw_event_row(e) for e in unique.values()]
+        fresh = []
+        for e in unique.values():
+            if e.envelope.id in seen_ids or (e.natural_key and e.natural_key in seen_keys):
+                continue
+            seen_ids.add(e.envelope.id)
+            if e.natural_key:
+                seen_keys.add(e.natural_key)
+            fresh.append(e)
+        steps: list[Load | None] = [
+            load("raw_events", "id", raw, _conflict(apply_module._INSERT_RAW))
+        ]
+        clusters: dict[str, dict[str, Any]] = {}
+        for e in fresh:
+            if e.cluster_arn and e.cluster_arn not in clusters:
+                row = rows_module.cluster_row(e.cluster_arn, e.cluster_name)
+                if row is not None:
+                    clusters[e.cluster_arn] = row
+        steps.append(load("clusters", "arn", list(clusters.values()), " ON CONFLICT DO NOTHING"))
+        tasks = [e for e in fresh if isinstance(e.detail, TaskStateChange)]
+        instances = [e for e in fresh if isinstance(e.detail, ContainerInstanceStateChange)]
+        for spec, group in ((apply_module._TASKS, tasks), (apply_module._INSTANCES, instances)):
+            best: dict[str, dict[str, Any]] = {}
+            for e in group:
+                row = spec.build(e)
+                current = best.get(row["arn"])
+                if current is None or apply_module._version_key(row) > apply_module._version_key(
+                    current
+                ):
+                    best[row["arn"]] = row
+            if best:
+                columns = tuple(next(iter(best.values())))
+                upsert = apply_module._versioned_sql(spec, columns)[0]
+                steps.append(
+                    load(spec.model.__tablename__, "arn", list(best.values()), _conflict(upsert))
+                )
+        services: dict[str, dict[str, Any]] = {}
+        for e in fresh:  # as apply._upsert_services picks them
+            d = e.detail
+            last_name, last_at = None, None
+            if isinstance(d, ServiceAction):
+                arn, name = d.service_arn, d.service_name
+                last_name, last_at = d.event_name, d.created_at or e.envelope.time
+            elif isinstance(d, DeploymentStateChange | HookStateChange):
+                arn, name = d.service_arn, d.service_name
+            else:
+                continue
+            row = rows_module.service_row(arn, name, d.cluster_arn, d.cluster_name) if arn else None
+            if row is None:
+                continue
+            row["last_event_name"], row["last_event_at"] = last_name, last_at
+            current = services.get(arn)
+            if current is None or (
+                last_at is not None
+                and (current["last_event_at"] is None or last_at > current["last_event_at"])
+            ):
+                services[arn] = row
+        steps.append(
+            load("services", "arn", list(services.values()), apply_module._SERVICES_ON_CONFLICT)
+        )
+        of_tasks: dict[str, dict[str, Any]] = {}
+        for e in tasks:
+            row = rows_module.service_row_of_task(e.detail)
+            if row is not None:
+                of_tasks.setdefault(row["arn"], row)
+        steps.append(
+            load(
+                "services",
+                "arn",
+                list(of_tasks.values()),
+                _conflict(apply_module._INSERT_SERVICES_OF_TASKS),
+            )
+        )
+        by_id: dict[str, list[dict[str, Any]]] = {}
+        for e in fresh:
+            row = rows_module.deployment_row(e, {})
+            if row is not None:
+                by_id.setdefault(row["id"], []).append(row)
+        rounds: list[list[dict[str, Any]]] = []
+        for group_rows in by_id.values():
+            for index, row in enumerate(group_rows):
+                if index == len(rounds):
+                    rounds.append([])
+                rounds[index].append(row)
+        for round_rows in rounds:
+            steps.append(
+                load("deployments", "id", round_rows, apply_module._DEPLOYMENTS_ON_CONFLICT)
+            )
+        task_deps: dict[str, dict[str, Any]] = {}
+        for e in tasks:
+            row = rows_module.task_deployment_row(e.detail, e.envelope.time)
+            if row is not None and row["id"] not in task_deps:
+                task_deps[row["id"]] = row
+        steps.append(
+            load(
+                "deployments",
+                "id",
+                list(task_deps.values()),
+                apply_module._TASK_DEPLOYMENTS_ON_CONFLICT,
+            )
+        )
+        arns: set[str] = set()
+        for e in fresh:  # as apply._mark_tags_unknown
+            d = e.detail
+            if e.cluster_arn:
+                arns.add(e.cluster_arn)
+            if isinstance(d, TaskStateChange):
+                arns.add(d.task_arn)
+            elif isinstance(d, ContainerInstanceStateChange):
+                arns.add(d.container_instance_arn)
+            elif isinstance(d, ServiceAction | DeploymentStateChange) and d.service_arn:
+                arns.add(d.service_arn)
+        new_services = set(of_tasks) - seen_services
+        seen_services.update(of_tasks)
+        tag_rows = [{"resource_arn": a} for a in sorted(arns | new_services)]
+        steps.append(load("resource_tags", "resource_arn", tag_rows, " ON CONFLICT DO NOTHING"))
+        plan.loads = [s for s in steps if s is not None]
+        plan.touched = sorted(set(by_id) | set(task_deps))
+        plan.task_deployments = sorted(task_deps)
+        plans.append(plan)
+    if plans and alert_rows:  # the alerts the pipeline raised for this workload
+        plans[-1].loads.append(
+            Load("alerts", alert_columns, "id", alert_rows, " ON CONFLICT DO NOTHING")
+        )
+    return plans
+
+
+async def column_types(db_url: str) -> dict[str, dict[str, str]]:
+    conn = await benchdb.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT c.relname, a.attname, t.typname FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0"
+        )
+    finally:
+        await conn.close()
+    types: dict[str, dict[str, str]] = {}
+    for row in rows:
+        types.setdefault(row["relname"], {})[row["attname"]] = row["typname"]
+    return types
+
+
+_ALERT_COLUMNS = (
+    "id",
+    "type",
+    "dedupe_key",
+    "cluster_name",
+    "service_name",
+    "deployment_id",
+    "summary",
+    "payload",
+)
+
+
+_COUNTED = (
+    "raw_events",
+    "clusters",
+    "tasks",
+    "container_instances",
+    "services",
+    "deployments",
+    "resource_tags",
+    "alerts",
+    "outbox",
+    "datadog_facts",
+)
+
+#: The in-process pipeline should reach this share of the fair baseline (issue 12).
+FAIR_TARGET = 0.7
+
+
+async def table_counts(db_url: str) -> dict[str, Any]:
+    """Rows per table: the fair baseline must write what the pipeline wrote."""
+    conn = await benchdb.connect(db_url)
+    try:
+        counts: dict[str, Any] = {
+            t: await conn.fetchval(f'SELECT count(*) FROM "{t}"') for t in _COUNTED
+        }
+        # What the rows hold, not only how many: the newest version of every task.
+        counts["tasks_fingerprint"] = await conn.fetchval(
+            "SELECT md5(coalesce(string_agg(arn || ':' || coalesce(version, -1) || ':'"
+            " || last_status, ',' ORDER BY arn), '')) FROM tasks"
+        )
+        return counts
+    finally:
+        await conn.close()
+
+
+async def alert_rows(db_url: str) -> list[tuple[Any, ...]]:
+    """The alerts the pipeline's run wrote, as COPY records (jsonb as text)."""
+    conn = await benchdb.connect(db_url)
+    try:
+        rows = await conn.fetch(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts")
+    finally:
+        await conn.close()
+    return [tuple(row) for row in rows]
+
+
+async def fair_baseline(db_url: str, plans: list[BaselineBatch], n_events: int) -> float:
+    """Events/s of loading the pipeline's rows: per batch, one transaction of COPY
+    into staging tables and the pipeline's upserts from them, plus its two
+    deployment UPDATEs (end rollbacks, failed-task counts). One connection."""
+    conn = await benchdb.connect(db_url)
+    try:
+        stages: dict[tuple[str, tuple[str, ...], int], str] = {}
+        for plan in plans:
+            used: dict[tuple[str, tuple[str, ...]], int] = {}
+            for step in plan.loads:
+                shape = (step.table, step.columns)
+                index = used.get(shape, 0)
+                used[shape] = index + 1
+                name = stages.get((*shape, index))
+                if name is None:
+                    name = f"stage_{len(stages)}"
+                    stages[(*shape, index)] = name
+                    cols = ", ".join(f'"{c}"' for c in step.columns)
+                    await conn.execute(
+                        f"CREATE TEMP TABLE {name} ON COMMIT DELETE ROWS AS"
+                        f' SELECT {cols} FROM "{step.table}" WITH NO DATA'
+                    )
+                step.stage = name
+        statements = {}
+        for plan in plans:
+            for step in plan.loads:
+                cols = ", ".join(f'"{c}"' for c in step.columns)
+                statements[id(step)] = (
+                    f'INSERT INTO "{step.table}" ({cols}) SELECT {cols} FROM {step.stage}'
+                    f' ORDER BY "{step.key}"{step.conflict}'
+                )
+        gc.freeze()
+        t0 = time.perf_counter()
+        for plan in plans:
+            async with conn.transaction():
+                for step in plan.loads:
+                    await conn.copy_records_to_table(
+                        step.stage, records=step.records, columns=list(step.columns)
+                    )
+                    await conn.execute(statements[id(step)])
+                if plan.touched:
+                    await conn.execute(apply_module._END_ROLLBACKS, plan.touched)
+                if plan.task_deployments:
+                    await conn.execute(
+                        apply_module._COUNT_FAILED_TASKS,
+                        plan.task_deployments,
+                        list(apply_module.FAILED_STOP_CODES),
+                    )
+        return n_events / (time.perf_counter() - t0)
+    finally:
+        await conn.close()
 
 
 # Steps of service.state.apply.apply_events, timed one by one by phase_breakdown().
@@ -312,6 +657,19 @@ async def main() -> dict[str, Any]:
         bodies = [json.dumps(e) for e in workload(args.events)]
         copy_rate = await copy_baseline(db_url, bodies)
         pipeline_rate = await in_process(db_url, bodies, args.batch, args.workers)
+        pipeline_rows = await table_counts(db_url)
+        # The fair baseline: the same rows, built ahead of time (untimed), loaded
+        # into the same tables (emptied) by COPY and the same upserts.
+        plans = plan_baseline(
+            bodies,
+            args.batch,
+            await column_types(db_url),
+            await alert_rows(db_url),
+            _ALERT_COLUMNS,
+        )
+        await truncate(db_url)
+        fair_rate = await fair_baseline(db_url, plans, len(bodies))
+        baseline_rows = await table_counts(db_url)
         phases = await phase_breakdown(db_url, bodies, args.batch)
         await truncate(db_url)
         sqs_bodies = [json.dumps(e) for e in workload(args.sqs_events, seed=2)]
@@ -327,6 +685,10 @@ async def main() -> dict[str, Any]:
         "copy_baseline_per_s": round(copy_rate),
         "pipeline_in_process_per_s": round(pipeline_rate),
         "in_process_vs_copy": round(pipeline_rate / copy_rate, 3),
+        "fair_baseline_per_s": round(fair_rate),
+        "in_process_vs_fair_baseline": round(pipeline_rate / fair_rate, 3),
+        "fair_baseline_target": FAIR_TARGET,
+        "rows_written": {"pipeline": pipeline_rows, "fair_baseline": baseline_rows},
         "moto_ceiling_per_s": round(moto_rate, 1),
         "end_to_end_per_s": round(e2e_rate, 1),
         "end_to_end_vs_moto": round(e2e_rate / moto_rate, 3),
@@ -345,6 +707,12 @@ def report(results: dict[str, Any]) -> None:
     rows = [
         ("asyncpg COPY of the raw JSON (baseline)", f"{copy_rate:,.0f}/s", ""),
         ("pipeline in-process", f"{pipeline:,.0f}/s", f"{pipeline / copy_rate:.0%}"),
+        ("same rows by COPY + same upserts (fair)", f"{results['fair_baseline_per_s']:,.0f}/s", ""),
+        (
+            f"pipeline in-process vs fair (target {FAIR_TARGET})",
+            f"{pipeline:,.0f}/s",
+            f"{results['in_process_vs_fair_baseline']:.0%}",
+        ),
         ("moto receive+delete ceiling (baseline)", f"{moto:,.1f}/s", ""),
         ("end to end through SQS on moto", f"{e2e:,.1f}/s", f"{e2e / moto:.0%}"),
         ("peak RSS", f"{results['peak_rss_mb']:,.0f} MB", ""),
