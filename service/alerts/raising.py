@@ -19,6 +19,7 @@ It only flushes: the caller owns the transaction.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +28,6 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.alerts.models import Alert
 from service.alerts.rules import (
     IMPAIRED_EVENTS,
     AlertDraft,
@@ -287,33 +287,45 @@ async def _attach_service_reasons(session: AsyncSession, events: Sequence[Normal
             )
 
 
+_ALERT_COLUMNS = (
+    "id",
+    "type",
+    "dedupe_key",
+    "cluster_name",
+    "service_name",
+    "deployment_id",
+    "summary",
+    "payload",
+)
+_INSERT_ALERTS = text(
+    f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)})"
+    " SELECT a.id, a.type, a.dedupe_key, a.cluster_name, a.service_name, a.deployment_id,"
+    " a.summary, CAST(a.payload AS JSONB) FROM unnest("
+    + ", ".join(f"CAST(:{c} AS TEXT[])" for c in _ALERT_COLUMNS)
+    + f") WITH ORDINALITY AS a({', '.join(_ALERT_COLUMNS)}, n)"
+    " ORDER BY a.n ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
 async def insert_alerts(session: AsyncSession, drafts: Sequence[AlertDraft]) -> list[AlertDraft]:
     """Insert ``drafts`` once each; fan the new ones out to subscriptions. The new ones."""
     unique = {d.dedupe_key: d for d in drafts}
     if not unique:
         return []
     ordered = [unique[k] for k in sorted(unique)]  # one lock order for every writer
-    stmt = (
-        pg_insert(Alert)
-        .values(
-            [
-                {
-                    "id": d.id,
-                    "type": d.type.value,
-                    "dedupe_key": d.dedupe_key,
-                    "cluster_name": d.cluster,
-                    "service_name": d.service,
-                    "deployment_id": d.deployment_id,
-                    "summary": d.summary,
-                    "payload": d.body,
-                }
-                for d in ordered
-            ]
-        )
-        .on_conflict_do_nothing()
-        .returning(Alert.id)
-    )
-    inserted = {row[0] for row in await session.execute(stmt)}
+    # One statement text whatever the number of alerts (a multi-row VALUES would be
+    # compiled anew for every count): the columns travel as arrays.
+    params = {
+        "id": [d.id for d in ordered],
+        "type": [d.type.value for d in ordered],
+        "dedupe_key": [d.dedupe_key for d in ordered],
+        "cluster_name": [d.cluster for d in ordered],
+        "service_name": [d.service for d in ordered],
+        "deployment_id": [d.deployment_id for d in ordered],
+        "summary": [d.summary for d in ordered],
+        "payload": [json.dumps(d.body) for d in ordered],
+    }
+    inserted = {row[0] for row in await session.execute(_INSERT_ALERTS, params)}
     new = [d for d in ordered if d.id in inserted]
     if new:
         await _fan_out(session, new)
