@@ -50,7 +50,7 @@ def test_table_from_fixture() -> None:
     fair = next(v for k, v in rows.items() if k.startswith("in-process pipeline ÷ same rows"))
     assert "| 59% | ≥ 70% | ✗ |" in fair
     assert "`--events 20000 --sqs-events 500`" in table
-    api_lists = next(v for k, v in rows.items() if "list pages" in k)
+    api_lists = next(v for k, v in rows.items() if "100-item pages" in k)
     assert "| 0.52 | ≥ 0.5 | ✓ |" in api_lists
     api_single = next(v for k, v in rows.items() if "single rows" in k)
     assert "| 0.15 | ≥ 0.2 | ✗ |" in api_single
