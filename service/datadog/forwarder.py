@@ -63,6 +63,8 @@ MAX_POINT_AGE_S = 3_540.0
 MAX_EVENT_TITLE = 100
 MAX_EVENT_TEXT = 4_000
 MAX_AGGREGATION_KEY = 100
+# Datadog takes events at most 18 hours old; older ones are dropped, with the reason.
+MAX_EVENT_AGE_S = 17.5 * 3_600
 # Requests in flight per send() call.
 _CONCURRENCY = 4
 _REQUEST_TIMEOUT_S = 30.0
@@ -394,20 +396,39 @@ class DatadogEventSender(_ClientOwner):
 
     kinds = frozenset({OutboxKind.DATADOG_EVENT})
 
-    def __init__(self, configuration: Configuration, *, tag_keys: Sequence[str] | None = None):
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        tag_keys: Sequence[str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         super().__init__(configuration)
         self.tag_keys = tuple(tag_keys) if tag_keys else None
+        self._clock = clock
 
     async def send(self, rows: Sequence[ClaimedRow]) -> Sequence[SendResult]:
         semaphore = asyncio.Semaphore(_CONCURRENCY)
+        cutoff = self._clock().timestamp() - MAX_EVENT_AGE_S
+        dropped: set[int] = set()
 
         async def one(row: ClaimedRow) -> SendResult:
+            happened = row.payload.get("date_happened")
+            if isinstance(happened, int | float) and happened < cutoff:
+                # Datadog refuses events this old: finished, counted as dropped.
+                dropped.add(row.id)
+                return SendResult(row.id, SendStatus.DELIVERED)
             async with semaphore:
                 return await self._send_one(row)
 
         results = await asyncio.gather(*(one(r) for r in rows))
+        if dropped:
+            telemetry.DATADOG_DROPPED.labels("events", "too_old").inc(len(dropped))
+            log.warning("datadog_events_dropped", reason="too_old", events=len(dropped))
         for result in results:
             label = {"delivered": "sent", "retry": "retried", "dead": "dead"}[result.status]
+            if result.row_id in dropped:
+                label = "dropped"
             telemetry.DATADOG_EVENTS.labels(label).inc()
             if result.status is SendStatus.DEAD:
                 log.error("datadog_event_dead", row_id=result.row_id, error=result.error)

@@ -324,3 +324,15 @@ async def test_metrics_endpoint_shows_points_and_events_by_result(
             text = (await client.get("/metrics")).text
     assert 'ecswatch_datadog_points_total{result="sent"}' in text
     assert 'ecswatch_datadog_events_total{result="sent"}' in text
+
+
+async def test_events_older_than_datadog_takes_are_dropped_with_the_reason(
+    senders: DatadogSenders, datadog_intake: DatadogIntake
+) -> None:
+    before = telemetry.DATADOG_DROPPED.labels("events", "too_old")._value.get()
+    old = {"title": "old", "text": "x", "date_happened": int(time.time()) - 20 * 3600}
+    fresh = {"title": "fresh", "text": "x", "date_happened": int(time.time()) - 3600}
+    results = await senders.events.send([_event_row(1, old), _event_row(2, fresh)])
+    assert [r.status for r in results] == [SendStatus.DELIVERED, SendStatus.DELIVERED]
+    assert [e["title"] for e in datadog_intake.events()] == ["fresh"]
+    assert telemetry.DATADOG_DROPPED.labels("events", "too_old")._value.get() == before + 1
