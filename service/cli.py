@@ -224,9 +224,12 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     async def replay() -> dict[str, int]:
         async with open_runtime(settings, pool_size=2) as runtime:
             await upgrade(runtime.engine)
+            from service.alerts.raising import rules_from_settings
+
             handler = Handler(
                 runtime.sessionmaker,
                 codedeploy_groups=settings.codedeploy_groups,
+                alert_rules=rules_from_settings(settings),
                 datadog=settings.datadog_enabled,
             )
             return dict(await replay_files(handler, paths))

@@ -270,26 +270,9 @@ class WebhookSender:
             # A name that stopped resolving may come back; a forbidden address is final.
             transient = "does not resolve" in exc.detail
             return done(SendStatus.RETRY if transient else SendStatus.DEAD, exc.detail)
-        url, host, extensions = pinned_request(sub.url, addresses[0])
-        headers = {
-            **host,
-            "content-type": "application/json",
-            **sign_headers(sub.secret, msg_id, now, text_body),
-        }
         async with self._limit:
             try:
-                request = self._client.build_request(
-                    "POST", url, content=text_body.encode(), headers=headers, extensions=extensions
-                )
-                response = await self._client.send(request, stream=True)
-                try:
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read >= MAX_RESPONSE_BYTES:
-                            break
-                finally:
-                    await response.aclose()
+                response = await self._post(sub.url, addresses, text_body, msg_id, sub.secret, now)
             except httpx.TimeoutException as exc:
                 return done(SendStatus.RETRY, f"timeout: {type(exc).__name__}")
             except httpx.HTTPError as exc:
@@ -304,6 +287,44 @@ class WebhookSender:
             wait = retry_after_seconds(response.headers.get("retry-after"), now)
             return done(SendStatus.RETRY, error, code, retry_after=wait)
         return done(SendStatus.DEAD, error, code)
+
+    async def _post(
+        self,
+        url: str,
+        addresses: Sequence[IPAddress],
+        body: str,
+        msg_id: str,
+        secret: str,
+        now: datetime,
+    ) -> httpx.Response:
+        """POST to the checked addresses in turn (the next one only when a connection
+        cannot be made, as a resolver's client would); the answer, read to a bound."""
+        headers = {"content-type": "application/json", **sign_headers(secret, msg_id, now, body)}
+        for index, address in enumerate(addresses):
+            pinned, host, extensions = pinned_request(url, address)
+            request = self._client.build_request(
+                "POST",
+                pinned,
+                content=body.encode(),
+                headers={**host, **headers},
+                extensions=extensions,
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.ConnectError:
+                if index + 1 == len(addresses):
+                    raise
+                continue
+            try:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= MAX_RESPONSE_BYTES:
+                        break
+            finally:
+                await response.aclose()
+            return response
+        raise httpx.ConnectError("no address to connect to")
 
     async def record(self, session: AsyncSession, attempts: Sequence[Recorded]) -> None:
         """Append each attempt to the delivery log; disable subscriptions that said 410."""

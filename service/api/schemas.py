@@ -156,6 +156,7 @@ DEPLOYMENT_EXAMPLE: dict[str, Any] = {
     "updated_at": "2025-03-01T10:14:03.120000Z",
     "finished_at": "2025-03-01T10:14:03.120000Z",
     "failed_tasks": 3,
+    "stuck": False,
 }
 
 
@@ -180,6 +181,13 @@ class Deployment(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     failed_tasks: int
+    stuck: bool = Field(
+        default=False,
+        description=(
+            "In progress with no running task of its task definition after "
+            "ECSWATCH_STUCK_AFTER_S seconds."
+        ),
+    )
 
     model_config = _example(DEPLOYMENT_EXAMPLE)
 
@@ -490,6 +498,9 @@ class QuarantinedMessage(BaseModel):
 # ---------------------------------------------------------------- webhooks
 
 
+WebhookFormat = Literal["standard", "slack"]
+
+
 class WebhookFilter(BaseModel):
     """Which alerts a subscription receives; every given field must match."""
 
@@ -514,6 +525,7 @@ WEBHOOK_EXAMPLE: dict[str, Any] = {
     "url": "https://hooks.example.com/ecswatch",
     "events": ["deployment.failed", "deployment.rolled_back"],
     "filter": {"cluster": "prod", "service": None, "tag": None},
+    "format": "standard",
     "active": True,
     "created_at": "2025-03-01T08:00:00Z",
 }
@@ -534,6 +546,13 @@ class WebhookCreate(BaseModel):
     )
     events: list[WebhookEventType] = Field(min_length=1, description="Alert types to send.")
     filter: WebhookFilter = Field(default_factory=WebhookFilter)
+    format: WebhookFormat = Field(
+        default="standard",
+        description=(
+            "`standard`: the Standard Webhooks JSON body; `slack`: a Slack incoming-webhook "
+            "message (`text` and `blocks`). Both are signed."
+        ),
+    )
     secret: str | None = Field(
         default=None,
         max_length=256,
@@ -565,6 +584,7 @@ class Webhook(BaseModel):
     url: str
     events: list[str]
     filter: WebhookFilter
+    format: WebhookFormat = "standard"
     active: bool
     created_at: datetime
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
+from service.alerts.rules import AlertRules
 from service.config import ServiceRef
 from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
@@ -71,10 +72,12 @@ class Handler:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         codedeploy_groups: dict[str, ServiceRef] | None = None,
+        alert_rules: AlertRules | None = None,
         datadog: bool = False,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._groups = codedeploy_groups or {}
+        self._alert_rules = alert_rules or AlertRules()
         # Write Datadog facts and outbox rows (only when forwarding is on).
         self._datadog = datadog
 
@@ -124,6 +127,7 @@ class Handler:
                         session,
                         [e for _, e in parsed],
                         codedeploy_groups=self._groups,
+                        alert_rules=self._alert_rules,
                         datadog=self._datadog,
                     )
                     await quarantine(session, [p for _, p, _ in poison])
@@ -146,6 +150,8 @@ class Handler:
             result.outcomes[message.message_id] = outcome.value
         for (label, outcome), count in counts.items():
             _count(label, outcome, count)
+        for alert in batch.alerts:  # committed: count them now
+            telemetry.ALERTS_RAISED.labels(alert.type.value).inc()
         for message, item, label in poison:
             telemetry.EVENTS_QUARANTINED.labels(label).inc()
             log.info("message_quarantined", message_id=message.message_id, error=item.error)

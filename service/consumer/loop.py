@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 
 from service import telemetry
+from service.alerts.raising import rules_from_settings
 from service.consumer.handler import Handler, Message
 from service.logging import get_logger
 from service.runtime import Runtime
@@ -96,6 +97,7 @@ class Consumer:
         self._handler = handler or Handler(
             runtime.sessionmaker,
             codedeploy_groups=settings.codedeploy_groups,
+            alert_rules=rules_from_settings(settings),
             datadog=settings.datadog_enabled,
         )
         self._receivers = receive_concurrency or settings.receive_concurrency

@@ -3,24 +3,30 @@
 An embedded PostgreSQL (unless ``ECSWATCH_DATABASE_URL`` is set), moto in server
 mode as the AWS endpoint (SQS queue + DLQ, EventBridge rule, as ``ecswatch aws
 setup`` makes them), a simulated fleet emitting ECS events through EventBridge,
-a local Datadog intake and a webhook receiver; then the consumer, the
-dispatcher and the API, exactly as ``ecswatch run`` runs them. Datadog
-forwarding is on (a demo key, the local intake, a 10 s metrics interval), and
-the demo prints what the intake receives: ``Datadog intake: …`` lines with the
-series and events so far, and one ``Datadog event: …`` line per event.
+a local Datadog intake and a webhook receiver; then the consumer, the dispatcher
+and the API, exactly as ``ecswatch run`` runs them. The receiver is subscribed to
+every alert type; each alert it receives with a valid signature is printed as a
+``Webhook:`` line (the failing deployment's ``deployment.failed`` among them).
+Datadog forwarding is on (a demo key, the local intake, a 10 s metrics interval):
+``Datadog intake: …`` lines show the series and events it has received so far,
+and one ``Datadog event: …`` line is printed per event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 from typing import Any
 
 from aiobotocore.session import get_session
 from pydantic import SecretStr
+from sqlalchemy import text
 
+from service.alerts.rules import AlertType
+from service.api.routes.webhooks import new_secret
 from service.aws.setup import setup_event_pipeline
 from service.config import Settings
 from service.demo.aws import MotoServer
@@ -30,7 +36,7 @@ from service.demo.simulator import FleetSimulator, put_events_entries
 from service.logging import get_logger
 from service.migrate import upgrade
 from service.roles import RoleStatus
-from service.runtime import aws_client_kwargs, open_runtime
+from service.runtime import Runtime, aws_client_kwargs, open_runtime
 from service.supervisor import run_roles
 
 log = get_logger(__name__)
@@ -38,6 +44,9 @@ log = get_logger(__name__)
 REGION = "us-east-1"
 QUEUE = "ecswatch-demo"
 ROLES = ("consumer", "dispatcher", "api")
+#: The demo's own subscription: one row, re-pointed at this run's receiver.
+DEMO_WEBHOOK_ID = "wh_demo"
+DEMO_WEBHOOK_PATH = "/ecswatch-demo"
 # Datadog in the demo: the local intake, a demo key, gauges every 10 s.
 DEMO_DATADOG_KEY = "demo-api-key"
 DEMO_METRICS_INTERVAL_S = 10
@@ -94,6 +103,7 @@ async def _with_aws(
 
             async with open_runtime(demo_settings) as runtime:
                 await upgrade(runtime.engine)
+                await _subscribe_receiver(runtime, receiver)
                 started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 status = RoleStatus()
                 roles = asyncio.create_task(
@@ -122,11 +132,12 @@ async def _with_aws(
                     "demo_ready",
                     aws_endpoint=moto.endpoint_url,
                     queue_url=resources.queue_url,
+                    webhook_receiver=receiver.url + DEMO_WEBHOOK_PATH,
                     datadog_intake=intake.url,
-                    webhook_receiver=receiver.url,
                 )
                 simulator = FleetSimulator(emit)
                 fleet = asyncio.create_task(simulator.run(stop))
+                watcher = asyncio.create_task(_print_alerts(receiver, stop))
                 reporter = asyncio.create_task(report_intake(intake, stop))
                 timer = (
                     asyncio.create_task(_stop_after(stop, duration))
@@ -137,12 +148,63 @@ async def _with_aws(
                     await roles
                 finally:
                     stop.set()
-                    for task in (fleet, timer, reporter):
+                    for task in (fleet, timer, watcher, reporter):
                         if task is not None:
                             task.cancel()
                     await asyncio.gather(
-                        fleet, reporter, *([timer] if timer else []), return_exceptions=True
+                        fleet,
+                        watcher,
+                        reporter,
+                        *([timer] if timer else []),
+                        return_exceptions=True,
                     )
+
+
+async def _subscribe_receiver(runtime: Runtime, receiver: WebhookReceiver) -> None:
+    """Subscribe this run's receiver to every alert type (one row, kept across runs)."""
+    secret = new_secret()
+    url = receiver.expect(DEMO_WEBHOOK_PATH, secret)
+    async with runtime.sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO webhook_subscriptions (id, url, events, secret, active)"
+                " VALUES (:id, :url, CAST(:events AS jsonb), :secret, true)"
+                " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
+                " events = excluded.events, secret = excluded.secret, active = true"
+            ),
+            {
+                "id": DEMO_WEBHOOK_ID,
+                "url": url,
+                "events": json.dumps([t.value for t in AlertType]),
+                "secret": secret,
+            },
+        )
+        # Deliveries queued for an earlier run's receiver (gone now) go to this one.
+        await session.execute(
+            text(
+                "UPDATE outbox SET next_attempt_at = now() WHERE status = 'pending'"
+                " AND kind = 'webhook' AND payload->>'webhook_id' = :id"
+            ),
+            {"id": DEMO_WEBHOOK_ID},
+        )
+
+
+async def _print_alerts(receiver: WebhookReceiver, stop: asyncio.Event) -> None:
+    """Print each alert the receiver verified, as it arrives."""
+    shown = 0
+    while not stop.is_set():
+        records = receiver.deliveries
+        for delivery in records[shown:]:
+            body = delivery.json if isinstance(delivery.json, dict) else {}
+            if delivery.verified and 200 <= delivery.status < 300:
+                deployment = body.get("deployment") or {}
+                print(
+                    f"Webhook: {body.get('type')} {deployment.get('id') or '-'}"
+                    f" (signature verified): {body.get('summary')}",
+                    flush=True,
+                )
+        shown = len(records)
+        await asyncio.sleep(0.2)
 
 
 async def report_intake(intake: DatadogIntake, stop: asyncio.Event, every_s: float = 2.0) -> None:

@@ -8,7 +8,9 @@ ECS often stamps IN_PROGRESS and COMPLETED with the same second.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -102,3 +104,100 @@ def daemon_deployment_step(event_name: str | None) -> Step:
         "DAEMON_DEPLOYMENT_ROLLBACK_IN_PROGRESS": Step(Outcome.FAILED, False),
     }
     return table.get(name, Step(Outcome.IN_PROGRESS, False))
+
+
+# ---------------------------------------------------------------- the whole fold
+#
+# The stored deployment row is this fold, computed by conditional upserts in
+# ``service.state.apply`` one event at a time; the pure version below is the
+# specification that the tests hold both to (every permutation of a sequence
+# ends in the same states).
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one event says about one deployment."""
+
+    deployment_id: str
+    at: datetime
+    step: Step
+    rollback_target: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentState:
+    """A deployment's outcome after the observations seen so far."""
+
+    outcome: Outcome
+    at: datetime  # ordering key of the observation that set ``outcome``
+    started_at: datetime
+    rollback_target: str | None = None
+    reason: str | None = None
+    finished: bool = False
+
+
+def merge(state: DeploymentState | None, obs: Observation) -> DeploymentState:
+    """One observation into a deployment's state.
+
+    The newer observation wins (``at``, then :data:`RANK`, then finished); the first
+    rollback target known sticks, so a completion of a deployment that is being
+    rolled back reads ``rolled_back``, whatever came first.
+    """
+    if state is None:
+        outcome = obs.step.outcome
+        if outcome is Outcome.SUCCEEDED and obs.rollback_target:
+            outcome = Outcome.ROLLED_BACK
+        return DeploymentState(
+            outcome, obs.at, obs.at, obs.rollback_target, obs.reason, obs.step.finished
+        )
+    # On a full tie of time and rank, the finishing observation wins.
+    newer = (obs.at, RANK[obs.step.outcome], obs.step.finished) > (
+        state.at,
+        RANK[state.outcome],
+        state.finished,
+    )
+    winner = obs.step.outcome if newer else state.outcome
+    target = state.rollback_target or obs.rollback_target
+    if winner is Outcome.SUCCEEDED and target:
+        winner = Outcome.ROLLED_BACK
+    return DeploymentState(
+        outcome=winner,
+        at=obs.at if newer else state.at,
+        started_at=min(state.started_at, obs.at),
+        rollback_target=target,
+        reason=obs.reason if newer else state.reason,
+        finished=obs.step.finished if newer else state.finished,
+    )
+
+
+def settle(states: dict[str, DeploymentState]) -> dict[str, DeploymentState]:
+    """End circuit-breaker rollbacks: a failed deployment whose rollback target
+    completed after the failed one began is ``rolled_back`` (the target's own
+    completion is the restore, not a success of the failed deployment)."""
+    settled = dict(states)
+    for deployment_id, state in states.items():
+        target = states.get(state.rollback_target or "")
+        if (
+            state.outcome is Outcome.FAILED
+            and target is not None
+            and target.outcome is Outcome.SUCCEEDED
+            and target.at >= state.started_at
+        ):
+            settled[deployment_id] = DeploymentState(
+                Outcome.ROLLED_BACK,
+                state.at,
+                state.started_at,
+                state.rollback_target,
+                state.reason,
+                True,
+            )
+    return settled
+
+
+def fold(observations: Iterable[Observation]) -> dict[str, DeploymentState]:
+    """Every deployment's state after ``observations``, in any order."""
+    states: dict[str, DeploymentState] = {}
+    for obs in observations:
+        states[obs.deployment_id] = merge(states.get(obs.deployment_id), obs)
+    return settle(states)

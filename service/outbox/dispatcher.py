@@ -155,6 +155,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until ``stop`` is set, then finish or release the batch in flight."""
         listener = asyncio.create_task(self._listen(stop))
+        failures = 0
         try:
             while not stop.is_set():
                 batch = asyncio.create_task(self.dispatch_once())
@@ -164,11 +165,27 @@ class Dispatcher:
                 if not batch.done():
                     await self._finish_or_release(batch)
                     break
-                handled = batch.result()
-                await self._update_gauges()
-                if handled:
-                    continue  # more may be due at once
-                await self._sleep(stop)
+                try:
+                    handled = batch.result()
+                    await self._update_gauges()
+                    if handled:
+                        failures = 0
+                        continue  # more may be due at once
+                    await self._sleep(stop)
+                    failures = 0
+                except Exception as exc:
+                    # The database is down (or refusing us): wait and try again; the
+                    # role must outlive an outage. Rows claimed but not recorded
+                    # are sent again when their lease ends, with the same key.
+                    failures += 1
+                    delay = min(self._poll_interval_s, 0.1 * 2**failures)
+                    log.warning(
+                        "dispatcher_batch_failed",
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                        retry_in_s=round(delay, 2),
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,9 +8,12 @@ there; a kind with no sender is left pending in the outbox, never dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 
+from service.alerts.raising import rules_from_settings, sweep_stuck
 from service.alerts.webhooks import WebhookSender
 from service.datadog.forwarder import open_datadog_senders
 from service.logging import get_logger
@@ -21,6 +24,8 @@ from service.outbox.sender import Sender
 from service.runtime import Runtime
 
 log = get_logger(__name__)
+
+STUCK_SWEEP_INTERVAL_S = 30.0
 
 
 async def build_senders(runtime: Runtime, stack: AsyncExitStack) -> dict[OutboxKind, Sender]:
@@ -60,5 +65,32 @@ async def run_dispatcher(
         log.info("dispatcher_started", kinds=sorted(k.value for k in senders))
         if on_started is not None:
             on_started()
-        await dispatcher.run(stop)
+        sweeper = asyncio.create_task(sweep_stuck_deployments(runtime, stop))
+        try:
+            await dispatcher.run(stop)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
     log.info("dispatcher_stopped")
+
+
+async def sweep_stuck_deployments(
+    runtime: Runtime, stop: asyncio.Event, *, interval_s: float = STUCK_SWEEP_INTERVAL_S
+) -> None:
+    """Flag stuck deployments (and raise ``deployment.stuck``) every ``interval_s``.
+
+    Being stuck is a matter of time passing without an event, so no event can
+    decide it; the sweep is idempotent, several dispatchers may run it.
+    """
+    rules = rules_from_settings(runtime.settings)
+    while not stop.is_set():
+        try:
+            async with runtime.sessionmaker() as session, session.begin():
+                flagged = await sweep_stuck(session, rules=rules, now=datetime.now(UTC))
+            if flagged:
+                log.info("deployments_stuck", deployments=flagged)
+        except Exception as exc:
+            log.warning("stuck_sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

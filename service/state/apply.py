@@ -37,6 +37,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.alerts.raising import raise_alerts
+from service.alerts.rules import AlertDraft, AlertRules
 from service.config import ServiceRef
 from service.datadog.outbox import write_datadog_rows
 from service.db import Base
@@ -79,6 +81,7 @@ class BatchResult:
     """Per event id, what the batch did with it."""
 
     outcomes: dict[str, Applied] = field(default_factory=dict)
+    alerts: list[AlertDraft] = field(default_factory=list)  # alerts raised (new ones)
 
     def count(self, outcome: Applied) -> int:
         return sum(1 for o in self.outcomes.values() if o is outcome)
@@ -173,6 +176,7 @@ async def apply_events(
     events: Sequence[NormalisedEvent],
     *,
     codedeploy_groups: dict[str, ServiceRef] | None = None,
+    alert_rules: AlertRules | None = None,
     datadog: bool = False,
 ) -> BatchResult:
     """Apply ``events`` (any order, duplicates allowed) in the session's transaction.
@@ -202,8 +206,16 @@ async def apply_events(
     result.outcomes.update(await _apply_versioned(session, instances, _INSTANCES))
     await _apply_health(session, fresh)
     await _upsert_services(session, fresh)
-    await _apply_deployments(session, fresh, codedeploy_groups or {}, tasks)
+    touched = await _apply_deployments(session, fresh, codedeploy_groups or {}, tasks)
     await _mark_tags_unknown(session, fresh)
+    # Alerts (issue 10): decided from the state just written, in this transaction.
+    # Only events that changed something can change an outcome.
+    changed = [
+        e
+        for e in fresh
+        if result.outcomes.get(e.envelope.id) not in (Applied.STALE, Applied.DUPLICATE)
+    ]
+    result.alerts = await raise_alerts(session, changed, touched, rules=alert_rules or AlertRules())
     for event in fresh:
         if event.envelope.id not in result.outcomes:
             unknown = isinstance(event.detail, UnknownDetail)
@@ -471,11 +483,12 @@ def _rank(outcome: str) -> str:
     )
 
 
-# Deployment events are ordered by (updatedAt, outcome rank).
+# Deployment events are ordered by (updatedAt, outcome rank, finished): on a full
+# tie the finishing event wins, so the arrival order never decides (outcome.merge).
 _DEPLOYMENT_NEWER = (
-    f"(excluded.last_event_at, {_rank('excluded.outcome')})"
+    f"(excluded.last_event_at, {_rank('excluded.outcome')}, excluded.finished_at IS NOT NULL)"
     " > (coalesce(deployments.last_event_at, CAST('-infinity' AS TIMESTAMP WITH TIME ZONE)),"
-    f" {_rank('deployments.outcome')})"
+    f" {_rank('deployments.outcome')}, deployments.finished_at IS NOT NULL)"
 )
 _DEPLOYMENT_ROLLBACK = "coalesce(deployments.rollback_target, excluded.rollback_target)"
 _DEPLOYMENT_WINNER = (
@@ -538,13 +551,16 @@ def _upsert_deployments_sql(columns: tuple[str, ...], on_conflict: str) -> str:
     return _bulk_insert(Deployment, columns, order_by=None) + on_conflict
 
 
-# A circuit-breaker rollback ends when the restored deployment completes.
+# A circuit-breaker rollback ends when the restored deployment completes after
+# the failed one began (its earlier completion is not the restore). Comparing with
+# the failed deployment's start, not its latest event, lets a FAILED stamped after
+# the restore still end in rolled_back (outcome.settle is the specification).
 _END_ROLLBACKS = (
     "UPDATE deployments AS d SET outcome = 'rolled_back', "
     "finished_at = COALESCE(d.finished_at, x.last_event_at) "
     "FROM deployments AS x "
     "WHERE d.rollback_target = x.id AND d.outcome = 'failed' "
-    "AND x.outcome = 'succeeded' AND x.last_event_at >= d.last_event_at "
+    "AND x.outcome = 'succeeded' AND x.last_event_at >= d.started_at "
     "AND (d.id = ANY($1::TEXT[]) OR x.id = ANY($1::TEXT[]))"
 )
 _COUNT_FAILED_TASKS = (
@@ -561,7 +577,8 @@ async def _apply_deployments(
     events: list[NormalisedEvent],
     codedeploy_groups: dict[str, ServiceRef],
     task_events: list[NormalisedEvent],
-) -> None:
+) -> list[str]:
+    """Upsert deployments; the ids of those this batch touched."""
     by_id: dict[str, list[r.Row]] = defaultdict(list)
     for event in events:
         row = r.deployment_row(event, codedeploy_groups)
@@ -605,6 +622,7 @@ async def _apply_deployments(
         await _execute(session, _END_ROLLBACKS, touched)
     if task_rows:
         await _execute(session, _COUNT_FAILED_TASKS, sorted(task_rows), list(FAILED_STOP_CODES))
+    return touched
 
 
 _INSERT_TAGS = (

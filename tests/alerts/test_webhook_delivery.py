@@ -328,3 +328,78 @@ async def test_a_name_that_turns_private_is_refused_at_delivery(
     assert row["status"] == "dead"
     assert "10.0.0.7" in row["last_error"]
     assert "private" in row["last_error"]
+
+
+async def test_timeouts_and_refused_connections_are_retried(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    # A server that accepts and never answers; and a port nobody listens on.
+    release = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    closed = await asyncio.start_server(silent, "127.0.0.1", 0)
+    closed_port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    try:
+        silent_port = server.sockets[0].getsockname()[1]
+        slow = await add_subscription(engine, f"http://127.0.0.1:{silent_port}/", new_secret())
+        gone = await add_subscription(engine, f"http://127.0.0.1:{closed_port}/", new_secret())
+        slow_row, _ = await add_alert(engine, slow, "alrt_1")
+        gone_row, _ = await add_alert(engine, gone, "alrt_2")
+        async with httpx.AsyncClient(timeout=0.3, trust_env=False) as quick:
+            await make_dispatcher(engine, sessionmaker, quick).dispatch_once()
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+    timed_out = await outbox_row(engine, slow_row)
+    refused = await outbox_row(engine, gone_row)
+    assert (timed_out["status"], timed_out["attempts"]) == ("pending", 1)
+    assert timed_out["last_error"] == "timeout: ReadTimeout"
+    assert (refused["status"], refused["attempts"]) == ("pending", 1)
+    assert refused["last_error"].startswith("network error: ConnectError")
+    [logged] = await deliveries(engine, slow)
+    assert logged["status_code"] is None
+    assert logged["next_attempt_at"] is not None
+
+
+async def test_a_deleted_subscription_is_not_sent(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    secret = new_secret()
+    wid = await add_subscription(engine, webhook_receiver.expect("/del", secret), secret)
+    row_id, _ = await add_alert(engine, wid)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM webhook_subscriptions WHERE id = :w"), {"w": wid})
+    await drain(make_dispatcher(engine, sessionmaker, http))
+    row = await outbox_row(engine, row_id)
+    assert (row["status"], row["last_error"]) == ("dead", "the subscription was deleted")
+    assert webhook_receiver.deliveries == []
+
+
+async def test_the_next_checked_address_when_one_refuses(
+    engine: AsyncEngine,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    secret = new_secret()
+    webhook_receiver.expect("/two", secret)
+    port = webhook_receiver.url.rsplit(":", 1)[1]
+    wid = await add_subscription(engine, f"http://hooks.ecswatch.invalid:{port}/two", secret)
+    row_id, _ = await add_alert(engine, wid)
+    # The receiver listens on 127.0.0.1 only: 127.0.0.2 refuses the connection.
+    resolver = NameResolver({"hooks.ecswatch.invalid": ["127.0.0.2", "127.0.0.1"]})
+    await drain(make_dispatcher(engine, sessionmaker, http, resolver=resolver))
+    assert (await outbox_row(engine, row_id))["status"] == "delivered"
+    [got] = webhook_receiver.deliveries
+    assert got.verified

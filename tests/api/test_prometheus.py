@@ -59,6 +59,9 @@ async def test_outbox_gauges_come_from_the_database(
     assert values[("ecswatch_outbox_depth", (("kind", "datadog_event"),))] == 0
     age = values[("ecswatch_outbox_oldest_age_seconds", ())]
     assert 7100 < age < 7300
+    # Dead rows (retry budget spent) are their own gauge.
+    assert values[("ecswatch_outbox_dead", (("kind", "datadog_event"),))] == 1
+    assert values[("ecswatch_outbox_dead", (("kind", "webhook"),))] == 0
     # The process's own counters are served too.
     assert "# HELP ecswatch_events_received_total" in response.text
 

@@ -209,3 +209,14 @@ async def test_test_delivery_queues_an_outbox_row(
     assert len({row.dedupe_key for row in rows}) == 2
     assert rows[0].payload["webhook_id"] == webhook_id
     assert rows[0].payload["event_type"] == "webhook.test"
+
+
+async def test_format_is_standard_by_default_or_slack(client: httpx.AsyncClient) -> None:
+    default = await create(client)
+    assert default.json()["format"] == "standard"
+    slack = await create(client, format="slack")
+    assert (slack.status_code, slack.json()["format"]) == (201, "slack")
+    one = await client.get(f"/v1/webhooks/{slack.json()['id']}", headers=ADMIN)
+    assert one.json()["format"] == "slack"
+    bad = await create(client, format="teams")
+    assert bad.status_code == 400

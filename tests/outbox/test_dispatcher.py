@@ -318,3 +318,44 @@ async def test_stop_lets_a_short_send_finish(
     stop.set()
     await asyncio.wait_for(task, 5)
     assert (await rows(engine))[row_id]["status"] == "delivered"
+
+
+async def test_a_database_outage_does_not_kill_the_dispatcher(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from service.db import create_engine, create_sessionmaker
+    from tests.rig.tcp_proxy import TcpProxy
+
+    url = make_url(database_url)
+    if not url.host:
+        pytest.fail("the outage test needs a TCP database URL (ECSWATCH_TEST_DATABASE_URL)")
+    proxy = TcpProxy(url.host, url.port or 5432)
+    await proxy.start()
+    proxied = create_engine(
+        url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False),
+        pool_size=3,
+    )
+    sender = ScriptedSender()
+    d = dispatcher(proxied, create_sessionmaker(proxied), sender, poll_interval_s=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.run(stop))
+    try:
+        await asyncio.wait_for(d.listening.wait(), 10)
+        proxy.cut()
+        [row_id] = await add_rows(engine, 1)  # written while the dispatcher cannot see it
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        assert sender.sent == []
+        proxy.restore()
+        async with asyncio.timeout(15):
+            while (await rows(engine))[row_id]["status"] != "delivered":
+                assert not task.done()
+                await asyncio.sleep(0.05)
+        assert [r.id for r in sender.sent] == [row_id]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await proxied.dispose()
+        await proxy.stop()

@@ -80,7 +80,9 @@ async def test_failed_tasks_are_counted_on_their_deployment(
     await _apply(runtime, events)
     state = await _deployments(engine)
     outcome, _, failed, finished, service, cluster, task_def = state["ecs-svc/9"]
-    assert (outcome, failed, finished, service, cluster) == ("in_progress", 3, False, "web", "prod")
+    # Three failed starts within ECSWATCH_CRASHLOOP_WINDOW_S (default 3 in 10 min):
+    # failed, without any circuit breaker.
+    assert (outcome, failed, finished, service, cluster) == ("failed", 3, False, "web", "prod")
     assert task_def == "arn:aws:ecs:us-east-1:123456789012:task-definition/web:7"
 
 

@@ -107,8 +107,8 @@ async def delivery_counts(
     summary="List alerts",
     description=(
         "Alerts ecswatch raised, newest first. `deliveries` counts webhook "
-        "subscriptions by the state of their delivery of this alert. Alert raising "
-        "on failed deployments is not built yet, so this list stays empty for now."
+        "subscriptions by the state of their delivery of this alert. See docs/alerts.md "
+        "for the alert types and when each is raised."
     ),
     responses=responses(AlertPage),
 )

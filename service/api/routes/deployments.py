@@ -51,6 +51,7 @@ COLUMNS = (
     D.updated_at,
     D.finished_at,
     D.failed_tasks,
+    D.stuck,
 )
 
 # DESC NULLS FIRST is the order of ix_deployments_service (started_at DESC).

@@ -16,7 +16,7 @@ from service.api.deps import get_runtime
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind, OutboxStatus
 from service.runtime import Runtime
-from service.telemetry import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, REGISTRY
+from service.telemetry import OUTBOX_DEAD, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, REGISTRY
 
 router = APIRouter(tags=["health"])
 
@@ -24,25 +24,32 @@ log = get_logger(__name__)
 
 
 async def refresh_outbox_gauges(runtime: Runtime) -> None:
-    """Set outbox depth by kind and the oldest pending row's age, from one query."""
+    """Set outbox depth and dead rows by kind, and the oldest pending row's age."""
     stmt = (
         select(
             OutboxItem.kind,
+            OutboxItem.status,
             func.count().label("depth"),
             func.extract("epoch", func.now() - func.min(OutboxItem.created_at)).label("age"),
         )
-        .where(OutboxItem.status == OutboxStatus.PENDING.value)
-        .group_by(OutboxItem.kind)
+        .where(OutboxItem.status.in_([OutboxStatus.PENDING.value, OutboxStatus.DEAD.value]))
+        .group_by(OutboxItem.kind, OutboxItem.status)
     )
     async with runtime.engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
     depth = {kind.value: 0 for kind in OutboxKind}
+    dead = {kind.value: 0 for kind in OutboxKind}
     oldest = 0.0
-    for kind, count, age in rows:
+    for kind, status, count, age in rows:
+        if status == OutboxStatus.DEAD.value:
+            dead[kind] = int(count)
+            continue
         depth[kind] = int(count)
         oldest = max(oldest, float(age or 0.0))
     for kind, count in depth.items():
         OUTBOX_DEPTH.labels(kind=kind).set(count)
+    for kind, count in dead.items():
+        OUTBOX_DEAD.labels(kind=kind).set(count)
     OUTBOX_OLDEST_AGE.set(oldest)
 
 

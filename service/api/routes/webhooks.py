@@ -4,9 +4,9 @@ The signing secret (``whsec_`` + base64, the Standard Webhooks format) is
 returned once, in the response to ``POST /v1/webhooks``; no other route shows
 it. Target URLs pass the SSRF guard (:mod:`service.alerts.ssrf`) at creation.
 
-Nothing is delivered yet: ``POST /v1/webhooks/{id}/test`` only queues an outbox
-row. Sending (signed, with retries, the SSRF check repeated at send time) is the
-job of the dispatcher role, which is not built yet, so the delivery log stays empty.
+``POST /v1/webhooks/{id}/test`` queues an outbox row that the dispatcher role
+delivers like any alert (signed, with retries, the SSRF check repeated at send
+time, pinned to the checked address); every attempt is in the delivery log.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ SECRET_BYTES = 24
 W = models.WebhookSubscription
 WD = models.WebhookDelivery
 
-_COLUMNS = (W.id, W.url, W.events, W.filter, W.active, W.created_at)
+_COLUMNS = (W.id, W.url, W.events, W.filter, W.format, W.active, W.created_at)
 
 WebhookId = Annotated[
     str, Path(description="Webhook subscription id.", max_length=128, pattern=NO_NUL)
@@ -80,6 +80,7 @@ def _webhook(row: Any) -> Webhook:
         url=row["url"],
         events=[str(e) for e in jsonb_list(row["events"])],
         filter=WebhookFilter.model_validate(known),
+        format=row["format"] if row["format"] in ("standard", "slack") else "standard",
         active=row["active"],
         created_at=row["created_at"],
     )
@@ -114,6 +115,7 @@ async def create_webhook(
             url=body.url,
             events=events,
             filter=body.filter.model_dump(exclude_none=True),
+            format=body.format,
             secret=secret,
         )
         .returning(*_COLUMNS)
@@ -162,8 +164,8 @@ async def get_webhook(conn: ReadConnection, webhook_id: WebhookId) -> Webhook:
     status_code=204,
     summary="Delete a webhook subscription",
     description=(
-        "Deletes the subscription and its delivery log. Outbox rows already queued for "
-        "it stay in the outbox (the dispatcher that would drop them is not built yet)."
+        "Deletes the subscription and its delivery log. Deliveries already queued for it "
+        "are not sent: the dispatcher marks them dead (`the subscription was deleted`)."
     ),
     responses=responses(None, errors=(401, 403, 404)),
 )
@@ -178,9 +180,8 @@ async def delete_webhook(session: WriteSession, webhook_id: WebhookId) -> Respon
     "/webhooks/{webhook_id}/deliveries",
     summary="List delivery attempts of a subscription",
     description=(
-        "Every attempt, newest first, with the HTTP status or the error. Attempts are "
-        "made by the dispatcher role, which is not built yet: in this build the log "
-        "stays empty."
+        "Every attempt the dispatcher made, newest first, with the HTTP status or the "
+        "error, and when the next retry is due (null once delivered or given up)."
     ),
     responses=responses(WebhookDeliveryPage, errors=(400, 401, 403, 404)),
 )
@@ -225,9 +226,8 @@ async def list_deliveries(
     summary="Send a test delivery",
     description=(
         "Queues a `webhook.test` delivery to the subscription and answers at once with "
-        "the outbox id (status `queued`). Nothing is sent yet: delivery (signed, with "
-        "retries, recorded under `/v1/webhooks/{id}/deliveries`) needs the dispatcher "
-        "role, which is not built yet, so the row stays queued in the outbox."
+        "the outbox id (status `queued`). The dispatcher role sends it within moments "
+        "(signed, with retries); the attempts appear under `/v1/webhooks/{id}/deliveries`."
     ),
     responses=responses(WebhookTestQueued, status=202, errors=(401, 403, 404)),
 )

@@ -1,0 +1,211 @@
+"""Alert rules as tables: which alerts a deployment deserves, crash loops, stuck, matching."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.alerts.rules import (
+    AlertRules,
+    AlertType,
+    DeploymentSnapshot,
+    Subscription,
+    alert_id,
+    cooldown_window,
+    crash_looping,
+    deployment_alerts,
+    is_failed_start,
+    is_stuck,
+    matches,
+    noisy_alert,
+)
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def snap(outcome: str, **kw: object) -> DeploymentSnapshot:
+    base: dict[str, object] = {
+        "id": "ecs-svc/2",
+        "kind": "rolling",
+        "outcome": outcome,
+        "cluster": "prod",
+        "service": "web",
+    }
+    base.update(kw)
+    return DeploymentSnapshot(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "expected"),
+    [
+        (snap("in_progress"), []),
+        (snap("succeeded"), ["deployment.succeeded"]),
+        (snap("succeeded", is_rollback_target=True), []),
+        (snap("failed", rollback_target="ecs-svc/1"), ["deployment.failed"]),
+        (snap("failed"), ["deployment.failed"]),
+        (
+            snap("rolled_back", rollback_target="ecs-svc/1"),
+            ["deployment.failed", "deployment.rolled_back"],
+        ),
+        (snap("rollback_failed"), ["deployment.failed"]),
+        (snap("stopped"), []),
+        (snap("in_progress", stuck=True), ["deployment.stuck"]),
+        (snap("succeeded", stuck=True), ["deployment.succeeded"]),
+    ],
+)
+def test_deployment_alerts(snapshot: DeploymentSnapshot, expected: list[str]) -> None:
+    drafts = deployment_alerts(snapshot, now=NOW)
+    assert [d.type.value for d in drafts] == expected
+    for d in drafts:
+        assert d.dedupe_key == f"{d.type.value}:ecs-svc/2"
+        assert d.id == alert_id(d.dedupe_key) == d.body["id"]
+        assert d.body["deployment"]["id"] == "ecs-svc/2"
+        assert set(d.body) >= {
+            "type",
+            "id",
+            "created_at",
+            "cluster",
+            "service",
+            "deployment",
+            "summary",
+            "events",
+        }
+
+
+def test_failed_summary_names_the_rollback_target() -> None:
+    [failed] = deployment_alerts(
+        snap("failed", rollback_target="ecs-svc/1", reason="circuit breaker"), now=NOW
+    )
+    assert failed.summary == (
+        "Deployment ecs-svc/2 of prod/web failed: circuit breaker; rolling back to ecs-svc/1"
+    )
+    assert failed.body["deployment"]["rollback_target"] == "ecs-svc/1"
+
+
+@pytest.mark.parametrize(
+    ("stop_code", "reason", "exits", "failed"),
+    [
+        ("TaskFailedToStart", None, [], True),
+        (None, "CannotPullContainerError: pull access denied", [], True),
+        ("TaskFailedToStart", "ResourceInitializationError: secrets", [], True),
+        ("EssentialContainerExited", "Essential container in task exited", [1], True),
+        ("EssentialContainerExited", "Essential container in task exited", [0], False),
+        ("EssentialContainerExited", "Essential container in task exited", [None], False),
+        ("UserInitiated", "Task stopped by user", [137], False),
+        ("ServiceSchedulerInitiated", "Scaling activity", [0], False),
+        ("SpotInterruption", "Your Spot Task was interrupted.", [], False),
+    ],
+)
+def test_is_failed_start(
+    stop_code: str | None, reason: str | None, exits: list[int | None], failed: bool
+) -> None:
+    assert is_failed_start(stop_code, reason, [{"exit_code": e} for e in exits]) is failed
+
+
+def _mins(*m: float) -> list[datetime]:
+    return [NOW + timedelta(minutes=x) for x in m]
+
+
+@pytest.mark.parametrize(
+    ("stops", "looping"),
+    [
+        (_mins(), False),
+        (_mins(0, 1), False),
+        (_mins(0, 1, 2), True),
+        (_mins(0, 6, 12), False),  # 3 failures, never 3 within 10 min
+        (_mins(0, 6, 12, 13), True),  # 6, 12, 13 are
+        (_mins(0, 10, 5), True),  # exactly the window, any order
+    ],
+)
+def test_crash_looping(stops: list[datetime], looping: bool) -> None:
+    assert crash_looping(stops, tasks=3, window_s=600) is looping
+
+
+@given(st.lists(st.integers(min_value=0, max_value=3000), max_size=8), st.randoms())
+def test_crash_looping_ignores_order(seconds: list[int], rnd: object) -> None:
+    stops = [NOW + timedelta(seconds=s) for s in seconds]
+    shuffled = list(stops)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    assert crash_looping(stops, tasks=3, window_s=600) == crash_looping(
+        shuffled, tasks=3, window_s=600
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "age_min", "running", "stuck"),
+    [
+        ("in_progress", 31, 0, True),
+        ("in_progress", 29, 0, False),
+        ("in_progress", 31, 1, False),
+        ("succeeded", 31, 0, False),
+        ("failed", 300, 0, False),
+    ],
+)
+def test_is_stuck(outcome: str, age_min: int, running: int, stuck: bool) -> None:
+    started = NOW - timedelta(minutes=age_min)
+    got = is_stuck(
+        outcome=outcome, started_at=started, running_tasks=running, now=NOW, after_s=1800
+    )
+    assert got is stuck
+
+
+def test_noisy_alerts_share_a_key_within_a_cooldown_window() -> None:
+    rules = AlertRules(cooldown_s=900)
+
+    def key(at: datetime) -> str:
+        return noisy_alert(
+            AlertType.SERVICE_PLACEMENT_FAILURE,
+            scope="prod/web",
+            at=at,
+            rules=rules,
+            now=NOW,
+            cluster="prod",
+            service="web",
+            service_arn=None,
+            summary="s",
+            event_id="e",
+        ).dedupe_key
+
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # a window boundary (900 s divides it)
+    assert key(start) == key(start + timedelta(minutes=14))
+    assert key(start) != key(start + timedelta(minutes=15))
+    assert cooldown_window(start, 0) != cooldown_window(start + timedelta(seconds=1), 0)
+
+
+@pytest.mark.parametrize(
+    ("sub", "tags", "wanted"),
+    [
+        (Subscription("w", frozenset({"deployment.failed"})), {}, True),
+        (Subscription("w", frozenset({"deployment.succeeded"})), {}, False),
+        (Subscription("w", frozenset({"deployment.failed"}), cluster="prod"), {}, True),
+        (
+            Subscription(
+                "w",
+                frozenset({"deployment.failed"}),
+                cluster="arn:aws:ecs:us-east-1:1:cluster/prod",
+            ),
+            {},
+            True,
+        ),
+        (Subscription("w", frozenset({"deployment.failed"}), cluster="staging"), {}, False),
+        (Subscription("w", frozenset({"deployment.failed"}), service="web"), {}, True),
+        (Subscription("w", frozenset({"deployment.failed"}), service="api"), {}, False),
+        (
+            Subscription("w", frozenset({"deployment.failed"}), tag="team:web"),
+            {"team": "web"},
+            True,
+        ),
+        (
+            Subscription("w", frozenset({"deployment.failed"}), tag="team:web"),
+            {"team": "db"},
+            False,
+        ),
+        (Subscription("w", frozenset({"deployment.failed"}), tag="team:web"), {}, False),
+    ],
+)
+def test_matches(sub: Subscription, tags: dict[str, str], wanted: bool) -> None:
+    [alert] = deployment_alerts(snap("failed"), now=NOW)
+    assert matches(sub, alert, tags) is wanted
