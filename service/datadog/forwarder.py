@@ -336,10 +336,14 @@ class DatadogMetricsSender(_ClientOwner):
     async def _send_batch(self, items: list[RowSeries], outcomes: dict[int, _RowOutcome]) -> None:
         client = await self.client()
         api = MetricsApi(client)  # type: ignore[no-untyped-call]
-        payload = MetricPayload(series=[_to_model(i.series) for i in items])
-        decision = await _call(
-            lambda: api.submit_metrics(body=payload, content_encoding=self.encoding)
-        )
+        try:
+            payload = MetricPayload(series=[_to_model(i.series) for i in items])
+        except (TypeError, ValueError) as exc:  # the client's models refuse a value
+            decision: Decision | None = Decision(Verdict.DEAD, f"invalid series: {exc}"[:300])
+        else:
+            decision = await _call(
+                lambda: api.submit_metrics(body=payload, content_encoding=self.encoding)
+            )
         if decision is None:
             return
         if decision.verdict is Verdict.SPLIT:
@@ -350,7 +354,9 @@ class DatadogMetricsSender(_ClientOwner):
                     await self._send_batch(half, outcomes)
                 return
             decision = Decision(Verdict.DEAD, decision.error + " (cannot split further)")
-        if decision.verdict is Verdict.DEAD and decision.error.startswith("HTTP 400"):
+        if decision.verdict is Verdict.DEAD and decision.error.startswith(
+            ("HTTP 400", "invalid series")
+        ):
             # One bad row must not take its neighbours down: find it by halves.
             halves = split_by_rows(items)
             if len(halves) > 1:

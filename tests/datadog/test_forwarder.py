@@ -336,3 +336,13 @@ async def test_events_older_than_datadog_takes_are_dropped_with_the_reason(
     assert [r.status for r in results] == [SendStatus.DELIVERED, SendStatus.DELIVERED]
     assert [e["title"] for e in datadog_intake.events()] == ["fresh"]
     assert telemetry.DATADOG_DROPPED.labels("events", "too_old")._value.get() == before + 1
+
+
+async def test_a_series_the_client_refuses_is_dead_alone(
+    senders: DatadogSenders, datadog_intake: DatadogIntake
+) -> None:
+    bad = {**_gauge(1), "tags": ["ok:1", 5]}  # a tag that is not a string
+    results = await senders.metrics.send([_metrics_row(1, [bad]), _metrics_row(2, [_gauge(2)])])
+    assert [r.status for r in results] == [SendStatus.DEAD, SendStatus.DELIVERED]
+    assert "invalid series" in (results[0].error or "")
+    assert [s["points"][0]["value"] for s in datadog_intake.series()] == [2.0]
