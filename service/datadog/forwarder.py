@@ -501,10 +501,10 @@ class DatadogSenders:
 
 
 def build_senders(settings: Settings) -> DatadogSenders | None:
-    """Senders for both Datadog kinds; None (said once, here) when no API key is set."""
+    """Senders for both Datadog kinds; None when no API key is set (the supervisor
+    says so once at start: ``datadog_forwarding_off``)."""
     configuration = client_configuration(settings)
     if configuration is None:
-        log.warning("datadog_forwarding_off", reason="DD_API_KEY is not set")
         return None
     keys = settings.datadog_tag_keys or None
     log.info("datadog_forwarding_on", url=settings.datadog_base_url)
