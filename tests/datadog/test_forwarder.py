@@ -20,10 +20,12 @@ from service import telemetry
 from service.api.app import create_app
 from service.config import Settings, load_settings
 from service.datadog.forwarder import (
+    DatadogMetricsSender,
     DatadogSenders,
     Decision,
     Verdict,
     build_senders,
+    client_configuration,
     decide,
 )
 from service.demo.intake import DatadogIntake
@@ -346,3 +348,20 @@ async def test_a_series_the_client_refuses_is_dead_alone(
     assert [r.status for r in results] == [SendStatus.DEAD, SendStatus.DELIVERED]
     assert "invalid series" in (results[0].error or "")
     assert [s["points"][0]["value"] for s in datadog_intake.series()] == [2.0]
+
+
+async def test_requests_stay_under_the_senders_own_size(datadog_intake: DatadogIntake) -> None:
+    configuration = client_configuration(
+        load_settings(dd_api_key=API_KEY, datadog_url=datadog_intake.url)
+    )
+    assert configuration is not None
+    sender = DatadogMetricsSender(configuration, request_bytes=3_000)
+    try:
+        rows = [_metrics_row(i, [_gauge(float(i), service=f"s{i}")]) for i in range(30)]
+        results = await sender.send(rows)
+    finally:
+        await sender.aclose()
+    assert {r.status for r in results} == {SendStatus.DELIVERED}
+    assert len(datadog_intake.requests) >= 3
+    assert all(len(r.body) <= 3_000 for r in datadog_intake.requests)
+    assert len(datadog_intake.series()) == 30
