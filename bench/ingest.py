@@ -141,9 +141,64 @@ async def copy_baseline(db_url: str, bodies: list[str]) -> float:
     return len(bodies) / elapsed
 
 
-async def in_process(db_url: str, bodies: list[str], batch: int, workers: int) -> float:
+_CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``, from /proc; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
+
+
+class CpuMeter:
+    """Wall time, this process's CPU and the CPU of the PostgreSQL backends serving
+    the benchmark's own database (same host: read from /proc) over a timed run.
+
+    The sum of the two CPU figures over the wall time says how many cores the run
+    used: with two vCPUs shared with other work, overlap cannot go past what is free.
+    """
+
+    def __init__(self, db_url: str) -> None:
+        self._db_url = db_url
+        self._conn: Any = None
+        self._start: dict[int, float] = {}
+
+    async def _backends(self) -> dict[int, float]:
+        pids = await self._conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return {row["pid"]: _process_cpu(row["pid"]) for row in pids}
+
+    async def start(self) -> None:
+        self._conn = await benchdb.connect(self._db_url)
+        self._start = await self._backends()
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
+
+    async def stop(self, events: int) -> dict[str, float]:
+        """µs per event: wall, Python (this process) CPU, PostgreSQL backends' CPU."""
+        wall, python = time.perf_counter() - self._t0, time.process_time() - self._cpu0
+        end = await self._backends()
+        await self._conn.close()
+        postgres = sum(cpu - self._start.get(pid, 0.0) for pid, cpu in end.items())
+        return {
+            "wall": round(wall / events * 1e6, 1),
+            "python_cpu": round(python / events * 1e6, 1),
+            "postgres_cpu": round(postgres / events * 1e6, 1),
+            "cores_used": round((python + postgres) / wall, 2),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
+
+
+async def in_process(
+    db_url: str, bodies: list[str], batch: int, workers: int
+) -> tuple[float, dict[str, float]]:
     """Batches fed to ``workers`` concurrent handler calls, as the consumer's workers
-    run them: one parses while another waits on the database."""
+    run them: one parses while another waits on the database. Events/s and the
+    run's CPU budget (:class:`CpuMeter`)."""
     settings = load_settings(database_url=db_url)
     async with open_runtime(settings, pool_size=4) as runtime:
         handler = Handler(runtime.sessionmaker)
@@ -156,9 +211,12 @@ async def in_process(db_url: str, bodies: list[str], batch: int, workers: int) -
                 assert not result.retry
 
         gc.freeze()  # as the consumer role does once started
+        meter = CpuMeter(db_url)
+        await meter.start()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(batches[w::workers]) for w in range(workers)))
-        return len(messages) / (time.perf_counter() - t0)
+        rate = len(messages) / (time.perf_counter() - t0)
+        return rate, await meter.stop(len(messages))
 
 
 # ---- the fair baseline: the pipeline's own rows, loaded by COPY and the same upserts
@@ -450,12 +508,13 @@ async def alert_rows(db_url: str) -> list[tuple[Any, ...]]:
 
 async def fair_baseline(
     db_url: str, plans: list[BaselineBatch], n_events: int
-) -> tuple[float, dict[str, float]]:
+) -> tuple[float, dict[str, Any]]:
     """Events/s of loading the pipeline's rows: per batch, one transaction of COPY
     into staging tables and the pipeline's upserts from them, plus its two
     deployment UPDATEs (end rollbacks, failed-task counts). One connection.
 
-    Returns events/s and the µs per event of each step (COPY and upsert per table)."""
+    Returns events/s and the µs per event of each step (COPY and upsert per table),
+    with the run's CPU budget under ``cpu`` (:class:`CpuMeter`)."""
     conn = await benchdb.connect(db_url)
     try:
         stages: dict[tuple[str, tuple[str, ...], int], str] = {}
@@ -491,6 +550,8 @@ async def fair_baseline(
             steps[label] = steps.get(label, 0.0) + now - since
             return now
 
+        meter = CpuMeter(db_url)
+        await meter.start()
         t0 = time.perf_counter()
         for plan in plans:
             mark = time.perf_counter()
@@ -514,8 +575,11 @@ async def fair_baseline(
                 mark = add("deployment UPDATEs", mark)
             add("COMMIT", mark)
         total = time.perf_counter() - t0
+        cpu = await meter.stop(n_events)
         steps["total"] = total
-        return n_events / total, {k: round(v / n_events * 1e6, 1) for k, v in steps.items()}
+        budget: dict[str, Any] = {k: round(v / n_events * 1e6, 1) for k, v in steps.items()}
+        budget["cpu"] = cpu
+        return n_events / total, budget
     finally:
         await conn.close()
 
@@ -719,7 +783,7 @@ async def main() -> dict[str, Any]:
         await engine.dispose()
         bodies = [json.dumps(e) for e in workload(args.events)]
         copy_rate = await copy_baseline(db_url, bodies)
-        pipeline_rate = await in_process(db_url, bodies, args.batch, args.workers)
+        pipeline_rate, pipeline_cpu = await in_process(db_url, bodies, args.batch, args.workers)
         pipeline_rows = await table_counts(db_url)
         # The fair baseline: the same rows, built ahead of time (untimed), loaded
         # into the same tables (emptied) by COPY and the same upserts.
@@ -735,13 +799,13 @@ async def main() -> dict[str, Any]:
         baseline_rows = await table_counts(db_url)
         # Alternate the two --rounds times on emptied tables and keep each one's best:
         # this machine is shared, and a single pair of runs is a single moment.
-        pipeline_runs, fair_runs = [pipeline_rate], [(fair_rate, fair_steps)]
+        pipeline_runs, fair_runs = [(pipeline_rate, pipeline_cpu)], [(fair_rate, fair_steps)]
         for _ in range(args.rounds - 1):
             await truncate(db_url)
             pipeline_runs.append(await in_process(db_url, bodies, args.batch, args.workers))
             await truncate(db_url)
             fair_runs.append(await fair_baseline(db_url, plans, len(bodies)))
-        pipeline_rate = max(pipeline_runs)
+        pipeline_rate, pipeline_cpu = max(pipeline_runs, key=lambda run: run[0])
         fair_rate, fair_steps = max(fair_runs, key=lambda run: run[0])
         phases = await phase_breakdown(db_url, bodies, args.batch)
         if args.profile:
@@ -764,10 +828,11 @@ async def main() -> dict[str, Any]:
         "in_process_vs_fair_baseline": round(pipeline_rate / fair_rate, 3),
         "fair_baseline_target": FAIR_TARGET,
         "rounds": {
-            "pipeline_per_s": [round(x) for x in pipeline_runs],
+            "pipeline_per_s": [round(x) for x, _ in pipeline_runs],
             "fair_baseline_per_s": [round(x) for x, _ in fair_runs],
         },
         "fair_baseline_steps_us_per_event": fair_steps,
+        "pipeline_cpu_us_per_event": pipeline_cpu,
         "rows_written": {"pipeline": pipeline_rows, "fair_baseline": baseline_rows},
         "moto_ceiling_per_s": round(moto_rate, 1),
         "end_to_end_per_s": round(e2e_rate, 1),
@@ -810,13 +875,20 @@ def report(results: dict[str, Any]) -> None:
             if name.startswith("of which"):
                 name = "  " + name
             print(f"{name:<42} {value:>14,.1f} {share:>12}")
-    steps = results.get("fair_baseline_steps_us_per_event", {})
+    steps = dict(results.get("fair_baseline_steps_us_per_event", {}))
+    fair_cpu = steps.pop("cpu", None)
     if steps:
         print()
         print(f"{'fair baseline step (best round)':<42} {'µs/event':>14} {'share':>12}")
         for name, value in steps.items():
             share = "" if name == "total" else f"{value / steps['total']:.0%}"
             print(f"{name:<42} {value:>14,.1f} {share:>12}")
+    pipeline_cpu = results.get("pipeline_cpu_us_per_event")
+    if fair_cpu and pipeline_cpu:
+        print()
+        print(f"{'CPU budget, µs per event (best rounds)':<42} {'pipeline':>14} {'fair':>12}")
+        for key in ("wall", "python_cpu", "postgres_cpu", "cores_used", "load_average_1m"):
+            print(f"{key:<42} {pipeline_cpu[key]:>14,} {fair_cpu[key]:>12,}")
     rounds = results.get("rounds", {})
     if rounds:
         print()
