@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +35,9 @@ RESULTS = BENCH / "results"
 DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- run_all:begin -->"
 END = "<!-- run_all:end -->"
+
+#: A benchmark still running after this long is stopped (its row says so).
+PER_BENCH_TIMEOUT_S = 480
 
 #: Scripts in bench/ that are helpers, not benchmarks.
 HELPERS = frozenset({"benchdb.py", "run_all.py"})
@@ -251,6 +256,10 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Headline]]] = {
 }
 
 
+def _exit(returncode: int) -> str:
+    return f"stopped after {PER_BENCH_TIMEOUT_S} s" if returncode == -1 else f"exit {returncode}"
+
+
 def render_table(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str:
     """The markdown between the markers, from the result JSONs and the run record.
 
@@ -325,7 +334,24 @@ def run_benches(size: str, only: set[str] | None) -> dict[str, Any]:
         args = bench.sizes[size]
         print(f"== {bench.script} {' '.join(args)}", flush=True)
         started = time.perf_counter()
-        returncode = subprocess.call([sys.executable, str(BENCH / bench.script), *args], cwd=ROOT)
+        # Its own process group, so that a benchmark over its time is stopped with
+        # the servers it started (moto, the API) and the run goes on.
+        proc = subprocess.Popen(
+            [sys.executable, str(BENCH / bench.script), *args], cwd=ROOT, start_new_session=True
+        )
+        try:
+            returncode = proc.wait(timeout=PER_BENCH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            # SIGINT first: the script's finally blocks drop its database.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+                os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(timeout=20)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            print(f"== {bench.name}: stopped after {PER_BENCH_TIMEOUT_S} s", flush=True)
+            returncode = -1
         seconds = time.perf_counter() - started
         print(f"== {bench.name}: exit {returncode} in {seconds:.0f} s", flush=True)
         benches[bench.name] = {
