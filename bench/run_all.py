@@ -280,6 +280,8 @@ def render_table(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str
         info = benches.get(bench.name, {})
         args = " ".join(info.get("args", bench.sizes.get(run.get("size", ""), ())))
         size = f"`{args}`" if args else ""
+        if info.get("date") and info["date"] != run.get("date"):
+            size += f" ({info['date']})"
         if info.get("returncode", 0) != 0:
             lines.append(f"| {bench.name} | {size} | failed (exit {info['returncode']}) | | | ✗ |")
             continue
@@ -325,9 +327,18 @@ def regenerate(doc_path: Path = DOC, directory: Path = RESULTS) -> None:
 
 
 def run_benches(size: str, only: set[str] | None) -> dict[str, Any]:
-    run: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "size": size}
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run: dict[str, Any] = {"date": date, "size": size}
     benches: dict[str, Any] = {}
     RESULTS.mkdir(exist_ok=True)
+    previous = RESULTS / "run_all.json"
+    if only and previous.exists():
+        # --only: the other benchmarks keep their entries (and their own dates).
+        before = json.loads(previous.read_text())
+        benches = {
+            name: {"date": before.get("date"), **info}
+            for name, info in before.get("benches", {}).items()
+        }
     for bench in BENCHES:
         if only and bench.name not in only:
             continue
@@ -355,6 +366,7 @@ def run_benches(size: str, only: set[str] | None) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         print(f"== {bench.name}: exit {returncode} in {seconds:.0f} s", flush=True)
         benches[bench.name] = {
+            "date": date,
             "args": list(args),
             "seconds": round(seconds, 1),
             "returncode": returncode,
