@@ -436,19 +436,22 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'scenario':34} {'conc':>5} {'API rps':>8} {'p50':>7} {'p99':>7} │ "
-        f"{'SQL rps':>8} {'p50':>7} {'p99':>7} │ {'p99 ratio':>9}"
+        f"{'SQL rps':>8} {'p50':>7} {'p99':>7} │ {'p99 ratio':>9} {'rps ratio':>9}"
     )
     print(header)
     print("─" * len(header))
     for row in rows:
         api, sql = row["api"], row["sql"]
         ratio = api["p99_ms"] / sql["p99_ms"] if sql["p99_ms"] else float("nan")
+        rps_ratio = row.get("rps_ratio") or float("nan")
         print(
             f"{row['scenario']:34} {row['concurrency']:5d} "
             f"{api['rps']:8.0f} {api['p50_ms']:7.1f} {api['p99_ms']:7.1f} │ "
-            f"{sql['rps']:8.0f} {sql['p50_ms']:7.1f} {sql['p99_ms']:7.1f} │ {ratio:9.2f}"
+            f"{sql['rps']:8.0f} {sql['p50_ms']:7.1f} {sql['p99_ms']:7.1f} │ "
+            f"{ratio:9.2f} {rps_ratio:9.2f}"
         )
-    print("(latencies in ms; 'SQL' is the route's own statement through an asyncpg pool)")
+    print("(latencies in ms; 'SQL' is the route's own statement through an asyncpg pool;")
+    print(" rps ratio = API requests/s / the same statements' requests/s, higher is better)")
 
 
 async def main() -> None:
@@ -555,6 +558,8 @@ async def main() -> None:
                         "items": items,
                         "api": asdict(api),
                         "sql": asdict(sql),
+                        # API requests/s over the same statements' requests/s.
+                        "rps_ratio": round(api.rps / sql.rps, 3) if sql.rps else None,
                     }
                 )
                 print(
@@ -571,6 +576,12 @@ async def main() -> None:
             "median_p99_ratio": round(statistics.median(ratios), 2) if ratios else None,
             "max_p99_ratio": round(max(ratios), 2) if ratios else None,
             "max_api_p99_ms": max(r["api"]["p99_ms"] for r in rows),
+            "min_rps_ratio_pages": min(
+                (r["rps_ratio"] for r in rows if r["items"] > 1 and r["rps_ratio"]), default=None
+            ),
+            "min_rps_ratio_single": min(
+                (r["rps_ratio"] for r in rows if r["items"] == 1 and r["rps_ratio"]), default=None
+            ),
         }
         print(f"summary: {summary}")
         args.out.parent.mkdir(parents=True, exist_ok=True)
