@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Query
 from pydantic import WithJsonSchema
@@ -304,3 +304,82 @@ async def fetch_dicts(
     result = await conn.execute(stmt, dict(params) if params else None)
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+# ---------------------------------------------------------------- bound filters
+# The forms of cluster_matches()/service_matches(), for statements built once and
+# reused (see service.api.pagination.ListRoute): ``bind_*`` records the values in
+# ``params`` and returns the form; ``*_filter`` gives the form's expressions over
+# bindparam names. Same predicates, same indexes.
+
+ClusterForm = Literal["name", "arn", "arn+name"]
+ServiceForm = Literal["name", "arn", "arn+service", "arn+service+cluster"]
+
+
+def bind_cluster(value: str, params: dict[str, Any], *, arn_indexed: bool) -> ClusterForm:
+    """Bind ``cluster=`` (a name or an ARN) as ``cluster`` (and ``cluster_name``)."""
+    params["cluster"] = value
+    if not is_arn(value):
+        return "name"
+    name = cluster_name_of_arn(value)
+    if name is None or arn_indexed:
+        return "arn"
+    params["cluster_name"] = name
+    return "arn+name"
+
+
+def cluster_filter(
+    form: ClusterForm | None,
+    *,
+    name_column: SQLColumnExpression[str | None],
+    arn_column: SQLColumnExpression[str | None],
+) -> list[ColumnElement[bool]]:
+    if form is None:
+        return []
+    if form == "name":
+        return [name_column == bindparam("cluster")]
+    if form == "arn":
+        return [arn_column == bindparam("cluster")]
+    return [arn_column == bindparam("cluster"), name_column == bindparam("cluster_name")]
+
+
+def bind_service(value: str, params: dict[str, Any]) -> ServiceForm:
+    """Bind ``service=`` as ``service`` (and ``service_name``, ``service_cluster``)."""
+    params["service"] = value
+    if not is_arn(value):
+        return "name"
+    names = service_names_of_arn(value)
+    if names is None:
+        return "arn"
+    cluster, params["service_name"] = names
+    if cluster is None:
+        return "arn+service"
+    params["service_cluster"] = cluster
+    return "arn+service+cluster"
+
+
+def service_filter(
+    form: ServiceForm | None,
+    *,
+    name_column: SQLColumnExpression[str | None],
+    cluster_name_column: SQLColumnExpression[str | None],
+    arn_column: SQLColumnExpression[str | None],
+) -> list[ColumnElement[bool]]:
+    if form is None:
+        return []
+    if form == "name":
+        return [name_column == bindparam("service")]
+    terms = [arn_column == bindparam("service")]
+    if form in ("arn+service", "arn+service+cluster"):
+        terms.append(name_column == bindparam("service_name"))
+    if form == "arn+service+cluster":
+        terms.append(cluster_name_column == bindparam("service_cluster"))
+    return terms
+
+
+def bind_tags(values: Sequence[str] | None, params: dict[str, Any]) -> int:
+    """Bind ``tag=`` pairs as ``tag0``, ``tag1``, … for :func:`tags_match_bound`."""
+    tags = parse_tags(values or [])
+    for i, (key, value) in enumerate(tags):
+        params[f"tag{i}"] = json.dumps({key: value})
+    return len(tags)
