@@ -410,7 +410,7 @@ async def capture_sql(db_url: str, path: str) -> tuple[list[tuple[str, tuple[Any
         captured.append((statement, tuple(parameters or ())))
 
     async with open_runtime(settings, pool_size=1) as runtime:
-        event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+        event.listen(runtime.read_engine.sync_engine, "before_cursor_execute", record)
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             response = await client.get(path)

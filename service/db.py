@@ -49,13 +49,18 @@ def to_asyncpg_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine with pre-ping, so connections dropped by a restart are replaced."""
+def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """An asyncpg engine; with pre-ping, connections dropped by a restart are replaced.
+
+    ``pre_ping=False`` saves a round trip per checkout, for callers that handle a
+    dropped connection themselves (the API's reads retry once: see
+    :func:`service.api.queries.execute_read`).
+    """
     return create_async_engine(
         to_asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
     )
 

@@ -35,6 +35,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Result
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Executable
@@ -293,15 +295,38 @@ class TagJoin:
         return select(*columns, *self.columns).outerjoin(self.lateral, true())
 
 
+async def execute_read(
+    conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any] | None = None
+) -> Result[Any]:
+    """Execute a read, once more on a fresh connection if the pooled one was dropped.
+
+    The API's engine does not pre-ping each checkout (a round trip per request);
+    a connection closed since its last use (a database restart, an idle timeout
+    on the way) fails on its first statement instead. SQLAlchemy then marks it
+    and every older pooled connection invalid; after a rollback of the failed
+    implicit transaction, the same ``AsyncConnection`` reconnects. Only a
+    disconnect is retried, and only once: reads have no side effects, and a
+    database that is really down fails the retry too (a 503 problem).
+    """
+    bound = dict(params) if params else None
+    try:
+        return await conn.execute(stmt, bound)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    await conn.rollback()
+    return await conn.execute(stmt, bound)
+
+
 async def fetch_dicts(
     conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Execute ``stmt`` and return its rows as plain dicts.
+    """Execute ``stmt`` (see :func:`execute_read`) and return its rows as plain dicts.
 
     Response models validate a dict several times faster than a ``RowMapping``,
     which pydantic can only read through the generic ``Mapping`` protocol.
     """
-    result = await conn.execute(stmt, dict(params) if params else None)
+    result = await execute_read(conn, stmt, params)
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
 

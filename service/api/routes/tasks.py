@@ -27,6 +27,7 @@ from service.api.queries import (
     TagJoin,
     TagParam,
     bind_tags,
+    execute_read,
     fetch_dicts,
     inline_time,
     is_arn,
@@ -214,7 +215,7 @@ async def list_tasks(
             # of ix_tasks_cluster_arn (cluster_arn, arn), already in ARN order.
             # One small extra statement; unknown clusters keep the name filter.
             # (With a service too, ix_tasks_cluster_service serves the names.)
-            arn = (await conn.execute(CLUSTER_ARN, {"name": cluster})).scalar_one_or_none()
+            arn = (await execute_read(conn, CLUSTER_ARN, {"name": cluster})).scalar_one_or_none()
             if arn is not None:
                 cluster_form, params["cluster"] = "arn", arn
     service_form: Literal["name", "arn", "cluster_arn"] | None = None
