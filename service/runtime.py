@@ -139,7 +139,7 @@ class Runtime:
         self.settings = settings
         self._stack = stack
         self.engine: AsyncEngine
-        # The API's reads: no pre-ping, a dropped connection is retried once instead.
+        # The API's reads: autocommit, no pre-ping (a dropped connection is retried once).
         self.read_engine: AsyncEngine
         self.sessionmaker: async_sessionmaker[AsyncSession]
         self.http: httpx.AsyncClient
@@ -210,7 +210,9 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
         runtime.engine = create_engine(url, pool_size=pool_size)
         stack.push_async_callback(runtime.engine.dispose)
         # Connects lazily: processes without the API role never open it.
-        runtime.read_engine = create_engine(url, pool_size=pool_size, pre_ping=False)
+        runtime.read_engine = create_engine(
+            url, pool_size=pool_size, pre_ping=False, autocommit=True
+        )
         stack.push_async_callback(runtime.read_engine.dispose)
         runtime.sessionmaker = create_sessionmaker(runtime.engine)
         runtime.http = await stack.enter_async_context(
