@@ -273,23 +273,36 @@ class Result:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    calls: int = 0  # every completed call, the warm-up second's included
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc), 0.0 elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(call: Callable[[], Awaitable[bool]], concurrency: int, duration: float) -> Result:
     """Run ``call`` from ``concurrency`` workers for ``duration`` s (after a 1 s warm-up)."""
     latencies: list[float] = []
     errors = 0
+    calls = 0
     warm_until = time.perf_counter() + 1.0
     stop_at = warm_until + duration
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, calls
         while True:
             start = time.perf_counter()
             if start >= stop_at:
                 return
             ok = await call()
             end = time.perf_counter()
+            calls += 1
             if start >= warm_until:
                 latencies.append(end - start)
                 if not ok:
@@ -314,6 +327,7 @@ async def drive(call: Callable[[], Awaitable[bool]], concurrency: int, duration:
         p90_ms=round(pct(0.90), 2),
         p99_ms=round(pct(0.99), 2),
         max_ms=round(latencies[-1] * 1000, 2) if latencies else float("nan"),
+        calls=calls,
     )
 
 
@@ -410,7 +424,9 @@ async def capture_sql(db_url: str, path: str) -> tuple[list[tuple[str, tuple[Any
         captured.append((statement, tuple(parameters or ())))
 
     async with open_runtime(settings, pool_size=1) as runtime:
-        event.listen(runtime.read_engine.sync_engine, "before_cursor_execute", record)
+        # The API reads through its read engine (older trees: the one engine).
+        api_engine = getattr(runtime, "read_engine", runtime.engine)
+        event.listen(api_engine.sync_engine, "before_cursor_execute", record)
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             response = await client.get(path)
@@ -436,7 +452,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'scenario':34} {'conc':>5} {'API rps':>8} {'p50':>7} {'p99':>7} │ "
-        f"{'SQL rps':>8} {'p50':>7} {'p99':>7} │ {'p99 ratio':>9} {'rps ratio':>9}"
+        f"{'SQL rps':>8} {'p50':>7} {'p99':>7} │ {'p99 ratio':>9} {'rps ratio':>9} {'CPU/req':>7}"
     )
     print(header)
     print("─" * len(header))
@@ -448,10 +464,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{row['scenario']:34} {row['concurrency']:5d} "
             f"{api['rps']:8.0f} {api['p50_ms']:7.1f} {api['p99_ms']:7.1f} │ "
             f"{sql['rps']:8.0f} {sql['p50_ms']:7.1f} {sql['p99_ms']:7.1f} │ "
-            f"{ratio:9.2f} {rps_ratio:9.2f}"
+            f"{ratio:9.2f} {rps_ratio:9.2f} {row.get('server_cpu_ms_per_request') or 0:7.2f}"
         )
     print("(latencies in ms; 'SQL' is the route's own statement through an asyncpg pool;")
-    print(" rps ratio = API requests/s / the same statements' requests/s, higher is better)")
+    print(" rps ratio = API requests/s / the same statements' requests/s, higher is better;")
+    print(" CPU/req = the API server process's CPU ms per request)")
 
 
 async def main() -> None:
@@ -546,7 +563,11 @@ async def main() -> None:
                             await conn.fetch(statement, *params)
                     return True
 
+                cpu_before = cpu_seconds(server.pid)
                 api = await drive(http_call, concurrency, args.duration)
+                # The server's own CPU per request: robust on a shared machine,
+                # where requests/s also depends on what else is running.
+                server_cpu = cpu_seconds(server.pid) - cpu_before
                 await client.close()
                 sql = await drive(sql_call, concurrency, args.duration)
                 rows.append(
@@ -560,6 +581,9 @@ async def main() -> None:
                         "sql": asdict(sql),
                         # API requests/s over the same statements' requests/s.
                         "rps_ratio": round(api.rps / sql.rps, 3) if sql.rps else None,
+                        "server_cpu_ms_per_request": (
+                            round(server_cpu / api.calls * 1000, 3) if api.calls else None
+                        ),
                     }
                 )
                 print(
