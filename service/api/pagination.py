@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Query, Response
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.api.queries import fetch_dicts
+from service.api.schemas import Page
 from service.errors import InvalidInputError
 
 #: Type of one key part: text, integer, timestamp, or a timestamp that may be null.
@@ -169,7 +170,7 @@ def after(
     columns), plus a redundant ``c1 >= v1`` that lets the planner use the leading
     column as an index bound. Columns must be non-null, except a nullable first
     column ordered ``DESC NULLS FIRST`` whose cursor value may be None (see
-    :func:`after_nullable_first`).
+    :meth:`ListRoute._after`).
     """
     terms: list[ColumnElement[bool]] = []
     for i, (column, descending) in enumerate(columns):
@@ -179,18 +180,6 @@ def after(
     first, first_desc = columns[0]
     bound = first <= values[0] if first_desc else first >= values[0]
     return and_(bound, or_(*terms))
-
-
-def after_nullable_first(
-    first: SQLColumnExpression[Any],
-    tiebreak: SQLColumnExpression[Any],
-    values: Sequence[Any],
-) -> ColumnElement[bool]:
-    """Rows after ``values`` in ``first DESC NULLS FIRST, tiebreak DESC`` order."""
-    first_value, tie_value = values
-    if first_value is None:
-        return or_(and_(first.is_(None), tiebreak < tie_value), first.is_not(None))
-    return after([(first, True), (tiebreak, True)], [first_value, tie_value])
 
 
 def next_cursor(
@@ -220,6 +209,10 @@ ShapeT = TypeVar("ShapeT", bound=Hashable)
 class ListRoute(Generic[ShapeT]):
     """One list route: its keyset, order, page model and statement per filter shape.
 
+    ``page`` is the route's :class:`~service.api.schemas.Page` ``[T]`` subclass
+    (it carries the OpenAPI example); the route declares it as ``response_model``
+    and :func:`list_page` answers JSON validated by it, once.
+
     A route turns its query parameters into a hashable *shape* (which filters
     are used, in which form) and a dict of bound values; ``where(shape)`` gives
     the filters of a shape as expressions over :func:`sqlalchemy.bindparam`
@@ -236,7 +229,7 @@ class ListRoute(Generic[ShapeT]):
     def __init__(
         self,
         keyset: Keyset,
-        page: type[BaseModel],
+        page: type[Page[Any]],
         select_: Select[*tuple[Any, ...]],
         order: Sequence[tuple[SQLColumnExpression[Any], bool]],
         where: Callable[[ShapeT], Sequence[ColumnElement[bool]]] = lambda shape: (),
@@ -273,7 +266,9 @@ class ListRoute(Generic[ShapeT]):
         if not self._nullable_first:
             return after(self._order, bound)
         first, tiebreak = (column for column, _ in self._order)
-        if after_shape[0]:  # the cursor's started_at is null: still within the nulls
+        if after_shape[0]:
+            # ``first DESC NULLS FIRST, tiebreak DESC`` after a row whose first is
+            # null: the rest of the nulls, then every non-null row.
             return or_(and_(first.is_(None), tiebreak < bound[1]), first.is_not(None))
         return after(self._order, bound)
 
