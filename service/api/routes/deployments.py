@@ -61,16 +61,16 @@ COLUMNS = (
 ORDER = (D.started_at.desc().nulls_first(), D.id.desc())
 
 
-def recent_deployments() -> Select[*tuple[Any, ...]]:
-    """The newest deployments of one service (served by ix_deployments_service).
+def recent_deployments(limit: int) -> Select[*tuple[Any, ...]]:
+    """The newest ``limit`` deployments of one service (served by ix_deployments_service).
 
-    Binds ``cluster`` and ``service`` (names) and ``fetch_rows``.
+    Binds ``cluster`` and ``service`` (names).
     """
     return (
         select(*COLUMNS)
         .where(D.cluster_name == bindparam("cluster"), D.service_name == bindparam("service"))
         .order_by(*ORDER)
-        .limit(fetch())
+        .limit(fetch(limit))
     )
 
 

@@ -136,9 +136,9 @@ ONE = (
     .where(S.cluster_name == bindparam("cluster"), S.name == bindparam("service"))
     # Old- and new-format ARNs of one service may both be stored; prefer the live one.
     .order_by((S.status == "ACTIVE").desc(), S.updated_at.desc())
-    .limit(fetch())
+    .limit(fetch(1))
 )
-DEPLOYMENTS = recent_deployments()
+DEPLOYMENTS = recent_deployments(RECENT_DEPLOYMENTS)
 
 
 @router.get(
@@ -157,11 +157,11 @@ async def get_service(
     service: Annotated[str, Path(description="Service name.", max_length=2048, pattern=NO_NUL)],
 ) -> Response:
     names = {"cluster": cluster, "service": service}
-    found = await fetch_dicts(conn, ONE, {**names, "fetch_rows": 1})
+    found = await fetch_dicts(conn, ONE, names)
     row = found[0] if found else None
     if row is None:
         raise NotFoundError(f"no service {service!r} in cluster {cluster!r}")
-    deployments = await fetch_dicts(conn, DEPLOYMENTS, {**names, "fetch_rows": RECENT_DEPLOYMENTS})
+    deployments = await fetch_dicts(conn, DEPLOYMENTS, names)
     return single_response(
         DETAIL,
         {

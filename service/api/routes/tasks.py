@@ -265,9 +265,9 @@ async def list_tasks(
 
 # By ARN or by id; task ids are UUIDs, but should two accounts ever share one,
 # the answer is stable (the first by ARN).
-BY_ARN = TAGS.select(*_COLUMNS).where(T.arn == bindparam("ref")).limit(fetch())
+BY_ARN = TAGS.select(*_COLUMNS).where(T.arn == bindparam("ref")).limit(fetch(1))
 TASK: TypeAdapter[Task] = TypeAdapter(Task)
-BY_ID = TAGS.select(*_COLUMNS).where(T.id == bindparam("ref")).order_by(T.arn).limit(fetch())
+BY_ID = TAGS.select(*_COLUMNS).where(T.id == bindparam("ref")).order_by(T.arn).limit(fetch(1))
 
 
 @router.get(
@@ -285,7 +285,7 @@ async def get_task(
     ],
 ) -> Response:
     stmt = BY_ARN if is_arn(task_id) else BY_ID
-    found = await fetch_dicts(conn, stmt, {"ref": task_id, "fetch_rows": 1})
+    found = await fetch_dicts(conn, stmt, {"ref": task_id})
     if not found:
         raise NotFoundError(f"no task {task_id!r}")
     return single_response(TASK, found[0])
