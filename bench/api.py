@@ -12,7 +12,11 @@ next to the very same SQL run directly through asyncpg, in the same run.
    with --concurrency concurrent requests for --duration seconds, then runs the
    captured statement through an asyncpg pool at the same concurrency.
 
-Prints a table and writes bench/results/api.json. Usage:
+Prints a table and writes bench/results/api.json: per scenario, requests/s and
+latencies of both, the p99 ratio, the rps ratio (API requests/s over the same
+statements' requests/s: how close the API comes to its own database ceiling)
+and the API server process's CPU time per request (from /proc; steadier than
+requests/s on a shared machine). Usage:
 
     .venv/bin/python bench/api.py [--tasks 1000000] [--events 5000000]
         [--concurrency 100] [--duration 10] [--keep] [--only NAME]
