@@ -23,7 +23,6 @@ from sqlalchemy import (
     Select,
     SQLColumnExpression,
     Text,
-    and_,
     bindparam,
     cast,
     exists,
@@ -87,22 +86,14 @@ def parse_tags(values: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def tags_match(
-    arn_column: SQLColumnExpression[str], tags: Sequence[tuple[str, str]]
-) -> ColumnElement[bool]:
-    """The resource behind ``arn_column`` carries every tag in ``tags`` (AND).
-
-    One containment test per pair rather than one merged object, so that
-    ``tag=a:1&tag=a:2`` matches nothing instead of collapsing to ``a:2``.
-    """
-    return _tag_probe(
-        arn_column,
-        [inline_json({key: value}, name=f"tag{i}") for i, (key, value) in enumerate(tags)],
-    )
-
-
 def tags_match_bound(arn_column: SQLColumnExpression[str], count: int) -> ColumnElement[bool]:
-    """:func:`tags_match` for ``count`` tags bound later as ``tag0``, ``tag1``, …"""
+    """The resource behind ``arn_column`` carries every one of ``count`` tags (AND).
+
+    The tags are bound at execution as ``tag0``, ``tag1``, … (JSON objects of one
+    pair, see :func:`bind_tags`): one containment test per pair rather than one
+    merged object, so that ``tag=a:1&tag=a:2`` matches nothing instead of
+    collapsing to ``a:2``.
+    """
     return _tag_probe(arn_column, [inline_json(None, name=f"tag{i}") for i in range(count)])
 
 
@@ -183,53 +174,6 @@ def service_names_of_arn(value: str) -> tuple[str | None, str] | None:
     if len(arn.path) == 1:
         return None, arn.path[0]
     return None
-
-
-def cluster_matches(
-    value: str,
-    *,
-    name_column: SQLColumnExpression[str | None],
-    arn_column: SQLColumnExpression[str | None],
-    arn_indexed: bool,
-) -> ColumnElement[bool]:
-    """``cluster=`` as a name or an ARN.
-
-    Where ``arn_column`` has no index, an ARN also compares the name parsed from
-    it: redundant for the result (one ARN has one name) but it lets the planner
-    use the indexes that lead with ``cluster_name``. Where the ARN is indexed the
-    name is left out, because the planner would take the two predicates as
-    independent, underestimate the rows tenfold and pick a worse plan.
-    """
-    if not is_arn(value):
-        return name_column == value
-    name = cluster_name_of_arn(value)
-    if name is None or arn_indexed:
-        return arn_column == value
-    return and_(arn_column == value, name_column == name)
-
-
-def service_matches(
-    value: str,
-    *,
-    name_column: SQLColumnExpression[str | None],
-    cluster_name_column: SQLColumnExpression[str | None],
-    arn_column: SQLColumnExpression[str | None] | None = None,
-) -> ColumnElement[bool]:
-    """``service=`` as a name or an ARN (tables without a service ARN use its parts)."""
-    if not is_arn(value):
-        return name_column == value
-    names = service_names_of_arn(value)
-    terms: list[ColumnElement[bool]] = []
-    if arn_column is not None:
-        terms.append(arn_column == value)
-    if names is not None:
-        cluster, service = names
-        terms.append(name_column == service)
-        if cluster is not None:
-            terms.append(cluster_name_column == cluster)
-    if not terms:
-        raise InvalidInputError(f"not a service ARN: {value!r}", param="service")
-    return and_(*terms)
 
 
 def jsonb_object(value: Any) -> dict[str, Any]:
@@ -332,17 +276,24 @@ async def fetch_dicts(
 
 
 # ---------------------------------------------------------------- bound filters
-# The forms of cluster_matches()/service_matches(), for statements built once and
+# ``cluster=`` and ``service=`` as a name or an ARN, for statements built once and
 # reused (see service.api.pagination.ListRoute): ``bind_*`` records the values in
 # ``params`` and returns the form; ``*_filter`` gives the form's expressions over
-# bindparam names. Same predicates, same indexes.
+# bindparam names.
 
 ClusterForm = Literal["name", "arn", "arn+name"]
 ServiceForm = Literal["name", "arn", "arn+service", "arn+service+cluster"]
 
 
 def bind_cluster(value: str, params: dict[str, Any], *, arn_indexed: bool) -> ClusterForm:
-    """Bind ``cluster=`` (a name or an ARN) as ``cluster`` (and ``cluster_name``)."""
+    """Bind ``cluster=`` (a name or an ARN) as ``cluster`` (and ``cluster_name``).
+
+    Where the ARN column has no index, an ARN also compares the name parsed from
+    it: redundant for the result (one ARN has one name) but it lets the planner
+    use the indexes that lead with ``cluster_name``. Where the ARN is indexed the
+    name is left out, because the planner would take the two predicates as
+    independent, underestimate the rows tenfold and pick a worse plan.
+    """
     params["cluster"] = value
     if not is_arn(value):
         return "name"
@@ -369,7 +320,11 @@ def cluster_filter(
 
 
 def bind_service(value: str, params: dict[str, Any]) -> ServiceForm:
-    """Bind ``service=`` as ``service`` (and ``service_name``, ``service_cluster``)."""
+    """Bind ``service=`` as ``service`` (and ``service_name``, ``service_cluster``).
+
+    An ARN compares the ARN column and also the names parsed from it, which the
+    indexes lead with.
+    """
     params["service"] = value
     if not is_arn(value):
         return "name"

@@ -127,7 +127,7 @@ def _where(shape: Shape) -> list[ColumnElement[bool]]:
     if shape.cluster == "name":
         filters.append(T.cluster_name == bindparam("cluster"))
     elif shape.cluster == "arn":
-        # (cluster_arn, arn) is indexed: no redundant name predicate (see cluster_matches).
+        # (cluster_arn, arn) is indexed: no redundant name predicate (see bind_cluster).
         filters.append(T.cluster_arn == bindparam("cluster"))
     if shape.service is not None:
         # Tasks name their service only; an ARN is compared through its parts.
