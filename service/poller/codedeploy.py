@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.alerts.raising import release_held
 from service.alerts.rules import AlertRules
 from service.aws.apis import AwsApis
-from service.aws.calls import AwsCallFailed
+from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.config import ServiceRef
 from service.logging import get_logger
 from service.state.apply import apply_deployment_rows
@@ -183,7 +183,7 @@ class CodeDeployMapper:
         override = self._overrides.get(_key(application, group))
         try:
             info = await self._apis.codedeploy.get_deployment_group(application, group)
-        except AwsCallFailed as exc:
+        except (AwsCallFailed, AwsThrottled) as exc:
             log.info(
                 "codedeploy_group_lookup_failed", group=_key(application, group), error=exc.detail
             )
