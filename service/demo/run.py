@@ -7,9 +7,9 @@ a local Datadog intake and a webhook receiver; then the consumer, the dispatcher
 and the API, exactly as ``ecswatch run`` runs them. The receiver is subscribed to
 every alert type; each alert it receives with a valid signature is printed as a
 ``Webhook:`` line (the failing deployment's ``deployment.failed`` among them).
-Datadog forwarding is on (a demo key, the local intake, a 10 s metrics interval),
-and the demo prints what the intake receives: ``Datadog intake: …`` lines with
-the series and events so far, and one ``Datadog event: …`` line per event.
+Datadog forwarding is on (a demo key, the local intake, a 10 s metrics interval):
+``Datadog intake: …`` lines show the series and events it has received so far,
+and one ``Datadog event: …`` line is printed per event.
 """
 
 from __future__ import annotations

@@ -73,30 +73,35 @@ async def test_demo_runs_the_whole_system(
             assert tasks >= 8
             headers = {"Authorization": f"Bearer {token}"}
             assert (await client.get("/healthz", headers=headers)).status_code == 200
-            # The failing deployment's alert arrives at the demo's receiver, verified.
+            # The failing deployment's alert arrives at the demo's receiver, verified,
+            # and the local Datadog intake receives series and events, as printed.
             lines: list[str] = []
+
+            def seen_all() -> bool:
+                return (
+                    any(f"deployment.failed {FAILING}" in line for line in lines)
+                    and any(
+                        line.startswith("Datadog intake: ")
+                        and not line.startswith("Datadog intake: 0 series")
+                        for line in lines
+                    )
+                    and any(
+                        line.startswith("Datadog event: [error] ECS deployment failed")
+                        for line in lines
+                    )
+                )
+
             async with asyncio.timeout(30):
-                while not any(f"deployment.failed {FAILING}" in line for line in lines):
-                    lines.append((await proc.stdout.readline()).decode().strip())
+                while not seen_all():
+                    line = (await proc.stdout.readline()).decode()
+                    assert line, "the demo stopped printing"
+                    lines.append(line.strip())
             [shown] = [line for line in lines if f"deployment.failed {FAILING}" in line]
             assert shown.startswith("Webhook: deployment.failed")
             assert "(signature verified)" in shown
             alerts = (await client.get("/v1/alerts", headers=headers)).json()["items"]
             failed = [a for a in alerts if a["type"] == "deployment.failed"]
             assert [a["deployment_id"] for a in failed] == [FAILING]
-        # The local Datadog intake receives series and events, and the demo says so.
-        # Lines read while waiting for the webhook above count too.
-        seen_series = seen_event = False
-        async with asyncio.timeout(30):
-            while not (seen_series and seen_event):
-                line = lines.pop(0) if lines else (await proc.stdout.readline()).decode()
-                assert line, "the demo stopped printing"
-                if line.startswith("Datadog intake: ") and not line.startswith(
-                    "Datadog intake: 0 series"
-                ):
-                    seen_series = True
-                if line.startswith("Datadog event: [error] ECS deployment failed"):
-                    seen_event = True
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
