@@ -85,11 +85,14 @@ async def run_demo(
     settings: Settings, *, host: str, port: int, duration: float | None, stop: asyncio.Event
 ) -> None:
     """Run until ``stop`` is set or ``duration`` seconds have passed."""
+    log_file = _logs_to_file(settings.data_dir) if sys.stdout.isatty() else None
     moto = MotoServer()
     await asyncio.to_thread(moto.start)
     await asyncio.to_thread(moto.pin_ecs_tasks)
     try:
-        await _with_aws(settings, moto, host=host, port=port, duration=duration, stop=stop)
+        await _with_aws(
+            settings, moto, host=host, port=port, duration=duration, stop=stop, log_file=log_file
+        )
     finally:
         await asyncio.to_thread(moto.stop)
 
@@ -102,6 +105,7 @@ async def _with_aws(
     port: int,
     duration: float | None,
     stop: asyncio.Event,
+    log_file: Path | None,
 ) -> None:
     # moto accepts any credentials; botocore still wants some in its chain.
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -183,8 +187,9 @@ async def _with_aws(
                     datadog_intake=intake.url,
                 )
                 simulator = FleetSimulator(emit, ecs, codedeploy, fleet)
-                began = time.monotonic()
-                live = _live_console(settings.data_dir)
+                began, since = time.monotonic(), datetime.now(UTC)
+                live = _live_console(log_file) if log_file is not None else None
+                recent: list[str] = []
                 story = asyncio.create_task(simulator.run(stop))
                 metrics = asyncio.create_task(_metrics_every_minute(cloudwatch, fleet, stop))
                 outputs: list[asyncio.Task[None]]
@@ -196,7 +201,7 @@ async def _with_aws(
                 else:
                     outputs = [
                         asyncio.create_task(
-                            _draw_live(live, runtime, receiver, intake, began, stop)
+                            _draw_live(live, runtime, receiver, intake, began, since, stop, recent)
                         )
                     ]
                 timer = (
@@ -218,7 +223,7 @@ async def _with_aws(
                         *([timer] if timer else []),
                         return_exceptions=True,
                     )
-                    await _final_summary(runtime, receiver, intake, began, live)
+                    await _final_summary(runtime, receiver, intake, began, since, live, recent)
 
 
 async def _subscribe_receiver(runtime: Runtime, receiver: WebhookReceiver) -> None:
@@ -328,12 +333,8 @@ async def _metrics_every_minute(cloudwatch: Any, fleet: Fleet, stop: asyncio.Eve
             log.warning("demo_metrics_put_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _live_console(data_dir: Path) -> Any:
-    """A rich Console when stdout is a terminal (logs move to a file), else None."""
-    if not sys.stdout.isatty():
-        return None
-    from rich.console import Console
-
+def _logs_to_file(data_dir: Path) -> Path:
+    """On a terminal the live summary owns the screen: logs go to ``data_dir/demo.log``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "demo.log"
     stream: TextIO = path.open("a", encoding="utf-8")
@@ -343,8 +344,15 @@ def _live_console(data_dir: Path) -> Any:
             sys.__stderr__,
         ):
             handler.setStream(stream)
+    return path
+
+
+def _live_console(log_file: Path) -> Any:
+    """The rich Console the live summary is drawn on (stdout is a terminal)."""
+    from rich.console import Console
+
     console = Console()
-    console.print(f"Logs: {path}")
+    console.print(f"Logs: {log_file}")
     return console
 
 
@@ -354,14 +362,15 @@ async def _draw_live(
     receiver: WebhookReceiver,
     intake: DatadogIntake,
     began: float,
+    since: datetime,
     stop: asyncio.Event,
+    recent: list[str],
 ) -> None:
     """Redraw the summary every second, with the latest verified alerts and Datadog events."""
     from rich.live import Live
 
-    recent: list[str] = []
     shown_alerts = shown_events = 0
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
+    with Live(console=console, refresh_per_second=2, transient=True) as live:
         while not stop.is_set():
             for delivery in receiver.deliveries[shown_alerts:]:
                 body = delivery.json if isinstance(delivery.json, dict) else {}
@@ -371,10 +380,14 @@ async def _draw_live(
             for event in intake.events()[shown_events:]:
                 recent.append(f"Datadog event: [{event.get('alert_type')}] {event.get('title')}")
             shown_events = len(intake.events())
-            recent = recent[-8:]
+            del recent[:-8]
             try:
                 numbers = await summary.collect(
-                    runtime.engine, receiver, intake, time.monotonic() - began
+                    runtime.engine,
+                    receiver,
+                    intake,
+                    since=since,
+                    elapsed_s=time.monotonic() - began,
                 )
             except Exception as exc:  # a busy database skips one redraw
                 log.warning("demo_summary_failed", error=f"{type(exc).__name__}: {exc}")
@@ -389,15 +402,19 @@ async def _final_summary(
     receiver: WebhookReceiver,
     intake: DatadogIntake,
     began: float,
+    since: datetime,
     console: Any,
+    recent: list[str],
 ) -> None:
     try:
-        numbers = await summary.collect(runtime.engine, receiver, intake, time.monotonic() - began)
+        numbers = await summary.collect(
+            runtime.engine, receiver, intake, since=since, elapsed_s=time.monotonic() - began
+        )
     except Exception as exc:
         log.warning("demo_summary_failed", error=f"{type(exc).__name__}: {exc}")
         return
     if console is not None:
-        console.print(summary.render(numbers, title="ecswatch demo: final summary", recent=[]))
+        console.print(summary.render(numbers, title="ecswatch demo: final summary", recent=recent))
     else:
         for line in summary.lines(numbers, title="Summary"):
             print(line, flush=True)

@@ -9,6 +9,7 @@ the final summary when stdout is not a terminal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from rich.console import Group
 from rich.table import Table
@@ -39,13 +40,16 @@ class Numbers:
     elapsed_s: float = 0.0
 
 
+# The demo's database outlives a run (./.ecswatch): events and alerts count from
+# this run's start; an earlier run's tasks and instances (gone from this run's
+# moto) drop out once reconciliation marks them gone; deployments are all kept.
 _QUERIES = {
-    "events": "SELECT count(*) FROM raw_events",
-    "tasks": "SELECT last_status, count(*) FROM tasks GROUP BY 1 ORDER BY 1",
+    "events": "SELECT count(*) FROM raw_events WHERE received_at >= :since",
+    "tasks": "SELECT last_status, count(*) FROM tasks WHERE gone_at IS NULL GROUP BY 1 ORDER BY 1",
     "deployments": "SELECT outcome, count(*) FROM deployments GROUP BY 1 ORDER BY 1",
-    "instances": "SELECT count(*) FROM container_instances",
+    "instances": "SELECT count(*) FROM container_instances WHERE gone_at IS NULL",
     "metrics": "SELECT namespace, count(*) FROM metric_points GROUP BY 1 ORDER BY 1",
-    "alerts": "SELECT count(*) FROM alerts",
+    "alerts": "SELECT count(*) FROM alerts WHERE created_at >= :since",
 }
 
 
@@ -61,15 +65,22 @@ def aws_calls() -> dict[str, int]:
 
 
 async def collect(
-    engine: AsyncEngine, receiver: WebhookReceiver, intake: DatadogIntake, elapsed_s: float
+    engine: AsyncEngine,
+    receiver: WebhookReceiver,
+    intake: DatadogIntake,
+    *,
+    since: datetime,
+    elapsed_s: float,
 ) -> Numbers:
+    """Read the numbers of the run that began at ``since``."""
+    p = {"since": since}
     async with engine.connect() as conn:
-        events = (await conn.execute(text(_QUERIES["events"]))).scalar() or 0
+        events = (await conn.execute(text(_QUERIES["events"]), p)).scalar() or 0
         tasks = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["tasks"]))}
         outcomes = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["deployments"]))}
         instances = (await conn.execute(text(_QUERIES["instances"]))).scalar() or 0
         points = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["metrics"]))}
-        alerts = (await conn.execute(text(_QUERIES["alerts"]))).scalar() or 0
+        alerts = (await conn.execute(text(_QUERIES["alerts"]), p)).scalar() or 0
     series = intake.series()
     delivered = sum(1 for d in receiver.deliveries if d.verified and 200 <= d.status < 300)
     return Numbers(
@@ -105,13 +116,18 @@ def rows(n: Numbers) -> list[tuple[str, str]]:
             "Datadog intake",
             f"{n.datadog_series} series ({n.datadog_points} points), {n.datadog_events} events",
         ),
-        ("AWS calls", f"{sum(n.aws_calls.values())} ({_counts(n.aws_calls)})"),
+        ("AWS calls by ecswatch", f"{sum(n.aws_calls.values())} ({_counts(n.aws_calls)})"),
     ]
 
 
 def render(n: Numbers, *, title: str, recent: list[str]) -> Group:
     """The live summary: a table of the numbers and the latest alert/event lines."""
-    table = Table(title=f"{title} ({n.elapsed_s:.0f} s)", title_justify="left", expand=False)
+    table = Table(
+        title=f"{title} ({n.elapsed_s:.0f} s)",
+        title_justify="left",
+        show_header=False,
+        expand=False,
+    )
     table.add_column("", style="bold")
     table.add_column("")
     for label, value in rows(n):
