@@ -27,9 +27,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-# Roles this build can run; the others of ALL_ROLES land with later work.
-AVAILABLE_ROLES = ("consumer", "poller", "dispatcher", "api")
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -175,17 +172,6 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         roles = parse_roles(args.roles)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    explicit = args.roles != ",".join(ALL_ROLES)
-    missing = [r for r in roles if r not in AVAILABLE_ROLES]
-    if missing and explicit:
-        return _fail(
-            f"role {missing[0]!r} is not available in this build yet "
-            f"(available: {', '.join(AVAILABLE_ROLES)})",
-            EXIT_USAGE,
-        )
-    if missing:
-        log.warning("roles_not_available", skipped=missing, running=list(AVAILABLE_ROLES))
-        roles = tuple(r for r in roles if r in AVAILABLE_ROLES)
     if "consumer" in roles and not settings.queue_url:
         return _fail("ECSWATCH_QUEUE_URL is required when the consumer role runs", EXIT_USAGE)
     host = args.host or "127.0.0.1"

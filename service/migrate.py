@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,8 +39,14 @@ def alembic_config() -> Config:
     return cfg
 
 
+#: Advisory lock key that serialises migrations: replicas that start together
+#: (every ``ecswatch run`` migrates first) wait for each other, and the ones after
+#: the first find the database at head and do nothing.
+MIGRATION_LOCK_KEY = 0x6563_7377_6D69_67  # "ecswmig"
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Alembic ``upgrade`` to ``revision`` (head by default)."""
+    """Alembic ``upgrade`` to ``revision`` (head by default), one process at a time."""
 
     def _run(connection: Connection) -> None:
         cfg = alembic_config()
@@ -47,6 +54,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
     async with engine.begin() as conn:
+        # Released with the transaction, so a process that dies mid-way frees it.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         await conn.run_sync(_run)
 
 

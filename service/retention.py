@@ -35,9 +35,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
+from service.db import sqlstate_of
 from service.logging import get_logger
 
 log = get_logger(__name__)
@@ -47,6 +49,8 @@ DEFAULT_BATCH_SIZE = 2_000
 # fails instead of queueing every writer behind it; the next run tries again.
 LOCK_TIMEOUT = "2s"
 STATEMENT_TIMEOUT = "60s"
+# lock_not_available (lock_timeout) and query_canceled (statement_timeout).
+_GAVE_UP = ("55P03", "57014")
 
 
 class PruneStep(StrEnum):
@@ -90,6 +94,8 @@ class PruneReport:
     deleted: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     seconds: float = 0.0
+    # False when a batch gave up on a lock or a timeout; the next run carries on.
+    complete: bool = True
 
     @property
     def total(self) -> int:
@@ -263,8 +269,11 @@ async def prune(
     """Delete everything past retention at ``now``; return the rows deleted by table.
 
     ``pause_s`` sleeps between batches to leave the database to ingestion on a busy
-    server. A database error ends the run (what was deleted stays deleted and is
-    counted in ``/metrics``); the next run carries on where this one stopped.
+    server. A batch that cannot get its lock within ``LOCK_TIMEOUT`` (a migration
+    holds the table) or runs past ``STATEMENT_TIMEOUT`` ends the run early with
+    ``complete=False``; any other database error is raised. Either way what was
+    deleted stays deleted and is counted in ``/metrics``, and the next run carries
+    on where this one stopped. The last-run gauges move only when a run completes.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -272,18 +281,29 @@ async def prune(
     report = PruneReport(cutoff=plan.cutoff)
     started = time.monotonic()
     for step in plan.steps:
-        if step is PruneStep.ALERTS:
-            await _prune_alerts(sessionmaker, plan, batch_size, report, pause_s)
-        elif step is PruneStep.STOPPED_TASKS:
-            await _prune_stopped_tasks(sessionmaker, plan, batch_size, report, pause_s)
-        else:
-            await _prune_oldest(sessionmaker, step, plan, batch_size, report, pause_s)
+        try:
+            if step is PruneStep.ALERTS:
+                await _prune_alerts(sessionmaker, plan, batch_size, report, pause_s)
+            elif step is PruneStep.STOPPED_TASKS:
+                await _prune_stopped_tasks(sessionmaker, plan, batch_size, report, pause_s)
+            else:
+                await _prune_oldest(sessionmaker, step, plan, batch_size, report, pause_s)
+        except DBAPIError as exc:
+            if sqlstate_of(exc) not in _GAVE_UP:
+                raise
+            # A schema change holds the table, or the server is too slow: yield
+            # rather than queue every writer behind this batch.
+            report.complete = False
+            log.warning("retention_interrupted", step=step.value, sqlstate=sqlstate_of(exc))
+            break
     report.seconds = time.monotonic() - started
-    telemetry.RETENTION_LAST_RUN.set(now.timestamp())
-    telemetry.RETENTION_LAST_RUN_DURATION.set(report.seconds)
+    if report.complete:
+        telemetry.RETENTION_LAST_RUN.set(now.timestamp())
+        telemetry.RETENTION_LAST_RUN_DURATION.set(report.seconds)
     log.info(
         "retention_pruned",
         cutoff=plan.cutoff.isoformat(),
+        complete=report.complete,
         deleted=report.deleted,
         batches=report.batches,
         seconds=round(report.seconds, 3),

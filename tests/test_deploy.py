@@ -262,3 +262,53 @@ def test_dockerfile_passes_hadolint_and_installs_the_wheel() -> None:
     assert "PYTHONPATH" not in final_stage
     assert "COPY service" not in final_stage
     assert "COPY alembic" not in final_stage
+
+
+# Series the runbook relies on that other roles register once they are built
+# (issue 9, the poller). When one appears in the registry the test below fails:
+# drop it from this set and check that the runbook uses the registered name.
+_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+
+
+def _registered_families() -> set[str]:
+    from service import telemetry
+
+    return {family.name for family in telemetry.REGISTRY.collect()}
+
+
+def _family_of(series: str, families: set[str]) -> str | None:
+    if series in families:
+        return series
+    for suffix in _SUFFIXES:
+        if series.endswith(suffix) and series.removesuffix(suffix) in families:
+            return series.removesuffix(suffix)
+    return None
+
+
+@pytest.mark.parametrize("doc", ["runbook.md", "deploy.md"])
+def test_docs_name_only_registered_series(doc: str) -> None:
+    import re
+
+    families = _registered_families()
+    named = set(re.findall(r"\becswatch_[a-z_]*[a-z]", (REPO_ROOT / "docs" / doc).read_text()))
+    unknown = {s for s in named if _family_of(s, families) is None}
+    assert unknown == set(), f"docs/{doc} names series that /metrics does not have"
+
+
+def test_template_defaults_agree_with_the_settings(
+    template: dict[str, Any], clean_env: pytest.MonkeyPatch
+) -> None:
+    from service.config import load_settings
+
+    defaults = load_settings()
+    assert int(template["Parameters"]["RetentionDays"]["Default"]) == defaults.retention_days
+    for task in _resources(template, "AWS::ECS::TaskDefinition").values():
+        container = _container(task)
+        env = {
+            e["Name"]: e["Value"]
+            for e in container["Environment"]
+            if isinstance(e, dict) and "Name" in e
+        }
+        # SIGTERM's grace period must end before ECS kills the container.
+        assert float(env["ECSWATCH_SHUTDOWN_GRACE_S"]) < container["StopTimeout"]
+        assert env["ECSWATCH_LOG_FORMAT"] == "json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -80,3 +81,23 @@ async def test_time_columns_are_timestamptz(empty_engine: AsyncEngine) -> None:
             )
         ).all()
     assert rows == []
+
+
+async def test_replicas_starting_together_migrate_once(empty_engine: AsyncEngine) -> None:
+    """Every `ecswatch run` migrates first; three at once all succeed, at head."""
+    import asyncio
+
+    engines = [create_engine(empty_engine.url.render_as_string(hide_password=False), pool_size=1)]
+    engines += [create_engine(engines[0].url.render_as_string(hide_password=False), pool_size=1)]
+    try:
+        await asyncio.gather(upgrade(empty_engine), *(upgrade(e) for e in engines))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    async with empty_engine.connect() as conn:
+        heads = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars()
+        assert list(heads) == [sorted(p.stem.split("_")[0] for p in _versions())[-1]]
+
+
+def _versions() -> list[Path]:
+    return list((Path(__file__).resolve().parents[1] / "alembic" / "versions").glob("*.py"))

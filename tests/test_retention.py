@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -234,3 +235,25 @@ async def test_the_poller_leaders_retention_job_prunes(runtime: Runtime) -> None
     assert ids == ["ev-new"]
     assert "t-gone-old" not in tasks
     assert "t-gone-new" in tasks
+
+
+async def test_prune_gives_way_to_a_schema_change(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessionmaker.begin() as session:
+        await write_rows(session, NOW - timedelta(days=60), "old")
+    last_run = _sample("ecswatch_retention_last_run_timestamp_seconds")
+    later = NOW + timedelta(hours=1)
+    # A migration holds metric_points: pruning stops there instead of queueing
+    # (and every writer behind it), and says so.
+    async with sessionmaker() as migration, migration.begin():
+        await migration.execute(text("LOCK TABLE metric_points IN ACCESS EXCLUSIVE MODE"))
+        report = await asyncio.wait_for(prune(sessionmaker, 30, later), timeout=30)
+        assert report.complete is False
+        assert report.deleted == {"raw_events": 1}
+        assert _sample("ecswatch_retention_last_run_timestamp_seconds") == last_run
+    report = await prune(sessionmaker, 30, later)
+    assert report.complete is True
+    assert report.deleted["metric_points"] == 1
+    assert "raw_events" not in report.deleted
+    assert _sample("ecswatch_retention_last_run_timestamp_seconds") == later.timestamp()

@@ -724,6 +724,7 @@ class WebhookCreate(BaseModel):
                     "url": "https://hooks.example.com/ecswatch",
                     "events": ["deployment.failed", "deployment.rolled_back"],
                     "filter": {"cluster": "prod"},
+                    "format": "standard",
                 }
             ]
         },

@@ -9,7 +9,6 @@ that one bad message never fails its neighbours.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
 from service.alerts.rules import AlertRules
+from service.aws.backoff import Backoff
 from service.config import ServiceRef
 from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
@@ -123,6 +123,8 @@ class Handler:
         parsed: list[tuple[Message, NormalisedEvent]],
         poison: list[tuple[Message, Poison, str]],
     ) -> HandleResult:
+        # Deadlock / serialization retries: 0.05 s, then 0.1 s (the one backoff).
+        contention = Backoff(initial=0.05, cap=0.1, jitter=0.0)
         for attempt in range(_IMMEDIATE_RETRIES):
             try:
                 async with self._sessionmaker() as session, session.begin():
@@ -137,7 +139,7 @@ class Handler:
                 break
             except Exception as exc:
                 if _is_contention(exc) and attempt + 1 < _IMMEDIATE_RETRIES:
-                    await asyncio.sleep(0.05 * (attempt + 1))
+                    await contention.sleep()
                     continue
                 raise
         self._notify_committed(parsed, batch)

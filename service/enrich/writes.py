@@ -114,9 +114,23 @@ async def write_tasks(
     await write_tags(session, {str(t["taskArn"]): tags_of(t) for t in tasks if "taskArn" in t}, now)
     if not events:
         return set()
-    before = await _state(session, "tasks", _TASK_STATE, [e.envelope.id for e in events])
+    ids = [e.envelope.id for e in events]
+    before = await _state(session, "tasks", _TASK_STATE, ids)
     outcomes = await state_apply._apply_versioned(session, events, _DESCRIBED_TASKS)
-    return await _changed(session, "tasks", _TASK_STATE, _applied_arns(outcomes), before)
+    back = await _back(session, "tasks", ids)
+    return await _changed(session, "tasks", _TASK_STATE, _applied_arns(outcomes), before) | back
+
+
+async def _back(session: AsyncSession, table: str, ids: Sequence[str]) -> set[str]:
+    """ECS describes them again: no longer gone (a Describe that failed for a moment)."""
+    arns = [i.removeprefix("describe:") for i in ids]
+    result = await _execute(
+        session,
+        f"UPDATE {table} SET gone_at = NULL WHERE arn = ANY($1::TEXT[]) AND gone_at IS NOT NULL"
+        " RETURNING arn",
+        sorted(arns),
+    )
+    return {row[0] for row in result}
 
 
 # A Describe without cpu or memory (they come from the task definition) keeps them.
@@ -202,7 +216,7 @@ async def write_container_instances(
         outcomes = await state_apply._apply_versioned(session, events, state_apply._INSTANCES)
         applied = await _changed(
             session, "container_instances", _INSTANCE_STATE, _applied_arns(outcomes), before
-        )
+        ) | await _back(session, "container_instances", ids)
     if health:
         await state_apply._apply_health(session, health)
     return applied

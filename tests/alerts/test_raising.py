@@ -220,7 +220,9 @@ async def test_stuck_sweep(runtime: Runtime, engine: AsyncEngine) -> None:
         sc.deployment_event("prod", "web", "ecs-svc/9", "SERVICE_DEPLOYMENT_IN_PROGRESS", old, "x"),
         sc.deployment_event("prod", "api", "ecs-svc/8", "SERVICE_DEPLOYMENT_IN_PROGRESS", now, "y"),
     ]
-    await handle(runtime, events)
+    # A deployment known only through its tasks' startedBy is not a rollout to flag.
+    tasks_only = sc.crash_loop("prod", "batch", "ecs-svc/7", old, tasks=1)
+    await handle(runtime, [*events, *tasks_only])
     rules = AlertRules(stuck_after_s=1800)
     async with runtime.sessionmaker() as session, session.begin():
         assert await sweep_stuck(session, rules=rules, now=now) == ["ecs-svc/9"]

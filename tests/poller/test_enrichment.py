@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from sqlalchemy import text
 from service import telemetry
 from service.consumer.handler import Handler, Message
 from service.enrich.describer import Describer
-from service.enrich.enricher import Enricher
+from service.enrich.enricher import Enricher, wanted_resources
+from service.events.normalise import normalise
 from service.poller.reconcile import Reconciler
 from service.runtime import Runtime
 from tests.poller.fleet import Fleet, task_event
@@ -122,8 +124,10 @@ async def test_250_task_events_make_3_describe_tasks_calls(
         event = task_event(fleet, f"{prefix}/{uuid.uuid4().hex}")
         event["detail"]["group"] = "family:batch"  # no service to describe
         events.append(event)
-    for start in range(0, 250, 50):  # as the consumer's batches commit
-        await handler.handle(_messages(events[start : start + 50]))
+    # As the consumer commits them: batches of up to 100 merged messages. A full
+    # group leaves at once; the last 50 wait out the 50 ms window.
+    for start in range(0, 250, 100):
+        await handler.handle(_messages(events[start : start + 100]))
     async with asyncio.timeout(10):
         while describer.batcher.pending or aws_proxy.count("DescribeTasks") < 3:
             await asyncio.sleep(0.05)
@@ -178,3 +182,80 @@ async def test_unknown_service_triggers_a_reconcile_of_just_that_one(
     await asyncio.sleep(0.3)
     assert aws_proxy.count("ListServices") == lists
     await enricher.close()
+
+
+async def test_a_full_enrichment_queue_drops_and_counts(proxied_runtime: Runtime) -> None:
+    """A full batcher refuses before any call is made; the drop is counted."""
+
+    def event(task: str) -> Any:
+        return normalise(
+            {
+                "id": str(uuid.uuid4()),
+                "detail-type": "ECS Task State Change",
+                "source": "aws.ecs",
+                "time": "2026-03-01T10:00:00Z",
+                "detail": {
+                    "taskArn": f"arn:aws:ecs:us-east-1:1:task/prod/{task}",
+                    "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/prod",
+                    "group": "service:web",
+                    "version": 1,
+                },
+            },
+            received_at=datetime.now(UTC),
+        )
+
+    first = event("a")
+    wanted = [(k, arn.rsplit("/", 1)[1], r) for k, _, arn, r in wanted_resources(first)]
+    assert wanted == [
+        ("clusters", "prod", False),
+        ("tasks", "a", False),
+        ("services", "web", False),
+    ]
+    dropped = telemetry.ENRICH_DROPPED.labels("queue_full")._value.get()
+    apis = await proxied_runtime.aws_apis()
+    async with Describer(
+        proxied_runtime.sessionmaker, apis, window_s=30, max_pending=3
+    ) as describer:
+        enricher = Enricher(describer)
+        enricher.submit([first, event("b")])
+        # cluster, task a and service fit; task b does not.
+        assert describer.batcher.pending == 3
+        assert telemetry.ENRICH_DROPPED.labels("queue_full")._value.get() - dropped == 1
+        enricher.submit([first])  # asked already: not again, not dropped again
+        assert telemetry.ENRICH_DROPPED.labels("queue_full")._value.get() - dropped == 1
+
+
+async def test_a_container_instance_event_brings_its_tags(
+    proxied_runtime: Runtime, describer: Describer, fleet: Fleet, aws_proxy: AwsProxy
+) -> None:
+    """moto cannot tag a container instance (HTTP 500): its tags are known to be none."""
+    enricher = Enricher(describer)
+    handler = Handler(proxied_runtime.sessionmaker, after_commit=enricher.submit)
+    event = {
+        "id": str(uuid.uuid4()),
+        "detail-type": "ECS Container Instance State Change",
+        "source": "aws.ecs",
+        "time": "2026-12-01T10:00:00Z",
+        "detail": {
+            "containerInstanceArn": fleet.instance_arn,
+            "clusterArn": fleet.cluster_arn,
+            "status": "ACTIVE",
+            "agentConnected": True,
+            "version": 3,
+        },
+    }
+    await handler.handle(_messages([event]))
+    await _wait_for(
+        proxied_runtime,
+        f"SELECT known FROM resource_tags WHERE resource_arn = '{fleet.instance_arn}'",
+        True,
+    )
+    assert aws_proxy.count("DescribeContainerInstances") == 1
+    # The event's versioned state stands: moto's Describe carries no version.
+    async with proxied_runtime.engine.connect() as conn:
+        version = (
+            await conn.execute(
+                text(f"SELECT version FROM container_instances WHERE arn = '{fleet.instance_arn}'")
+            )
+        ).scalar()
+    assert version == 3

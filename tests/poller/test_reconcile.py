@@ -112,3 +112,15 @@ async def test_a_task_that_vanished_is_marked_gone_not_deleted(
         proxied_runtime,
         f"SELECT count(*) FROM tasks WHERE cluster_name = '{fleet.cluster}' AND gone_at IS NULL",
     ) == len(fleet.task_arns)
+
+
+async def test_a_task_described_again_is_no_longer_gone(
+    proxied_runtime: Runtime, reconciler: Reconciler, fleet: Fleet
+) -> None:
+    await reconciler.reconcile_one(fleet.cluster)
+    arn = fleet.task_arns[0]
+    async with proxied_runtime.engine.begin() as conn:
+        await conn.execute(text(f"UPDATE tasks SET gone_at = now() WHERE arn = '{arn}'"))
+    report = await reconciler.reconcile_one(fleet.cluster)
+    assert await _scalar(proxied_runtime, f"SELECT gone_at FROM tasks WHERE arn = '{arn}'") is None
+    assert report.drift["tasks"] == 1
