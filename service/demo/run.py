@@ -143,7 +143,9 @@ async def _with_aws(
         ):
             resources = await setup_event_pipeline(sqs, events, QUEUE)
             fleet = await build_fleet(ec2, ecs, elbv2, codedeploy, region=REGION)
-            await put_metrics(cloudwatch, fleet, minutes=METRICS_BACKFILL_MINUTES)
+            metrics_put_until = await put_metrics(
+                cloudwatch, fleet, minutes=METRICS_BACKFILL_MINUTES
+            )
             demo_settings = demo_settings.model_copy(update={"queue_url": resources.queue_url})
 
             async def emit(batch: list[dict[str, Any]]) -> None:
@@ -191,7 +193,9 @@ async def _with_aws(
                 live = _live_console(log_file) if log_file is not None else None
                 recent: list[str] = []
                 story = asyncio.create_task(simulator.run(stop))
-                metrics = asyncio.create_task(_metrics_every_minute(cloudwatch, fleet, stop))
+                metrics = asyncio.create_task(
+                    _metrics_every_minute(cloudwatch, fleet, stop, metrics_put_until)
+                )
                 outputs: list[asyncio.Task[None]]
                 if live is None:
                     outputs = [
@@ -312,23 +316,34 @@ def how_to_try(api: str, token: str) -> list[str]:
     return [f"Docs: {api}/docs", "Try:"] + [f"  curl -s {auth} '{api}{p}'" for p in paths]
 
 
-async def put_metrics(cloudwatch: Any, fleet: Fleet, *, minutes: int = 1) -> None:
-    """Put the last ``minutes`` whole minutes of ECS and ALB points into CloudWatch."""
-    for namespace, data in metric_data(fleet, datetime.now(UTC), minutes=minutes):
+async def put_metrics(cloudwatch: Any, fleet: Fleet, *, minutes: int = 1) -> datetime:
+    """Put the last ``minutes`` whole minutes of ECS and ALB points into CloudWatch.
+
+    Returns the end of the last minute put (the current minute's start).
+    """
+    now = datetime.now(UTC)
+    for namespace, data in metric_data(fleet, now, minutes=minutes):
         for start in range(0, len(data), 150):  # PutMetricData: 1,000 items, 1 MB
             await cloudwatch.put_metric_data(
                 Namespace=namespace, MetricData=data[start : start + 150]
             )
+    return now.replace(second=0, microsecond=0)
 
 
-async def _metrics_every_minute(cloudwatch: Any, fleet: Fleet, stop: asyncio.Event) -> None:
+async def _metrics_every_minute(
+    cloudwatch: Any, fleet: Fleet, stop: asyncio.Event, done_until: datetime
+) -> None:
+    """Each minute, put the whole minutes not put yet (never one twice: Sums would double)."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), METRICS_PUT_EVERY_S)
         if stop.is_set():
             return
+        due = int((datetime.now(UTC) - done_until).total_seconds() // 60)
+        if due < 1:
+            continue
         try:
-            await put_metrics(cloudwatch, fleet, minutes=2)
+            done_until = await put_metrics(cloudwatch, fleet, minutes=due)
         except Exception as exc:  # the next minute tries again
             log.warning("demo_metrics_put_failed", error=f"{type(exc).__name__}: {exc}")
 
