@@ -9,6 +9,7 @@ What goes (DESIGN.md, "Poller"; issue 13):
   alert is already gone);
 - outbox rows that are ``delivered`` or ``dead`` and were created before the cutoff
   (a ``pending`` row is never pruned, however old);
+- the Datadog facts (what the counters already counted) recorded before the cutoff;
 - tasks that stopped before the cutoff, or that reconciliation marked gone
   (``gone_at``) before it, with their tags.
 
@@ -62,6 +63,7 @@ class PruneStep(StrEnum):
     WEBHOOK_DELIVERIES = "webhook_deliveries"
     OUTBOX_DELIVERED = "outbox_delivered"
     OUTBOX_DEAD = "outbox_dead"
+    DATADOG_FACTS = "datadog_facts"
     STOPPED_TASKS = "stopped_tasks"
 
 
@@ -139,6 +141,14 @@ _OLDEST = {
         "SELECT id FROM outbox WHERE status = 'dead' AND created_at < :cutoff "
         "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED",
         "DELETE FROM outbox WHERE id = ANY(:keys)",
+    ),
+    # What the Datadog counters already counted: kept as long as the events that
+    # could be re-delivered and counted again are kept.
+    PruneStep.DATADOG_FACTS: (
+        "datadog_facts",
+        "SELECT key FROM datadog_facts WHERE created_at < :cutoff "
+        "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED",
+        "DELETE FROM datadog_facts WHERE key = ANY(:keys)",
     ),
 }
 

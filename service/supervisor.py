@@ -46,6 +46,8 @@ async def run_roles(
         tasks["dispatcher"] = asyncio.create_task(
             run_dispatcher(runtime, stop, on_started=lambda: status.running.update(dispatcher=True))
         )
+    if {"consumer", "dispatcher"} & set(roles) and not runtime.settings.datadog_enabled:
+        log.warning("datadog_forwarding_off", reason="DD_API_KEY is not set")  # said once
     if "dispatcher" in roles and runtime.settings.datadog_enabled:
         # Datadog: state gauges, CloudWatch points and time facts into the outbox.
         from service.datadog.gauges import run_datadog_job

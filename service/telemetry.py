@@ -124,7 +124,7 @@ DATADOG_EVENTS = Counter(
 )
 DATADOG_DROPPED = Counter(
     "ecswatch_datadog_dropped",
-    "Points not sent to Datadog, by kind and reason (too_old, unregistered, not_finite)",
+    "Points or events not sent to Datadog, by kind and reason (too_old, unregistered, not_finite)",
     ["kind", "reason"],
     registry=REGISTRY,
 )

@@ -41,6 +41,7 @@ from datadog_api_client.v2.model.metric_series import MetricSeries
 from service import telemetry
 from service.config import Settings
 from service.datadog.batching import (
+    MAX_UNCOMPRESSED,
     Batch,
     RowSeries,
     drop_old_points,
@@ -63,8 +64,14 @@ MAX_POINT_AGE_S = 3_540.0
 MAX_EVENT_TITLE = 100
 MAX_EVENT_TEXT = 4_000
 MAX_AGGREGATION_KEY = 100
+# Datadog takes events at most 18 hours old; older ones are dropped, with the reason.
+MAX_EVENT_AGE_S = 17.5 * 3_600
 # Requests in flight per send() call.
 _CONCURRENCY = 4
+# Requests are kept well under Datadog's 5 MB: the client builds and serialises a
+# payload on the event loop, and a 1 MB one (about 10,000 points) takes a fraction
+# of a second there; a 5 MB one would stall every other role of the process.
+REQUEST_BYTES = 1_048_576
 _REQUEST_TIMEOUT_S = 30.0
 
 
@@ -247,8 +254,10 @@ class DatadogMetricsSender(_ClientOwner):
         encoding: str = "zstd1",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_point_age_s: float = MAX_POINT_AGE_S,
+        request_bytes: int = REQUEST_BYTES,
     ) -> None:
         super().__init__(configuration)
+        self._request_bytes = request_bytes
         self.prefix = prefix
         self.tag_keys = tuple(tag_keys) if tag_keys else None
         self.encoding = MetricContentEncoding(encoding)  # type: ignore[no-untyped-call]
@@ -283,7 +292,11 @@ class DatadogMetricsSender(_ClientOwner):
                 telemetry.DATADOG_POINTS.labels("dropped").inc(count)
                 telemetry.DATADOG_DROPPED.labels("points", reason).inc(count)
                 log.warning("datadog_points_dropped", reason=reason, points=count)
-        plan = plan_batches(merge_counts(prepared.items), compress=self._compress)
+        plan = plan_batches(
+            merge_counts(prepared.items),
+            compress=self._compress,
+            max_uncompressed=min(MAX_UNCOMPRESSED, self._request_bytes),
+        )
         for item in plan.oversize:
             for row_id in item.row_ids:
                 outcomes[row_id].dead = "a single point is larger than Datadog's payload limit"
@@ -334,10 +347,15 @@ class DatadogMetricsSender(_ClientOwner):
     async def _send_batch(self, items: list[RowSeries], outcomes: dict[int, _RowOutcome]) -> None:
         client = await self.client()
         api = MetricsApi(client)  # type: ignore[no-untyped-call]
-        payload = MetricPayload(series=[_to_model(i.series) for i in items])
-        decision = await _call(
-            lambda: api.submit_metrics(body=payload, content_encoding=self.encoding)
-        )
+        try:
+            # The models' validation is the costly part: off the event loop.
+            payload = await asyncio.to_thread(_payload_of, items)
+        except (TypeError, ValueError) as exc:  # the client's models refuse a value
+            decision: Decision | None = Decision(Verdict.DEAD, f"invalid series: {exc}"[:300])
+        else:
+            decision = await _call(
+                lambda: api.submit_metrics(body=payload, content_encoding=self.encoding)
+            )
         if decision is None:
             return
         if decision.verdict is Verdict.SPLIT:
@@ -348,7 +366,9 @@ class DatadogMetricsSender(_ClientOwner):
                     await self._send_batch(half, outcomes)
                 return
             decision = Decision(Verdict.DEAD, decision.error + " (cannot split further)")
-        if decision.verdict is Verdict.DEAD and decision.error.startswith("HTTP 400"):
+        if decision.verdict is Verdict.DEAD and decision.error.startswith(
+            ("HTTP 400", "invalid series")
+        ):
             # One bad row must not take its neighbours down: find it by halves.
             halves = split_by_rows(items)
             if len(halves) > 1:
@@ -364,6 +384,10 @@ class DatadogMetricsSender(_ClientOwner):
 
 def _status_of(error: str) -> str:
     return error.split(":", 1)[0].removeprefix("HTTP ") if error.startswith("HTTP ") else "network"
+
+
+def _payload_of(items: Sequence[RowSeries]) -> MetricPayload:
+    return MetricPayload(series=[_to_model(i.series) for i in items])
 
 
 def _to_model(series: dict[str, Any]) -> MetricSeries:
@@ -394,20 +418,39 @@ class DatadogEventSender(_ClientOwner):
 
     kinds = frozenset({OutboxKind.DATADOG_EVENT})
 
-    def __init__(self, configuration: Configuration, *, tag_keys: Sequence[str] | None = None):
+    def __init__(
+        self,
+        configuration: Configuration,
+        *,
+        tag_keys: Sequence[str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         super().__init__(configuration)
         self.tag_keys = tuple(tag_keys) if tag_keys else None
+        self._clock = clock
 
     async def send(self, rows: Sequence[ClaimedRow]) -> Sequence[SendResult]:
         semaphore = asyncio.Semaphore(_CONCURRENCY)
+        cutoff = self._clock().timestamp() - MAX_EVENT_AGE_S
+        dropped: set[int] = set()
 
         async def one(row: ClaimedRow) -> SendResult:
+            happened = row.payload.get("date_happened")
+            if isinstance(happened, int | float) and happened < cutoff:
+                # Datadog refuses events this old: finished, counted as dropped.
+                dropped.add(row.id)
+                return SendResult(row.id, SendStatus.DELIVERED)
             async with semaphore:
                 return await self._send_one(row)
 
         results = await asyncio.gather(*(one(r) for r in rows))
+        if dropped:
+            telemetry.DATADOG_DROPPED.labels("events", "too_old").inc(len(dropped))
+            log.warning("datadog_events_dropped", reason="too_old", events=len(dropped))
         for result in results:
             label = {"delivered": "sent", "retry": "retried", "dead": "dead"}[result.status]
+            if result.row_id in dropped:
+                label = "dropped"
             telemetry.DATADOG_EVENTS.labels(label).inc()
             if result.status is SendStatus.DEAD:
                 log.error("datadog_event_dead", row_id=result.row_id, error=result.error)
@@ -474,10 +517,10 @@ class DatadogSenders:
 
 
 def build_senders(settings: Settings) -> DatadogSenders | None:
-    """Senders for both Datadog kinds; None (said once, here) when no API key is set."""
+    """Senders for both Datadog kinds; None when no API key is set (the supervisor
+    says so once at start: ``datadog_forwarding_off``)."""
     configuration = client_configuration(settings)
     if configuration is None:
-        log.warning("datadog_forwarding_off", reason="DD_API_KEY is not set")
         return None
     keys = settings.datadog_tag_keys or None
     log.info("datadog_forwarding_on", url=settings.datadog_base_url)

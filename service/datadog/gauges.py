@@ -47,8 +47,6 @@ log = get_logger(__name__)
 DISCONNECTED_GRACE = timedelta(minutes=5)
 # Points read per outbox row when forwarding metric_points.
 POINTS_PER_ROW = 5_000
-# Facts older than this are pruned (the facts they guard are long past).
-FACT_RETENTION = timedelta(days=30)
 
 Series = dict[str, Any]
 
@@ -81,17 +79,17 @@ _SERVICES = text(
     " FROM services s"
     " LEFT JOIN resource_tags st ON st.resource_arn = s.arn AND st.known"
     " LEFT JOIN resource_tags ct ON ct.resource_arn = s.cluster_arn AND ct.known"
-    " WHERE s.status IS DISTINCT FROM 'INACTIVE'"
+    " WHERE s.status IS DISTINCT FROM 'INACTIVE' AND s.gone_at IS NULL"
 )
 _TASKS = text(
     "SELECT t.cluster_arn, t.cluster_name, t.service_name, t.family, t.revision,"
     " t.launch_type, t.last_status, count(*) AS n FROM tasks t"
-    " WHERE t.last_status IS DISTINCT FROM 'STOPPED'"
+    " WHERE t.last_status IS DISTINCT FROM 'STOPPED' AND t.gone_at IS NULL"
     " GROUP BY 1, 2, 3, 4, 5, 6, 7"
 )
 _INSTANCES = text(
     "SELECT cluster_arn, cluster_name, status, agent_connected, count(*) AS n"
-    " FROM container_instances GROUP BY 1, 2, 3, 4"
+    " FROM container_instances WHERE gone_at IS NULL GROUP BY 1, 2, 3, 4"
 )
 _IN_PROGRESS = text(
     "SELECT cluster_name, service_name, count(*) AS n FROM deployments"
@@ -362,7 +360,6 @@ _NEW_ALERTS = text(
     " WHERE a.created_at > :since AND NOT EXISTS"
     " (SELECT 1 FROM datadog_facts f WHERE f.key = 'alert:' || a.id)"
 )
-_PRUNE = text("DELETE FROM datadog_facts WHERE created_at < :before")
 
 
 def disconnected_fact(row: Mapping[str, Any], now: datetime) -> Fact:
@@ -404,7 +401,6 @@ async def record_time_facts(session: AsyncSession, *, now: datetime) -> int:
     alerts = (await session.execute(_NEW_ALERTS, {"since": since})).mappings().all()
     derived.facts.extend(alert_fact(dict(r), now) for r in alerts)
     new = await record_facts(session, derived, now=now)
-    await session.execute(_PRUNE, {"before": now - FACT_RETENTION})
     return len(new)
 
 

@@ -175,6 +175,8 @@ async def test_two_consumer_processes_end_as_one(
     finally:
         codes = _stop(procs)
     assert codes == [0, 0], [p.stderr[-2000:] for p in procs]
+    # No DD_API_KEY: each process says once that Datadog forwarding is off.
+    assert [p.stderr.count("datadog_forwarding_off") for p in procs] == [1, 1]
     # Both took part: a process stuck before receiving would leave this a one-process test.
     processed = [p.processed() for p in procs]
     assert all(n > 0 for n in processed), processed

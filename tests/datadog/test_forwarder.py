@@ -20,10 +20,12 @@ from service import telemetry
 from service.api.app import create_app
 from service.config import Settings, load_settings
 from service.datadog.forwarder import (
+    DatadogMetricsSender,
     DatadogSenders,
     Decision,
     Verdict,
     build_senders,
+    client_configuration,
     decide,
 )
 from service.demo.intake import DatadogIntake
@@ -324,3 +326,42 @@ async def test_metrics_endpoint_shows_points_and_events_by_result(
             text = (await client.get("/metrics")).text
     assert 'ecswatch_datadog_points_total{result="sent"}' in text
     assert 'ecswatch_datadog_events_total{result="sent"}' in text
+
+
+async def test_events_older_than_datadog_takes_are_dropped_with_the_reason(
+    senders: DatadogSenders, datadog_intake: DatadogIntake
+) -> None:
+    before = telemetry.DATADOG_DROPPED.labels("events", "too_old")._value.get()
+    old = {"title": "old", "text": "x", "date_happened": int(time.time()) - 20 * 3600}
+    fresh = {"title": "fresh", "text": "x", "date_happened": int(time.time()) - 3600}
+    results = await senders.events.send([_event_row(1, old), _event_row(2, fresh)])
+    assert [r.status for r in results] == [SendStatus.DELIVERED, SendStatus.DELIVERED]
+    assert [e["title"] for e in datadog_intake.events()] == ["fresh"]
+    assert telemetry.DATADOG_DROPPED.labels("events", "too_old")._value.get() == before + 1
+
+
+async def test_a_series_the_client_refuses_is_dead_alone(
+    senders: DatadogSenders, datadog_intake: DatadogIntake
+) -> None:
+    bad = {**_gauge(1), "tags": ["ok:1", 5]}  # a tag that is not a string
+    results = await senders.metrics.send([_metrics_row(1, [bad]), _metrics_row(2, [_gauge(2)])])
+    assert [r.status for r in results] == [SendStatus.DEAD, SendStatus.DELIVERED]
+    assert "invalid series" in (results[0].error or "")
+    assert [s["points"][0]["value"] for s in datadog_intake.series()] == [2.0]
+
+
+async def test_requests_stay_under_the_senders_own_size(datadog_intake: DatadogIntake) -> None:
+    configuration = client_configuration(
+        load_settings(dd_api_key=API_KEY, datadog_url=datadog_intake.url)
+    )
+    assert configuration is not None
+    sender = DatadogMetricsSender(configuration, request_bytes=3_000)
+    try:
+        rows = [_metrics_row(i, [_gauge(float(i), service=f"s{i}")]) for i in range(30)]
+        results = await sender.send(rows)
+    finally:
+        await sender.aclose()
+    assert {r.status for r in results} == {SendStatus.DELIVERED}
+    assert len(datadog_intake.requests) >= 3
+    assert all(len(r.body) <= 3_000 for r in datadog_intake.requests)
+    assert len(datadog_intake.series()) == 30

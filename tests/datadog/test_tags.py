@@ -117,3 +117,12 @@ def test_resource_tags(tags: dict[str, str], keys: list[str] | None, expected: l
 
 def test_merge_tags_keeps_first_and_drops_none() -> None:
     assert merge_tags(["a:1", None, "b:2"], ["a:1", "c:3"]) == ["a:1", "b:2", "c:3"]
+
+
+def test_tag_keys_setting_is_a_comma_separated_list(clean_env: pytest.MonkeyPatch) -> None:
+    from service.config import load_settings
+
+    clean_env.setenv("ECSWATCH_DATADOG_TAG_KEYS", "team, env ,,cost-center")
+    assert load_settings().datadog_tag_keys == ("team", "env", "cost-center")
+    clean_env.delenv("ECSWATCH_DATADOG_TAG_KEYS")
+    assert load_settings().datadog_tag_keys == ()
