@@ -56,13 +56,13 @@ class TimedReceiver(WebhookReceiver):
 
     def __init__(self) -> None:
         super().__init__()
-        self.verified_at: dict[str, float] = {}
+        self.arrived_at: dict[str, float] = {}
 
     async def _handle(self, request: web.Request, body: bytes) -> tuple[Delivery, web.Response]:
         delivery, response = await super()._handle(request, body)
         if delivery.verified and isinstance(delivery.json, dict):
             deployment = delivery.json.get("deployment") or {}
-            self.verified_at.setdefault(str(deployment.get("id")), time.perf_counter())
+            self.arrived_at.setdefault(str(deployment.get("id")), time.perf_counter())
         return delivery, response
 
 
@@ -213,7 +213,7 @@ async def main() -> dict[str, Any]:
                         await sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
                         await asyncio.sleep(args.interval)
                     async with asyncio.timeout(60):
-                        while len(receiver.verified_at) < args.deployments:
+                        while len(receiver.arrived_at) < args.deployments:
                             await asyncio.sleep(0.05)
                     load_stop.set()
                     await load
@@ -222,7 +222,7 @@ async def main() -> dict[str, Any]:
                     await roles
     finally:
         await benchdb.drop_database(db_url)
-    latencies = sorted(receiver.verified_at[k] - sent_at[k] for k in sent_at)
+    latencies = sorted(receiver.arrived_at[k] - sent_at[k] for k in sent_at)
     return {
         "deployments": args.deployments,
         "moto_ceiling_per_s": round(ceiling, 1),

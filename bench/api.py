@@ -12,7 +12,11 @@ next to the very same SQL run directly through asyncpg, in the same run.
    with --concurrency concurrent requests for --duration seconds, then runs the
    captured statement through an asyncpg pool at the same concurrency.
 
-Prints a table and writes bench/results/api.json. Usage:
+Prints a table and writes bench/results/api.json: per scenario, requests/s and
+latencies of both, the p99 ratio, the rps ratio (API requests/s over the same
+statements' requests/s: how close the API comes to its own database ceiling)
+and the API server process's CPU time per request (from /proc; steadier than
+requests/s on a shared machine). Usage:
 
     .venv/bin/python bench/api.py [--tasks 1000000] [--events 5000000]
         [--concurrency 100] [--duration 10] [--keep] [--only NAME]
@@ -273,23 +277,36 @@ class Result:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    calls: int = 0  # every completed call, the warm-up second's included
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc), 0.0 elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(call: Callable[[], Awaitable[bool]], concurrency: int, duration: float) -> Result:
     """Run ``call`` from ``concurrency`` workers for ``duration`` s (after a 1 s warm-up)."""
     latencies: list[float] = []
     errors = 0
+    calls = 0
     warm_until = time.perf_counter() + 1.0
     stop_at = warm_until + duration
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, calls
         while True:
             start = time.perf_counter()
             if start >= stop_at:
                 return
             ok = await call()
             end = time.perf_counter()
+            calls += 1
             if start >= warm_until:
                 latencies.append(end - start)
                 if not ok:
@@ -314,6 +331,7 @@ async def drive(call: Callable[[], Awaitable[bool]], concurrency: int, duration:
         p90_ms=round(pct(0.90), 2),
         p99_ms=round(pct(0.99), 2),
         max_ms=round(latencies[-1] * 1000, 2) if latencies else float("nan"),
+        calls=calls,
     )
 
 
@@ -410,7 +428,9 @@ async def capture_sql(db_url: str, path: str) -> tuple[list[tuple[str, tuple[Any
         captured.append((statement, tuple(parameters or ())))
 
     async with open_runtime(settings, pool_size=1) as runtime:
-        event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+        # The API reads through its read engine (older trees: the one engine).
+        api_engine = getattr(runtime, "read_engine", runtime.engine)
+        event.listen(api_engine.sync_engine, "before_cursor_execute", record)
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             response = await client.get(path)
@@ -436,19 +456,23 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'scenario':34} {'conc':>5} {'API rps':>8} {'p50':>7} {'p99':>7} │ "
-        f"{'SQL rps':>8} {'p50':>7} {'p99':>7} │ {'p99 ratio':>9}"
+        f"{'SQL rps':>8} {'p50':>7} {'p99':>7} │ {'p99 ratio':>9} {'rps ratio':>9} {'CPU/req':>7}"
     )
     print(header)
     print("─" * len(header))
     for row in rows:
         api, sql = row["api"], row["sql"]
         ratio = api["p99_ms"] / sql["p99_ms"] if sql["p99_ms"] else float("nan")
+        rps_ratio = row.get("rps_ratio") or float("nan")
         print(
             f"{row['scenario']:34} {row['concurrency']:5d} "
             f"{api['rps']:8.0f} {api['p50_ms']:7.1f} {api['p99_ms']:7.1f} │ "
-            f"{sql['rps']:8.0f} {sql['p50_ms']:7.1f} {sql['p99_ms']:7.1f} │ {ratio:9.2f}"
+            f"{sql['rps']:8.0f} {sql['p50_ms']:7.1f} {sql['p99_ms']:7.1f} │ "
+            f"{ratio:9.2f} {rps_ratio:9.2f} {row.get('server_cpu_ms_per_request') or 0:7.2f}"
         )
-    print("(latencies in ms; 'SQL' is the route's own statement through an asyncpg pool)")
+    print("(latencies in ms; 'SQL' is the route's own statement through an asyncpg pool;")
+    print(" rps ratio = API requests/s / the same statements' requests/s, higher is better;")
+    print(" CPU/req = the API server process's CPU ms per request)")
 
 
 async def main() -> None:
@@ -543,7 +567,11 @@ async def main() -> None:
                             await conn.fetch(statement, *params)
                     return True
 
+                cpu_before = cpu_seconds(server.pid)
                 api = await drive(http_call, concurrency, args.duration)
+                # The server's own CPU per request: robust on a shared machine,
+                # where requests/s also depends on what else is running.
+                server_cpu = cpu_seconds(server.pid) - cpu_before
                 await client.close()
                 sql = await drive(sql_call, concurrency, args.duration)
                 rows.append(
@@ -555,6 +583,11 @@ async def main() -> None:
                         "items": items,
                         "api": asdict(api),
                         "sql": asdict(sql),
+                        # API requests/s over the same statements' requests/s.
+                        "rps_ratio": round(api.rps / sql.rps, 3) if sql.rps else None,
+                        "server_cpu_ms_per_request": (
+                            round(server_cpu / api.calls * 1000, 3) if api.calls else None
+                        ),
                     }
                 )
                 print(
@@ -571,6 +604,12 @@ async def main() -> None:
             "median_p99_ratio": round(statistics.median(ratios), 2) if ratios else None,
             "max_p99_ratio": round(max(ratios), 2) if ratios else None,
             "max_api_p99_ms": max(r["api"]["p99_ms"] for r in rows),
+            "min_rps_ratio_pages": min(
+                (r["rps_ratio"] for r in rows if r["items"] > 1 and r["rps_ratio"]), default=None
+            ),
+            "min_rps_ratio_single": min(
+                (r["rps_ratio"] for r in rows if r["items"] == 1 and r["rps_ratio"]), default=None
+            ),
         }
         print(f"summary: {summary}")
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     alert_cooldown_s: float = Field(default=900.0, ge=0, le=86_400)
     # Enrichment after commit (Describe calls for unknown tags and details; issue 9).
     enrich: bool = True
+    # ---- CodeDeploy checks of the poller's leader (issue 10 with issue 9; configuration.md):
+    # group mapping and BatchGetDeployments of in-progress CodeDeploy deployments.
+    codedeploy_interval_s: int = Field(default=30, ge=1, le=3600)
 
     @field_validator("database_url")
     @classmethod

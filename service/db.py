@@ -49,14 +49,25 @@ def to_asyncpg_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine with pre-ping, so connections dropped by a restart are replaced."""
+def create_engine(
+    url: str, *, pool_size: int = 10, pre_ping: bool = True, autocommit: bool = False
+) -> AsyncEngine:
+    """An asyncpg engine; with pre-ping, connections dropped by a restart are replaced.
+
+    ``pre_ping=False`` saves a round trip per checkout, for callers that handle a
+    dropped connection themselves (the API's reads retry once: see
+    :func:`service.api.queries.execute_read`). ``autocommit=True`` runs every
+    statement in its own implicit transaction (no BEGIN/ROLLBACK round trips),
+    set once per connection rather than per checkout.
+    """
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     return create_async_engine(
         to_asyncpg_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
+        **options,
     )
 
 

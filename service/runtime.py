@@ -139,6 +139,8 @@ class Runtime:
         self.settings = settings
         self._stack = stack
         self.engine: AsyncEngine
+        # The API's reads: autocommit, no pre-ping (a dropped connection is retried once).
+        self.read_engine: AsyncEngine
         self.sessionmaker: async_sessionmaker[AsyncSession]
         self.http: httpx.AsyncClient
         self.aws_session: AioSession = get_session()
@@ -207,6 +209,11 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
             log.info("embedded_postgres_started", pgdata=str(embedded.pgdata))
         runtime.engine = create_engine(url, pool_size=pool_size)
         stack.push_async_callback(runtime.engine.dispose)
+        # Connects lazily: processes without the API role never open it.
+        runtime.read_engine = create_engine(
+            url, pool_size=pool_size, pre_ping=False, autocommit=True
+        )
+        stack.push_async_callback(runtime.read_engine.dispose)
         runtime.sessionmaker = create_sessionmaker(runtime.engine)
         runtime.http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)

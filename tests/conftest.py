@@ -8,6 +8,8 @@ Either way the session gets a fresh database of its own, dropped at the end.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,18 +45,23 @@ def _admin_dsn(url: str) -> tuple[str, dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
-async def server_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def server_url() -> AsyncIterator[str]:
     """URL of a PostgreSQL server: the configured one, or an embedded one."""
     configured = os.environ.get("ECSWATCH_TEST_DATABASE_URL")
     if configured:
         yield to_asyncpg_url(configured)
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's basetemp: as root the server runs as its own system user,
+    # which must traverse the path, and every pytest session resets
+    # /tmp/pytest-of-<user> to mode 0700 when it starts.
+    data_dir = Path(tempfile.mkdtemp(prefix="ecswatch-test-pg-"))
+    embedded = EmbeddedPostgres(data_dir)
     url = await embedded.start()
     try:
         yield url
     finally:
         await embedded.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

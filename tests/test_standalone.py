@@ -66,6 +66,14 @@ def test_markdown_links_point_inside_the_repository() -> None:
     assert broken == []
 
 
+def test_the_readme_links_every_doc() -> None:
+    readme = (REPO / "README.md").read_text()
+    linked = set(re.findall(r"\]\((docs/[^)#\s]+\.md)(?:#[^)]*)?\)", readme))
+    docs = {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")}
+    assert docs, "no docs found"
+    assert docs - linked == set()
+
+
 def test_event_samples_are_in_the_repository() -> None:
     samples = REPO / "tests" / "fixtures" / "ecs-events"
     assert len(list(samples.glob("*.json"))) >= 25

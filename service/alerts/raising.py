@@ -42,6 +42,7 @@ from service.alerts.rules import (
     is_stuck,
     matches,
     noisy_alert,
+    target_groups,
 )
 from service.config import Settings
 from service.events.models import (
@@ -63,7 +64,14 @@ def rules_from_settings(settings: Settings) -> AlertRules:
         crashloop_window_s=settings.crashloop_window_s,
         stuck_after_s=settings.stuck_after_s,
         cooldown_s=settings.alert_cooldown_s,
+        codedeploy_hold_s=codedeploy_hold_s(settings),
     )
+
+
+def codedeploy_hold_s(settings: Settings) -> float:
+    """How long alerts of a CodeDeploy deployment of a group not yet mapped wait for
+    the poller's mapping: four of its runs (``ECSWATCH_CODEDEPLOY_INTERVAL_S``)."""
+    return 4.0 * settings.codedeploy_interval_s
 
 
 # Only deployments still in progress can start crash-looping, and only stops that
@@ -93,7 +101,18 @@ _SNAPSHOT_COLUMNS = (
     " d.rollback_target, d.stuck, d.task_definition, d.lifecycle_stage, d.failed_tasks,"
     " d.started_at, d.finished_at, d.event_ids, d.codedeploy_application, d.codedeploy_group,"
     " EXISTS (SELECT 1 FROM deployments AS o WHERE o.rollback_target = d.id)"
-    " AS is_rollback_target"
+    " AS is_rollback_target, d.last_event_at,"
+    # The CodeDeploy mapping (0007) and the service's load balancers (DescribeServices).
+    " (d.codedeploy_application IS NULL OR EXISTS (SELECT 1 FROM codedeploy_groups AS g"
+    "  WHERE g.application = d.codedeploy_application"
+    "  AND g.deployment_group = d.codedeploy_group)) AS group_resolved,"
+    " (SELECT g.target_groups FROM codedeploy_groups AS g"
+    "  WHERE g.application = d.codedeploy_application"
+    "  AND g.deployment_group = d.codedeploy_group) AS codedeploy_target_groups,"
+    " coalesce((SELECT s.load_balancers FROM services AS s WHERE s.arn = d.service_arn),"
+    "  (SELECT s.load_balancers FROM services AS s WHERE d.service_arn IS NULL"
+    "   AND s.cluster_name = d.cluster_name AND s.name = d.service_name"
+    "   ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1)) AS load_balancers"
 )
 _SNAPSHOTS = text(
     f"SELECT {_SNAPSHOT_COLUMNS} FROM deployments AS d"
@@ -137,6 +156,9 @@ def _snapshot(row: Any) -> DeploymentSnapshot:
         is_rollback_target=row.is_rollback_target,
         codedeploy_application=row.codedeploy_application,
         codedeploy_group=row.codedeploy_group,
+        last_event_at=row.last_event_at,
+        group_resolved=row.group_resolved,
+        target_groups=target_groups(row.load_balancers, row.codedeploy_target_groups),
     )
 
 
@@ -166,7 +188,9 @@ async def raise_alerts(
     if ids:
         found = await session.execute(_SNAPSHOTS, {"ids": ids})
         for row in found:
-            drafts.extend(deployment_alerts(_snapshot(row), now=now))
+            drafts.extend(
+                deployment_alerts(_snapshot(row), now=now, hold_s=rules.codedeploy_hold_s)
+            )
     drafts.extend(event_alerts(events, rules=rules, now=now))
     return await insert_alerts(session, drafts)
 
@@ -391,7 +415,41 @@ async def sweep_stuck(session: AsyncSession, *, rules: AlertRules, now: datetime
     for d in stuck:
         flagged = dataclasses.replace(d, stuck=True)
         drafts.extend(
-            a for a in deployment_alerts(flagged, now=now) if a.type is AlertType.DEPLOYMENT_STUCK
+            a
+            for a in deployment_alerts(flagged, now=now, hold_s=rules.codedeploy_hold_s)
+            if a.type is AlertType.DEPLOYMENT_STUCK
         )
     await insert_alerts(session, drafts)
     return [d.id for d in stuck]
+
+
+# CodeDeploy deployments with no service whose alerts were held for the group mapping
+# and are still owed: an outcome that alerts, no alert yet, and the group now mapped
+# (CodeDeploy names no service for it) or the hold over. The mapper passes the ids it
+# back-filled with a service itself.
+_HELD = text(
+    "SELECT d.id FROM deployments AS d"
+    " WHERE d.codedeploy_application IS NOT NULL AND d.kind = 'codedeploy'"
+    " AND d.service_name IS NULL"
+    " AND (d.outcome IN ('failed', 'rolled_back', 'rollback_failed', 'succeeded') OR d.stuck)"
+    " AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.deployment_id = d.id)"
+    " AND (EXISTS (SELECT 1 FROM codedeploy_groups AS g WHERE g.application ="
+    "  d.codedeploy_application AND g.deployment_group = d.codedeploy_group)"
+    "  OR coalesce(d.last_event_at, d.started_at) <= :cutoff)"
+    " ORDER BY d.id LIMIT 500"
+)
+
+
+async def release_held(
+    session: AsyncSession, *, rules: AlertRules, now: datetime, ids: Sequence[str] = ()
+) -> list[AlertDraft]:
+    """Raise the alerts that CodeDeploy deployments held for their group's mapping
+    (:func:`~service.alerts.rules.awaiting_service`), plus those of ``ids``: once
+    the mapper has mapped the group, or when the hold is over. Idempotent (the
+    alerts' dedupe keys); several processes may run it. The new alerts."""
+    cutoff = now - timedelta(seconds=rules.codedeploy_hold_s)
+    held = [row[0] for row in await session.execute(_HELD, {"cutoff": cutoff})]
+    wanted = sorted(set(held) | set(ids))
+    if not wanted:
+        return []
+    return await raise_alerts(session, [], wanted, rules=rules, now=now)

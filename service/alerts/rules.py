@@ -53,6 +53,9 @@ class AlertRules:
     crashloop_window_s: float = 600.0
     stuck_after_s: float = 1800.0
     cooldown_s: float = 900.0
+    # How long the alerts of a CodeDeploy deployment whose group the poller has not
+    # mapped yet wait for the mapping (so that they name the service); 0: no wait.
+    codedeploy_hold_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,12 @@ class DeploymentSnapshot:
     is_rollback_target: bool = False
     codedeploy_application: str | None = None
     codedeploy_group: str | None = None
+    # Ordering key of the deployment's latest event (for the CodeDeploy hold).
+    last_event_at: datetime | None = None
+    # The poller has mapped the CodeDeploy group (a codedeploy_groups row exists).
+    group_resolved: bool = True
+    # [{"name", "arn"}] of the deployment's target groups, where the poller knows them.
+    target_groups: tuple[dict[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,20 +165,70 @@ def deployment_body(d: DeploymentSnapshot) -> dict[str, Any]:
         "finished_at": _iso(d.finished_at),
         "codedeploy_application": d.codedeploy_application,
         "codedeploy_group": d.codedeploy_group,
+        "target_groups": [dict(tg) for tg in d.target_groups],
     }
+
+
+BLUE_GREEN_KINDS = frozenset({"blue_green", "codedeploy"})
+
+
+def _target_group_name(arn: str) -> str:
+    """``web-blue`` of ``arn:aws:elasticloadbalancing:…:targetgroup/web-blue/0123…``."""
+    resource = arn.rpartition(":")[2]
+    parts = resource.split("/")
+    return parts[1] if len(parts) >= 2 and parts[0] == "targetgroup" else arn
+
+
+def target_groups(
+    load_balancers: Iterable[Mapping[str, Any]] | None,
+    codedeploy_pair: Iterable[Mapping[str, Any]] | None,
+) -> tuple[dict[str, str | None], ...]:
+    """A deployment's target groups: CodeDeploy's pair (from the mapper) first, then
+    the service's load balancers (``target_group_arn`` and ECS native blue/green's
+    ``alternate_target_group_arn``, from DescribeServices); once each, by name."""
+    found: dict[str, dict[str, str | None]] = {}
+    for tg in codedeploy_pair or []:
+        name, arn = tg.get("name"), tg.get("arn")
+        if isinstance(name, str) and name:
+            found.setdefault(name, {"name": name, "arn": arn if isinstance(arn, str) else None})
+    for lb in load_balancers or []:
+        for key in ("target_group_arn", "alternate_target_group_arn"):
+            arn = lb.get(key)
+            if isinstance(arn, str) and arn:
+                name = _target_group_name(arn)
+                known = found.setdefault(name, {"name": name, "arn": arn})
+                if known["arn"] is None:
+                    known["arn"] = arn
+    return tuple(found.values())
+
+
+def awaiting_service(d: DeploymentSnapshot, *, now: datetime, hold_s: float) -> bool:
+    """A CodeDeploy deployment whose group the poller has not mapped yet, seen less
+    than ``hold_s`` ago: its alerts wait for the mapping, so that they name the
+    service (and reach subscriptions filtered by cluster or service)."""
+    if d.kind != "codedeploy" or d.service is not None or d.group_resolved or hold_s <= 0:
+        return False
+    seen = d.last_event_at or d.started_at
+    return seen is not None and now - seen < timedelta(seconds=hold_s)
 
 
 FAILED_OUTCOMES = frozenset({"failed", "rolled_back", "rollback_failed"})
 
 
-def deployment_alerts(d: DeploymentSnapshot, *, now: datetime) -> list[AlertDraft]:
+def deployment_alerts(
+    d: DeploymentSnapshot, *, now: datetime, hold_s: float = 0.0
+) -> list[AlertDraft]:
     """The alerts a deployment in its current state deserves (each raised once).
 
     ``deployment.failed`` for any failure, as soon as it is known (a deployment
     seen first already rolled back still gets it, before ``rolled_back``);
     ``deployment.rolled_back`` once the restore completed; ``deployment.succeeded``
     for a completion that restores nothing; ``deployment.stuck`` while flagged.
+    None yet for a CodeDeploy deployment :func:`awaiting_service` (``hold_s``).
+    Blue/green summaries name the target groups where they are known.
     """
+    if awaiting_service(d, now=now, hold_s=hold_s):
+        return []
     where = _where(d.cluster, d.service)
     wanted: list[tuple[AlertType, str]] = []
     if d.outcome in FAILED_OUTCOMES:
@@ -194,6 +253,9 @@ def deployment_alerts(d: DeploymentSnapshot, *, now: datetime) -> list[AlertDraf
                 f"Deployment {d.id} of {where} has no running task of its task definition",
             )
         )
+    if d.kind in BLUE_GREEN_KINDS and d.target_groups:
+        names = ", ".join(str(tg["name"]) for tg in d.target_groups)
+        wanted = [(kind, f"{summary} (target groups {names})") for kind, summary in wanted]
     drafts = []
     for kind, summary in wanted:
         key = f"{kind.value}:{d.id}"

@@ -1,7 +1,8 @@
 """The ``slack`` webhook format: an alert as a Slack incoming-webhook message. Pure.
 
 Slack accepts ``{"text": …, "blocks": […]}``; ``text`` is the notification and
-fallback, the blocks carry the outcome, service, reason, rollback target and ARN.
+fallback, the blocks carry the outcome, service, reason, rollback target, target groups
+(blue/green) and ARN.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
         fields.append(("Reason", deployment["reason"]))
     if deployment.get("rollback_target"):
         fields.append(("Rollback target", deployment["rollback_target"]))
+    names = [str(tg.get("name")) for tg in deployment.get("target_groups") or [] if tg.get("name")]
+    if names:
+        fields.append(("Target groups", ", ".join(names)))
     arn = alert.get("service_arn") or deployment.get("service_arn")
     if arn:
         fields.append(("ARN", arn))

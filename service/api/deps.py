@@ -84,10 +84,11 @@ async def require_admin(
 
 
 async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    # Autocommit: every read route answers from one statement (or statements that
-    # need no common snapshot), so BEGIN/ROLLBACK would be two wasted round trips.
-    async with get_runtime(request).engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
+    # The read engine is in autocommit: every read route answers from one statement
+    # (or statements that need no common snapshot), so BEGIN/ROLLBACK would be two
+    # wasted round trips. It does not pre-ping: statements go through execute_read(),
+    # which retries once on a fresh connection when a pooled one was dropped.
+    async with get_runtime(request).read_engine.connect() as conn:
         yield conn
 
 

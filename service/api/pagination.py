@@ -15,23 +15,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import Query
+from fastapi import Query, Response
+from pydantic import TypeAdapter
 from sqlalchemy import (
-    BindParameter,
     ColumnElement,
     Integer,
+    Select,
     SQLColumnExpression,
     and_,
     bindparam,
+    literal_column,
     or_,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.api.queries import fetch_dicts
+from service.api.schemas import Page
 from service.errors import InvalidInputError
 
 #: Type of one key part: text, integer, timestamp, or a timestamp that may be null.
@@ -141,17 +147,18 @@ def _bad_cursor() -> InvalidInputError:
     )
 
 
-def fetch(rows: int | None = None) -> BindParameter[int]:
+def fetch(rows: int) -> ColumnElement[int]:
     """A LIMIT written into the SQL text rather than sent as a parameter.
 
     The driver prepares statements, and after a few executions PostgreSQL may
     switch to a generic plan, which must assume a LIMIT parameter could be
     large: it then reads whole tables to hash-join them instead of probing an
     index for the hundred rows of a page (0.4 ms becomes 30 ms). A literal LIMIT
-    keeps every plan a page-sized plan. Statements built once and reused leave
-    ``rows`` out and pass ``fetch_rows`` with the other parameters.
+    keeps every plan a page-sized plan. It is a constant of the statement (not a
+    parameter rendered at execution), so a statement built once and reused is
+    compiled once: :class:`ListRoute` keeps one statement per page size.
     """
-    return bindparam("fetch_rows", rows, type_=Integer, literal_execute=True)
+    return literal_column(str(int(rows)), Integer)
 
 
 def after(
@@ -164,7 +171,7 @@ def after(
     columns), plus a redundant ``c1 >= v1`` that lets the planner use the leading
     column as an index bound. Columns must be non-null, except a nullable first
     column ordered ``DESC NULLS FIRST`` whose cursor value may be None (see
-    :func:`after_nullable_first`).
+    :meth:`ListRoute._after`).
     """
     terms: list[ColumnElement[bool]] = []
     for i, (column, descending) in enumerate(columns):
@@ -174,18 +181,6 @@ def after(
     first, first_desc = columns[0]
     bound = first <= values[0] if first_desc else first >= values[0]
     return and_(bound, or_(*terms))
-
-
-def after_nullable_first(
-    first: SQLColumnExpression[Any],
-    tiebreak: SQLColumnExpression[Any],
-    values: Sequence[Any],
-) -> ColumnElement[bool]:
-    """Rows after ``values`` in ``first DESC NULLS FIRST, tiebreak DESC`` order."""
-    first_value, tie_value = values
-    if first_value is None:
-        return or_(and_(first.is_(None), tiebreak < tie_value), first.is_not(None))
-    return after([(first, True), (tiebreak, True)], [first_value, tie_value])
 
 
 def next_cursor(
@@ -201,3 +196,140 @@ def next_cursor(
     if len(rows) <= limit:
         return None
     return keyset.encode(key(rows[limit - 1]))
+
+
+# ---------------------------------------------------------------- list routes
+
+#: Where a request resumes: None (first page), or one flag per key part telling
+#: whether the cursor's value is null (only a leading ``time?`` part can be).
+AfterShape = tuple[bool, ...] | None
+
+ShapeT = TypeVar("ShapeT", bound=Hashable)
+
+
+class ListRoute(Generic[ShapeT]):
+    """One list route: its keyset, order, page model and statement per filter shape.
+
+    ``page`` is the route's :class:`~service.api.schemas.Page` ``[T]`` subclass
+    (it carries the OpenAPI example); the route declares it as ``response_model``
+    and :func:`list_page` answers JSON validated by it, once.
+
+    A route turns its query parameters into a hashable *shape* (which filters
+    are used, in which form) and a dict of bound values; ``where(shape)`` gives
+    the filters of a shape as expressions over :func:`sqlalchemy.bindparam`
+    names. The whole statement (filters, keyset condition, order, LIMIT) is
+    built once per (shape, cursor shape, page size) and reused, so a request only binds
+    values: SQLAlchemy finds the compiled SQL through the statement's memoised
+    cache key instead of building and walking a new statement tree.
+
+    ``order`` lists (column, descending); its columns' keys are also the row
+    keys the cursor is read from. A first column of a ``time?`` keyset sorts
+    ``DESC NULLS FIRST``.
+    """
+
+    def __init__(
+        self,
+        keyset: Keyset,
+        page: type[Page[Any]],
+        select_: Select[*tuple[Any, ...]],
+        order: Sequence[tuple[SQLColumnExpression[Any], bool]],
+        where: Callable[[ShapeT], Sequence[ColumnElement[bool]]] = lambda shape: (),
+    ) -> None:
+        if len(order) != len(keyset.parts):
+            raise ValueError("the order and the keyset must have as many parts")
+        self.keyset = keyset
+        self.page = page
+        self.adapter: TypeAdapter[Any] = TypeAdapter(page)
+        self._select = select_
+        self._order = tuple(order)
+        self._where = where
+        self._nullable_first = keyset.parts[0] == "time?"
+        self.row_keys = tuple(_row_key(column) for column, _ in order)
+        self.statement = functools.lru_cache(maxsize=1024)(self._build)
+
+    def _build(self, shape: ShapeT, after_shape: AfterShape, rows: int) -> Select[*tuple[Any, ...]]:
+        stmt = self._select.where(*self._where(shape))
+        if after_shape is not None:
+            stmt = stmt.where(self._after(after_shape))
+        order_by = [
+            (column.desc().nulls_first() if i == 0 and self._nullable_first else column.desc())
+            if descending
+            else column
+            for i, (column, descending) in enumerate(self._order)
+        ]
+        return stmt.order_by(*order_by).limit(fetch(rows))
+
+    def _after(self, after_shape: tuple[bool, ...]) -> ColumnElement[bool]:
+        bound = [
+            bindparam(f"after_{i}", type_=getattr(column, "type", None))
+            for i, (column, _) in enumerate(self._order)
+        ]
+        if not self._nullable_first:
+            return after(self._order, bound)
+        first, tiebreak = (column for column, _ in self._order)
+        if after_shape[0]:
+            # ``first DESC NULLS FIRST, tiebreak DESC`` after a row whose first is
+            # null: the rest of the nulls, then every non-null row.
+            return or_(and_(first.is_(None), tiebreak < bound[1]), first.is_not(None))
+        return after(self._order, bound)
+
+    def key(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[name] for name in self.row_keys)
+
+
+def _row_key(column: SQLColumnExpression[Any]) -> str:
+    key = getattr(column, "key", None)
+    if not isinstance(key, str):
+        raise ValueError(f"an order column needs a key: {column!r}")
+    return key
+
+
+async def fetch_page(
+    conn: AsyncConnection,
+    route: ListRoute[ShapeT],
+    shape: ShapeT,
+    params: dict[str, Any],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of rows (as dicts) and the cursor of the next page (None on the last)."""
+    after_key = route.keyset.decode(cursor)
+    bound = dict(params)
+    after_shape: AfterShape = None
+    if after_key is not None:
+        after_shape = tuple(value is None for value in after_key)
+        for i, value in enumerate(after_key):
+            bound[f"after_{i}"] = value
+    rows = await fetch_dicts(conn, route.statement(shape, after_shape, limit + 1), bound)
+    return rows[:limit], next_cursor(route.keyset, rows, limit, route.key)
+
+
+def page_response(route: ListRoute[Any], items: Sequence[Any], cursor: str | None) -> Response:
+    """The page as JSON, validated once by the page model and serialised by pydantic."""
+    page = route.adapter.validate_python({"items": items, "next_cursor": cursor})
+    return Response(route.adapter.dump_json(page), media_type="application/json")
+
+
+async def list_page(
+    conn: AsyncConnection,
+    route: ListRoute[ShapeT],
+    shape: ShapeT,
+    params: dict[str, Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    item: Callable[[dict[str, Any]], Any] | None = None,
+) -> Response:
+    """Fetch one page of ``route`` for ``shape`` with ``params`` bound, and answer it.
+
+    ``item`` turns a row into an item (by default the row itself is the item).
+    """
+    rows, next_page = await fetch_page(conn, route, shape, params, limit=limit, cursor=cursor)
+    items = rows if item is None else [item(row) for row in rows]
+    return page_response(route, items, next_page)
+
+
+def single_response(adapter: TypeAdapter[Any], item: Any) -> Response:
+    """One object as JSON, validated once by its model and serialised by pydantic."""
+    return Response(adapter.dump_json(adapter.validate_python(item)), media_type="application/json")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Query
 from pydantic import WithJsonSchema
@@ -23,7 +23,6 @@ from sqlalchemy import (
     Select,
     SQLColumnExpression,
     Text,
-    and_,
     bindparam,
     cast,
     exists,
@@ -35,6 +34,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Result
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Executable
@@ -85,22 +86,14 @@ def parse_tags(values: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def tags_match(
-    arn_column: SQLColumnExpression[str], tags: Sequence[tuple[str, str]]
-) -> ColumnElement[bool]:
-    """The resource behind ``arn_column`` carries every tag in ``tags`` (AND).
-
-    One containment test per pair rather than one merged object, so that
-    ``tag=a:1&tag=a:2`` matches nothing instead of collapsing to ``a:2``.
-    """
-    return _tag_probe(
-        arn_column,
-        [inline_json({key: value}, name=f"tag{i}") for i, (key, value) in enumerate(tags)],
-    )
-
-
 def tags_match_bound(arn_column: SQLColumnExpression[str], count: int) -> ColumnElement[bool]:
-    """:func:`tags_match` for ``count`` tags bound later as ``tag0``, ``tag1``, …"""
+    """The resource behind ``arn_column`` carries every one of ``count`` tags (AND).
+
+    The tags are bound at execution as ``tag0``, ``tag1``, … (JSON objects of one
+    pair, see :func:`bind_tags`): one containment test per pair rather than one
+    merged object, so that ``tag=a:1&tag=a:2`` matches nothing instead of
+    collapsing to ``a:2``.
+    """
     return _tag_probe(arn_column, [inline_json(None, name=f"tag{i}") for i in range(count)])
 
 
@@ -183,53 +176,6 @@ def service_names_of_arn(value: str) -> tuple[str | None, str] | None:
     return None
 
 
-def cluster_matches(
-    value: str,
-    *,
-    name_column: SQLColumnExpression[str | None],
-    arn_column: SQLColumnExpression[str | None],
-    arn_indexed: bool,
-) -> ColumnElement[bool]:
-    """``cluster=`` as a name or an ARN.
-
-    Where ``arn_column`` has no index, an ARN also compares the name parsed from
-    it: redundant for the result (one ARN has one name) but it lets the planner
-    use the indexes that lead with ``cluster_name``. Where the ARN is indexed the
-    name is left out, because the planner would take the two predicates as
-    independent, underestimate the rows tenfold and pick a worse plan.
-    """
-    if not is_arn(value):
-        return name_column == value
-    name = cluster_name_of_arn(value)
-    if name is None or arn_indexed:
-        return arn_column == value
-    return and_(arn_column == value, name_column == name)
-
-
-def service_matches(
-    value: str,
-    *,
-    name_column: SQLColumnExpression[str | None],
-    cluster_name_column: SQLColumnExpression[str | None],
-    arn_column: SQLColumnExpression[str | None] | None = None,
-) -> ColumnElement[bool]:
-    """``service=`` as a name or an ARN (tables without a service ARN use its parts)."""
-    if not is_arn(value):
-        return name_column == value
-    names = service_names_of_arn(value)
-    terms: list[ColumnElement[bool]] = []
-    if arn_column is not None:
-        terms.append(arn_column == value)
-    if names is not None:
-        cluster, service = names
-        terms.append(name_column == service)
-        if cluster is not None:
-            terms.append(cluster_name_column == cluster)
-    if not terms:
-        raise InvalidInputError(f"not a service ARN: {value!r}", param="service")
-    return and_(*terms)
-
-
 def jsonb_object(value: Any) -> dict[str, Any]:
     """A JSONB column expected to hold an object; anything else reads as empty."""
     return value if isinstance(value, dict) else {}
@@ -293,14 +239,127 @@ class TagJoin:
         return select(*columns, *self.columns).outerjoin(self.lateral, true())
 
 
+async def execute_read(
+    conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any] | None = None
+) -> Result[Any]:
+    """Execute a read, once more on a fresh connection if the pooled one was dropped.
+
+    The API's engine does not pre-ping each checkout (a round trip per request);
+    a connection closed since its last use (a database restart, an idle timeout
+    on the way) fails on its first statement instead. SQLAlchemy then marks it
+    and every older pooled connection invalid; after a rollback of the failed
+    implicit transaction, the same ``AsyncConnection`` reconnects. Only a
+    disconnect is retried, and only once: reads have no side effects, and a
+    database that is really down fails the retry too (a 503 problem).
+    """
+    bound = dict(params) if params else None
+    try:
+        return await conn.execute(stmt, bound)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    await conn.rollback()
+    return await conn.execute(stmt, bound)
+
+
 async def fetch_dicts(
     conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Execute ``stmt`` and return its rows as plain dicts.
+    """Execute ``stmt`` (see :func:`execute_read`) and return its rows as plain dicts.
 
     Response models validate a dict several times faster than a ``RowMapping``,
     which pydantic can only read through the generic ``Mapping`` protocol.
     """
-    result = await conn.execute(stmt, dict(params) if params else None)
+    result = await execute_read(conn, stmt, params)
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+# ---------------------------------------------------------------- bound filters
+# ``cluster=`` and ``service=`` as a name or an ARN, for statements built once and
+# reused (see service.api.pagination.ListRoute): ``bind_*`` records the values in
+# ``params`` and returns the form; ``*_filter`` gives the form's expressions over
+# bindparam names.
+
+ClusterForm = Literal["name", "arn", "arn+name"]
+ServiceForm = Literal["name", "arn", "arn+service", "arn+service+cluster"]
+
+
+def bind_cluster(value: str, params: dict[str, Any], *, arn_indexed: bool) -> ClusterForm:
+    """Bind ``cluster=`` (a name or an ARN) as ``cluster`` (and ``cluster_name``).
+
+    Where the ARN column has no index, an ARN also compares the name parsed from
+    it: redundant for the result (one ARN has one name) but it lets the planner
+    use the indexes that lead with ``cluster_name``. Where the ARN is indexed the
+    name is left out, because the planner would take the two predicates as
+    independent, underestimate the rows tenfold and pick a worse plan.
+    """
+    params["cluster"] = value
+    if not is_arn(value):
+        return "name"
+    name = cluster_name_of_arn(value)
+    if name is None or arn_indexed:
+        return "arn"
+    params["cluster_name"] = name
+    return "arn+name"
+
+
+def cluster_filter(
+    form: ClusterForm | None,
+    *,
+    name_column: SQLColumnExpression[str | None],
+    arn_column: SQLColumnExpression[str | None],
+) -> list[ColumnElement[bool]]:
+    if form is None:
+        return []
+    if form == "name":
+        return [name_column == bindparam("cluster")]
+    if form == "arn":
+        return [arn_column == bindparam("cluster")]
+    return [arn_column == bindparam("cluster"), name_column == bindparam("cluster_name")]
+
+
+def bind_service(value: str, params: dict[str, Any]) -> ServiceForm:
+    """Bind ``service=`` as ``service`` (and ``service_name``, ``service_cluster``).
+
+    An ARN compares the ARN column and also the names parsed from it, which the
+    indexes lead with.
+    """
+    params["service"] = value
+    if not is_arn(value):
+        return "name"
+    names = service_names_of_arn(value)
+    if names is None:
+        return "arn"
+    cluster, params["service_name"] = names
+    if cluster is None:
+        return "arn+service"
+    params["service_cluster"] = cluster
+    return "arn+service+cluster"
+
+
+def service_filter(
+    form: ServiceForm | None,
+    *,
+    name_column: SQLColumnExpression[str | None],
+    cluster_name_column: SQLColumnExpression[str | None],
+    arn_column: SQLColumnExpression[str | None],
+) -> list[ColumnElement[bool]]:
+    if form is None:
+        return []
+    if form == "name":
+        return [name_column == bindparam("service")]
+    terms = [arn_column == bindparam("service")]
+    if form in ("arn+service", "arn+service+cluster"):
+        terms.append(name_column == bindparam("service_name"))
+    if form == "arn+service+cluster":
+        terms.append(cluster_name_column == bindparam("service_cluster"))
+    return terms
+
+
+def bind_tags(values: Sequence[str] | None, params: dict[str, Any]) -> int:
+    """Bind ``tag=`` pairs as ``tag0``, ``tag1``, … for :func:`tags_match_bound`."""
+    tags = parse_tags(values or [])
+    for i, (key, value) in enumerate(tags):
+        params[f"tag{i}"] = json.dumps({key: value})
+    return len(tags)

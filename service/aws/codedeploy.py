@@ -1,17 +1,26 @@
-"""Typed adapter over CodeDeploy GetDeploymentGroup (which ECS service a group deploys)."""
+"""Typed adapter over CodeDeploy: GetDeploymentGroup (which ECS service a group
+deploys) and BatchGetDeployments (the status of in-progress deployments)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from service.aws.calls import AwsCaller, AwsCallFailed
 
 if TYPE_CHECKING:
     from types_aiobotocore_codedeploy import CodeDeployClient
-    from types_aiobotocore_codedeploy.type_defs import DeploymentGroupInfoTypeDef
+    from types_aiobotocore_codedeploy.type_defs import (
+        BatchGetDeploymentsOutputTypeDef,
+        DeploymentGroupInfoTypeDef,
+        DeploymentInfoTypeDef,
+    )
 
 
 _UNKNOWN = ("DeploymentGroupDoesNotExistException", "ApplicationDoesNotExistException")
+#: Deployment ids one BatchGetDeployments call takes.
+BATCH_GET_DEPLOYMENTS_LIMIT = 25
 
 
 class CodeDeployApi:
@@ -38,3 +47,17 @@ class CodeDeployApi:
                 return None
             raise
         return response.get("deploymentGroupInfo")
+
+    async def batch_get_deployments(self, ids: list[str]) -> list[DeploymentInfoTypeDef]:
+        """The deployments CodeDeploy knows among ``ids``, 25 a call."""
+        found: list[DeploymentInfoTypeDef] = []
+        for start in range(0, len(ids), BATCH_GET_DEPLOYMENTS_LIMIT):
+            chunk = ids[start : start + BATCH_GET_DEPLOYMENTS_LIMIT]
+            response = await self._caller.call(
+                "codedeploy", "BatchGetDeployments", partial(self._batch, chunk)
+            )
+            found.extend(response.get("deploymentsInfo") or [])
+        return found
+
+    def _batch(self, ids: list[str]) -> Awaitable[BatchGetDeploymentsOutputTypeDef]:
+        return self._client.batch_get_deployments(deploymentIds=ids)

@@ -67,16 +67,32 @@ def task_lifecycle(
     launch_type: str = "FARGATE",
     fail: bool = False,
     stop: bool = True,
+    task_arn: str | None = None,
+    container_instance_arn: str | None = None,
+    capacity_provider: str | None = None,
+    stop_code: str | None = None,
+    exit_code: int | None = None,
+    stopped_reason: str | None = None,
+    only_stop: bool = False,
+    first_version: int | None = None,
 ) -> list[Event]:
     """Every state-change event of one task, in order, versions with gaps.
 
     ``fail`` makes the essential container exit 137 (OOM) after running briefly.
+    ``task_arn`` names an existing task (the demo's tasks live in moto);
+    ``stop_code``, ``exit_code`` and ``stopped_reason`` override the stop's;
+    ``only_stop`` leaves out the events up to RUNNING (the task already runs).
     """
     start = start or datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     task_id = uuid.UUID(int=rng.getrandbits(128)).hex
-    task_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{task_id}"
+    if task_arn is None:
+        task_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{task_id}"
+    else:
+        task_id = task_arn.rsplit("/", 1)[1]
     created = start + timedelta(milliseconds=rng.randint(0, 10_000))
     version = rng.randint(1, 3)
+    if first_version is not None:
+        version = first_version
     statuses: list[tuple[str, str]] = [(s, "RUNNING") for s in _LIFECYCLE]
     if stop:
         statuses += [("RUNNING", "STOPPED")] + [(s, "STOPPED") for s in _STOPPING]
@@ -97,8 +113,8 @@ def task_lifecycle(
             "memory": "null",
         }
         if exited:
-            container["exitCode"] = 137 if fail else 0
-            if fail:
+            container["exitCode"] = exit_code if exit_code is not None else (137 if fail else 0)
+            if fail and exit_code is None:
                 container["reason"] = "OutOfMemoryError: Container killed due to memory usage"
         detail: Event = {
             "clusterArn": cluster_arn(cluster),
@@ -121,9 +137,15 @@ def task_lifecycle(
         }
         if last_status in ("RUNNING",) or stopping:
             detail["startedAt"] = iso(created + timedelta(seconds=3), 3)
+        if container_instance_arn:
+            detail["containerInstanceArn"] = container_instance_arn
+        if capacity_provider:
+            detail["capacityProviderName"] = capacity_provider
         if stopping:
-            detail["stopCode"] = "EssentialContainerExited" if fail else "ServiceSchedulerInitiated"
-            detail["stoppedReason"] = (
+            detail["stopCode"] = stop_code or (
+                "EssentialContainerExited" if fail else "ServiceSchedulerInitiated"
+            )
+            detail["stoppedReason"] = stopped_reason or (
                 "Essential container in task exited"
                 if fail
                 else f"Scaling activity initiated by (deployment {deployment_id})"
@@ -134,6 +156,8 @@ def task_lifecycle(
             detail["executionStoppedAt"] = iso(t, 0)
         events.append(envelope("ECS Task State Change", [task_arn], detail, t))
         version += rng.choice((1, 1, 1, 2))  # versions have gaps
+    if only_stop:
+        return events[len(_LIFECYCLE) :]
     return events
 
 
@@ -207,23 +231,37 @@ def deployment_events(
 
 
 def container_instance_events(
-    rng: random.Random, *, cluster: str = "prod", count: int = 3, start: datetime | None = None
+    rng: random.Random,
+    *,
+    cluster: str = "prod",
+    count: int = 3,
+    start: datetime | None = None,
+    arn: str | None = None,
+    ec2_instance_id: str | None = None,
+    status: str = "ACTIVE",
+    agent_connected: bool | None = None,
+    first_version: int = 10,
 ) -> list[Event]:
-    """A few versioned container-instance state changes (agent flapping included)."""
+    """A few versioned container-instance state changes (agent flapping included).
+
+    ``arn`` and ``ec2_instance_id`` name an existing instance; ``status`` and
+    ``agent_connected`` (when given) hold for every event instead of the flapping.
+    """
     start = start or datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     instance = uuid.UUID(int=rng.getrandbits(128)).hex
-    arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{cluster}/{instance}"
+    arn = arn or f"arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{cluster}/{instance}"
     ec2 = f"i-{rng.getrandbits(64):017x}"[:19]
+    ec2 = ec2_instance_id or ec2
     events = []
-    version = 10
+    version = first_version
     for i in range(count):
         t = start + timedelta(seconds=30 * i)
         detail = {
             "clusterArn": cluster_arn(cluster),
             "containerInstanceArn": arn,
             "ec2InstanceId": ec2,
-            "status": "ACTIVE",
-            "agentConnected": i % 3 != 1,
+            "status": status,
+            "agentConnected": i % 3 != 1 if agent_connected is None else agent_connected,
             "version": version,
             "runningTasksCount": i,
             "pendingTasksCount": 0,

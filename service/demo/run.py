@@ -7,9 +7,19 @@ a local Datadog intake and a webhook receiver; then the consumer, the dispatcher
 and the API, exactly as ``ecswatch run`` runs them. The receiver is subscribed to
 every alert type; each alert it receives with a valid signature is printed as a
 ``Webhook:`` line (the failing deployment's ``deployment.failed`` among them).
-Datadog forwarding is on (a demo key, the local intake, a 10 s metrics interval):
-``Datadog intake: …`` lines show the series and events it has received so far,
-and one ``Datadog event: …`` line is printed per event.
+Datadog forwarding is on (a demo key, the local intake, a 10 s metrics interval),
+and the demo prints what the intake receives: ``Datadog intake: …`` lines with
+the series and events so far, and one ``Datadog event: …`` line per event.
+
+The fleet lives in moto (:mod:`service.demo.fleet`): clusters, container
+instances, tagged services, an ALB with a blue/green target group pair, a
+CodeDeploy deployment group, and tasks started with RunTask, so enrichment and
+the poller (reconciliation every 30 s, CloudWatch every 10 s) describe what
+the events name. CloudWatch points for ECS and the ALB go into moto every
+minute (and the last five minutes' at start, so the first poll finds some).
+On a terminal the demo draws a live summary with ``rich`` (logs go to
+``.ecswatch/demo.log``); otherwise it prints plain lines. Either way it ends
+with a final summary.
 """
 
 from __future__ import annotations
@@ -17,9 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
-from typing import Any
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
 
 from aiobotocore.session import get_session
 from pydantic import SecretStr
@@ -28,8 +43,17 @@ from sqlalchemy import text
 from service.alerts.rules import AlertType
 from service.api.routes.webhooks import new_secret
 from service.aws.setup import setup_event_pipeline
-from service.config import Settings
+from service.config import ServiceRef, Settings
+from service.demo import summary
 from service.demo.aws import MotoServer
+from service.demo.fleet import (
+    CODEDEPLOY_APP,
+    CODEDEPLOY_GROUP,
+    FARGATE_CLUSTER,
+    Fleet,
+    build_fleet,
+    metric_data,
+)
 from service.demo.intake import DatadogIntake
 from service.demo.receiver import WebhookReceiver
 from service.demo.simulator import FleetSimulator, put_events_entries
@@ -43,23 +67,32 @@ log = get_logger(__name__)
 
 REGION = "us-east-1"
 QUEUE = "ecswatch-demo"
-ROLES = ("consumer", "dispatcher", "api")
+ROLES = ("consumer", "poller", "dispatcher", "api")
 #: The demo's own subscription: one row, re-pointed at this run's receiver.
 DEMO_WEBHOOK_ID = "wh_demo"
 DEMO_WEBHOOK_PATH = "/ecswatch-demo"
 # Datadog in the demo: the local intake, a demo key, gauges every 10 s.
 DEMO_DATADOG_KEY = "demo-api-key"
 DEMO_METRICS_INTERVAL_S = 10
+# The poller in the demo: reconciliation every 30 s (CloudWatch every 10 s, above).
+DEMO_RECONCILE_INTERVAL_S = 30
+#: How often moto's CloudWatch gets the minute's points, and how many at start.
+METRICS_PUT_EVERY_S = 60.0
+METRICS_BACKFILL_MINUTES = 5
 
 
 async def run_demo(
     settings: Settings, *, host: str, port: int, duration: float | None, stop: asyncio.Event
 ) -> None:
     """Run until ``stop`` is set or ``duration`` seconds have passed."""
+    log_file = _logs_to_file(settings.data_dir) if sys.stdout.isatty() else None
     moto = MotoServer()
     await asyncio.to_thread(moto.start)
+    await asyncio.to_thread(moto.pin_ecs_tasks)
     try:
-        await _with_aws(settings, moto, host=host, port=port, duration=duration, stop=stop)
+        await _with_aws(
+            settings, moto, host=host, port=port, duration=duration, stop=stop, log_file=log_file
+        )
     finally:
         await asyncio.to_thread(moto.stop)
 
@@ -72,6 +105,7 @@ async def _with_aws(
     port: int,
     duration: float | None,
     stop: asyncio.Event,
+    log_file: Path | None,
 ) -> None:
     # moto accepts any credentials; botocore still wants some in its chain.
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -87,9 +121,13 @@ async def _with_aws(
                 "dd_api_key": SecretStr(DEMO_DATADOG_KEY),
                 "metrics_interval_s": DEMO_METRICS_INTERVAL_S,
                 "webhook_allow_private": True,
-                # The simulated fleet exists only as events, not in moto's ECS: a
-                # Describe would find nothing and mark it gone.
-                "enrich": False,
+                "reconcile_interval_s": DEMO_RECONCILE_INTERVAL_S,
+                # The consumer names the service of a CodeDeploy event at once; the
+                # poller's GetDeploymentGroup would only fill it at its next run.
+                "codedeploy_groups": {
+                    **settings.codedeploy_groups,
+                    f"{CODEDEPLOY_APP}/{CODEDEPLOY_GROUP}": ServiceRef(FARGATE_CLUSTER, "checkout"),
+                },
             }
         )
         session: Any = get_session()
@@ -97,8 +135,17 @@ async def _with_aws(
         async with (
             session.create_client("sqs", **kwargs) as sqs,
             session.create_client("events", **kwargs) as events,
+            session.create_client("ec2", **kwargs) as ec2,
+            session.create_client("ecs", **kwargs) as ecs,
+            session.create_client("elbv2", **kwargs) as elbv2,
+            session.create_client("codedeploy", **kwargs) as codedeploy,
+            session.create_client("cloudwatch", **kwargs) as cloudwatch,
         ):
             resources = await setup_event_pipeline(sqs, events, QUEUE)
+            fleet = await build_fleet(ec2, ecs, elbv2, codedeploy, region=REGION)
+            metrics_put_until = await put_metrics(
+                cloudwatch, fleet, minutes=METRICS_BACKFILL_MINUTES
+            )
             demo_settings = demo_settings.model_copy(update={"queue_url": resources.queue_url})
 
             async def emit(batch: list[dict[str, Any]]) -> None:
@@ -129,8 +176,11 @@ async def _with_aws(
                 if roles.done():
                     await roles  # raises what stopped it
                     return
-                print(f"API: http://{host}:{started.result()}", flush=True)
+                api = f"http://{host}:{started.result()}"
+                print(f"API: {api}", flush=True)
                 print(f"Token: {token}", flush=True)
+                for line in how_to_try(api, token):
+                    print(line, flush=True)
                 log.info(
                     "demo_ready",
                     aws_endpoint=moto.endpoint_url,
@@ -138,10 +188,26 @@ async def _with_aws(
                     webhook_receiver=receiver.url + DEMO_WEBHOOK_PATH,
                     datadog_intake=intake.url,
                 )
-                simulator = FleetSimulator(emit)
-                fleet = asyncio.create_task(simulator.run(stop))
-                watcher = asyncio.create_task(_print_alerts(receiver, stop))
-                reporter = asyncio.create_task(report_intake(intake, stop))
+                simulator = FleetSimulator(emit, ecs, codedeploy, fleet)
+                began, since = time.monotonic(), datetime.now(UTC)
+                live = _live_console(log_file) if log_file is not None else None
+                recent: list[str] = []
+                story = asyncio.create_task(simulator.run(stop))
+                metrics = asyncio.create_task(
+                    _metrics_every_minute(cloudwatch, fleet, stop, metrics_put_until)
+                )
+                outputs: list[asyncio.Task[None]]
+                if live is None:
+                    outputs = [
+                        asyncio.create_task(_print_alerts(receiver, stop)),
+                        asyncio.create_task(report_intake(intake, stop)),
+                    ]
+                else:
+                    outputs = [
+                        asyncio.create_task(
+                            _draw_live(live, runtime, receiver, intake, began, since, stop, recent)
+                        )
+                    ]
                 timer = (
                     asyncio.create_task(_stop_after(stop, duration))
                     if duration is not None
@@ -151,16 +217,17 @@ async def _with_aws(
                     await roles
                 finally:
                     stop.set()
-                    for task in (fleet, timer, watcher, reporter):
+                    for task in (story, metrics, timer, *outputs):
                         if task is not None:
                             task.cancel()
                     await asyncio.gather(
-                        fleet,
-                        watcher,
-                        reporter,
+                        story,
+                        metrics,
+                        *outputs,
                         *([timer] if timer else []),
                         return_exceptions=True,
                     )
+                    await _final_summary(runtime, receiver, intake, began, since, live, recent)
 
 
 async def _subscribe_receiver(runtime: Runtime, receiver: WebhookReceiver) -> None:
@@ -232,6 +299,140 @@ async def report_intake(intake: DatadogIntake, stop: asyncio.Event, every_s: flo
             last = now
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
+
+
+def how_to_try(api: str, token: str) -> list[str]:
+    """The lines printed after ``API:`` and ``Token:``: the docs and copy-paste curls."""
+    auth = f'-H "Authorization: Bearer {token}"'
+    paths = (
+        "/v1/clusters",
+        "/v1/services?cluster=demo-fargate",
+        "/v1/tasks?last_status=STOPPED",
+        "/v1/container-instances?cluster=demo-ec2",
+        "/v1/deployments?outcome=rolled_back",
+        "/v1/metrics?namespace=AWS/ApplicationELB",
+        "/v1/alerts",
+    )
+    return [f"Docs: {api}/docs", "Try:"] + [f"  curl -s {auth} '{api}{p}'" for p in paths]
+
+
+async def put_metrics(cloudwatch: Any, fleet: Fleet, *, minutes: int = 1) -> datetime:
+    """Put the last ``minutes`` whole minutes of ECS and ALB points into CloudWatch.
+
+    Returns the end of the last minute put (the current minute's start).
+    """
+    now = datetime.now(UTC)
+    for namespace, data in metric_data(fleet, now, minutes=minutes):
+        for start in range(0, len(data), 150):  # PutMetricData: 1,000 items, 1 MB
+            await cloudwatch.put_metric_data(
+                Namespace=namespace, MetricData=data[start : start + 150]
+            )
+    return now.replace(second=0, microsecond=0)
+
+
+async def _metrics_every_minute(
+    cloudwatch: Any, fleet: Fleet, stop: asyncio.Event, done_until: datetime
+) -> None:
+    """Each minute, put the whole minutes not put yet (never one twice: Sums would double)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), METRICS_PUT_EVERY_S)
+        if stop.is_set():
+            return
+        due = int((datetime.now(UTC) - done_until).total_seconds() // 60)
+        if due < 1:
+            continue
+        try:
+            done_until = await put_metrics(cloudwatch, fleet, minutes=due)
+        except Exception as exc:  # the next minute tries again
+            log.warning("demo_metrics_put_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _logs_to_file(data_dir: Path) -> Path:
+    """On a terminal the live summary owns the screen: logs go to ``data_dir/demo.log``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "demo.log"
+    stream: TextIO = path.open("a", encoding="utf-8")
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (
+            sys.stderr,
+            sys.__stderr__,
+        ):
+            handler.setStream(stream)
+    return path
+
+
+def _live_console(log_file: Path) -> Any:
+    """The rich Console the live summary is drawn on (stdout is a terminal)."""
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"Logs: {log_file}")
+    return console
+
+
+async def _draw_live(
+    console: Any,
+    runtime: Runtime,
+    receiver: WebhookReceiver,
+    intake: DatadogIntake,
+    began: float,
+    since: datetime,
+    stop: asyncio.Event,
+    recent: list[str],
+) -> None:
+    """Redraw the summary every second, with the latest verified alerts and Datadog events."""
+    from rich.live import Live
+
+    shown_alerts = shown_events = 0
+    with Live(console=console, refresh_per_second=2, transient=True) as live:
+        while not stop.is_set():
+            for delivery in receiver.deliveries[shown_alerts:]:
+                body = delivery.json if isinstance(delivery.json, dict) else {}
+                if delivery.verified and 200 <= delivery.status < 300:
+                    recent.append(f"Webhook: {body.get('type')}: {body.get('summary')}")
+            shown_alerts = len(receiver.deliveries)
+            for event in intake.events()[shown_events:]:
+                recent.append(f"Datadog event: [{event.get('alert_type')}] {event.get('title')}")
+            shown_events = len(intake.events())
+            del recent[:-8]
+            try:
+                numbers = await summary.collect(
+                    runtime.engine,
+                    receiver,
+                    intake,
+                    since=since,
+                    elapsed_s=time.monotonic() - began,
+                )
+            except Exception as exc:  # a busy database skips one redraw
+                log.warning("demo_summary_failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                live.update(summary.render(numbers, title="ecswatch demo", recent=recent))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _final_summary(
+    runtime: Runtime,
+    receiver: WebhookReceiver,
+    intake: DatadogIntake,
+    began: float,
+    since: datetime,
+    console: Any,
+    recent: list[str],
+) -> None:
+    try:
+        numbers = await summary.collect(
+            runtime.engine, receiver, intake, since=since, elapsed_s=time.monotonic() - began
+        )
+    except Exception as exc:
+        log.warning("demo_summary_failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    if console is not None:
+        console.print(summary.render(numbers, title="ecswatch demo: final summary", recent=recent))
+    else:
+        for line in summary.lines(numbers, title="Summary"):
+            print(line, flush=True)
 
 
 async def _stop_after(stop: asyncio.Event, seconds: float) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
-from service.alerts.raising import rules_from_settings, sweep_stuck
+from service.alerts.raising import release_held, rules_from_settings, sweep_stuck
 from service.alerts.webhooks import WebhookSender
 from service.datadog.forwarder import open_datadog_senders
 from service.logging import get_logger
@@ -90,6 +90,11 @@ async def sweep_stuck_deployments(
                 flagged = await sweep_stuck(session, rules=rules, now=datetime.now(UTC))
             if flagged:
                 log.info("deployments_stuck", deployments=flagged)
+            # CodeDeploy alerts held for a group mapping that no poller made in time.
+            async with runtime.sessionmaker() as session, session.begin():
+                released = await release_held(session, rules=rules, now=datetime.now(UTC))
+            if released:
+                log.info("held_alerts_raised", alerts=[a.deployment_id for a in released])
         except Exception as exc:
             log.warning("stuck_sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         with contextlib.suppress(TimeoutError):

@@ -1,27 +1,55 @@
-"""CodeDeploy deployment groups -> the ECS service they deploy, and their target groups.
+"""CodeDeploy on the poller's leader: deployment groups -> the ECS service they deploy
+(and their target groups), and the status of in-progress CodeDeploy deployments.
 
-GetDeploymentGroup's ``ecsServices`` names the cluster and service, and its
-``loadBalancerInfo.targetGroupPairInfoList`` the blue/green pair of target
-groups (by name). Answers are cached (a group's target changes rarely);
-``ECSWATCH_CODEDEPLOY_GROUPS`` overrides the service mapping.
+**Mapping.** GetDeploymentGroup's ``ecsServices`` names the cluster and service, and
+its ``loadBalancerInfo.targetGroupPairInfoList`` the blue/green pair of target
+groups (by name). Each answer is kept in ``codedeploy_groups`` (refreshed hourly),
+where the consumer finds the service of the next CodeDeploy event at once;
+``ECSWATCH_CODEDEPLOY_GROUPS`` overrides the service. Each run maps the groups that
+deployments name and the table lacks, back-fills the cluster and service of those
+deployments, and raises the alerts they held for the mapping
+(:func:`service.alerts.raising.release_held`): once each, by their dedupe keys.
+
+**Status check.** CodeDeploy delivers its events best effort, so each run also asks
+BatchGetDeployments (25 a call) about the CodeDeploy deployments still in progress
+here, and applies a terminal status through the events' ordered upsert
+(:func:`service.state.apply.apply_deployment_rows`): the alerts follow.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.alerts.raising import release_held
+from service.alerts.rules import AlertRules
 from service.aws.apis import AwsApis
-from service.aws.calls import AwsCallFailed
+from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.config import ServiceRef
 from service.logging import get_logger
+from service.state.apply import apply_deployment_rows
+from service.state.rows import Row, codedeploy_deployment_row
 
 log = get_logger(__name__)
+
+#: How long a group's mapping stands before GetDeploymentGroup is asked again.
+MAPPING_TTL_S = 3600.0
+#: After a failed GetDeploymentGroup, how long before the group is asked again.
+FAILURE_RETRY_S = 300.0
+#: In-progress CodeDeploy deployments older than this are no longer checked.
+CHECK_HORIZON = timedelta(days=7)
+#: At most this many in-progress deployments are checked a run (25 a call).
+CHECK_LIMIT = 500
+
+#: BatchGetDeployments ``status`` -> the state its event would carry.
+STATUS_STATES = {"Succeeded": "SUCCESS", "Failed": "FAILURE", "Stopped": "STOP"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +60,104 @@ class GroupTarget:
     target_group_names: tuple[str, ...] = ()
 
 
-_KNOWN_GROUPS = text(
-    "SELECT DISTINCT codedeploy_application, codedeploy_group FROM deployments"
-    " WHERE codedeploy_application IS NOT NULL AND codedeploy_group IS NOT NULL"
+_TO_MAP = text(
+    "SELECT DISTINCT d.codedeploy_application, d.codedeploy_group FROM deployments AS d"
+    " WHERE d.codedeploy_application IS NOT NULL AND d.codedeploy_group IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM codedeploy_groups AS g"
+    "  WHERE g.application = d.codedeploy_application"
+    "  AND g.deployment_group = d.codedeploy_group)"
+    " UNION SELECT application, deployment_group FROM codedeploy_groups"
+    " WHERE resolved_at < :stale"
 )
+_STORE = text(
+    "INSERT INTO codedeploy_groups"
+    " (application, deployment_group, cluster_name, service_name, target_groups, resolved_at)"
+    " VALUES (:app, :grp, :cluster, :service, CAST(:tgs AS jsonb), :at)"
+    " ON CONFLICT (application, deployment_group) DO UPDATE SET"
+    " cluster_name = excluded.cluster_name, service_name = excluded.service_name,"
+    " target_groups = excluded.target_groups, resolved_at = excluded.resolved_at"
+)
+_FRESH = text(
+    "SELECT application, deployment_group FROM codedeploy_groups WHERE resolved_at >= :stale"
+)
+_ALL = text(
+    "SELECT application, deployment_group, cluster_name, service_name, target_groups"
+    " FROM codedeploy_groups ORDER BY application, deployment_group"
+)
+# Deployments of mapped groups that name no service yet; the service's ARNs where
+# ecswatch knows the service.
 _FILL_DEPLOYMENTS = text(
-    "UPDATE deployments SET cluster_name = :cluster, service_name = :service"
-    " WHERE codedeploy_application = :app AND codedeploy_group = :grp"
-    " AND service_name IS NULL"
+    "UPDATE deployments AS d SET cluster_name = m.cluster, service_name = m.service,"
+    " cluster_arn = coalesce(d.cluster_arn, (SELECT s.cluster_arn FROM services AS s"
+    "  WHERE s.cluster_name = m.cluster AND s.name = m.service"
+    "  ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1)),"
+    " service_arn = coalesce(d.service_arn, (SELECT s.arn FROM services AS s"
+    "  WHERE s.cluster_name = m.cluster AND s.name = m.service"
+    "  ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1))"
+    " FROM unnest(CAST(:apps AS TEXT[]), CAST(:grps AS TEXT[]), CAST(:clusters AS TEXT[]),"
+    "  CAST(:services AS TEXT[])) AS m(app, grp, cluster, service)"
+    " WHERE d.codedeploy_application = m.app AND d.codedeploy_group = m.grp"
+    " AND d.service_name IS NULL RETURNING d.id"
 )
+_IN_PROGRESS = text(
+    "SELECT id FROM deployments WHERE kind = 'codedeploy' AND outcome = 'in_progress'"
+    " AND codedeploy_application IS NOT NULL AND started_at >= :since"
+    " ORDER BY started_at, id LIMIT :limit"
+)
+
+
+def _key(application: str, group: str) -> str:
+    return f"{application}/{group}"
+
+
+def group_target(info: Mapping[str, Any] | None, override: ServiceRef | None) -> GroupTarget:
+    """The service and target group pair of a GetDeploymentGroup answer (pure)."""
+    service = override
+    names: list[str] = []
+    if info is not None:
+        services = info.get("ecsServices") or []
+        if service is None and services:
+            first = services[0]
+            if first.get("clusterName") and first.get("serviceName"):
+                service = ServiceRef(first["clusterName"], first["serviceName"])
+        lb = info.get("loadBalancerInfo") or {}
+        for pair in lb.get("targetGroupPairInfoList") or []:
+            names.extend(tg["name"] for tg in pair.get("targetGroups") or [] if tg.get("name"))
+    return GroupTarget(service=service, target_group_names=tuple(dict.fromkeys(names)))
+
+
+def _as_datetime(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def status_row(info: Mapping[str, Any], groups: dict[str, ServiceRef], now: datetime) -> Row | None:
+    """The deployment row a BatchGetDeployments answer means, or None while it is
+    not over (pure). Ordered by its ``completeTime``, like the event it stands for."""
+    state = STATUS_STATES.get(str(info.get("status") or ""))
+    deployment_id = info.get("deploymentId")
+    if state is None or not isinstance(deployment_id, str):
+        return None
+    error = info.get("errorInformation") or {}
+    detail = ": ".join(str(p) for p in (error.get("code"), error.get("message")) if p)
+    reason = f"CodeDeploy {state} (BatchGetDeployments)" + (f": {detail}" if detail else "")
+    return codedeploy_deployment_row(
+        deployment_id=deployment_id,
+        application=info.get("applicationName"),
+        group=info.get("deploymentGroupName"),
+        state=state,
+        at=_as_datetime(info.get("completeTime")) or now,
+        event_ids=[],
+        codedeploy_groups=groups,
+        reason=reason[:1000],
+    )
 
 
 class CodeDeployMapper:
-    """Resolves deployment groups through CodeDeploy, cached for ``ttl_s``."""
+    """Maps deployment groups through CodeDeploy and checks in-progress deployments."""
 
     def __init__(
         self,
@@ -52,65 +165,134 @@ class CodeDeployMapper:
         apis: AwsApis,
         overrides: dict[str, ServiceRef],
         *,
-        ttl_s: float = 3600.0,
+        rules: AlertRules | None = None,
+        ttl_s: float = MAPPING_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._apis = apis
         self._overrides = overrides
+        self._rules = rules or AlertRules()
         self._ttl = ttl_s
         self._clock = clock
-        self._cache: dict[str, tuple[float, GroupTarget]] = {}
+        self._failed: dict[str, float] = {}  # group -> when GetDeploymentGroup last failed
         self.targets: dict[str, GroupTarget] = {}
 
-    async def resolve(self, application: str, group: str) -> GroupTarget:
-        key = f"{application}/{group}"
-        cached = self._cache.get(key)
-        if cached is not None and self._clock() - cached[0] < self._ttl:
-            return cached[1]
-        override = self._overrides.get(key)
+    async def _lookup(self, application: str, group: str) -> tuple[bool, GroupTarget]:
+        """(answered, target): a failed call maps through the override only."""
+        override = self._overrides.get(_key(application, group))
         try:
             info = await self._apis.codedeploy.get_deployment_group(application, group)
-        except AwsCallFailed as exc:
-            log.info("codedeploy_group_lookup_failed", group=key, error=exc.detail)
-            return GroupTarget(service=override)
-        service = override
-        names: list[str] = []
-        if info is not None:
-            services = info.get("ecsServices") or []
-            if service is None and services:
-                first = services[0]
-                if first.get("clusterName") and first.get("serviceName"):
-                    service = ServiceRef(first["clusterName"], first["serviceName"])
-            lb = info.get("loadBalancerInfo") or {}
-            for pair in lb.get("targetGroupPairInfoList") or []:
-                names.extend(tg["name"] for tg in pair.get("targetGroups") or [] if tg.get("name"))
-        target = GroupTarget(service=service, target_group_names=tuple(dict.fromkeys(names)))
-        self._cache[key] = (self._clock(), target)
-        return target
+        except (AwsCallFailed, AwsThrottled) as exc:
+            log.info(
+                "codedeploy_group_lookup_failed", group=_key(application, group), error=exc.detail
+            )
+            return False, GroupTarget(service=override)
+        return True, group_target(info, None)
 
     async def map_known_groups(self, now: datetime | None = None) -> dict[str, GroupTarget]:
-        """Resolve every group deployments name; fill those deployments' cluster and service."""
+        """Map new and stale groups; back-fill their deployments; raise held alerts."""
+        now = now or datetime.now(UTC)
+        stale = now - timedelta(seconds=self._ttl)
         async with self._sessionmaker() as session:
-            groups = [(row[0], row[1]) for row in await session.execute(_KNOWN_GROUPS)]
+            groups = {(r[0], r[1]) for r in await session.execute(_TO_MAP, {"stale": stale})}
+            fresh = {(r[0], r[1]) for r in await session.execute(_FRESH, {"stale": stale})}
         for key in self._overrides:
             app, _, grp = key.partition("/")
-            if (app, grp) not in groups:
-                groups.append((app, grp))
-        targets: dict[str, GroupTarget] = {}
-        for app, grp in groups:
-            target = await self.resolve(app, grp)
-            targets[f"{app}/{grp}"] = target
-            if target.service is not None:
-                async with self._sessionmaker() as session, session.begin():
-                    await session.execute(
+            if (app, grp) not in fresh:
+                groups.add((app, grp))
+        clock = self._clock()
+        for app, grp in sorted(groups):
+            key = _key(app, grp)
+            if clock - self._failed.get(key, -FAILURE_RETRY_S) < FAILURE_RETRY_S:
+                continue
+            answered, target = await self._lookup(app, grp)
+            if not answered:
+                self._failed[key] = clock
+                continue
+            self._failed.pop(key, None)
+            async with self._sessionmaker() as session, session.begin():
+                await session.execute(
+                    _STORE,
+                    {
+                        "app": app,
+                        "grp": grp,
+                        "cluster": target.service.cluster if target.service else None,
+                        "service": target.service.service if target.service else None,
+                        "tgs": json.dumps(
+                            [{"name": n, "arn": None} for n in target.target_group_names]
+                        ),
+                        "at": now,
+                    },
+                )
+        async with self._sessionmaker() as session, session.begin():
+            targets = await self._load_targets(session)
+            mapped = sorted((k, t.service) for k, t in targets.items() if t.service is not None)
+            filled: list[str] = []
+            if mapped:
+                filled = [
+                    row[0]
+                    for row in await session.execute(
                         _FILL_DEPLOYMENTS,
                         {
-                            "cluster": target.service.cluster,
-                            "service": target.service.service,
-                            "app": app,
-                            "grp": grp,
+                            "apps": [k.partition("/")[0] for k, _ in mapped],
+                            "grps": [k.partition("/")[2] for k, _ in mapped],
+                            "clusters": [s.cluster for _, s in mapped],
+                            "services": [s.service for _, s in mapped],
                         },
                     )
+                ]
+            raised = await release_held(session, rules=self._rules, now=now, ids=filled)
+        if filled or raised:
+            log.info(
+                "codedeploy_deployments_mapped",
+                deployments=sorted(filled),
+                alerts=[(a.type.value, a.deployment_id) for a in raised],
+            )
         self.targets = targets
         return targets
+
+    async def _load_targets(self, session: AsyncSession) -> dict[str, GroupTarget]:
+        """Every mapped group, the overrides applied."""
+        targets: dict[str, GroupTarget] = {}
+        for row in await session.execute(_ALL):
+            key = _key(row.application, row.deployment_group)
+            stored = (
+                ServiceRef(row.cluster_name, row.service_name)
+                if row.cluster_name and row.service_name
+                else None
+            )
+            names = tuple(str(t.get("name")) for t in row.target_groups or [] if t.get("name"))
+            targets[key] = GroupTarget(self._overrides.get(key) or stored, names)
+        for key, service in self._overrides.items():
+            targets.setdefault(key, GroupTarget(service))
+        return targets
+
+    async def check_in_progress(self, now: datetime | None = None) -> int:
+        """BatchGetDeployments for in-progress CodeDeploy deployments; apply the terminal
+        ones (alerts follow). Returns how many ended."""
+        now = now or datetime.now(UTC)
+        async with self._sessionmaker() as session:
+            ids = [
+                row[0]
+                for row in await session.execute(
+                    _IN_PROGRESS, {"since": now - CHECK_HORIZON, "limit": CHECK_LIMIT}
+                )
+            ]
+            if not ids:
+                return 0
+            targets = await self._load_targets(session)
+        found = await self._apis.codedeploy.batch_get_deployments(ids)
+        groups = {k: t.service for k, t in targets.items() if t.service is not None}
+        rows = [row for info in found if (row := status_row(info, groups, now)) is not None]
+        if not rows:
+            return 0
+        async with self._sessionmaker() as session, session.begin():
+            raised = await apply_deployment_rows(session, rows, alert_rules=self._rules)
+        log.info(
+            "codedeploy_deployments_checked",
+            checked=len(ids),
+            ended=[(row["id"], row["outcome"]) for row in rows],
+            alerts=[(a.type.value, a.deployment_id) for a in raised],
+        )
+        return len(rows)

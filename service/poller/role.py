@@ -1,7 +1,8 @@
 """The ``poller`` role: one leader among the replicas runs the periodic jobs.
 
 The jobs are a plain list (:func:`poller_jobs`): CodeDeploy mapping,
-reconciliation, CloudWatch metrics and retention pruning, each a
+reconciliation, CloudWatch metrics, retention pruning and the CodeDeploy
+status check (BatchGetDeployments), each a
 :class:`~service.poller.leader.Job`.
 The role never blocks readiness: it counts as running from the start, leader
 or not, and a failed job waits for its next turn.
@@ -13,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
+from service.alerts.raising import rules_from_settings
 from service.enrich.describer import Describer
 from service.logging import get_logger
 from service.poller.codedeploy import CodeDeployMapper
@@ -35,10 +37,12 @@ def poller_jobs(
     """The leader's periodic work, in the order it first runs on taking over."""
     settings = runtime.settings
     return [
-        Job("codedeploy_groups", settings.reconcile_interval_s, codedeploy.map_known_groups),
+        Job("codedeploy_groups", settings.codedeploy_interval_s, codedeploy.map_known_groups),
         Job("reconcile", settings.reconcile_interval_s, reconciler.reconcile_all),
         Job("metrics", settings.metrics_interval_s, metrics.poll),
         retention_job(runtime),
+        # CodeDeploy delivers its events best effort: ask about what is still in progress.
+        Job("codedeploy_deployments", settings.codedeploy_interval_s, codedeploy.check_in_progress),
     ]
 
 
@@ -69,7 +73,12 @@ async def run_poller(
     apis = await runtime.aws_apis()
     async with Describer(runtime.sessionmaker, apis) as describer:
         reconciler = Reconciler(runtime.sessionmaker, apis, describer, clusters=settings.clusters)
-        codedeploy = CodeDeployMapper(runtime.sessionmaker, apis, settings.codedeploy_groups)
+        codedeploy = CodeDeployMapper(
+            runtime.sessionmaker,
+            apis,
+            settings.codedeploy_groups,
+            rules=rules_from_settings(settings),
+        )
         metrics = MetricsPoller(runtime.sessionmaker, apis, codedeploy, clusters=settings.clusters)
         jobs = poller_jobs(runtime, reconciler, metrics, codedeploy)
         lock = LeaderLock.for_engine(runtime.engine)

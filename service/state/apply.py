@@ -54,6 +54,7 @@ from service.events.models import (
     UnknownDetail,
 )
 from service.state import rows as r
+from service.state.codedeploy_groups import group_services
 from service.state.models import (
     Cluster,
     ContainerInstance,
@@ -207,7 +208,9 @@ async def apply_events(
     await _apply_health(session, fresh)
     await _upsert_services(session, fresh)
     await _insert_services_of_tasks(session, tasks)
-    touched = await _apply_deployments(session, fresh, codedeploy_groups or {}, tasks)
+    # CodeDeploy groups: the settings' overrides, then the poller's mapping (0007).
+    codedeploy_groups = await group_services(session, fresh, codedeploy_groups or {})
+    touched = await _apply_deployments(session, fresh, codedeploy_groups, tasks)
     await _mark_tags_unknown(session, fresh)
     # Alerts (issue 10): decided from the state just written, in this transaction.
     # Only events that changed something can change an outcome.
@@ -671,3 +674,28 @@ async def _insert_services_of_tasks(session: AsyncSession, tasks: list[Normalise
         new = [row[0] for row in created]
         if new:
             await _execute(session, _INSERT_TAGS, new)
+
+
+# ---- deployment states found by polling (issue 10 with issue 9)
+
+
+async def apply_deployment_rows(
+    session: AsyncSession, rows: Sequence[r.Row], *, alert_rules: AlertRules | None = None
+) -> list[AlertDraft]:
+    """Apply deployment rows that no event carried (the poller's BatchGetDeployments
+    check builds them with :func:`service.state.rows.codedeploy_deployment_row`)
+    through the same ordered upsert as the events, then raise their alerts. Only
+    flushes: the caller owns the transaction. The new alerts."""
+    latest: dict[str, r.Row] = {}
+    for row in rows:
+        latest.setdefault(row["id"], row)  # one row per deployment a statement
+    if not latest:
+        return []
+    ordered = sorted(latest.values(), key=lambda x: x["id"])
+    columns = tuple(c for c in ordered[0] if c != "rank")
+    await _execute(
+        session, _upsert_deployments_sql(columns, _DEPLOYMENTS_ON_CONFLICT), _payload(ordered)
+    )
+    ids = sorted(latest)
+    await _execute(session, _END_ROLLBACKS, ids)
+    return await raise_alerts(session, [], ids, rules=alert_rules or AlertRules())

@@ -178,6 +178,13 @@ class Deployment(Base):
             text("started_at DESC"),
             text("id DESC"),
         ),
+        # CodeDeploy deployments by group: the mapper's back-fill (0007).
+        Index(
+            "ix_deployments_codedeploy_group",
+            "codedeploy_application",
+            "codedeploy_group",
+            postgresql_where=text("codedeploy_application IS NOT NULL"),
+        ),
     )
 
 
@@ -345,3 +352,22 @@ class TaskDefinition(Base):
     # [{name, image, cpu, memory, essential}] of each container definition.
     containers: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     fetched_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class CodeDeployGroup(Base):
+    """What a CodeDeploy deployment group deploys, as GetDeploymentGroup said (0007).
+
+    Written by the poller's CodeDeploy mapper; read by the consumer (the service of
+    a CodeDeploy deployment) and by alert raising (the blue/green target groups).
+    A row with no service means CodeDeploy names none (or does not know the group).
+    """
+
+    __tablename__ = "codedeploy_groups"
+
+    application: Mapped[str] = mapped_column(Text, primary_key=True)
+    deployment_group: Mapped[str] = mapped_column(Text, primary_key=True)
+    cluster_name: Mapped[str | None] = mapped_column(Text)
+    service_name: Mapped[str | None] = mapped_column(Text)
+    # [{"name": ..., "arn": null}] of the group's blue/green target group pair.
+    target_groups: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
+    resolved_at: Mapped[datetime] = mapped_column(server_default=func.now())

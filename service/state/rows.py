@@ -229,6 +229,45 @@ def _deployment_base(
     }
 
 
+def codedeploy_deployment_row(
+    *,
+    deployment_id: str,
+    application: str | None,
+    group: str | None,
+    state: str | None,
+    at: datetime,
+    event_ids: list[str],
+    codedeploy_groups: dict[str, ServiceRef],
+    reason: str | None = None,
+) -> Row:
+    """The deployment upsert of a CodeDeploy state (``START`` … ``FAILURE``, ``STOP``):
+    from its event, or from the poller's BatchGetDeployments check (no event id)."""
+    step = codedeploy_step(state)
+    target = codedeploy_groups.get(f"{application}/{group}")
+    return {
+        "id": deployment_id,
+        "cluster_arn": None,
+        "cluster_name": target.cluster if target else None,
+        "service_arn": None,
+        "service_name": target.service if target else None,
+        "kind": DeploymentKind.CODEDEPLOY.value,
+        "outcome": step.outcome.value,
+        "reason": reason or (f"CodeDeploy {state}" if state else None),
+        "rollback_target": None,
+        "lifecycle_stage": None,
+        "codedeploy_application": application,
+        "codedeploy_group": group,
+        "task_definition": None,
+        "last_event_at": at,
+        "last_event_name": state,
+        "event_ids": event_ids,
+        "started_at": at,
+        "updated_at": at,
+        "finished_at": at if step.finished else None,
+        "rank": RANK[step.outcome],
+    }
+
+
 def deployment_row(event: NormalisedEvent, codedeploy_groups: dict[str, ServiceRef]) -> Row | None:
     """The deployment upsert of a deployment-related event, or None for other types.
 
@@ -278,23 +317,15 @@ def deployment_row(event: NormalisedEvent, codedeploy_groups: dict[str, ServiceR
         )
         return row
     if isinstance(detail, CodeDeployDeploymentStateChange):
-        row = _deployment_base(
-            event,
+        return codedeploy_deployment_row(
             deployment_id=detail.deployment_id,
-            kind=DeploymentKind.CODEDEPLOY,
-            step=codedeploy_step(detail.state),
+            application=detail.application,
+            group=detail.deployment_group,
+            state=detail.state,
             at=time,
-            event_name=detail.state,
+            event_ids=[event.envelope.id],
+            codedeploy_groups=codedeploy_groups,
         )
-        target = codedeploy_groups.get(f"{detail.application}/{detail.deployment_group}")
-        row.update(
-            codedeploy_application=detail.application,
-            codedeploy_group=detail.deployment_group,
-            cluster_name=target.cluster if target else None,
-            service_name=target.service if target else None,
-            reason=f"CodeDeploy {detail.state}" if detail.state else None,
-        )
-        return row
     if isinstance(detail, DaemonDeploymentStateChange):
         row = _deployment_base(
             event,

@@ -29,6 +29,8 @@ from service.runtime import Runtime, open_runtime
 from service.supervisor import run_roles
 from tests.alerts import scenarios as sc
 from tests.alerts.test_webhook_delivery import new_secret
+from tests.poller.fleet import build_fleet
+from tests.poller.test_codedeploy import codedeploy_event, create_group
 from tests.rig.fixtures import REGION, SqsQueue
 
 START = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -345,3 +347,57 @@ async def test_a_dispatcher_killed_mid_delivery_delivers_after_restart(
     assert second.verified
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     assert first.json == second.json
+
+
+async def test_codedeploy_failure_of_a_group_only_the_poller_maps_reaches_a_filtered_subscription(
+    e2e_settings: Settings,
+    engine: AsyncEngine,
+    sqs_client: SQSClient,
+    sqs_queue: SqsQueue,
+    webhook_receiver: WebhookReceiver,
+    moto_server: Any,
+) -> None:
+    """No ECSWATCH_CODEDEPLOY_GROUPS: the poller's leader maps the group through
+    GetDeploymentGroup (moto), and the one alert names the service and target groups,
+    so a subscription filtered by service receives it."""
+    fleet = await build_fleet(moto_server.endpoint_url, tasks=0, native_blue_green=False)
+    app = await create_group(moto_server.endpoint_url, fleet)
+    settings = e2e_settings.model_copy(
+        update={
+            "codedeploy_groups": {},
+            "codedeploy_interval_s": 1,
+            "clusters": (fleet.cluster,),
+            "metrics_interval_s": 3600,
+        }
+    )
+    secret = new_secret()
+    url = webhook_receiver.expect("/mapped", secret)
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [
+        codedeploy_event(app, "dg", "d-MAPPED", "START", now),
+        codedeploy_event(app, "dg", "d-MAPPED", "FAILURE", now),
+    ]
+    async with running(settings, ("consumer", "dispatcher", "poller")) as runtime:
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            created = await api.post(
+                "/v1/webhooks",
+                json={
+                    "url": url,
+                    "events": ["deployment.failed"],
+                    "secret": secret,
+                    "filter": {"cluster": fleet.cluster, "service": "web"},
+                },
+            )
+            assert created.status_code == 201, created.text
+        await send(sqs_client, sqs_queue.queue_url, events + sc.with_new_ids(events))
+        await wait_until(lambda: len(webhook_receiver.verified("/mapped")) >= 1)
+        await asyncio.sleep(2)  # time for any duplicate to show up
+    [body] = webhook_receiver.verified("/mapped")
+    assert (body["cluster"], body["service"]) == (fleet.cluster, "web")
+    assert body["deployment"]["id"] == "d-MAPPED"
+    assert body["deployment"]["codedeploy_application"] == app
+    assert [tg["name"] for tg in body["deployment"]["target_groups"]] == [
+        fleet.blue_tg_arn.split("/")[-2],
+        fleet.green_tg_arn.split("/")[-2],
+    ]

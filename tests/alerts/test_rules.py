@@ -14,6 +14,7 @@ from service.alerts.rules import (
     DeploymentSnapshot,
     Subscription,
     alert_id,
+    awaiting_service,
     cooldown_window,
     crash_looping,
     deployment_alerts,
@@ -21,6 +22,7 @@ from service.alerts.rules import (
     is_stuck,
     matches,
     noisy_alert,
+    target_groups,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -209,3 +211,65 @@ def test_noisy_alerts_share_a_key_within_a_cooldown_window() -> None:
 def test_matches(sub: Subscription, tags: dict[str, str], wanted: bool) -> None:
     [alert] = deployment_alerts(snap("failed"), now=NOW)
     assert matches(sub, alert, tags) is wanted
+
+
+# ------------------------------------------- CodeDeploy hold and target groups
+
+
+@pytest.mark.parametrize(
+    ("kind", "service", "resolved", "age_s", "held"),
+    [
+        ("codedeploy", None, False, 10, True),  # group not mapped yet, seen just now
+        ("codedeploy", None, False, 121, False),  # the hold is over
+        ("codedeploy", None, True, 10, False),  # mapped: CodeDeploy names no service
+        ("codedeploy", "web", False, 10, False),  # named (override or mapping)
+        ("rolling", None, False, 10, False),  # only CodeDeploy deployments wait
+    ],
+)
+def test_codedeploy_alerts_wait_for_the_group_mapping(
+    kind: str, service: str | None, resolved: bool, age_s: float, held: bool
+) -> None:
+    d = snap(
+        "failed",
+        kind=kind,
+        service=service,
+        group_resolved=resolved,
+        last_event_at=NOW - timedelta(seconds=age_s),
+        codedeploy_application="shop",
+        codedeploy_group="blue",
+    )
+    drafts = deployment_alerts(d, now=NOW, hold_s=120)
+    assert (drafts == []) is held
+    assert awaiting_service(d, now=NOW, hold_s=120) is held
+    assert deployment_alerts(d, now=NOW, hold_s=0)  # no hold configured: at once
+
+
+TG = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/{}/0123456789abcdef"
+
+
+def test_target_groups_from_the_service_and_the_codedeploy_pair() -> None:
+    lbs = [
+        {"target_group_arn": TG.format("blue"), "alternate_target_group_arn": TG.format("green")}
+    ]
+    assert target_groups(lbs, None) == (
+        {"name": "blue", "arn": TG.format("blue")},
+        {"name": "green", "arn": TG.format("green")},
+    )
+    # CodeDeploy's pair (names) first; the service's ARN fills in the one it knows.
+    pair = [{"name": "cd-green", "arn": None}, {"name": "blue", "arn": None}]
+    assert target_groups([{"target_group_arn": TG.format("blue")}], pair) == (
+        {"name": "cd-green", "arn": None},
+        {"name": "blue", "arn": TG.format("blue")},
+    )
+    assert target_groups(None, None) == ()
+    assert target_groups([{"target_group_arn": None, "container_name": "app"}], []) == ()
+
+
+def test_blue_green_summaries_name_the_target_groups_rolling_ones_do_not() -> None:
+    tgs = ({"name": "blue", "arn": None}, {"name": "green", "arn": None})
+    [bg] = deployment_alerts(snap("failed", kind="blue_green", target_groups=tgs), now=NOW)
+    assert bg.summary.endswith("(target groups blue, green)")
+    assert bg.body["deployment"]["target_groups"] == [dict(t) for t in tgs]
+    [rolling] = deployment_alerts(snap("failed", target_groups=tgs), now=NOW)
+    assert "target groups" not in rolling.summary
+    assert rolling.body["deployment"]["target_groups"] == [dict(t) for t in tgs]

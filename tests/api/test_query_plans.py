@@ -128,7 +128,7 @@ async def test_task_queries_use_indexes(
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         captured.append((statement, parameters))
 
-    sync_engine = runtime.engine.sync_engine
+    sync_engine = runtime.read_engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
     try:
         for path in QUERIES:

@@ -28,7 +28,8 @@ def count_statements(runtime: Runtime) -> Iterator[list[str]]:
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    sync_engine = runtime.engine.sync_engine
+    # The API reads through the runtime's read engine.
+    sync_engine = runtime.read_engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
     try:
         yield statements

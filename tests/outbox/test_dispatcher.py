@@ -126,19 +126,24 @@ async def test_retry_follows_the_schedule_then_delivers(
 ) -> None:
     [row_id] = await add_rows(engine, 1)
     sender = RecordingSender(script=[SendStatus.RETRY, SendStatus.RETRY])
-    d = dispatcher(engine, sessionmaker, sender)
+    # Delays long enough that a loaded machine cannot make "not due yet" due.
+    d = dispatcher(engine, sessionmaker, sender, policy=RetryPolicy(base_s=2.0, budget_s=3600))
     started = datetime.now(UTC)
     assert await d.dispatch_once() == 1
     first = (await rows(engine))[row_id]
     assert first["status"] == "pending"
     assert first["attempts"] == 1
     assert first["last_error"] == "scripted retry"
-    # First retry: base * 2**0 with the lowest jitter = 25 ms later.
-    assert first["next_attempt_at"] >= started + timedelta(seconds=0.025)
+    # First retry: base * 2**0 with the lowest jitter = 1 s later.
+    assert first["next_attempt_at"] >= started + timedelta(seconds=1)
     assert await d.dispatch_once() == 0  # not due yet
-    await asyncio.sleep(0.06)
+    await asyncio.sleep(1.05)
     assert await d.dispatch_once() == 1
-    await asyncio.sleep(0.12)
+    second = (await rows(engine))[row_id]
+    # Second retry: base * 2**1 with the lowest jitter = 2 s after the second attempt.
+    assert second["next_attempt_at"] >= first["next_attempt_at"] + timedelta(seconds=2)
+    assert await d.dispatch_once() == 0
+    await asyncio.sleep(2.05)
     assert await d.dispatch_once() == 1
     final = (await rows(engine))[row_id]
     assert final["status"] == "delivered"

@@ -74,4 +74,10 @@ def test_run_starts_the_poller_by_default_without_a_warning(
         for line in out.splitlines()
         if line.startswith("{") and '"poller_started"' in line
     ]
-    assert started["jobs"] == ["codedeploy_groups", "reconcile", "metrics", "retention"]
+    assert started["jobs"] == [
+        "codedeploy_groups",
+        "reconcile",
+        "metrics",
+        "retention",
+        "codedeploy_deployments",
+    ]

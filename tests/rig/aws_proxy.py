@@ -4,13 +4,18 @@ Every request is forwarded to moto unchanged; the proxy counts it by signing
 service (from the SigV4 credential scope: ``ecs``, ``monitoring``,
 ``elasticloadbalancing``, ``codedeploy``, ``sqs``) and operation (from
 ``X-Amz-Target``, the RPC v2 path, or the query ``Action``). :meth:`throttle`
-makes the next N calls of an operation answer the way AWS does when it throttles.
+makes the next N calls of an operation answer the way AWS does when it throttles;
+:meth:`rewrite` edits the JSON answers of an operation (a state moto cannot reach,
+such as a CodeDeploy deployment that failed).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -29,6 +34,7 @@ class AwsProxy:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.throttled: Counter[tuple[str, str]] = Counter()
         self._throttle: dict[str, int] = {}
+        self._rewrite: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
@@ -63,6 +69,10 @@ class AwsProxy:
         """Answer the next ``times`` calls of ``operation`` with a throttling error."""
         self._throttle[operation] = times
 
+    def rewrite(self, operation: str, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Pass every JSON answer of ``operation`` through ``edit`` on its way back."""
+        self._rewrite[operation] = edit
+
     def count(self, operation: str, service: str | None = None) -> int:
         return sum(
             n for (s, op), n in self.calls.items() if op == operation and service in (None, s)
@@ -72,6 +82,7 @@ class AwsProxy:
         self.calls.clear()
         self.throttled.clear()
         self._throttle.clear()
+        self._rewrite.clear()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -88,6 +99,12 @@ class AwsProxy:
         ) as upstream:
             payload = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            edit = self._rewrite.get(operation)
+            if edit is not None and upstream.status == 200:
+                payload = json.dumps(edit(json.loads(payload))).encode()
+                out.pop("Content-Encoding", None)
+                out.pop("content-encoding", None)
+                out = {k: v for k, v in out.items() if k.lower() != "x-amz-crc32"}
             return web.Response(status=upstream.status, body=payload, headers=out)
 
 

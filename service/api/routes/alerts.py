@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy import Integer, and_, cast, exists, func, literal, select, union_all
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,12 +24,11 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
-    after,
-    fetch,
-    next_cursor,
+    ListRoute,
+    fetch_page,
+    page_response,
 )
-from service.api.queries import fetch_dicts
-from service.api.schemas import Alert, AlertPage, responses
+from service.api.schemas import AlertPage, responses
 from service.outbox.models import OutboxItem, OutboxKind, OutboxStatus
 
 router = APIRouter(prefix="/v1", tags=["alerts"], dependencies=[Depends(require_read)])
@@ -48,6 +47,9 @@ _COLUMNS = (
     A.deployment_id,
     A.summary,
     A.created_at,
+)
+LIST: ListRoute[tuple[()]] = ListRoute(
+    KEYSET, AlertPage, select(*_COLUMNS), [(A.created_at, True), (A.id, True)]
 )
 
 
@@ -110,22 +112,15 @@ async def delivery_counts(
         "subscriptions by the state of their delivery of this alert. See docs/alerts.md "
         "for the alert types and when each is raised."
     ),
+    response_model=AlertPage,
     responses=responses(AlertPage),
 )
 async def list_alerts(
     conn: ReadConnection,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> AlertPage:
-    after_key = KEYSET.decode(cursor)
-    stmt = select(*_COLUMNS).order_by(A.created_at.desc(), A.id.desc()).limit(fetch(limit + 1))
-    if after_key is not None:
-        stmt = stmt.where(after([(A.created_at, True), (A.id, True)], after_key))
-    rows = await fetch_dicts(conn, stmt)
-    page = rows[:limit]
+) -> Response:
+    page, next_page = await fetch_page(conn, LIST, (), {}, limit=limit, cursor=cursor)
     counts = await delivery_counts(conn, [row["id"] for row in page])
-    items = [Alert.model_validate({**row, "deliveries": counts[row["id"]]}) for row in page]
-    return AlertPage(
-        items=items,
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["created_at"], row["id"])),
-    )
+    items = [{**row, "deliveries": counts[row["id"]]} for row in page]
+    return page_response(LIST, items, next_page)

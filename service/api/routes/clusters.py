@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -10,11 +10,11 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
-    fetch,
-    next_cursor,
+    ListRoute,
+    list_page,
 )
-from service.api.queries import TagJoin, fetch_dicts
-from service.api.schemas import Cluster, ClusterPage, responses
+from service.api.queries import TagJoin
+from service.api.schemas import ClusterPage, responses
 from service.state import models
 
 router = APIRouter(prefix="/v1", tags=["clusters"], dependencies=[Depends(require_read)])
@@ -34,24 +34,21 @@ _COLUMNS = (
     models.Cluster.gone_at,
 )
 
+LIST: ListRoute[tuple[()]] = ListRoute(
+    KEYSET, ClusterPage, TAGS.select(*_COLUMNS), [(models.Cluster.name, False)]
+)
+
 
 @router.get(
     "/clusters",
     summary="List clusters",
     description="Clusters with their counts and tags, ordered by name.",
+    response_model=ClusterPage,
     responses=responses(ClusterPage),
 )
 async def list_clusters(
     conn: ReadConnection,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> ClusterPage:
-    after_key = KEYSET.decode(cursor)
-    page = TAGS.select(*_COLUMNS).order_by(models.Cluster.name).limit(fetch(limit + 1))
-    if after_key is not None:
-        page = page.where(models.Cluster.name > after_key[0])
-    rows = await fetch_dicts(conn, page)
-    return ClusterPage(
-        items=[Cluster.model_validate(row) for row in rows[:limit]],
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["name"],)),
-    )
+) -> Response:
+    return await list_page(conn, LIST, (), {}, limit=limit, cursor=cursor)

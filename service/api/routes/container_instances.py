@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import ColumnElement, bindparam
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -12,12 +13,11 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
-    fetch,
-    next_cursor,
+    ListRoute,
+    list_page,
 )
-from service.api.queries import ClusterParam, TagJoin, cluster_matches, fetch_dicts
+from service.api.queries import ClusterForm, ClusterParam, TagJoin, bind_cluster, cluster_filter
 from service.api.schemas import (
-    ContainerInstance,
     ContainerInstancePage,
     ContainerInstanceStatus,
     responses,
@@ -50,6 +50,27 @@ _COLUMNS = (
 )
 
 
+class Shape(NamedTuple):
+    """Which filters a /v1/container-instances request uses (see ListRoute)."""
+
+    cluster: ClusterForm | None
+    status: bool
+    agent_connected: bool | None
+
+
+def _where(shape: Shape) -> list[ColumnElement[bool]]:
+    filters = cluster_filter(shape.cluster, name_column=CI.cluster_name, arn_column=CI.cluster_arn)
+    if shape.status:
+        filters.append(CI.status == bindparam("status"))
+    if shape.agent_connected is not None:
+        # IS TRUE / IS FALSE, as before: a constant of the shape, not a parameter.
+        filters.append(CI.agent_connected.is_(shape.agent_connected))
+    return filters
+
+
+LIST = ListRoute(KEYSET, ContainerInstancePage, TAGS.select(*_COLUMNS), [(CI.arn, False)], _where)
+
+
 @router.get(
     "/container-instances",
     summary="List container instances",
@@ -57,6 +78,7 @@ _COLUMNS = (
         "Container instances ordered by ARN. `agent_connected=false` finds instances "
         "whose ECS agent is disconnected."
     ),
+    response_model=ContainerInstancePage,
     responses=responses(ContainerInstancePage),
 )
 async def list_container_instances(
@@ -68,23 +90,13 @@ async def list_container_instances(
     agent_connected: Annotated[bool | None, Query(description="Agent connection state.")] = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> ContainerInstancePage:
-    after_key = KEYSET.decode(cursor)
-    stmt = TAGS.select(*_COLUMNS).order_by(CI.arn).limit(fetch(limit + 1))
-    if cluster is not None:
-        stmt = stmt.where(
-            cluster_matches(
-                cluster, name_column=CI.cluster_name, arn_column=CI.cluster_arn, arn_indexed=False
-            )
-        )
+) -> Response:
+    params: dict[str, Any] = {}
     if status is not None:
-        stmt = stmt.where(CI.status == status.value)
-    if agent_connected is not None:
-        stmt = stmt.where(CI.agent_connected.is_(agent_connected))
-    if after_key is not None:
-        stmt = stmt.where(CI.arn > after_key[0])
-    rows = await fetch_dicts(conn, stmt)
-    return ContainerInstancePage(
-        items=[ContainerInstance.model_validate(row) for row in rows[:limit]],
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["arn"],)),
+        params["status"] = status.value
+    shape = Shape(
+        cluster=None if cluster is None else bind_cluster(cluster, params, arn_indexed=False),
+        status=status is not None,
+        agent_connected=agent_connected,
     )
+    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)

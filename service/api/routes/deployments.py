@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, Query
-from sqlalchemy import Select, select
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import ColumnElement, Select, bindparam, select
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -13,18 +13,21 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
-    after_nullable_first,
+    ListRoute,
     fetch,
-    next_cursor,
+    list_page,
 )
 from service.api.queries import (
+    ClusterForm,
     ClusterParam,
+    ServiceForm,
     ServiceParam,
-    cluster_matches,
-    fetch_dicts,
-    service_matches,
+    bind_cluster,
+    bind_service,
+    cluster_filter,
+    service_filter,
 )
-from service.api.schemas import Deployment, DeploymentPage, responses
+from service.api.schemas import DeploymentPage, responses
 from service.deployments.outcome import Outcome as DeploymentOutcome
 from service.state import models
 
@@ -58,14 +61,43 @@ COLUMNS = (
 ORDER = (D.started_at.desc().nulls_first(), D.id.desc())
 
 
-def recent_deployments(cluster: str, service: str, limit: int) -> Select[*tuple[Any, ...]]:
-    """The newest deployments of one service (served by ix_deployments_service)."""
+def recent_deployments(limit: int) -> Select[*tuple[Any, ...]]:
+    """The newest ``limit`` deployments of one service (served by ix_deployments_service).
+
+    Binds ``cluster`` and ``service`` (names).
+    """
     return (
         select(*COLUMNS)
-        .where(D.cluster_name == cluster, D.service_name == service)
+        .where(D.cluster_name == bindparam("cluster"), D.service_name == bindparam("service"))
         .order_by(*ORDER)
         .limit(fetch(limit))
     )
+
+
+class Shape(NamedTuple):
+    """Which filters a /v1/deployments request uses (see ListRoute)."""
+
+    cluster: ClusterForm | None
+    service: ServiceForm | None
+    outcome: bool
+
+
+def _where(shape: Shape) -> list[ColumnElement[bool]]:
+    filters = cluster_filter(shape.cluster, name_column=D.cluster_name, arn_column=D.cluster_arn)
+    filters += service_filter(
+        shape.service,
+        name_column=D.service_name,
+        cluster_name_column=D.cluster_name,
+        arn_column=D.service_arn,
+    )
+    if shape.outcome:
+        filters.append(D.outcome == bindparam("outcome"))
+    return filters
+
+
+LIST = ListRoute(
+    KEYSET, DeploymentPage, select(*COLUMNS), [(D.started_at, True), (D.id, True)], _where
+)
 
 
 @router.get(
@@ -75,6 +107,7 @@ def recent_deployments(cluster: str, service: str, limit: int) -> Select[*tuple[
         "Deployments (rolling, ECS blue/green, CodeDeploy) with their outcome, newest "
         "`started_at` first. `cluster` and `service` take a name or an ARN."
     ),
+    response_model=DeploymentPage,
     responses=responses(DeploymentPage),
 )
 async def list_deployments(
@@ -84,30 +117,13 @@ async def list_deployments(
     outcome: Annotated[DeploymentOutcome | None, Query(description="Only this outcome.")] = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> DeploymentPage:
-    after_key = KEYSET.decode(cursor)
-    stmt = select(*COLUMNS).order_by(*ORDER).limit(fetch(limit + 1))
-    if cluster is not None:
-        stmt = stmt.where(
-            cluster_matches(
-                cluster, name_column=D.cluster_name, arn_column=D.cluster_arn, arn_indexed=False
-            )
-        )
-    if service is not None:
-        stmt = stmt.where(
-            service_matches(
-                service,
-                name_column=D.service_name,
-                cluster_name_column=D.cluster_name,
-                arn_column=D.service_arn,
-            )
-        )
+) -> Response:
+    params: dict[str, Any] = {}
     if outcome is not None:
-        stmt = stmt.where(D.outcome == outcome.value)
-    if after_key is not None:
-        stmt = stmt.where(after_nullable_first(D.started_at, D.id, after_key))
-    rows = await fetch_dicts(conn, stmt)
-    return DeploymentPage(
-        items=[Deployment.model_validate(row) for row in rows[:limit]],
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["started_at"], row["id"])),
+        params["outcome"] = outcome.value
+    shape = Shape(
+        cluster=None if cluster is None else bind_cluster(cluster, params, arn_indexed=False),
+        service=None if service is None else bind_service(service, params),
+        outcome=outcome is not None,
     )
+    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Annotated, Any, Literal, NamedTuple
 
-from fastapi import APIRouter, Depends, Query
-from sqlalchemy import Select, bindparam, select
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import ColumnElement, bindparam, select
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -15,15 +14,13 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
-    after,
-    fetch,
-    next_cursor,
+    ListRoute,
+    list_page,
 )
 from service.api.queries import (
     ClusterParam,
     SinceParam,
     UntilParam,
-    fetch_dicts,
     inline_json,
     inline_time,
     is_arn,
@@ -31,7 +28,7 @@ from service.api.queries import (
     jsonb_object,
     parse_time,
 )
-from service.api.schemas import NO_NUL, Event, EventPage, responses
+from service.api.schemas import NO_NUL, EventPage, responses
 from service.state import models
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(require_read)])
@@ -66,33 +63,32 @@ class Shape(NamedTuple):
     resource: bool
     since: bool
     until: bool
-    after: bool
 
 
-@functools.lru_cache(maxsize=128)
-def list_statement(shape: Shape) -> Select[*tuple[Any, ...]]:
-    """The /v1/events statement of ``shape``; values are bound at execution."""
-    stmt = select(*_COLUMNS).order_by(E.time.desc(), E.id.desc()).limit(fetch())
+def _where(shape: Shape) -> list[ColumnElement[bool]]:
+    """The /v1/events filters of ``shape``; values are bound at execution."""
+    filters: list[ColumnElement[bool]] = []
     if shape.detail_type:
-        stmt = stmt.where(E.detail_type == bindparam("detail_type"))
+        filters.append(E.detail_type == bindparam("detail_type"))
     if shape.cluster == "name":
-        stmt = stmt.where(E.cluster_name == bindparam("cluster"))
+        filters.append(E.cluster_name == bindparam("cluster"))
     elif shape.cluster == "arn":
-        stmt = stmt.where(E.cluster_arn == bindparam("cluster"))
+        filters.append(E.cluster_arn == bindparam("cluster"))
     if shape.resource:
         # resources @> '["arn"]', served by the GIN index on resources.
-        stmt = stmt.where(E.resources.contains(inline_json(None, name="resource")))
+        filters.append(E.resources.contains(inline_json(None, name="resource")))
     if shape.since:
-        stmt = stmt.where(E.time >= inline_time("since"))
+        filters.append(E.time >= inline_time("since"))
     if shape.until:
-        stmt = stmt.where(E.time <= inline_time("until"))
-    if shape.after:
-        bound: tuple[Any, ...] = (
-            bindparam("after_time", type_=E.time.type),
-            bindparam("after_id", type_=E.id.type),
-        )
-        stmt = stmt.where(after([(E.time, True), (E.id, True)], bound))
-    return stmt
+        filters.append(E.time <= inline_time("until"))
+    return filters
+
+
+LIST = ListRoute(KEYSET, EventPage, select(*_COLUMNS), [(E.time, True), (E.id, True)], _where)
+
+
+def _item(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "resources": jsonb_list(row["resources"]), "detail": jsonb_object(row["detail"])}
 
 
 @router.get(
@@ -103,6 +99,7 @@ def list_statement(shape: Shape) -> Select[*tuple[Any, ...]]:
         "`resources` contain that ARN; `since` and `until` (RFC 3339) bound `time`, "
         "both inclusive."
     ),
+    response_model=EventPage,
     responses=responses(EventPage),
 )
 async def list_events(
@@ -121,40 +118,21 @@ async def list_events(
     until: UntilParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> EventPage:
-    after_key = KEYSET.decode(cursor)
+) -> Response:
     since_at = parse_time(since, param="since")
     until_at = parse_time(until, param="until")
     params: dict[str, Any] = {
-        "fetch_rows": limit + 1,
         "detail_type": detail_type,
         "cluster": cluster,
         "resource": json.dumps([resource]),
         "since": since_at.isoformat() if since_at else None,
         "until": until_at.isoformat() if until_at else None,
     }
-    if after_key is not None:
-        params["after_time"], params["after_id"] = after_key
     shape = Shape(
         detail_type=detail_type is not None,
         cluster=None if cluster is None else "arn" if is_arn(cluster) else "name",
         resource=resource is not None,
         since=since_at is not None,
         until=until_at is not None,
-        after=after_key is not None,
     )
-    rows = await fetch_dicts(conn, list_statement(shape), params)
-    items = [
-        Event.model_validate(
-            {
-                **row,
-                "resources": jsonb_list(row["resources"]),
-                "detail": jsonb_object(row["detail"]),
-            }
-        )
-        for row in rows[:limit]
-    ]
-    return EventPage(
-        items=items,
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["time"], row["id"])),
-    )
+    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor, item=_item)

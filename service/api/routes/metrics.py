@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal, NamedTuple
 
-from fastapi import APIRouter, Depends, Query
-from sqlalchemy import ColumnElement, select
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import ColumnElement, bindparam, select
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -13,9 +13,8 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
-    after,
-    fetch,
-    next_cursor,
+    ListRoute,
+    list_page,
 )
 from service.api.queries import (
     ClusterParam,
@@ -23,13 +22,12 @@ from service.api.queries import (
     SinceParam,
     UntilParam,
     cluster_name_of_arn,
-    fetch_dicts,
     is_arn,
     jsonb_object,
     parse_time,
     service_names_of_arn,
 )
-from service.api.schemas import NO_NUL, MetricPage, MetricPoint, responses
+from service.api.schemas import NO_NUL, MetricPage, responses
 from service.errors import InvalidInputError
 from service.state import models
 
@@ -54,26 +52,70 @@ _COLUMNS = (
 )
 
 
-def _cluster(value: str) -> ColumnElement[bool]:
+def _bind_cluster(value: str, params: dict[str, Any]) -> None:
     # Metric points carry CloudWatch dimensions, i.e. names; an ARN is reduced to its name.
     if not is_arn(value):
-        return M.cluster_name == value
+        params["cluster"] = value
+        return
     name = cluster_name_of_arn(value)
     if name is None:
         raise InvalidInputError(f"not a cluster ARN: {value!r}", param="cluster")
-    return M.cluster_name == name
+    params["cluster"] = name
 
 
-def _service(value: str) -> ColumnElement[bool]:
+def _bind_service(value: str, params: dict[str, Any]) -> Literal["name", "name+cluster"]:
     if not is_arn(value):
-        return M.service_name == value
+        params["service"] = value
+        return "name"
     names = service_names_of_arn(value)
     if names is None:
         raise InvalidInputError(f"not a service ARN: {value!r}", param="service")
-    cluster, service = names
+    cluster, params["service"] = names
     if cluster is None:
-        return M.service_name == service
-    return (M.service_name == service) & (M.cluster_name == cluster)
+        return "name"
+    params["service_cluster"] = cluster
+    return "name+cluster"
+
+
+class Shape(NamedTuple):
+    """Which filters a /v1/metrics request uses (see ListRoute)."""
+
+    namespace: bool
+    name: bool
+    statistic: bool
+    cluster: bool
+    service: Literal["name", "name+cluster"] | None
+    since: bool
+    until: bool
+
+
+def _where(shape: Shape) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    for used, column in (
+        (shape.namespace, M.namespace),
+        (shape.name, M.name),
+        (shape.statistic, M.statistic),
+    ):
+        if used:
+            filters.append(column == bindparam(column.key))
+    if shape.cluster:
+        filters.append(M.cluster_name == bindparam("cluster"))
+    if shape.service is not None:
+        filters.append(M.service_name == bindparam("service"))
+        if shape.service == "name+cluster":
+            filters.append(M.cluster_name == bindparam("service_cluster"))
+    if shape.since:
+        filters.append(M.timestamp >= bindparam("since", type_=M.timestamp.type))
+    if shape.until:
+        filters.append(M.timestamp <= bindparam("until", type_=M.timestamp.type))
+    return filters
+
+
+LIST = ListRoute(KEYSET, MetricPage, select(*_COLUMNS), [(M.timestamp, True), (M.id, True)], _where)
+
+
+def _item(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "dimensions": jsonb_object(row["dimensions"])}
 
 
 @router.get(
@@ -84,6 +126,7 @@ def _service(value: str) -> ColumnElement[bool]:
         "CloudWatch metric name (e.g. `CPUUtilization`); `since`/`until` (RFC 3339) bound "
         "`timestamp`, both inclusive."
     ),
+    response_model=MetricPage,
     responses=responses(MetricPage),
 )
 async def list_metrics(
@@ -104,33 +147,25 @@ async def list_metrics(
     until: UntilParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> MetricPage:
-    after_key = KEYSET.decode(cursor)
+) -> Response:
     since_at = parse_time(since, param="since")
     until_at = parse_time(until, param="until")
-    stmt = select(*_COLUMNS).order_by(M.timestamp.desc(), M.id.desc()).limit(fetch(limit + 1))
-    if namespace is not None:
-        stmt = stmt.where(M.namespace == namespace)
-    if name is not None:
-        stmt = stmt.where(M.name == name)
-    if statistic is not None:
-        stmt = stmt.where(M.statistic == statistic)
+    params: dict[str, Any] = {
+        "namespace": namespace,
+        "name": name,
+        "statistic": statistic,
+        "since": since_at,
+        "until": until_at,
+    }
     if cluster is not None:
-        stmt = stmt.where(_cluster(cluster))
-    if service is not None:
-        stmt = stmt.where(_service(service))
-    if since_at is not None:
-        stmt = stmt.where(M.timestamp >= since_at)
-    if until_at is not None:
-        stmt = stmt.where(M.timestamp <= until_at)
-    if after_key is not None:
-        stmt = stmt.where(after([(M.timestamp, True), (M.id, True)], after_key))
-    rows = await fetch_dicts(conn, stmt)
-    items = [
-        MetricPoint.model_validate({**row, "dimensions": jsonb_object(row["dimensions"])})
-        for row in rows[:limit]
-    ]
-    return MetricPage(
-        items=items,
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["timestamp"], row["id"])),
+        _bind_cluster(cluster, params)
+    shape = Shape(
+        namespace=namespace is not None,
+        name=name is not None,
+        statistic=statistic is not None,
+        cluster=cluster is not None,
+        service=None if service is None else _bind_service(service, params),
+        since=since_at is not None,
+        until=until_at is not None,
     )
+    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor, item=_item)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import TypeAdapter
+from sqlalchemy import ColumnElement, bindparam
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -12,24 +14,26 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
+    ListRoute,
     fetch,
-    next_cursor,
+    list_page,
+    single_response,
 )
 from service.api.queries import (
+    ClusterForm,
     ClusterParam,
     TagJoin,
     TagParam,
-    cluster_matches,
+    bind_cluster,
+    bind_tags,
+    cluster_filter,
     fetch_dicts,
-    parse_tags,
-    tags_match,
+    tags_match_bound,
 )
 from service.api.routes.deployments import recent_deployments
 from service.api.schemas import (
     NO_NUL,
-    Deployment,
     LaunchType,
-    Service,
     ServiceDetail,
     ServicePage,
     ServiceStatus,
@@ -71,6 +75,29 @@ _DETAIL_COLUMNS = (
 )
 
 
+class Shape(NamedTuple):
+    """Which filters a /v1/services request uses (see ListRoute)."""
+
+    cluster: ClusterForm | None
+    status: bool
+    launch_type: bool
+    tags: int
+
+
+def _where(shape: Shape) -> list[ColumnElement[bool]]:
+    filters = cluster_filter(shape.cluster, name_column=S.cluster_name, arn_column=S.cluster_arn)
+    if shape.status:
+        filters.append(S.status == bindparam("status"))
+    if shape.launch_type:
+        filters.append(S.launch_type == bindparam("launch_type"))
+    if shape.tags:
+        filters.append(tags_match_bound(S.arn, shape.tags))
+    return filters
+
+
+LIST = ListRoute(KEYSET, ServicePage, TAGS.select(*_COLUMNS), [(S.arn, False)], _where)
+
+
 @router.get(
     "/services",
     summary="List services",
@@ -78,6 +105,7 @@ _DETAIL_COLUMNS = (
         "Services ordered by ARN. `cluster` takes a name or an ARN; `tag=key:value` "
         "may repeat and every tag must match."
     ),
+    response_model=ServicePage,
     responses=responses(ServicePage),
 )
 async def list_services(
@@ -88,29 +116,29 @@ async def list_services(
     tag: TagParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> ServicePage:
-    after_key = KEYSET.decode(cursor)
-    tags = parse_tags(tag or [])
-    stmt = TAGS.select(*_COLUMNS).order_by(S.arn).limit(fetch(limit + 1))
-    if cluster is not None:
-        stmt = stmt.where(
-            cluster_matches(
-                cluster, name_column=S.cluster_name, arn_column=S.cluster_arn, arn_indexed=False
-            )
-        )
-    if status is not None:
-        stmt = stmt.where(S.status == status.value)
-    if launch_type is not None:
-        stmt = stmt.where(S.launch_type == launch_type.value)
-    if tags:
-        stmt = stmt.where(tags_match(S.arn, tags))
-    if after_key is not None:
-        stmt = stmt.where(S.arn > after_key[0])
-    rows = await fetch_dicts(conn, stmt)
-    return ServicePage(
-        items=[Service.model_validate(row) for row in rows[:limit]],
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["arn"],)),
+) -> Response:
+    params: dict[str, Any] = {}
+    shape = Shape(
+        cluster=None if cluster is None else bind_cluster(cluster, params, arn_indexed=False),
+        status=status is not None,
+        launch_type=launch_type is not None,
+        tags=bind_tags(tag, params),
     )
+    if status is not None:
+        params["status"] = status.value
+    if launch_type is not None:
+        params["launch_type"] = launch_type.value
+    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
+
+
+ONE = (
+    TAGS.select(*_COLUMNS, *_DETAIL_COLUMNS)
+    .where(S.cluster_name == bindparam("cluster"), S.name == bindparam("service"))
+    # Old- and new-format ARNs of one service may both be stored; prefer the live one.
+    .order_by((S.status == "ACTIVE").desc(), S.updated_at.desc())
+    .limit(fetch(1))
+)
+DEPLOYMENTS = recent_deployments(RECENT_DEPLOYMENTS)
 
 
 @router.get(
@@ -120,32 +148,29 @@ async def list_services(
         f"One service by cluster name and service name, with its {RECENT_DEPLOYMENTS} "
         "most recent deployments (newest first)."
     ),
+    response_model=ServiceDetail,
     responses=responses(ServiceDetail, errors=(401, 404)),
 )
 async def get_service(
     conn: ReadConnection,
     cluster: Annotated[str, Path(description="Cluster name.", max_length=2048, pattern=NO_NUL)],
     service: Annotated[str, Path(description="Service name.", max_length=2048, pattern=NO_NUL)],
-) -> ServiceDetail:
-    stmt = (
-        TAGS.select(*_COLUMNS, *_DETAIL_COLUMNS)
-        .where(S.cluster_name == cluster, S.name == service)
-        # Old- and new-format ARNs of one service may both be stored; prefer the live one.
-        .order_by((S.status == "ACTIVE").desc(), S.updated_at.desc())
-        .limit(fetch(1))
-    )
-    found = await fetch_dicts(conn, stmt)
+) -> Response:
+    names = {"cluster": cluster, "service": service}
+    found = await fetch_dicts(conn, ONE, names)
     row = found[0] if found else None
     if row is None:
         raise NotFoundError(f"no service {service!r} in cluster {cluster!r}")
-    deployments = (
-        await conn.execute(recent_deployments(cluster, service, RECENT_DEPLOYMENTS))
-    ).mappings()
-    return ServiceDetail.model_validate(
+    deployments = await fetch_dicts(conn, DEPLOYMENTS, names)
+    return single_response(
+        DETAIL,
         {
             **row,
             # Never described: no configuration to show (not an empty one).
             "deployment_configuration": row["deployment_configuration"] or None,
-            "deployments": [Deployment.model_validate(d) for d in deployments],
-        }
+            "deployments": deployments,
+        },
     )
+
+
+DETAIL: TypeAdapter[ServiceDetail] = TypeAdapter(ServiceDetail)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
 
-from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, select
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import TypeAdapter
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, select
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -16,8 +15,10 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
+    ListRoute,
     fetch,
-    next_cursor,
+    list_page,
+    single_response,
 )
 from service.api.queries import (
     RFC3339,
@@ -25,10 +26,11 @@ from service.api.queries import (
     ServiceParam,
     TagJoin,
     TagParam,
+    bind_tags,
+    execute_read,
     fetch_dicts,
     inline_time,
     is_arn,
-    parse_tags,
     parse_time,
     service_names_of_arn,
     tags_match_bound,
@@ -117,17 +119,15 @@ class Shape(NamedTuple):
     stop_code: bool
     tags: int
     since: bool
-    after: bool
 
 
-@functools.lru_cache(maxsize=512)
-def list_statement(shape: Shape) -> Select[*tuple[Any, ...]]:
-    """The /v1/tasks statement of ``shape``; values are bound at execution."""
+def _where(shape: Shape) -> list[ColumnElement[bool]]:
+    """The /v1/tasks filters of ``shape``; values are bound at execution."""
     filters: list[ColumnElement[bool]] = []
     if shape.cluster == "name":
         filters.append(T.cluster_name == bindparam("cluster"))
     elif shape.cluster == "arn":
-        # (cluster_arn, arn) is indexed: no redundant name predicate (see cluster_matches).
+        # (cluster_arn, arn) is indexed: no redundant name predicate (see bind_cluster).
         filters.append(T.cluster_arn == bindparam("cluster"))
     if shape.service is not None:
         # Tasks name their service only; an ARN is compared through its parts.
@@ -157,9 +157,10 @@ def list_statement(shape: Shape) -> Select[*tuple[Any, ...]]:
         filters.append(tags_match_bound(T.arn, shape.tags))
     if shape.since:
         filters.append(T.updated_at >= inline_time("since"))
-    if shape.after:
-        filters.append(T.arn > bindparam("after"))
-    return TAGS.select(*_COLUMNS).where(*filters).order_by(T.arn).limit(fetch())
+    return filters
+
+
+LIST = ListRoute(KEYSET, TaskPage, TAGS.select(*_COLUMNS), [(T.arn, False)], _where)
 
 
 @router.get(
@@ -171,6 +172,7 @@ def list_statement(shape: Shape) -> Select[*tuple[Any, ...]]:
         "`tag=key:value` may repeat (AND); `since` (RFC 3339) keeps tasks whose last "
         "ECS change (`updated_at`, the event's `detail.updatedAt`) is at or after it."
     ),
+    response_model=TaskPage,
     responses=responses(TaskPage),
 )
 async def list_tasks(
@@ -199,11 +201,9 @@ async def list_tasks(
     ] = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> TaskPage:
-    after_key = KEYSET.decode(cursor)
-    tags = parse_tags(tag or [])
+) -> Response:
     since_at = parse_time(since, param="since")
-    params: dict[str, Any] = {"fetch_rows": limit + 1}
+    params: dict[str, Any] = {}
     cluster_form: Literal["name", "arn"] | None = None
     if cluster is not None:
         cluster_form = "arn" if is_arn(cluster) else "name"
@@ -215,7 +215,7 @@ async def list_tasks(
             # of ix_tasks_cluster_arn (cluster_arn, arn), already in ARN order.
             # One small extra statement; unknown clusters keep the name filter.
             # (With a service too, ix_tasks_cluster_service serves the names.)
-            arn = (await conn.execute(CLUSTER_ARN, {"name": cluster})).scalar_one_or_none()
+            arn = (await execute_read(conn, CLUSTER_ARN, {"name": cluster})).scalar_one_or_none()
             if arn is not None:
                 cluster_form, params["cluster"] = "arn", arn
     service_form: Literal["name", "arn", "cluster_arn"] | None = None
@@ -245,12 +245,9 @@ async def list_tasks(
             instance_form, params["instance"] = "ec2", container_instance
         else:
             instance_form, params["instance"] = "id", "/" + container_instance
-    for i, (key, value) in enumerate(tags):
-        params[f"tag{i}"] = json.dumps({key: value})
+    tags = bind_tags(tag, params)
     if since_at is not None:
         params["since"] = since_at.isoformat()
-    if after_key is not None:
-        params["after"] = after_key[0]
     shape = Shape(
         cluster=cluster_form,
         service=service_form,
@@ -260,27 +257,24 @@ async def list_tasks(
         launch_type=launch_type is not None,
         instance=instance_form,
         stop_code=stop_code is not None,
-        tags=len(tags),
+        tags=tags,
         since=since_at is not None,
-        after=after_key is not None,
     )
-    rows = await fetch_dicts(conn, list_statement(shape), params)
-    return TaskPage(
-        items=[Task.model_validate(row) for row in rows[:limit]],
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["arn"],)),
-    )
+    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
 
 
 # By ARN or by id; task ids are UUIDs, but should two accounts ever share one,
 # the answer is stable (the first by ARN).
-BY_ARN = TAGS.select(*_COLUMNS).where(T.arn == bindparam("ref")).limit(fetch())
-BY_ID = TAGS.select(*_COLUMNS).where(T.id == bindparam("ref")).order_by(T.arn).limit(fetch())
+BY_ARN = TAGS.select(*_COLUMNS).where(T.arn == bindparam("ref")).limit(fetch(1))
+TASK: TypeAdapter[Task] = TypeAdapter(Task)
+BY_ID = TAGS.select(*_COLUMNS).where(T.id == bindparam("ref")).order_by(T.arn).limit(fetch(1))
 
 
 @router.get(
     "/tasks/{task_id:path}",
     summary="Get one task",
     description="One task by its id or by its full ARN (URL-encoded).",
+    response_model=Task,
     responses=responses(Task, errors=(401, 404)),
 )
 async def get_task(
@@ -289,9 +283,9 @@ async def get_task(
         str,
         Path(description="Task id, or the URL-encoded task ARN.", max_length=2048, pattern=NO_NUL),
     ],
-) -> Task:
+) -> Response:
     stmt = BY_ARN if is_arn(task_id) else BY_ID
-    found = await fetch_dicts(conn, stmt, {"ref": task_id, "fetch_rows": 1})
+    found = await fetch_dicts(conn, stmt, {"ref": task_id})
     if not found:
         raise NotFoundError(f"no task {task_id!r}")
-    return Task.model_validate(found[0])
+    return single_response(TASK, found[0])

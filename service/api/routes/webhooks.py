@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 
 from service.alerts import models
 from service.alerts.ssrf import check_webhook_url
@@ -28,9 +28,9 @@ from service.api.pagination import (
     CursorParam,
     Keyset,
     LimitParam,
-    after,
-    fetch,
-    next_cursor,
+    ListRoute,
+    fetch_page,
+    page_response,
 )
 from service.api.queries import fetch_dicts, jsonb_list, jsonb_object, parse_tags
 from service.api.schemas import (
@@ -38,7 +38,6 @@ from service.api.schemas import (
     Webhook,
     WebhookCreate,
     WebhookCreated,
-    WebhookDelivery,
     WebhookDeliveryPage,
     WebhookFilter,
     WebhookPage,
@@ -61,6 +60,26 @@ W = models.WebhookSubscription
 WD = models.WebhookDelivery
 
 _COLUMNS = (W.id, W.url, W.events, W.filter, W.format, W.active, W.created_at)
+LIST: ListRoute[tuple[()]] = ListRoute(
+    KEYSET, WebhookPage, select(*_COLUMNS), [(W.created_at, False), (W.id, False)]
+)
+DELIVERIES: ListRoute[tuple[()]] = ListRoute(
+    DELIVERY_KEYSET,
+    WebhookDeliveryPage,
+    select(
+        WD.id,
+        WD.webhook_id,
+        WD.alert_id,
+        WD.event_type,
+        WD.attempt,
+        WD.status_code,
+        WD.error,
+        WD.attempted_at,
+        WD.next_attempt_at,
+    ),
+    [(WD.id, True)],
+    lambda shape: [WD.webhook_id == bindparam("webhook_id")],
+)
 
 WebhookId = Annotated[
     str, Path(description="Webhook subscription id.", max_length=128, pattern=NO_NUL)
@@ -128,22 +147,16 @@ async def create_webhook(
     "/webhooks",
     summary="List webhook subscriptions",
     description="Subscriptions, oldest first, without their secrets.",
+    response_model=WebhookPage,
     responses=responses(WebhookPage, errors=(400, 401, 403)),
 )
 async def list_webhooks(
     conn: ReadConnection,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> WebhookPage:
-    after_key = KEYSET.decode(cursor)
-    stmt = select(*_COLUMNS).order_by(W.created_at, W.id).limit(fetch(limit + 1))
-    if after_key is not None:
-        stmt = stmt.where(after([(W.created_at, False), (W.id, False)], after_key))
-    rows = await fetch_dicts(conn, stmt)
-    return WebhookPage(
-        items=[_webhook(row) for row in rows[:limit]],
-        next_cursor=next_cursor(KEYSET, rows, limit, lambda row: (row["created_at"], row["id"])),
-    )
+) -> Response:
+    rows, next_page = await fetch_page(conn, LIST, (), {}, limit=limit, cursor=cursor)
+    return page_response(LIST, [_webhook(row) for row in rows], next_page)
 
 
 @router.get(
@@ -183,6 +196,7 @@ async def delete_webhook(session: WriteSession, webhook_id: WebhookId) -> Respon
         "Every attempt the dispatcher made, newest first, with the HTTP status or the "
         "error, and when the next retry is due (null once delivered or given up)."
     ),
+    response_model=WebhookDeliveryPage,
     responses=responses(WebhookDeliveryPage, errors=(400, 401, 403, 404)),
 )
 async def list_deliveries(
@@ -190,34 +204,14 @@ async def list_deliveries(
     webhook_id: WebhookId,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
-) -> WebhookDeliveryPage:
-    after_key = DELIVERY_KEYSET.decode(cursor)
-    stmt = (
-        select(
-            WD.id,
-            WD.webhook_id,
-            WD.alert_id,
-            WD.event_type,
-            WD.attempt,
-            WD.status_code,
-            WD.error,
-            WD.attempted_at,
-            WD.next_attempt_at,
-        )
-        .where(WD.webhook_id == webhook_id)
-        .order_by(WD.id.desc())
-        .limit(fetch(limit + 1))
+) -> Response:
+    rows, next_page = await fetch_page(
+        conn, DELIVERIES, (), {"webhook_id": webhook_id}, limit=limit, cursor=cursor
     )
-    if after_key is not None:
-        stmt = stmt.where(WD.id < after_key[0])
-    rows = await fetch_dicts(conn, stmt)
     # Tell "no attempts yet" from "no such webhook" only when the page is empty.
     if not rows and (await conn.execute(select(W.id).where(W.id == webhook_id))).first() is None:
         raise NotFoundError(f"no webhook {webhook_id!r}")
-    return WebhookDeliveryPage(
-        items=[WebhookDelivery.model_validate(row) for row in rows[:limit]],
-        next_cursor=next_cursor(DELIVERY_KEYSET, rows, limit, lambda row: (row["id"],)),
-    )
+    return page_response(DELIVERIES, rows, next_page)
 
 
 @router.post(

@@ -1,0 +1,83 @@
+"""The demo's pure parts: the summary's rows and drawing, the curl lines, the CloudWatch points."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from service.demo.fleet import EC2_CLUSTER, FARGATE_CLUSTER, SERVICES, Fleet, metric_data
+from service.demo.run import how_to_try
+from service.demo.summary import Numbers, lines, render, rows
+
+NUMBERS = Numbers(
+    events_processed=220,
+    tasks_by_status={"RUNNING": 11, "STOPPED": 16},
+    deployments_by_outcome={"rolled_back": 1, "succeeded": 7},
+    container_instances=3,
+    metric_points={"AWS/ECS": 168},
+    alerts_raised=13,
+    alerts_delivered=12,
+    datadog_series=410,
+    datadog_points=574,
+    datadog_events=20,
+    aws_calls={"ecs": 82, "cloudwatch": 7},
+    elapsed_s=75.2,
+)
+
+
+def test_rows_say_every_number() -> None:
+    shown = dict(rows(NUMBERS))
+    assert shown["Events processed"] == "220"
+    assert shown["Tasks by status"] == "RUNNING 11, STOPPED 16"
+    assert shown["Deployments by outcome"] == "rolled_back 1, succeeded 7"
+    assert shown["Alerts"] == "13 raised, 12 delivered (verified)"
+    assert shown["Datadog intake"] == "410 series (574 points), 20 events"
+    assert shown["AWS calls by ecswatch"] == "89 (ecs 82, cloudwatch 7)"
+    assert dict(rows(Numbers()))["Tasks by status"] == "-"
+
+
+def test_plain_lines_and_the_rich_table_carry_the_same_rows() -> None:
+    plain = lines(NUMBERS, title="Summary")
+    assert plain[0] == "Summary:"
+    assert "  Metric points: AWS/ECS 168" in plain
+    out = io.StringIO()
+    Console(file=out, width=120, color_system=None).print(
+        render(NUMBERS, title="ecswatch demo", recent=["Webhook: deployment.failed: x"])
+    )
+    drawn = out.getvalue()
+    assert "ecswatch demo (75 s)" in drawn
+    for label, value in rows(NUMBERS):
+        assert label in drawn
+        assert value in drawn
+    assert drawn.rstrip().endswith("Webhook: deployment.failed: x")
+
+
+def test_curl_lines_name_the_token_and_the_docs() -> None:
+    shown = how_to_try("http://127.0.0.1:8000", "tok")
+    assert shown[0] == "Docs: http://127.0.0.1:8000/docs"
+    curls = [line.strip() for line in shown if "curl" in line]
+    assert curls
+    assert all(
+        c.startswith('curl -s -H "Authorization: Bearer tok" \'http://127.0.0.1:8000/v1/')
+        for c in curls
+    )
+
+
+def test_metric_points_are_whole_minutes_before_now_for_ecs_and_both_colours() -> None:
+    fleet = Fleet(
+        load_balancer="app/demo/1",
+        target_groups={"blue": "targetgroup/b/1", "green": "targetgroup/g/2"},
+    )
+    at = datetime(2026, 12, 1, 10, 7, 31, tzinfo=UTC)
+    batches = dict(metric_data(fleet, at, minutes=5))
+    ecs, alb = batches["AWS/ECS"], batches["AWS/ApplicationELB"]
+    stamps = {p["Timestamp"] for p in ecs + alb}
+    assert stamps == {datetime(2026, 12, 1, 10, m, tzinfo=UTC) for m in range(2, 7)}
+    clusters = {d["Value"] for p in ecs for d in p["Dimensions"] if d["Name"] == "ClusterName"}
+    assert clusters == {EC2_CLUSTER, FARGATE_CLUSTER}
+    services = {d["Value"] for p in ecs for d in p["Dimensions"] if d["Name"] == "ServiceName"}
+    assert services == {s.name for s in SERVICES}
+    groups = {d["Value"] for p in alb for d in p["Dimensions"] if d["Name"] == "TargetGroup"}
+    assert groups == {"targetgroup/b/1", "targetgroup/g/2"}
