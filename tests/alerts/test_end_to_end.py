@@ -93,6 +93,21 @@ async def wait_until(check: Callable[[], bool], within: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+async def wait_until_target_known(engine: AsyncEngine, deployment_id: str) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            async with engine.connect() as conn:
+                target = (
+                    await conn.execute(
+                        text("SELECT rollback_target FROM deployments WHERE id = :id"),
+                        {"id": deployment_id},
+                    )
+                ).scalar()
+            if target is not None:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_circuit_breaker_rollback_alerts_exactly_once_each(
     e2e_settings: Settings,
     engine: AsyncEngine,
@@ -106,7 +121,14 @@ async def test_circuit_breaker_rollback_alerts_exactly_once_each(
     async with running(e2e_settings) as runtime:
         await subscribe(runtime, url, secret, ["deployment.failed", "deployment.rolled_back"])
         # Every event twice, in order as ECS sends them, then all again under new ids.
-        await send(sqs_client, sqs_queue.queue_url, [e for e in events for _ in range(2)])
+        # SQS does not keep order across receives: the rollback notice is let in
+        # first, as ECS sends it first, so that the failure is known with its target
+        # (a FAILED that overtakes the notice alerts without one; the fold tests
+        # cover that order).
+        notice = 4  # up to and including "rolling back to deploymentId ecs-svc/1"
+        await send(sqs_client, sqs_queue.queue_url, [e for e in events[:notice] for _ in range(2)])
+        await wait_until_target_known(engine, "ecs-svc/2")
+        await send(sqs_client, sqs_queue.queue_url, [e for e in events[notice:] for _ in range(2)])
         await send(sqs_client, sqs_queue.queue_url, sc.with_new_ids(events))
         await wait_until(lambda: len(webhook_receiver.verified("/cb")) >= 2)
         await asyncio.sleep(2)  # time for any duplicate to show up
