@@ -8,7 +8,7 @@ as gone resources.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -56,6 +56,23 @@ def _sort_failures(described: Described[Any], failures: Sequence[FailureTypeDef]
             described.failed.append((arn, reason))
 
 
+async def _all_pages(
+    page: Callable[[dict[str, Any]], Awaitable[Any]], key: str, **kwargs: Any
+) -> list[str]:
+    """Every ARN of a List* operation: pages of ``LIST_PAGE_SIZE`` until no ``nextToken``."""
+    arns: list[str] = []
+    token: str | None = None
+    while True:
+        request = {**kwargs, "maxResults": LIST_PAGE_SIZE}
+        if token:
+            request["nextToken"] = token
+        response = await page(request)
+        arns.extend(response.get(key, []))
+        token = response.get("nextToken")
+        if not token:
+            return arns
+
+
 class EcsApi:
     """ECS reads, each through the shared :class:`AwsCaller`."""
 
@@ -64,69 +81,41 @@ class EcsApi:
         self._caller = caller
 
     async def list_clusters(self) -> list[str]:
-        arns: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"maxResults": LIST_PAGE_SIZE}
-            if token:
-                kwargs["nextToken"] = token
-            page = await self._caller.call(
+        async def page(kwargs: dict[str, Any]) -> Any:
+            return await self._caller.call(
                 "ecs", "ListClusters", partial(self._client.list_clusters, **kwargs)
             )
-            arns.extend(page.get("clusterArns", []))
-            token = page.get("nextToken")
-            if not token:
-                return arns
+
+        return await _all_pages(page, "clusterArns")
 
     async def list_services(self, cluster: str) -> list[str]:
-        arns: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_PAGE_SIZE}
-            if token:
-                kwargs["nextToken"] = token
-            page = await self._caller.call(
+        async def page(kwargs: dict[str, Any]) -> Any:
+            return await self._caller.call(
                 "ecs", "ListServices", partial(self._client.list_services, **kwargs)
             )
-            arns.extend(page.get("serviceArns", []))
-            token = page.get("nextToken")
-            if not token:
-                return arns
+
+        return await _all_pages(page, "serviceArns", cluster=cluster)
 
     async def list_tasks(self, cluster: str, *, service_name: str | None = None) -> list[str]:
         """Tasks whose desired status is RUNNING (ECS's default for ListTasks)."""
-        arns: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_PAGE_SIZE}
-            if service_name:
-                kwargs["serviceName"] = service_name
-            if token:
-                kwargs["nextToken"] = token
-            page = await self._caller.call(
+
+        async def page(kwargs: dict[str, Any]) -> Any:
+            return await self._caller.call(
                 "ecs", "ListTasks", partial(self._client.list_tasks, **kwargs)
             )
-            arns.extend(page.get("taskArns", []))
-            token = page.get("nextToken")
-            if not token:
-                return arns
+
+        extra = {"serviceName": service_name} if service_name else {}
+        return await _all_pages(page, "taskArns", cluster=cluster, **extra)
 
     async def list_container_instances(self, cluster: str) -> list[str]:
-        arns: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"cluster": cluster, "maxResults": LIST_PAGE_SIZE}
-            if token:
-                kwargs["nextToken"] = token
-            page = await self._caller.call(
+        async def page(kwargs: dict[str, Any]) -> Any:
+            return await self._caller.call(
                 "ecs",
                 "ListContainerInstances",
                 partial(self._client.list_container_instances, **kwargs),
             )
-            arns.extend(page.get("containerInstanceArns", []))
-            token = page.get("nextToken")
-            if not token:
-                return arns
+
+        return await _all_pages(page, "containerInstanceArns", cluster=cluster)
 
     async def describe_clusters(self, clusters: Sequence[str]) -> Described[ClusterTypeDef]:
         _check(clusters, DESCRIBE_CLUSTERS_LIMIT)
