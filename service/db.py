@@ -6,11 +6,14 @@ the owner of the unit of work commits.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import (
@@ -49,6 +52,28 @@ def to_asyncpg_url(url: str) -> str:
     return url
 
 
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would read as
+# a float; ``json`` keeps every integer exact. (A run inside a string only costs
+# the slower decoder, never a different answer.)
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Decode a JSON/JSONB value read from PostgreSQL: orjson, exactly as ``json`` would.
+
+    orjson decodes in C at several times the speed of ``json`` (for the API, about
+    0.5 ms of a 100-task page: docs/performance.md). Where its answer could differ,
+    ``json`` decides: integers beyond 64 bits (orjson makes them floats), and
+    anything orjson refuses (a lone surrogate escape, a number beyond a double).
+    """
+    if _LONG_DIGITS.search(text if isinstance(text, str) else text.decode()) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, pre_ping: bool = True, autocommit: bool = False
 ) -> AsyncEngine:
@@ -67,6 +92,7 @@ def create_engine(
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
+        json_deserializer=loads_json,
         **options,
     )
 
