@@ -37,3 +37,11 @@ async def test_the_engine_decodes_jsonb_through_it(engine: AsyncEngine) -> None:
             await conn.execute(text("SELECT '{\"n\": 123456789012345678901234567890}'::jsonb"))
         ).scalar_one()
     assert big == {"n": 123456789012345678901234567890}
+
+
+def test_big_floats_inside_structures_are_decoded_by_json() -> None:
+    text = '{"a": [{"b": 18446744073709551616}], "c": 1.5e300, "d": -9223372036854775809}'
+    decoded = loads_json(text)
+    assert decoded == json.loads(text)
+    assert decoded["a"][0]["b"] == 18446744073709551616
+    assert type(decoded["d"]) is int
