@@ -1,8 +1,9 @@
 """Answers without pydantic (service.api.fastdump) are the answers pydantic would give.
 
 Two sides: every GET route, on rows written by the real pipeline from every
-AWS sample plus the API seeds, answers the same JSON with the fast path and
-without it (and the fast path does answer the main routes); and for any row,
+AWS sample plus the API seeds, answers the same JSON with the fast paths (rows
+read straight from asyncpg, answered without pydantic) and without them (and
+the fast paths do answer the main routes); and for any row,
 generated or mangled, the fast path either answers what pydantic answers or
 declines.
 """
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.api import fastdump
+from service.api import fastdump, queries
 from service.api.fastdump import FastDump, NotFast, static_fields
 from service.api.routes import tasks as task_routes
 from service.api.schemas import (
@@ -135,13 +136,25 @@ async def test_every_route_answers_the_same_with_and_without_the_fast_path(
         fast[name] = fast.get(name, 0) + 1
         return answer
 
+    direct_reads: list[str] = []
+    compile_direct = queries._direct
+
+    def recording(stmt: Any, dialect: Any) -> Any:
+        direct = compile_direct(stmt, dialect)
+        if direct is not None:
+            direct_reads.append(direct.sql)
+        return direct
+
     monkeypatch.setattr(FastDump, "item", counting)
+    monkeypatch.setattr(queries, "_direct", recording)
     with_fast = await _answers(client, paths)
 
     def never(self: FastDump, row: dict[str, Any]) -> dict[str, Any]:
         raise NotFast
 
+    # The reference: pydantic for every answer, SQLAlchemy's execution for every read.
     monkeypatch.setattr(FastDump, "item", never)
+    monkeypatch.setattr(queries, "_direct", lambda stmt, dialect: None)
     without = await _answers(client, paths)
 
     for path in paths:
@@ -151,6 +164,8 @@ async def test_every_route_answers_the_same_with_and_without_the_fast_path(
     for model in ("Task", "Event", "Service", "Cluster", "ContainerInstance", "Deployment"):
         assert fast.get(model, 0) > 0, (model, fast)
     assert sum(len(answer.get("items", [answer])) for answer in with_fast.values()) > 50
+    # ...and were read straight from the driver.
+    assert direct_reads
 
 
 async def test_a_row_the_model_would_reshape_takes_the_validated_path(
