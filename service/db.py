@@ -146,10 +146,14 @@ def is_transient_db_error(exc: BaseException) -> bool:
 #: not deadlock on tables. The consumer goes back to two tables no other
 #: transaction writes together with them: ``resource_tags`` (the tag rows of the
 #: services it creates, right after ``services``) and ``deployments`` (alerts
-#: settle outcomes after the tags). What the order cannot rule out, such as two
-#: statements on one table in one transaction (each sorted, not sorted together),
-#: is retried: :func:`retry_on_contention`. ``tests/poller/test_lock_order.py``
-#: checks the consumer and the Describe writes against this tuple.
+#: settle outcomes after the tags). A transaction that writes one table with
+#: several statements locks the rows of all of them first, in one sorted pass
+#: (``SELECT … ORDER BY … FOR UPDATE``). What the order cannot rule out (rows
+#: inserted after that pass; the consumer's two statements on
+#: ``container_instances``, state then health, each sorted alone; a statement
+#: outside ecswatch) is retried: :func:`retry_on_contention`.
+#: ``tests/poller/test_lock_order.py`` checks the consumer and the Describe writes
+#: against this tuple; ``bench/contention.py`` runs them side by side.
 WRITE_ORDER = (
     "raw_events",
     "clusters",

@@ -434,6 +434,20 @@ async def write_clusters(
 
 # ---------------------------------------------------------------- one Describe call
 
+# The key order of each table's statements in the consumer: tasks and container
+# instances by the database's collation (SQL ORDER BY), services and clusters by
+# byte order (sorted in Python).
+_KEY_ORDER = {
+    "tasks": "arn",
+    "container_instances": "arn",
+    "services": 'arn COLLATE "C"',
+    "clusters": 'arn COLLATE "C"',
+}
+_LOCK_ROWS = {
+    table: f"SELECT arn FROM {table} WHERE arn = ANY($1::TEXT[]) ORDER BY {order} FOR UPDATE"
+    for table, order in _KEY_ORDER.items()
+}
+
 _ARN_KEYS = {
     "tasks": "taskArn",
     "container_instances": "containerInstanceArn",
@@ -455,7 +469,13 @@ async def write_described(
 
     Tables in :data:`service.db.WRITE_ORDER`: the resource's own table first
     (its upsert, then gone), then ``resource_tags`` last, as the consumer does.
+    When both found and missing rows are written, the table's existing rows are
+    locked first in one sorted pass, not by two statements each sorted alone.
     """
+    key = _ARN_KEYS[kind]
+    tags = {i[key]: tags_of(i) for i in items if isinstance(i.get(key), str) and i[key]}
+    if tags and missing:
+        await _execute(session, _LOCK_ROWS[kind], sorted({*tags, *missing}))
     changed: set[str] = set()
     if items:
         if kind == "tasks":
@@ -469,8 +489,6 @@ async def write_described(
         else:
             raise ValueError(f"cannot write {kind!r}")
     gone = await mark_gone(session, kind, missing, now)
-    key = _ARN_KEYS[kind]
-    tags = {str(i[key]): tags_of(i) for i in items if isinstance(i.get(key), str) and i[key]}
     await write_tags(session, tags, now)
     return changed, gone
 
@@ -478,24 +496,22 @@ async def write_described(
 # ---------------------------------------------------------------- gone
 
 
-def _gone_sql(table: str, stamp: str, order: str) -> str:
+def _gone_sql(table: str, stamp: str) -> str:
     # The rows are locked by a sorted SELECT … FOR UPDATE first: an UPDATE alone
     # locks them in whatever order its plan visits them.
     return (
         f"UPDATE {table} AS t SET gone_at = $2, {stamp} = now()"
         f" FROM (SELECT arn FROM {table} WHERE arn = ANY($1::TEXT[]) AND gone_at IS NULL"
-        f" ORDER BY {order} FOR UPDATE) AS locked WHERE t.arn = locked.arn RETURNING t.arn"
+        f" ORDER BY {_KEY_ORDER[table]} FOR UPDATE) AS locked WHERE t.arn = locked.arn"
+        " RETURNING t.arn"
     )
 
 
-# The key order of each table's statements in the consumer: tasks and container
-# instances by the database's collation (SQL ORDER BY), services and clusters by
-# byte order (sorted in Python).
 _GONE = {
-    "tasks": _gone_sql("tasks", "seen_at", "arn"),
-    "container_instances": _gone_sql("container_instances", "seen_at", "arn"),
-    "services": _gone_sql("services", "updated_at", 'arn COLLATE "C"'),
-    "clusters": _gone_sql("clusters", "updated_at", 'arn COLLATE "C"'),
+    "tasks": _gone_sql("tasks", "seen_at"),
+    "container_instances": _gone_sql("container_instances", "seen_at"),
+    "services": _gone_sql("services", "updated_at"),
+    "clusters": _gone_sql("clusters", "updated_at"),
 }
 
 

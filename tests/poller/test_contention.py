@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from service import telemetry
 from service.aws.backoff import Backoff
 from service.consumer.handler import Handler, Message
 from service.db import CONTENTION_ATTEMPTS, retry_on_contention, sqlstate_of
+from service.enrich import writes
 from service.enrich.describer import Describer, Kind, State
 from service.enrich.enricher import Enricher
 from service.poller.leader import Job, _run_job
@@ -193,6 +195,52 @@ async def test_a_describe_write_deadlocked_by_another_session_is_retried_and_lan
         " AND known AND tags->>'owner' = 'web-team'",
         arns=fleet.task_arns,
     ) == len(fleet.task_arns)
+
+
+def _task_event(arn: str) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "time": "2026-12-01T10:00:00Z",
+        "detail": {
+            "taskArn": arn,
+            "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/prod",
+            "lastStatus": "RUNNING",
+            "version": 2,
+        },
+    }
+
+
+async def test_found_and_missing_rows_are_locked_in_one_sorted_pass(
+    sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    """A Describe that finds task b and reports task a missing locks a, then b, as the
+    consumer would: it waits for a session holding a, and holds nothing that session
+    then needs. (Upserting b, then marking a gone, took them in the opposite order.)"""
+    a, b = "arn:aws:ecs:us-east-1:1:task/prod/a", "arn:aws:ecs:us-east-1:1:task/prod/b"
+    await Handler(sessionmaker).handle(_messages([_task_event(a), _task_event(b)]))
+    described = {"taskArn": b, "lastStatus": "RUNNING", "version": 1, "tags": []}
+    retried = _count("describe_tasks", "retried")
+    now = datetime.now(UTC)
+
+    async def work(session: AsyncSession) -> tuple[set[str], set[str]]:
+        return await writes.write_described(session, "tasks", [described], [a], now)
+
+    async with engine.connect() as other:
+        pid = await _begin_other(other)
+        await other.execute(text("UPDATE tasks SET seen_at = now() WHERE arn = :arn"), {"arn": a})
+        describing = asyncio.create_task(
+            retry_on_contention(sessionmaker, work, name="describe_tasks")
+        )
+        await _wait_until_blocked_by(engine, pid)
+        # b is free: the Describe write waits for a and holds nothing yet.
+        await other.execute(text("UPDATE tasks SET seen_at = now() WHERE arn = :arn"), {"arn": b})
+        await other.commit()
+    _, gone = await describing
+    assert gone == {a}
+    assert _count("describe_tasks", "retried") == retried  # no deadlock to retry
+    assert await _scalar(engine, "SELECT count(*) FROM resource_tags WHERE known") == 1
 
 
 # ---------------------------------------------------------------- through the roles

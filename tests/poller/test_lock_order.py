@@ -28,15 +28,18 @@ SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "ecs-events"
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 _WRITE = re.compile(r'^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)')
+# A SELECT that locks rows, and waits for them (SKIP LOCKED never waits).
+_LOCK = re.compile(r"^\s*SELECT\b.*?\bFROM\s+(\w+)\b(?!.*SKIP LOCKED).*\bFOR UPDATE\b", re.S)
 
 
 @contextmanager
 def tables_written(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The table of every INSERT, UPDATE and DELETE sent while the block runs, in order."""
+    """The table of every INSERT, UPDATE, DELETE and SELECT … FOR UPDATE sent while the
+    block runs, in order."""
     written: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        match = _WRITE.match(statement)
+        match = _WRITE.match(statement) or _LOCK.match(statement)
         if match:
             written.append(match.group(1))
 
