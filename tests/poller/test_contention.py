@@ -30,6 +30,7 @@ from service.enrich.enricher import Enricher
 from service.poller.leader import Job, _run_job
 from service.poller.reconcile import Reconciler
 from service.runtime import Runtime
+from tests.poller.deadlocks import provoked_deadlocks
 from tests.poller.fleet import Fleet, task_event
 
 FAST = Backoff(initial=0.001, cap=0.001, jitter=0.0)
@@ -246,53 +247,15 @@ async def test_found_and_missing_rows_are_locked_in_one_sorted_pass(
 # ---------------------------------------------------------------- through the roles
 
 
-@pytest.fixture
-async def tags_deadlock(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
-    """Describe's writes of resource_tags (``known``) fail with 40P01, the first
-    ``n`` of them (``INSERT INTO deadlock_budget VALUES (n)``); a sequence counts
-    them, as it is not rolled back with the failed transaction."""
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE deadlock_budget (n INT NOT NULL)"))
-        await conn.execute(text("CREATE SEQUENCE deadlock_seen"))
-        await conn.execute(
-            text(
-                """
-                CREATE FUNCTION provoke_deadlock() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN
-                  IF NEW.known AND nextval('deadlock_seen')
-                      <= (SELECT coalesce(max(n), 0) FROM deadlock_budget) THEN
-                    RAISE EXCEPTION 'provoked by the test' USING ERRCODE = '40P01';
-                  END IF;
-                  RETURN NEW;
-                END $$
-                """
-            )
-        )
-        await conn.execute(
-            text(
-                "CREATE TRIGGER provoke_deadlock BEFORE INSERT OR UPDATE ON resource_tags"
-                " FOR EACH ROW EXECUTE FUNCTION provoke_deadlock()"
-            )
-        )
-    try:
-        yield engine
-    finally:
-        async with engine.begin() as conn:
-            await conn.execute(text("DROP TRIGGER provoke_deadlock ON resource_tags"))
-            await conn.execute(text("DROP FUNCTION provoke_deadlock()"))
-            await conn.execute(text("DROP SEQUENCE deadlock_seen"))
-            await conn.execute(text("DROP TABLE deadlock_budget"))
-
-
 async def test_reconcile_completes_after_a_deadlock(
-    proxied_runtime: Runtime, describer: Describer, fleet: Fleet, tags_deadlock: AsyncEngine
+    proxied_runtime: Runtime, describer: Describer, fleet: Fleet
 ) -> None:
-    async with tags_deadlock.begin() as conn:
-        await conn.execute(text("INSERT INTO deadlock_budget VALUES (1)"))
     retried = _count("describe_clusters", "retried")
     apis = await proxied_runtime.aws_apis()
     reconciler = Reconciler(proxied_runtime.sessionmaker, apis, describer)
-    report = await reconciler.reconcile_one(fleet.cluster)
+    # The first tags a Describe writes (``known``) meet a deadlock.
+    async with provoked_deadlocks(proxied_runtime.engine, "resource_tags", "NEW.known", 1):
+        report = await reconciler.reconcile_one(fleet.cluster)
     assert report.described["tasks"] == len(fleet.task_arns)
     assert await _scalar(
         proxied_runtime.engine,
@@ -309,25 +272,26 @@ async def test_reconcile_completes_after_a_deadlock(
 
 
 async def test_a_last_failure_is_logged_and_neither_role_fails(
-    proxied_runtime: Runtime, describer: Describer, fleet: Fleet, tags_deadlock: AsyncEngine
+    proxied_runtime: Runtime, describer: Describer, fleet: Fleet
 ) -> None:
-    async with tags_deadlock.begin() as conn:
-        await conn.execute(text("INSERT INTO deadlock_budget VALUES (1000000)"))
     dropped = telemetry.ENRICH_DROPPED.labels("error")._value.get()
     gave_up = _count("describe_tasks", "gave_up")
     enricher = Enricher(describer)
     handler = Handler(proxied_runtime.sessionmaker, after_commit=enricher.submit)
     apis = await proxied_runtime.aws_apis()
     reconciler = Reconciler(proxied_runtime.sessionmaker, apis, describer)
+    # Every tag write of a Describe meets a deadlock.
+    always = provoked_deadlocks(proxied_runtime.engine, "resource_tags", "NEW.known", 10**6)
     with structlog.testing.capture_logs() as logs:
-        # The consumer commits its batch whatever enrichment meets afterwards.
-        result = await handler.handle(_messages([task_event(fleet, fleet.task_arns[0])]))
-        assert len(result.done) == 1
-        async with asyncio.timeout(10):
-            while not any(e["event"] == "enrich_failed" for e in logs):
-                await asyncio.sleep(0.05)
-        # The poller's job fails this run, logged, and the poller carries on.
-        await _run_job(Job("reconcile", 600, reconciler.reconcile_all))
+        async with always:
+            # The consumer commits its batch whatever enrichment meets afterwards.
+            result = await handler.handle(_messages([task_event(fleet, fleet.task_arns[0])]))
+            assert len(result.done) == 1
+            async with asyncio.timeout(10):
+                while not any(e["event"] == "enrich_failed" for e in logs):
+                    await asyncio.sleep(0.05)
+            # The poller's job fails this run, logged, and the poller carries on.
+            await _run_job(Job("reconcile", 600, reconciler.reconcile_all))
     failed = [e for e in logs if e["event"] == "enrich_failed"]
     assert failed
     assert "provoked by the test" in failed[0]["error"]
