@@ -61,7 +61,7 @@ import benchdb  # noqa: E402  (bench/ is the script's directory, first on sys.pa
 
 from service.api.app import create_app  # noqa: E402
 from service.config import load_settings  # noqa: E402
-from service.db import create_engine, to_asyncpg_url  # noqa: E402
+from service.db import create_engine, loads_json, to_asyncpg_url  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.runtime import open_runtime  # noqa: E402
 
@@ -446,10 +446,10 @@ def _encode_json(value: Any) -> str:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    # Decode JSON like the API's driver does, so both sides pay for it.
+    # Decode JSON as the API's engine does (service.db.loads_json), so both sides pay for it.
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
-            name, encoder=_encode_json, decoder=json.loads, schema="pg_catalog", format="text"
+            name, encoder=_encode_json, decoder=loads_json, schema="pg_catalog", format="text"
         )
 
 
