@@ -7,10 +7,10 @@ the owner of the unit of work commits.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import DateTime, MetaData
@@ -22,6 +22,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+
+from service import telemetry
+from service.aws.backoff import Backoff
+from service.logging import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -168,3 +175,95 @@ def is_transient_db_error(exc: BaseException) -> bool:
         return True
     state = sqlstate_of(exc)
     return state is not None and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+
+
+# ---------------------------------------------------------------- lock order and contention
+
+#: The order in which a transaction that writes several of these tables takes
+#: their row locks: the consumer's (``service.state.apply.apply_events``, each
+#: table first written in this order), which the Describe writes of enrichment
+#: and reconciliation (``service.enrich.writes.write_described``) follow. Within a
+#: table, each statement locks its rows in primary-key order (an ``ORDER BY`` in
+#: the statement, or rows sorted before they are sent, as the consumer does for
+#: that table). Two transactions that follow it may wait for each other but do
+#: not deadlock on tables. The consumer goes back to two tables no other
+#: transaction writes together with them: ``resource_tags`` (the tag rows of the
+#: services it creates, right after ``services``) and ``deployments`` (alerts
+#: settle outcomes after the tags). A transaction that writes one table with
+#: several statements locks the rows of all of them first, in one sorted pass
+#: (``SELECT … ORDER BY … FOR UPDATE``). What the order cannot rule out (rows
+#: inserted after that pass; the consumer's two statements on
+#: ``container_instances``, state then health, each sorted alone; a statement
+#: outside ecswatch) is retried: :func:`retry_on_contention`.
+#: ``tests/poller/test_lock_order.py`` checks the consumer and the Describe writes
+#: against this tuple; ``bench/contention.py`` runs them side by side.
+WRITE_ORDER = (
+    "raw_events",
+    "clusters",
+    "task_definitions",
+    "tasks",
+    "container_instances",
+    "services",
+    "deployments",
+    "resource_tags",
+    "alerts",
+    "datadog_facts",
+    "outbox",
+)
+
+# Lost a lock race with another transaction: deadlock_detected (the victim of a
+# lock cycle) or serialization_failure. The same transaction run again succeeds.
+CONTENTION_SQLSTATES = ("40001", "40P01")
+
+#: How many times :func:`retry_on_contention` runs a transaction at most.
+CONTENTION_ATTEMPTS = 3
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True when ``exc`` is a deadlock or serialization failure (SQLSTATE 40P01, 40001)."""
+    return sqlstate_of(exc) in CONTENTION_SQLSTATES
+
+
+async def retry_on_contention(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    name: str,
+    attempts: int = CONTENTION_ATTEMPTS,
+    backoff: Backoff | None = None,
+) -> T:
+    """Run ``work(session)`` in a transaction of its own and commit; return its result.
+
+    When the transaction loses a lock race (:func:`is_contention`) it is rolled
+    back and ``work`` runs again from the start, in a new session and transaction
+    (nothing of the failed attempt survives), after a short jittered backoff: at
+    most ``attempts`` runs. ``work`` must therefore have no effect outside the
+    transaction (count and notify after this returns). Any other error, or
+    contention on the last attempt, propagates to the caller; giving up is logged
+    (``transaction_contention_gave_up``) and counted with each retry in
+    ``ecswatch_db_contention_total{transaction=name}``.
+    """
+    delays = backoff or Backoff(initial=0.05, cap=0.5)
+    for attempt in range(1, attempts + 1):
+        try:
+            async with sessionmaker() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if not is_contention(exc):
+                raise
+            state = sqlstate_of(exc)
+            if attempt >= attempts:
+                telemetry.DB_CONTENTION.labels(name, "gave_up").inc()
+                log.warning(
+                    "transaction_contention_gave_up",
+                    transaction=name,
+                    attempts=attempt,
+                    sqlstate=state,
+                )
+                raise
+            telemetry.DB_CONTENTION.labels(name, "retried").inc()
+            log.info(
+                "transaction_contention_retry", transaction=name, attempt=attempt, sqlstate=state
+            )
+            await delays.sleep()
+    raise AssertionError("unreachable: the last attempt returns or raises")
