@@ -192,8 +192,31 @@ def _finite_float(text: str) -> float:
 _FINITE_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
+# orjson decodes about three times faster than the standard library and refuses
+# NaN, Infinity and numbers that overflow a double, but it reads an integer beyond
+# 64 bits as a float (losing its digits): text with a run of 19 digits or more goes
+# to the standard library, which keeps them exact. So does anything orjson refuses
+# (lone surrogates, nesting deeper than 1024, not JSON), so that the result and the
+# error messages stay those of the standard library. (The digit run is found by
+# mapping every digit to 0 and searching for 19 zeros: a regular expression takes
+# ten times as long.)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
 def _load_json(text: str, *, what: str) -> tuple[Any, bool]:
     """The decoded value, and whether it is known to hold only finite numbers."""
+    if type(text) is str:
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the standard library names it
+            pass
+        else:
+            if _LONG_DIGITS not in encoded.translate(_DIGITS_TO_ZERO):
+                try:
+                    return orjson.loads(encoded), True
+                except orjson.JSONDecodeError:
+                    pass
     try:
         return _FINITE_DECODER.decode(text), True
     except (ValueError, RecursionError, TypeError):

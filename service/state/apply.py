@@ -31,10 +31,12 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import Table, func, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.alerts.raising import raise_alerts
@@ -172,6 +174,148 @@ async def _execute(session: AsyncSession, sql: str, *params: Any) -> Any:
     return await connection.exec_driver_sql(sql, params)
 
 
+# ---- the largest steps by binary COPY into a staging table (issue 12)
+#
+# Raw events and tasks carry most of a batch's bytes. In a JSON document,
+# PostgreSQL parses every detail three times (the ``json`` parameter, the
+# recordset's walk, then the jsonb column's input); binary COPY hands it each
+# value once, already typed. The rows go into a temporary table of this
+# connection (``ON COMMIT DELETE ROWS``, created on first use), and the very
+# statement of the JSON path reads them from there. A row COPY cannot take as it
+# is (an integer beyond its column's range, a document orjson refuses) sends the
+# whole step down the JSON path instead, where PostgreSQL refuses or accepts it
+# exactly as before.
+
+_INTEGER_BOUNDS = {"SMALLINT": 2**15, "INTEGER": 2**31, "BIGINT": 2**63}
+_JSON_TYPES = ("JSON", "JSONB")
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A COPY-staged form of one ``INSERT … SELECT`` statement."""
+
+    create: str  # CREATE TEMP TABLE IF NOT EXISTS (also begins the session's transaction)
+    stage: str
+    columns: tuple[str, ...]
+    json_indexes: tuple[int, ...]  # of json and jsonb columns
+    bounds: tuple[tuple[int, int], ...]  # (column index, bound) of integer columns
+    insert: str  # the statement, reading and emptying the staging table
+
+
+_STAGED: dict[tuple[str, tuple[str, ...], str | None, str], _Staged] = {}
+
+
+def _staged(
+    model: type[Base], columns: tuple[str, ...], order_by: str | None, tail: str
+) -> _Staged:
+    """The staged statement ``INSERT INTO <model> (<columns>) SELECT … <tail>``."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    key = (str(table.name), columns, order_by, tail)
+    found = _STAGED.get(key)
+    if found is not None:
+        return found
+    stage = f"ecswatch_stage_{table.name}_{len(_STAGED)}"
+    names = ", ".join(_quote(c) for c in columns)
+    json_indexes: list[int] = []
+    bounds: list[tuple[int, int]] = []
+    for index, name in enumerate(columns):
+        sql_type = str(table.c[name].type.compile(dialect=_DIALECT))
+        if sql_type in _JSON_TYPES:
+            json_indexes.append(index)
+        elif sql_type in _INTEGER_BOUNDS:
+            bounds.append((index, _INTEGER_BOUNDS[sql_type]))
+    order = f" ORDER BY s.{_quote(order_by)}" if order_by else ""
+    # Deleting the staged rows as they are read leaves the table empty for the
+    # next statement of the same transaction (ON COMMIT clears it only at commit).
+    staged = _Staged(
+        create=(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
+            f" SELECT {names} FROM {_quote(str(table.name))} WITH NO DATA"
+        ),
+        stage=stage,
+        columns=columns,
+        json_indexes=tuple(json_indexes),
+        bounds=tuple(bounds),
+        insert=(
+            f"WITH s AS (DELETE FROM {stage} RETURNING {names})"
+            f" INSERT INTO {_quote(str(table.name))} ({names}) SELECT {names} FROM s{order}{tail}"
+        ),
+    )
+    _STAGED[key] = staged
+    return staged
+
+
+def _json_text(value: Any) -> str | None:
+    """A jsonb column's value as COPY sends it: the document's text."""
+    if value is None:
+        return None
+    if isinstance(value, r.JsonText):
+        text = value.text
+        return text.decode() if isinstance(text, bytes) else text
+    return orjson.dumps(value, default=_orjson_default).decode()
+
+
+def _copy_records(staged: _Staged, rows: Sequence[r.Row]) -> list[tuple[Any, ...]] | None:
+    """``rows`` as COPY records, or None if one holds a value COPY would not take
+    as the JSON path does (so the caller takes that path)."""
+    columns = staged.columns
+    json_indexes = staged.json_indexes
+    bounds = staged.bounds
+    records: list[tuple[Any, ...]] = []
+    try:
+        for row in rows:
+            values = [row.get(c) for c in columns]
+            for index in json_indexes:
+                values[index] = _json_text(values[index])
+            for index, bound in bounds:
+                value = values[index]
+                if value is not None and not -bound <= value < bound:
+                    return None
+            records.append(tuple(values))
+    except TypeError:  # orjson: an integer beyond 64 bits, nesting too deep
+        return None
+    return records
+
+
+async def _copy_insert(
+    session: AsyncSession,
+    model: type[Base],
+    columns: tuple[str, ...],
+    rows: Sequence[r.Row],
+    *,
+    order_by: str | None,
+    tail: str,
+    fallback: str,
+) -> Any:
+    """``INSERT INTO <model> (<columns>) SELECT … FROM <rows> ORDER BY <order_by><tail>``:
+    the rows by binary COPY into a staging table, or as the JSON document of
+    ``fallback`` (the same statement over ``json_to_recordset``) when COPY cannot
+    take them. The statement's result (its RETURNING rows)."""
+    staged = _staged(model, columns, order_by, tail)
+    records = _copy_records(staged, rows)
+    if records is None:
+        return await _execute(session, fallback, _payload(rows))
+    connection = await session.connection()
+    # Through SQLAlchemy: this begins the session's transaction if nothing did yet.
+    await connection.exec_driver_sql(staged.create)
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    try:
+        await driver.copy_records_to_table(staged.stage, records=records, columns=columns)
+    except asyncpg.PostgresError as exc:
+        # Wrapped as SQLAlchemy wraps any statement's error: the handler reads the
+        # SQLSTATE (contention, transient, or the event's data) from it.
+        raise DBAPIError(f"COPY {staged.stage}", None, exc) from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        # The driver refused a value before sending it: the event's data, as the
+        # driver's own "invalid input for query argument" is for a statement.
+        refused = ValueError(f"invalid input for query argument in COPY {staged.stage}: {exc}")
+        raise DBAPIError(f"COPY {staged.stage}", None, refused) from exc
+    return await connection.exec_driver_sql(staged.insert)
+
+
 async def apply_events(
     session: AsyncSession,
     events: Sequence[NormalisedEvent],
@@ -253,7 +397,15 @@ async def _insert_raw(
         return []
     by_id = {e.envelope.id: e for e in events}
     # Ordered keys: replicas inserting the same ids lock them in the same order.
-    result = await _execute(session, _INSERT_RAW, _payload([r.raw_event_row(e) for e in events]))
+    result = await _copy_insert(
+        session,
+        RawEvent,
+        r.RAW_EVENT_COLUMNS,
+        [r.raw_event_row(e) for e in events],
+        order_by="id",
+        tail=" ON CONFLICT DO NOTHING RETURNING id",
+        fallback=_INSERT_RAW,
+    )
     inserted = {row[0] for row in result}
     return [by_id[i] for i in by_id if i in inserted]
 
@@ -370,7 +522,15 @@ async def _apply_versioned(
     ordered = [row for _, row in best.values()]
     columns = tuple(ordered[0])
     upsert, stored_query = _versioned_sql(spec, columns)
-    result = await _execute(session, upsert, _payload(ordered))
+    result = await _copy_insert(
+        session,
+        spec.model,
+        columns,
+        ordered,
+        order_by="arn",
+        tail=upsert[upsert.index(" ON CONFLICT") :],
+        fallback=upsert,
+    )
     applied.update(row[0] for row in result)
     unapplied = [arn for arn in best if arn not in applied]
     stored_versions: dict[str, int | None] = {}
