@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -200,6 +201,7 @@ class _Staged:
     json_indexes: tuple[int, ...]  # of json and jsonb columns
     bounds: tuple[tuple[int, int], ...]  # (column index, bound) of integer columns
     insert: str  # the statement, reading and emptying the staging table
+    pick: Callable[[r.Row], tuple[Any, ...]]  # a row's values, in column order
 
 
 _STAGED: dict[tuple[str, tuple[str, ...], str | None, str], _Staged] = {}
@@ -236,6 +238,7 @@ def _staged(
         stage=stage,
         columns=columns,
         json_indexes=tuple(json_indexes),
+        pick=_picker(columns),
         bounds=tuple(bounds),
         insert=(
             f"WITH s AS (DELETE FROM {stage} RETURNING {names})"
@@ -244,6 +247,13 @@ def _staged(
     )
     _STAGED[key] = staged
     return staged
+
+
+def _picker(columns: tuple[str, ...]) -> Callable[[r.Row], tuple[Any, ...]]:
+    getter = operator.itemgetter(*columns)
+    if len(columns) == 1:
+        return lambda row: (getter(row),)
+    return getter  # a tuple for two columns or more
 
 
 def _json_text(value: Any) -> str | None:
@@ -262,10 +272,14 @@ def _copy_records(staged: _Staged, rows: Sequence[r.Row]) -> list[tuple[Any, ...
     columns = staged.columns
     json_indexes = staged.json_indexes
     bounds = staged.bounds
+    pick = staged.pick
     records: list[tuple[Any, ...]] = []
     try:
         for row in rows:
-            values = [row.get(c) for c in columns]
+            try:
+                values = list(pick(row))
+            except KeyError:  # a row without some column: NULL there, as in JSON
+                values = [row.get(c) for c in columns]
             for index in json_indexes:
                 values[index] = _json_text(values[index])
             for index, bound in bounds:
