@@ -318,6 +318,9 @@ async def _copy_insert(
     assert driver is not None
     try:
         await driver.copy_records_to_table(staged.stage, records=records, columns=columns)
+        # On the driver too: its records are read in C (a SQLAlchemy result row
+        # costs a few µs of Python each, and raw events return one per event).
+        return await driver.fetch(staged.insert)
     except asyncpg.PostgresError as exc:
         # Wrapped as SQLAlchemy wraps any statement's error: the handler reads the
         # SQLSTATE (contention, transient, or the event's data) from it.
@@ -327,7 +330,6 @@ async def _copy_insert(
         # driver's own "invalid input for query argument" is for a statement.
         refused = ValueError(f"invalid input for query argument in COPY {staged.stage}: {exc}")
         raise DBAPIError(f"COPY {staged.stage}", None, refused) from exc
-    return await connection.exec_driver_sql(staged.insert)
 
 
 async def apply_events(
