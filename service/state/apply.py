@@ -221,19 +221,30 @@ def _staged(
     names = ", ".join(_quote(c) for c in columns)
     json_indexes: list[int] = []
     bounds: list[tuple[int, int]] = []
+    staged_columns: list[str] = []  # as the staging table declares them
+    selected: list[str] = []  # as the statement reads them from it
     for index, name in enumerate(columns):
         sql_type = str(table.c[name].type.compile(dialect=_DIALECT))
+        column = _quote(name)
         if sql_type in _JSON_TYPES:
+            # Staged as text, cast by the statement: the driver then sends the
+            # document's text in C, not through SQLAlchemy's jsonb codec (a Python
+            # call per value), and PostgreSQL parses it once either way.
             json_indexes.append(index)
-        elif sql_type in _INTEGER_BOUNDS:
-            bounds.append((index, _INTEGER_BOUNDS[sql_type]))
+            staged_columns.append(f"CAST(NULL AS TEXT) AS {column}")
+            selected.append(f"CAST(s.{column} AS {sql_type})")
+        else:
+            if sql_type in _INTEGER_BOUNDS:
+                bounds.append((index, _INTEGER_BOUNDS[sql_type]))
+            staged_columns.append(column)
+            selected.append(f"s.{column}")
     order = f" ORDER BY s.{_quote(order_by)}" if order_by else ""
     # Deleting the staged rows as they are read leaves the table empty for the
     # next statement of the same transaction (ON COMMIT clears it only at commit).
     staged = _Staged(
         create=(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
-            f" SELECT {names} FROM {_quote(str(table.name))} WITH NO DATA"
+            f" SELECT {', '.join(staged_columns)} FROM {_quote(str(table.name))} WITH NO DATA"
         ),
         stage=stage,
         columns=columns,
@@ -242,7 +253,8 @@ def _staged(
         bounds=tuple(bounds),
         insert=(
             f"WITH s AS (DELETE FROM {stage} RETURNING {names})"
-            f" INSERT INTO {_quote(str(table.name))} ({names}) SELECT {names} FROM s{order}{tail}"
+            f" INSERT INTO {_quote(str(table.name))} ({names})"
+            f" SELECT {', '.join(selected)} FROM s{order}{tail}"
         ),
     )
     _STAGED[key] = staged
