@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import operator
 import re
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
-import asyncpg
 import orjson
 from sqlalchemy import Table, func, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.alerts.raising import raise_alerts
@@ -91,12 +88,20 @@ class BatchResult:
         return sum(1 for o in self.outcomes.values() if o is outcome)
 
 
-# A batch's rows travel as one JSON document, expanded by json_to_recordset into
+# A batch's rows travel as one JSON document, expanded by jsonb_to_recordset into
 # an INSERT … SELECT … ON CONFLICT: one prepared statement, one parameter and one
 # round trip per step whatever the batch size, and the rows are serialised in C
 # (orjson) rather than encoded value by value by the driver. Integer columns are
 # read as numeric and cast in SQL, so a value out of the column's range is refused
 # by PostgreSQL (a database error: the message is quarantined).
+#
+# The document is jsonb, not json (issue 12): PostgreSQL then parses it once,
+# into jsonb, and hands each jsonb column (an event's detail, a task's containers)
+# its part as it is. With json it parsed the document three times: to check the
+# parameter, to walk the records, and again each jsonb column's text. Measured
+# against binary COPY into a staging table (the fair baseline's way), this leaves
+# PostgreSQL ~5 µs more per event, and the driver ~4 µs less Python per event
+# (docs/performance.md): a wash, without temporary tables.
 _DIALECT = PGDialect()  # type: ignore[no-untyped-call]
 _INTEGER_TYPES = ("INTEGER", "BIGINT", "SMALLINT")
 
@@ -106,7 +111,7 @@ def _quote(name: str) -> str:
 
 
 def _bulk_insert(model: type[Base], columns: Sequence[str], *, order_by: str | None) -> str:
-    """``INSERT INTO <model> (<columns>) SELECT … FROM json_to_recordset($1::json)``."""
+    """``INSERT INTO <model> (<columns>) SELECT … FROM jsonb_to_recordset($1::jsonb)``."""
     table = model.__table__
     assert isinstance(table, Table)
     definitions: list[str] = []
@@ -124,7 +129,7 @@ def _bulk_insert(model: type[Base], columns: Sequence[str], *, order_by: str | N
     order = f" ORDER BY s.{_quote(order_by)}" if order_by else ""
     return (
         f"INSERT INTO {_quote(str(table.name))} ({names}) SELECT {', '.join(selected)}"
-        f" FROM json_to_recordset($1::json) AS s({', '.join(definitions)}){order}"
+        f" FROM jsonb_to_recordset($1::jsonb) AS s({', '.join(definitions)}){order}"
     )
 
 
@@ -173,175 +178,6 @@ async def _execute(session: AsyncSession, sql: str, *params: Any) -> Any:
     """Run ``sql`` in the session's transaction (errors wrapped like any statement's)."""
     connection = await session.connection()
     return await connection.exec_driver_sql(sql, params)
-
-
-# ---- the largest steps by binary COPY into a staging table (issue 12)
-#
-# Raw events and tasks carry most of a batch's bytes. In a JSON document,
-# PostgreSQL parses every detail three times (the ``json`` parameter, the
-# recordset's walk, then the jsonb column's input); binary COPY hands it each
-# value once, already typed. The rows go into a temporary table of this
-# connection (``ON COMMIT DELETE ROWS``, created on first use), and the very
-# statement of the JSON path reads them from there. A row COPY cannot take as it
-# is (an integer beyond its column's range, a document orjson refuses) sends the
-# whole step down the JSON path instead, where PostgreSQL refuses or accepts it
-# exactly as before.
-
-_INTEGER_BOUNDS = {"SMALLINT": 2**15, "INTEGER": 2**31, "BIGINT": 2**63}
-_JSON_TYPES = ("JSON", "JSONB")
-
-
-@dataclass(frozen=True)
-class _Staged:
-    """A COPY-staged form of one ``INSERT … SELECT`` statement."""
-
-    create: str  # CREATE TEMP TABLE IF NOT EXISTS (also begins the session's transaction)
-    stage: str
-    columns: tuple[str, ...]
-    json_indexes: tuple[int, ...]  # of json and jsonb columns
-    bounds: tuple[tuple[int, int], ...]  # (column index, bound) of integer columns
-    insert: str  # the statement, reading and emptying the staging table
-    pick: Callable[[r.Row], tuple[Any, ...]]  # a row's values, in column order
-
-
-_STAGED: dict[tuple[str, tuple[str, ...], str | None, str], _Staged] = {}
-
-
-def _staged(
-    model: type[Base], columns: tuple[str, ...], order_by: str | None, tail: str
-) -> _Staged:
-    """The staged statement ``INSERT INTO <model> (<columns>) SELECT … <tail>``."""
-    table = model.__table__
-    assert isinstance(table, Table)
-    key = (str(table.name), columns, order_by, tail)
-    found = _STAGED.get(key)
-    if found is not None:
-        return found
-    stage = f"ecswatch_stage_{table.name}_{len(_STAGED)}"
-    names = ", ".join(_quote(c) for c in columns)
-    json_indexes: list[int] = []
-    bounds: list[tuple[int, int]] = []
-    staged_columns: list[str] = []  # as the staging table declares them
-    selected: list[str] = []  # as the statement reads them from it
-    for index, name in enumerate(columns):
-        sql_type = str(table.c[name].type.compile(dialect=_DIALECT))
-        column = _quote(name)
-        if sql_type in _JSON_TYPES:
-            # Staged as text, cast by the statement: the driver then sends the
-            # document's text in C, not through SQLAlchemy's jsonb codec (a Python
-            # call per value), and PostgreSQL parses it once either way.
-            json_indexes.append(index)
-            staged_columns.append(f"CAST(NULL AS TEXT) AS {column}")
-            selected.append(f"CAST(s.{column} AS {sql_type})")
-        else:
-            if sql_type in _INTEGER_BOUNDS:
-                bounds.append((index, _INTEGER_BOUNDS[sql_type]))
-            staged_columns.append(column)
-            selected.append(f"s.{column}")
-    order = f" ORDER BY s.{_quote(order_by)}" if order_by else ""
-    # Deleting the staged rows as they are read leaves the table empty for the
-    # next statement of the same transaction (ON COMMIT clears it only at commit).
-    staged = _Staged(
-        create=(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS"
-            f" SELECT {', '.join(staged_columns)} FROM {_quote(str(table.name))} WITH NO DATA"
-        ),
-        stage=stage,
-        columns=columns,
-        json_indexes=tuple(json_indexes),
-        pick=_picker(columns),
-        bounds=tuple(bounds),
-        insert=(
-            f"WITH s AS (DELETE FROM {stage} RETURNING {names})"
-            f" INSERT INTO {_quote(str(table.name))} ({names})"
-            f" SELECT {', '.join(selected)} FROM s{order}{tail}"
-        ),
-    )
-    _STAGED[key] = staged
-    return staged
-
-
-def _picker(columns: tuple[str, ...]) -> Callable[[r.Row], tuple[Any, ...]]:
-    getter = operator.itemgetter(*columns)
-    if len(columns) == 1:
-        return lambda row: (getter(row),)
-    return getter  # a tuple for two columns or more
-
-
-def _json_text(value: Any) -> str | None:
-    """A jsonb column's value as COPY sends it: the document's text."""
-    if value is None:
-        return None
-    if isinstance(value, r.JsonText):
-        text = value.text
-        return text.decode() if isinstance(text, bytes) else text
-    return orjson.dumps(value, default=_orjson_default).decode()
-
-
-def _copy_records(staged: _Staged, rows: Sequence[r.Row]) -> list[tuple[Any, ...]] | None:
-    """``rows`` as COPY records, or None if one holds a value COPY would not take
-    as the JSON path does (so the caller takes that path)."""
-    columns = staged.columns
-    json_indexes = staged.json_indexes
-    bounds = staged.bounds
-    pick = staged.pick
-    records: list[tuple[Any, ...]] = []
-    try:
-        for row in rows:
-            try:
-                values = list(pick(row))
-            except KeyError:  # a row without some column: NULL there, as in JSON
-                values = [row.get(c) for c in columns]
-            for index in json_indexes:
-                values[index] = _json_text(values[index])
-            for index, bound in bounds:
-                value = values[index]
-                if value is not None and not -bound <= value < bound:
-                    return None
-            records.append(tuple(values))
-    except TypeError:  # orjson: an integer beyond 64 bits, nesting too deep
-        return None
-    return records
-
-
-async def _copy_insert(
-    session: AsyncSession,
-    model: type[Base],
-    columns: tuple[str, ...],
-    rows: Sequence[r.Row],
-    *,
-    order_by: str | None,
-    tail: str,
-    fallback: str,
-) -> Any:
-    """``INSERT INTO <model> (<columns>) SELECT … FROM <rows> ORDER BY <order_by><tail>``:
-    the rows by binary COPY into a staging table, or as the JSON document of
-    ``fallback`` (the same statement over ``json_to_recordset``) when COPY cannot
-    take them. The statement's result (its RETURNING rows)."""
-    staged = _staged(model, columns, order_by, tail)
-    records = _copy_records(staged, rows)
-    if records is None:
-        return await _execute(session, fallback, _payload(rows))
-    connection = await session.connection()
-    # Through SQLAlchemy: this begins the session's transaction if nothing did yet.
-    await connection.exec_driver_sql(staged.create)
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    try:
-        await driver.copy_records_to_table(staged.stage, records=records, columns=columns)
-        # On the driver too: its records are read in C (a SQLAlchemy result row
-        # costs a few µs of Python each, and raw events return one per event).
-        return await driver.fetch(staged.insert)
-    except asyncpg.PostgresError as exc:
-        # Wrapped as SQLAlchemy wraps any statement's error: the handler reads the
-        # SQLSTATE (contention, transient, or the event's data) from it.
-        raise DBAPIError(f"COPY {staged.stage}", None, exc) from exc
-    except (TypeError, ValueError, OverflowError) as exc:
-        # The driver refused a value before sending it: the event's data, as the
-        # driver's own "invalid input for query argument" is for a statement.
-        refused = ValueError(f"invalid input for query argument in COPY {staged.stage}: {exc}")
-        raise DBAPIError(f"COPY {staged.stage}", None, refused) from exc
 
 
 async def apply_events(
@@ -425,15 +261,7 @@ async def _insert_raw(
         return []
     by_id = {e.envelope.id: e for e in events}
     # Ordered keys: replicas inserting the same ids lock them in the same order.
-    result = await _copy_insert(
-        session,
-        RawEvent,
-        r.RAW_EVENT_COLUMNS,
-        [r.raw_event_row(e) for e in events],
-        order_by="id",
-        tail=" ON CONFLICT DO NOTHING RETURNING id",
-        fallback=_INSERT_RAW,
-    )
+    result = await _execute(session, _INSERT_RAW, _payload([r.raw_event_row(e) for e in events]))
     inserted = {row[0] for row in result}
     return [by_id[i] for i in by_id if i in inserted]
 
@@ -550,15 +378,7 @@ async def _apply_versioned(
     ordered = [row for _, row in best.values()]
     columns = tuple(ordered[0])
     upsert, stored_query = _versioned_sql(spec, columns)
-    result = await _copy_insert(
-        session,
-        spec.model,
-        columns,
-        ordered,
-        order_by="arn",
-        tail=upsert[upsert.index(" ON CONFLICT") :],
-        fallback=upsert,
-    )
+    result = await _execute(session, upsert, _payload(ordered))
     applied.update(row[0] for row in result)
     unapplied = [arn for arn in best if arn not in applied]
     stored_versions: dict[str, int | None] = {}
