@@ -262,7 +262,7 @@ async def _insert_raw(
     by_id = {e.envelope.id: e for e in events}
     # Ordered keys: replicas inserting the same ids lock them in the same order.
     result = await _execute(session, _INSERT_RAW, _payload([r.raw_event_row(e) for e in events]))
-    inserted = {row[0] for row in result}
+    inserted = set(result.scalars().all())
     return [by_id[i] for i in by_id if i in inserted]
 
 
@@ -379,7 +379,7 @@ async def _apply_versioned(
     columns = tuple(ordered[0])
     upsert, stored_query = _versioned_sql(spec, columns)
     result = await _execute(session, upsert, _payload(ordered))
-    applied.update(row[0] for row in result)
+    applied.update(result.scalars().all())
     unapplied = [arn for arn in best if arn not in applied]
     stored_versions: dict[str, int | None] = {}
     if unapplied:
