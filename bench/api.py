@@ -59,9 +59,10 @@ sys.path.insert(0, str(ROOT))
 
 import benchdb  # noqa: E402  (bench/ is the script's directory, first on sys.path)
 
+from service.api import queries as api_queries  # noqa: E402
 from service.api.app import create_app  # noqa: E402
 from service.config import load_settings  # noqa: E402
-from service.db import create_engine, to_asyncpg_url  # noqa: E402
+from service.db import create_engine, loads_json, to_asyncpg_url  # noqa: E402
 from service.migrate import upgrade  # noqa: E402
 from service.runtime import open_runtime  # noqa: E402
 
@@ -427,6 +428,12 @@ async def capture_sql(db_url: str, path: str) -> tuple[list[tuple[str, tuple[Any
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         captured.append((statement, tuple(parameters or ())))
 
+    def record_direct(statement: str, args: Any) -> None:
+        captured.append((statement, tuple(args)))
+
+    # Reads the API sends straight to the driver (older trees have no such path).
+    listeners = getattr(api_queries, "DIRECT_READ_LISTENERS", [])
+    listeners.append(record_direct)
     async with open_runtime(settings, pool_size=1) as runtime:
         # The API reads through its read engine (older trees: the one engine).
         api_engine = getattr(runtime, "read_engine", runtime.engine)
@@ -436,6 +443,7 @@ async def capture_sql(db_url: str, path: str) -> tuple[list[tuple[str, tuple[Any
             response = await client.get(path)
             if response.status_code != 200:
                 raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
+    listeners.remove(record_direct)
     body = response.json()
     return captured, len(body["items"]) if "items" in body else 1
 
@@ -446,10 +454,10 @@ def _encode_json(value: Any) -> str:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    # Decode JSON like the API's driver does, so both sides pay for it.
+    # Decode JSON as the API's engine does (service.db.loads_json), so both sides pay for it.
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
-            name, encoder=_encode_json, decoder=json.loads, schema="pg_catalog", format="text"
+            name, encoder=_encode_json, decoder=loads_json, schema="pg_catalog", format="text"
         )
 
 

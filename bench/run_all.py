@@ -90,6 +90,7 @@ BENCHES: tuple[Bench, ...] = (
             "small": ("--old-events", "20000", "--events", "3000", "--events-during", "6000"),
         },
     ),
+    Bench("contention", {"default": ("--duration", "20"), "small": ("--duration", "5")}),
 )
 
 
@@ -246,6 +247,28 @@ def _retention(r: dict[str, Any]) -> list[Headline]:
     ]
 
 
+def _contention(r: dict[str, Any]) -> list[Headline]:
+    before, ordered = r["before"], r["ordered"]
+    return [
+        (
+            f"Describe writes lost to deadlocks beside the consumer"
+            f" ({ordered['describe_transactions']:,} transactions;"
+            f" main's order lost {before['describe_lost']:,} of"
+            f" {before['describe_transactions']:,})",
+            f"{ordered['describe_lost']:,}",
+            "0",
+            ordered["describe_lost"] == 0,
+        ),
+        (
+            "deadlocks per 1,000 Describe writes, lock order vs main's order",
+            f"{ordered['deadlocks_per_1000_describes']}"
+            f" vs {before['deadlocks_per_1000_describes']}",
+            "",
+            None,
+        ),
+    ]
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Headline]]] = {
     "ingest": _ingest,
     "api": _api,
@@ -253,6 +276,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Headline]]] = {
     "alert_latency": _alert_latency,
     "datadog": _datadog,
     "retention": _retention,
+    "contention": _contention,
 }
 
 

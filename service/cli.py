@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from service import __version__
+from service import __version__, eventloop
 from service.config import Settings, is_loopback, load_settings
 from service.errors import ConfigError, EcswatchError
 from service.logging import configure_logging, get_logger
@@ -142,11 +142,11 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.db_command == "upgrade":
-            asyncio.run(_db_upgrade(settings))
+            eventloop.run(_db_upgrade(settings))
         elif args.db_command == "downgrade":
-            asyncio.run(_db_downgrade(settings, args.revision))
+            eventloop.run(_db_downgrade(settings, args.revision))
         elif args.db_command == "current":
-            print(asyncio.run(_db_current(settings)))
+            print(eventloop.run(_db_current(settings)))
         else:
             return _fail("db needs a subcommand: upgrade, downgrade REV or current", EXIT_USAGE)
     except CommandError as exc:  # unknown revision, downgrade "up", …
@@ -183,7 +183,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if "api" in roles and not settings.api_tokens:
         log.warning("api_unauthenticated", detail="no ECSWATCH_API_TOKENS: loopback only")
-    asyncio.run(_run(settings, roles, host, args.port))
+    eventloop.run(_run(settings, roles, host, args.port))
     return EXIT_OK
 
 
@@ -200,7 +200,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             settings, host="127.0.0.1", port=args.port, duration=args.duration, stop=stop
         )
 
-    asyncio.run(_run_until_signal(demo))
+    eventloop.run(_run_until_signal(demo))
     return EXIT_OK
 
 
@@ -230,7 +230,7 @@ def _cmd_aws_setup(args: argparse.Namespace, settings: Settings) -> int:
         return resources.queue_url
 
     try:
-        queue_url = asyncio.run(setup())
+        queue_url = eventloop.run(setup())
     except Exception as exc:  # botocore: credentials, access denied, endpoint
         return _fail(f"aws setup: {type(exc).__name__}: {exc}")
     print(queue_url)
@@ -266,7 +266,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             )
             return dict(await replay_files(handler, paths))
 
-    counts = asyncio.run(replay())
+    counts = eventloop.run(replay())
     total = sum(v for k, v in counts.items() if k != "retry")
     parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
     print(f"replayed {total} events from {len(paths)} file(s): {parts or 'nothing'}")
@@ -283,7 +283,7 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_datadog_install(args: argparse.Namespace, settings: Settings) -> int:
     from service.datadog.install import Verb, install
 
-    actions = asyncio.run(install(settings, dry_run=args.dry_run))
+    actions = eventloop.run(install(settings, dry_run=args.dry_run))
     for action in actions:
         prefix = "would " if args.dry_run and action.verb in (Verb.CREATE, Verb.UPDATE) else ""
         print(f"{prefix}{action.describe()}")

@@ -6,11 +6,13 @@ the owner of the unit of work commits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import (
@@ -20,6 +22,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+
+from service import telemetry
+from service.aws.backoff import Backoff
+from service.logging import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -49,6 +58,46 @@ def to_asyncpg_url(url: str) -> str:
     return url
 
 
+_INT64 = 2.0**63
+
+
+def _maybe_big_int(value: Any) -> bool:
+    """Whether ``value`` (decoded by orjson) holds a float that may have been an
+    integer beyond 64 bits in the text (orjson reads those as floats)."""
+    kind = type(value)
+    if kind is float:
+        return bool(value >= _INT64 or value <= -_INT64)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:
+        item_kind = type(item)
+        if item_kind is str or item_kind is int or item is None or item_kind is bool:
+            continue
+        if _maybe_big_int(item):
+            return True
+    return False
+
+
+def loads_json(text: str | bytes) -> Any:
+    """Decode a JSON/JSONB value read from PostgreSQL: orjson, exactly as ``json`` would.
+
+    orjson decodes in C at several times the speed of ``json`` (for the API, a
+    large part of a 100-task page: docs/performance.md). Where its answer could
+    differ, ``json`` decides: a float of 2**63 or more (orjson reads integers
+    beyond 64 bits as floats; ``json`` keeps them exact), and anything orjson
+    refuses (a lone surrogate escape, a number beyond a double).
+    """
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    if _maybe_big_int(value):
+        return json.loads(text)
+    return value
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, pre_ping: bool = True, autocommit: bool = False
 ) -> AsyncEngine:
@@ -67,6 +116,7 @@ def create_engine(
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
+        json_deserializer=loads_json,
         **options,
     )
 
@@ -125,3 +175,95 @@ def is_transient_db_error(exc: BaseException) -> bool:
         return True
     state = sqlstate_of(exc)
     return state is not None and state.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+
+
+# ---------------------------------------------------------------- lock order and contention
+
+#: The order in which a transaction that writes several of these tables takes
+#: their row locks: the consumer's (``service.state.apply.apply_events``, each
+#: table first written in this order), which the Describe writes of enrichment
+#: and reconciliation (``service.enrich.writes.write_described``) follow. Within a
+#: table, each statement locks its rows in primary-key order (an ``ORDER BY`` in
+#: the statement, or rows sorted before they are sent, as the consumer does for
+#: that table). Two transactions that follow it may wait for each other but do
+#: not deadlock on tables. The consumer goes back to two tables no other
+#: transaction writes together with them: ``resource_tags`` (the tag rows of the
+#: services it creates, right after ``services``) and ``deployments`` (alerts
+#: settle outcomes after the tags). A transaction that writes one table with
+#: several statements locks the rows of all of them first, in one sorted pass
+#: (``SELECT … ORDER BY … FOR UPDATE``). What the order cannot rule out (rows
+#: inserted after that pass; the consumer's two statements on
+#: ``container_instances``, state then health, each sorted alone; a statement
+#: outside ecswatch) is retried: :func:`retry_on_contention`.
+#: ``tests/poller/test_lock_order.py`` checks the consumer and the Describe writes
+#: against this tuple; ``bench/contention.py`` runs them side by side.
+WRITE_ORDER = (
+    "raw_events",
+    "clusters",
+    "task_definitions",
+    "tasks",
+    "container_instances",
+    "services",
+    "deployments",
+    "resource_tags",
+    "alerts",
+    "datadog_facts",
+    "outbox",
+)
+
+# Lost a lock race with another transaction: deadlock_detected (the victim of a
+# lock cycle) or serialization_failure. The same transaction run again succeeds.
+CONTENTION_SQLSTATES = ("40001", "40P01")
+
+#: How many times :func:`retry_on_contention` runs a transaction at most.
+CONTENTION_ATTEMPTS = 3
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True when ``exc`` is a deadlock or serialization failure (SQLSTATE 40P01, 40001)."""
+    return sqlstate_of(exc) in CONTENTION_SQLSTATES
+
+
+async def retry_on_contention(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    name: str,
+    attempts: int = CONTENTION_ATTEMPTS,
+    backoff: Backoff | None = None,
+) -> T:
+    """Run ``work(session)`` in a transaction of its own and commit; return its result.
+
+    When the transaction loses a lock race (:func:`is_contention`) it is rolled
+    back and ``work`` runs again from the start, in a new session and transaction
+    (nothing of the failed attempt survives), after a short jittered backoff: at
+    most ``attempts`` runs. ``work`` must therefore have no effect outside the
+    transaction (count and notify after this returns). Any other error, or
+    contention on the last attempt, propagates to the caller; giving up is logged
+    (``transaction_contention_gave_up``) and counted with each retry in
+    ``ecswatch_db_contention_total{transaction=name}``.
+    """
+    delays = backoff or Backoff(initial=0.05, cap=0.5)
+    for attempt in range(1, attempts + 1):
+        try:
+            async with sessionmaker() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if not is_contention(exc):
+                raise
+            state = sqlstate_of(exc)
+            if attempt >= attempts:
+                telemetry.DB_CONTENTION.labels(name, "gave_up").inc()
+                log.warning(
+                    "transaction_contention_gave_up",
+                    transaction=name,
+                    attempts=attempt,
+                    sqlstate=state,
+                )
+                raise
+            telemetry.DB_CONTENTION.labels(name, "retried").inc()
+            log.info(
+                "transaction_contention_retry", transaction=name, attempt=attempt, sqlstate=state
+            )
+            await delays.sleep()
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -147,6 +147,13 @@ ENRICH_DROPPED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+DB_CONTENTION = Counter(
+    "ecswatch_db_contention",
+    "Write transactions that lost a lock race (deadlock or serialization failure):"
+    " run again (retried) or given up after the last attempt (gave_up)",
+    ["transaction", "result"],
+    registry=REGISTRY,
+)
 ENRICHED = Counter(
     "ecswatch_enriched",
     "Resources written from a Describe call, by kind",

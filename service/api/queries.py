@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import asyncpg
 from fastapi import Query
 from pydantic import WithJsonSchema
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Float,
     Select,
     SQLColumnExpression,
     Text,
@@ -34,11 +36,12 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Result
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import Dialect, Result
+from sqlalchemy.exc import ArgumentError, DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from service.api.schemas import NO_NUL
 from service.errors import InvalidInputError
@@ -265,14 +268,136 @@ async def execute_read(
 async def fetch_dicts(
     conn: AsyncConnection, stmt: Executable, params: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """Execute ``stmt`` (see :func:`execute_read`) and return its rows as plain dicts.
+    """Execute ``stmt`` and return its rows as plain dicts (keys: the statement's labels).
+
+    Statements the driver can run as they are (see :func:`_direct`) go straight to
+    the asyncpg connection with SQL compiled once: SQLAlchemy's execution path
+    (execution context, result metadata, ``Row`` objects) was a fixed cost per
+    request and a cost per row, for nothing these reads need. Anything else, and
+    any failure of the direct path, goes through :func:`execute_read`, which
+    retries once on a fresh connection after a disconnect and raises SQLAlchemy's
+    errors as before.
 
     Response models validate a dict several times faster than a ``RowMapping``,
     which pydantic can only read through the generic ``Mapping`` protocol.
     """
+    direct = _direct(stmt, conn.dialect) if isinstance(stmt, ClauseElement) else None
+    if direct is not None:
+        try:
+            args = direct.arguments(params or {})
+        except KeyError:
+            direct = None  # a parameter is missing: let SQLAlchemy name it
+    if direct is not None:
+        try:
+            driver = (await conn.get_raw_connection()).driver_connection
+            if driver is None:
+                raise asyncpg.InterfaceError("the pooled connection is closed")
+            for listener in DIRECT_READ_LISTENERS:
+                listener(direct.sql, args)
+            records = await driver.fetch(direct.sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # A dropped connection, a cancelled statement: SQLAlchemy's path
+            # reconnects or raises as it always did.
+            pass
+        else:
+            names = direct.keys
+            return [dict(zip(names, record, strict=True)) for record in records]
     result = await execute_read(conn, stmt, params)
     keys = list(result.keys())
     return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+#: Called with (SQL, arguments) before each read sent straight to the driver, which
+#: SQLAlchemy's ``before_cursor_execute`` event does not see (tests and bench/api.py
+#: count and capture statements through both).
+DIRECT_READ_LISTENERS: list[Callable[[str, Sequence[Any]], None]] = []
+
+_FLOAT8 = 701  # PostgreSQL's oid of double precision
+
+
+def _result_processor(sql_type: Any, dialect: Dialect) -> bool:
+    """Whether SQLAlchemy would convert this column's values after the driver."""
+    try:
+        return sql_type._cached_result_processor(dialect, None) is not None
+    except (TypeError, ValueError, ArgumentError, InvalidRequestError):
+        # Numeric types decide by the driver's type code, unknown before execution;
+        # a Float column is double precision, which asyncpg already reads as float.
+        if isinstance(sql_type, Float) and not sql_type.asdecimal:
+            return sql_type._cached_result_processor(dialect, _FLOAT8) is not None
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    """A statement compiled once for asyncpg: SQL text, parameter order, row keys."""
+
+    sql: str
+    keys: tuple[str, ...]
+    # One per positional parameter: (name given at execution, processor) or
+    # (None, the statement's own value, already processed).
+    slots: tuple[tuple[str | None, Any], ...]
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        args: list[Any] = []
+        for name, value in self.slots:
+            if name is None:
+                args.append(value)
+            else:
+                given = params[name]
+                args.append(given if value is None or given is None else value(given))
+        return args
+
+
+_DIRECT_CACHE: dict[int, tuple[ClauseElement, _Direct | None]] = {}
+_DIRECT_CACHE_SIZE = 4096
+
+
+def _direct(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
+    """The statement compiled for the driver, or None where SQLAlchemy must run it.
+
+    Cached per statement object (routes build their statements once per shape).
+    A statement qualifies when nothing is rendered at execution time (no
+    ``literal_execute`` or expanding parameters) and no result column needs a
+    SQLAlchemy result processor: asyncpg already returns what SQLAlchemy would
+    (its JSON codec is the engine's, see :func:`service.db.loads_json`).
+    """
+    cached = _DIRECT_CACHE.get(id(stmt))
+    if cached is not None and cached[0] is stmt:
+        return cached[1]
+    direct = _compile_direct(stmt, dialect)
+    if len(_DIRECT_CACHE) >= _DIRECT_CACHE_SIZE:
+        _DIRECT_CACHE.clear()
+    # The statement is kept with its entry, so its id() cannot be reused meanwhile.
+    _DIRECT_CACHE[id(stmt)] = (stmt, direct)
+    return direct
+
+
+def _compile_direct(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
+    compiled = stmt.compile(dialect=dialect)
+    if not isinstance(compiled, SQLCompiler) or not compiled.positional:
+        return None
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None
+    keys: list[str] = []
+    for entry in compiled._result_columns or ():
+        if _result_processor(entry[3], dialect):
+            return None
+        keys.append(entry[0])
+    if len(set(keys)) != len(keys):
+        return None
+    processors = compiled._bind_processors
+    slots: list[tuple[str | None, Any]] = []
+    for name in compiled.positiontup or ():
+        bind = compiled.binds[name]
+        processor = processors.get(name)
+        if bind.callable is not None or not (processor is None or callable(processor)):
+            return None
+        if bind.required:
+            slots.append((bind.key, processor))
+        else:
+            value = bind.effective_value
+            slots.append((None, processor(value) if processor and value is not None else value))
+    return _Direct(compiled.string, tuple(keys), tuple(slots))
 
 
 # ---------------------------------------------------------------- bound filters

@@ -22,6 +22,7 @@ from service import telemetry
 from service.alerts.rules import AlertRules
 from service.aws.backoff import Backoff
 from service.config import ServiceRef
+from service.db import is_contention as _is_contention
 from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
 from service.events.models import NormalisedEvent
@@ -240,10 +241,6 @@ def _refuses_this_event(exc: BaseException) -> bool:
         # input for query argument"): the value came from the event.
         return "invalid input for query argument" in str(exc)
     return state[:2] in _EVENT_DATA_SQLSTATE_CLASSES
-
-
-def _is_contention(exc: BaseException) -> bool:
-    return sqlstate_of(exc) in ("40001", "40P01")
 
 
 def _short(exc: BaseException) -> str:

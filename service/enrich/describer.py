@@ -3,7 +3,9 @@
 The enricher (after the consumer's commit) and the reconciler both ask
 :class:`Describer` for resources by kind and cluster; the coalescing batcher
 turns concurrent asks into full Describe calls, and each call's results are
-written in one short transaction of their own (:mod:`service.enrich.writes`).
+written in one short transaction of their own (:mod:`service.enrich.writes`),
+run again from the start if it loses a lock race with the consumer or another
+writer (:func:`service.db.retry_on_contention`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from service.aws.ecs import (
     DESCRIBE_TASKS_LIMIT,
     Described,
 )
+from service.db import retry_on_contention
 from service.enrich import writes
 from service.enrich.batcher import CoalescingBatcher
 from service.logging import get_logger
@@ -163,12 +166,21 @@ class Describer:
         # (MISSING; moto leaves a missing task out altogether).
         missing = [a for a in arns if a not in found and not any(_matches(a, f) for f in failed)]
         items = list(found.values())
-        async with self._sessionmaker() as session, session.begin():
+        find_unknown = kind in (Kind.SERVICES, Kind.CLUSTERS) and self.on_unknown is not None
+
+        async def write(session: AsyncSession) -> tuple[set[str], set[str], set[str]]:
+            # The whole transaction, run again from the start after a deadlock.
             unknown: set[str] = set()
-            if kind in (Kind.SERVICES, Kind.CLUSTERS) and self.on_unknown is not None:
+            if find_unknown:
                 unknown = await writes.never_described(session, kind, [str(i[key]) for i in items])
-            changed = await self._write(session, kind, items, now)
-            gone = await writes.mark_gone(session, kind, _full_arns(missing), now)
+            changed, gone = await writes.write_described(
+                session, kind, items, _full_arns(missing), now
+            )
+            return changed, gone, unknown
+
+        changed, gone, unknown = await retry_on_contention(
+            self._sessionmaker, write, name=f"describe_{kind}"
+        )
         telemetry.ENRICHED.labels(kind).inc(len(items))
         if kind == Kind.TASKS:
             for item in items:
@@ -187,30 +199,21 @@ class Describer:
             results.setdefault(arn, Lookup(State.FAILED))
         return results
 
-    async def _write(
-        self, session: AsyncSession, kind: str, items: list[Any], now: datetime
-    ) -> set[str]:
-        if not items:
-            return set()
-        if kind == Kind.TASKS:
-            return await writes.write_tasks(session, items, now)
-        if kind == Kind.CONTAINER_INSTANCES:
-            return await writes.write_container_instances(session, items, now)
-        if kind == Kind.SERVICES:
-            return await writes.write_services(session, items, now)
-        return await writes.write_clusters(session, items, now)
-
     async def _fetch_definition(self, arn: str, now: datetime) -> Mapping[str, Lookup]:
         async with self._sessionmaker() as session:
             stored = await writes.stored_definitions(session, [arn])
+        definition: Mapping[str, Any] | None = None
         if arn not in stored:
             definition = await self._apis.ecs.describe_task_definition(arn)
-            async with self._sessionmaker() as session, session.begin():
-                if definition is not None:
-                    await writes.write_task_definitions(session, [definition], now)
-        else:
-            async with self._sessionmaker() as session, session.begin():
-                await writes.fill_tasks_from_definitions(session, [arn])
+
+        async def write(session: AsyncSession) -> int:
+            if definition is not None:
+                return await writes.write_task_definitions(session, [definition], now)
+            if arn in stored:
+                return await writes.fill_tasks_from_definitions(session, [arn])
+            return 0
+
+        await retry_on_contention(self._sessionmaker, write, name="describe_task_definitions")
         self._known_definitions[arn] = None
         if len(self._known_definitions) > 50_000:
             self._known_definitions.popitem(last=False)

@@ -12,8 +12,12 @@
   container's image take them from their task definition.
 * Gone: a resource reported MISSING (or no longer describable) gets ``gone_at``.
 
-Each function runs in the caller's transaction and returns the number of rows
-it changed.
+Each function runs in the caller's transaction. :func:`write_described` is the
+one entry point of a Describe call's results; it writes tables in the lock order
+of :data:`service.db.WRITE_ORDER` (the consumer's): the resource's own table
+(upsert, then gone), then ``resource_tags``; every statement locks its rows in
+the order the consumer's statement on that table uses. The caller runs it under
+:func:`service.db.retry_on_contention`.
 """
 
 from __future__ import annotations
@@ -107,11 +111,10 @@ async def write_tags(
 async def write_tasks(
     session: AsyncSession, tasks: Sequence[Mapping[str, Any]], now: datetime
 ) -> set[str]:
-    """Upsert described tasks (version-guarded) and their tags; return the ARNs applied."""
+    """Upsert described tasks (version-guarded); return the ARNs applied."""
     events = [
         e for t in tasks if (e := _as_event("ECS Task State Change", t, now, "taskArn")) is not None
     ]
-    await write_tags(session, {str(t["taskArn"]): tags_of(t) for t in tasks if "taskArn" in t}, now)
     if not events:
         return set()
     ids = [e.envelope.id for e in events]
@@ -192,7 +195,7 @@ def _applied_arns(outcomes: Mapping[str, state_apply.Applied]) -> set[str]:
 async def write_container_instances(
     session: AsyncSession, instances: Sequence[Mapping[str, Any]], now: datetime
 ) -> set[str]:
-    """Upsert described container instances (version-guarded), their health and tags."""
+    """Upsert described container instances (version-guarded) and their health."""
     events = [
         e
         for i in instances
@@ -207,8 +210,6 @@ async def write_container_instances(
         )
         is not None
     ]
-    arns = [(str(i["containerInstanceArn"]), i) for i in instances if i.get("containerInstanceArn")]
-    await write_tags(session, {arn: tags_of(i) for arn, i in arns}, now)
     applied: set[str] = set()
     if events:
         ids = [e.envelope.id for e in events]
@@ -356,7 +357,9 @@ def _described_upsert(table: str, state: Sequence[str], sticky: Sequence[str]) -
     )
 
 
-_UPSERT_SERVICES = _bulk_insert(Service, _SERVICE_COLUMNS, order_by="arn") + _described_upsert(
+# Rows go in the order of the array, sorted by ARN in Python as the consumer's
+# service and cluster upserts send them (byte order, whatever the collation).
+_UPSERT_SERVICES = _bulk_insert(Service, _SERVICE_COLUMNS, order_by=None) + _described_upsert(
     "services", _SERVICE_STATE, ("cluster_arn", "cluster_name")
 )
 
@@ -364,12 +367,11 @@ _UPSERT_SERVICES = _bulk_insert(Service, _SERVICE_COLUMNS, order_by="arn") + _de
 async def write_services(
     session: AsyncSession, services: Sequence[Mapping[str, Any]], described_at: datetime
 ) -> set[str]:
-    """Upsert described services and their tags; return the rows that changed."""
+    """Upsert described services; return the rows that changed."""
     rows = [row for s in services if (row := service_row_of_describe(s, described_at))]
-    tags = {str(s["serviceArn"]): tags_of(s) for s in services if s.get("serviceArn")}
-    await write_tags(session, tags, described_at)
     if not rows:
         return set()
+    rows.sort(key=lambda row: str(row["arn"]))
     result = await _execute(session, _UPSERT_SERVICES, _payload(rows))
     return {row[0] for row in result}
 
@@ -414,7 +416,7 @@ _CLUSTER_STATE = (
     "settings",
 )
 _CLUSTER_COLUMNS = ("arn", "name", "account", "region", *_CLUSTER_STATE, "described_at")
-_UPSERT_CLUSTERS = _bulk_insert(Cluster, _CLUSTER_COLUMNS, order_by="arn") + _described_upsert(
+_UPSERT_CLUSTERS = _bulk_insert(Cluster, _CLUSTER_COLUMNS, order_by=None) + _described_upsert(
     "clusters", _CLUSTER_STATE, ("account", "region")
 )
 
@@ -423,25 +425,93 @@ async def write_clusters(
     session: AsyncSession, clusters: Sequence[Mapping[str, Any]], described_at: datetime
 ) -> set[str]:
     rows = [row for c in clusters if (row := cluster_row_of_describe(c, described_at))]
-    tags = {str(c["clusterArn"]): tags_of(c) for c in clusters if c.get("clusterArn")}
-    await write_tags(session, tags, described_at)
     if not rows:
         return set()
+    rows.sort(key=lambda row: str(row["arn"]))
     result = await _execute(session, _UPSERT_CLUSTERS, _payload(rows))
     return {row[0] for row in result}
 
 
+# ---------------------------------------------------------------- one Describe call
+
+# The key order of each table's statements in the consumer: tasks and container
+# instances by the database's collation (SQL ORDER BY), services and clusters by
+# byte order (sorted in Python).
+_KEY_ORDER = {
+    "tasks": "arn",
+    "container_instances": "arn",
+    "services": 'arn COLLATE "C"',
+    "clusters": 'arn COLLATE "C"',
+}
+_LOCK_ROWS = {
+    table: f"SELECT arn FROM {table} WHERE arn = ANY($1::TEXT[]) ORDER BY {order} FOR UPDATE"
+    for table, order in _KEY_ORDER.items()
+}
+
+_ARN_KEYS = {
+    "tasks": "taskArn",
+    "container_instances": "containerInstanceArn",
+    "services": "serviceArn",
+    "clusters": "clusterArn",
+}
+
+
+async def write_described(
+    session: AsyncSession,
+    kind: str,
+    items: Sequence[Mapping[str, Any]],
+    missing: Sequence[str],
+    now: datetime,
+) -> tuple[set[str], set[str]]:
+    """Write one Describe call's results: the ``items`` ECS returned and the
+    ``missing`` ARNs it no longer knows. Returns (ARNs whose row changed, ARNs
+    marked gone).
+
+    Tables in :data:`service.db.WRITE_ORDER`: the resource's own table first
+    (its upsert, then gone), then ``resource_tags`` last, as the consumer does.
+    When both found and missing rows are written, the table's existing rows are
+    locked first in one sorted pass, not by two statements each sorted alone.
+    """
+    key = _ARN_KEYS[kind]
+    tags = {i[key]: tags_of(i) for i in items if isinstance(i.get(key), str) and i[key]}
+    if tags and missing:
+        await _execute(session, _LOCK_ROWS[kind], sorted({*tags, *missing}))
+    changed: set[str] = set()
+    if items:
+        if kind == "tasks":
+            changed = await write_tasks(session, items, now)
+        elif kind == "container_instances":
+            changed = await write_container_instances(session, items, now)
+        elif kind == "services":
+            changed = await write_services(session, items, now)
+        elif kind == "clusters":
+            changed = await write_clusters(session, items, now)
+        else:
+            raise ValueError(f"cannot write {kind!r}")
+    gone = await mark_gone(session, kind, missing, now)
+    await write_tags(session, tags, now)
+    return changed, gone
+
+
 # ---------------------------------------------------------------- gone
 
+
+def _gone_sql(table: str, stamp: str) -> str:
+    # The rows are locked by a sorted SELECT … FOR UPDATE first: an UPDATE alone
+    # locks them in whatever order its plan visits them.
+    return (
+        f"UPDATE {table} AS t SET gone_at = $2, {stamp} = now()"
+        f" FROM (SELECT arn FROM {table} WHERE arn = ANY($1::TEXT[]) AND gone_at IS NULL"
+        f" ORDER BY {_KEY_ORDER[table]} FOR UPDATE) AS locked WHERE t.arn = locked.arn"
+        " RETURNING t.arn"
+    )
+
+
 _GONE = {
-    "tasks": "UPDATE tasks SET gone_at = $2, seen_at = now()"
-    " WHERE arn = ANY($1::TEXT[]) AND gone_at IS NULL RETURNING arn",
-    "container_instances": "UPDATE container_instances SET gone_at = $2, seen_at = now()"
-    " WHERE arn = ANY($1::TEXT[]) AND gone_at IS NULL RETURNING arn",
-    "services": "UPDATE services SET gone_at = $2, updated_at = now()"
-    " WHERE arn = ANY($1::TEXT[]) AND gone_at IS NULL RETURNING arn",
-    "clusters": "UPDATE clusters SET gone_at = $2, updated_at = now()"
-    " WHERE arn = ANY($1::TEXT[]) AND gone_at IS NULL RETURNING arn",
+    "tasks": _gone_sql("tasks", "seen_at"),
+    "container_instances": _gone_sql("container_instances", "seen_at"),
+    "services": _gone_sql("services", "updated_at"),
+    "clusters": _gone_sql("clusters", "updated_at"),
 }
 
 
@@ -524,7 +594,8 @@ _INSERT_TASK_DEFINITIONS = (
 )
 
 # Tasks take what their (immutable) task definition says where they lack it:
-# cpu and memory, and each container's image by container name.
+# cpu and memory, and each container's image by container name. The tasks are
+# locked in ARN order first (``locked``), as the consumer's task upserts lock them.
 _FILL_TASKS_FROM_DEFINITIONS = """
 UPDATE tasks AS t SET
   cpu = coalesce(t.cpu, td.cpu),
@@ -539,8 +610,14 @@ UPDATE tasks AS t SET
         ELSE c.v END ORDER BY c.n), '[]'::jsonb)
       FROM jsonb_array_elements(t.containers) WITH ORDINALITY AS c(v, n)
     ) ELSE t.containers END
-FROM task_definitions AS td
-WHERE td.arn = t.task_definition_arn AND td.arn = ANY($1::TEXT[])
+FROM task_definitions AS td, (
+  SELECT l.arn FROM tasks AS l
+  WHERE l.task_definition_arn = ANY($1::TEXT[])
+    AND (l.cpu IS NULL OR l.memory IS NULL OR EXISTS (
+        SELECT 1 FROM jsonb_array_elements(l.containers) AS c(v) WHERE c.v->>'image' IS NULL))
+  ORDER BY l.arn FOR UPDATE
+) AS locked
+WHERE t.arn = locked.arn AND td.arn = t.task_definition_arn AND td.arn = ANY($1::TEXT[])
   AND (t.cpu IS NULL OR t.memory IS NULL OR EXISTS (
       SELECT 1 FROM jsonb_array_elements(t.containers) AS c(v) WHERE c.v->>'image' IS NULL))
 """

@@ -29,10 +29,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.alerts.raising import release_held
-from service.alerts.rules import AlertRules
+from service.alerts.rules import AlertDraft, AlertRules
 from service.aws.apis import AwsApis
 from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.config import ServiceRef
+from service.db import retry_on_contention
 from service.logging import get_logger
 from service.state.apply import apply_deployment_rows
 from service.state.rows import Row, codedeploy_deployment_row
@@ -287,8 +288,12 @@ class CodeDeployMapper:
         rows = [row for info in found if (row := status_row(info, groups, now)) is not None]
         if not rows:
             return 0
-        async with self._sessionmaker() as session, session.begin():
-            raised = await apply_deployment_rows(session, rows, alert_rules=self._rules)
+
+        async def write(session: AsyncSession) -> list[AlertDraft]:
+            return await apply_deployment_rows(session, rows, alert_rules=self._rules)
+
+        # The consumer writes the same deployments: run again after a deadlock.
+        raised = await retry_on_contention(self._sessionmaker, write, name="codedeploy_deployments")
         log.info(
             "codedeploy_deployments_checked",
             checked=len(ids),

@@ -9,7 +9,7 @@ join cheaper than one probe per task.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +17,7 @@ import httpx
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.api.queries import DIRECT_READ_LISTENERS
 from service.runtime import Runtime
 from tests.api import seed
 
@@ -128,14 +129,19 @@ async def test_task_queries_use_indexes(
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         captured.append((statement, parameters))
 
+    def record_direct(statement: str, args: Sequence[Any]) -> None:
+        captured.append((statement, tuple(args)))
+
     sync_engine = runtime.read_engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
+    DIRECT_READ_LISTENERS.append(record_direct)
     try:
         for path in QUERIES:
             response = await client.get(path)
             assert response.status_code in (200, 404), (path, response.text)
     finally:
         event.remove(sync_engine, "before_cursor_execute", record)
+        DIRECT_READ_LISTENERS.remove(record_direct)
     # One statement per request, plus the cluster lookup of a known cluster name.
     captured = [(s, p) for s, p in captured if "FROM clusters" not in s]
     assert len(captured) == len(QUERIES)

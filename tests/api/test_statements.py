@@ -6,7 +6,7 @@ runtime's engine, for full pages of rows that all carry tags.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.api.queries import DIRECT_READ_LISTENERS
 from service.runtime import Runtime
 from tests.api import seed
 from tests.api.conftest import ADMIN
@@ -28,13 +29,19 @@ def count_statements(runtime: Runtime) -> Iterator[list[str]]:
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    # The API reads through the runtime's read engine.
+    def record_direct(statement: str, args: Sequence[Any]) -> None:
+        statements.append(statement)
+
+    # The API reads through the runtime's read engine, most statements straight
+    # through the driver (service.api.queries.fetch_dicts).
     sync_engine = runtime.read_engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
+    DIRECT_READ_LISTENERS.append(record_direct)
     try:
         yield statements
     finally:
         event.remove(sync_engine, "before_cursor_execute", record)
+        DIRECT_READ_LISTENERS.remove(record_direct)
 
 
 async def seed_everything(engine: AsyncEngine) -> str:

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import telemetry
 from service.alerts.raising import release_held
 from service.alerts.rules import AlertRules
 from service.alerts.slack import slack_message
@@ -24,6 +25,7 @@ from service.poller.reconcile import Reconciler
 from service.runtime import Runtime
 from tests.alerts import scenarios as sc
 from tests.alerts.test_raising import alerts, outbox, subscribe
+from tests.poller.deadlocks import provoked_deadlocks
 from tests.poller.fleet import Fleet, _client, build_fleet
 from tests.rig.aws_proxy import AwsProxy
 
@@ -315,3 +317,37 @@ async def test_native_blue_green_hook_failure_names_both_target_groups(
     slack = slack_message(body)
     fields = [f["text"] for f in slack["blocks"][1]["fields"]]
     assert f"*Target groups*\n{names}" in fields
+
+
+async def test_the_check_runs_again_after_a_deadlock_and_alerts_once(
+    proxied_runtime: Runtime,
+    engine: AsyncEngine,
+    moto_server: Any,
+    cd_fleet: Fleet,
+    mapper: CodeDeployMapper,
+    aws_proxy: AwsProxy,
+) -> None:
+    app = await create_group(moto_server.endpoint_url, cd_fleet)
+    async with _client("codedeploy", moto_server.endpoint_url) as cd:
+        created = await cd.create_deployment(
+            applicationName=app,
+            deploymentGroupName="dg",
+            revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
+        )
+    deployment_id = created["deploymentId"]
+    await subscribe(engine, ["deployment.failed"], service="web")
+    start = _now() - timedelta(minutes=5)
+    await handle(proxied_runtime, [codedeploy_event(app, "dg", deployment_id, "START", start)])
+    await mapper.map_known_groups()
+    aws_proxy.rewrite("BatchGetDeployments", _status("Failed", completeTime=_now().timestamp()))
+    retried = telemetry.DB_CONTENTION.labels("codedeploy_deployments", "retried")._value.get()
+    # The first write of the failed outcome meets a deadlock: the whole transaction
+    # (deployment, alert, outbox rows) runs again, once.
+    async with provoked_deadlocks(engine, "deployments", "NEW.outcome = 'failed'", 1):
+        assert await mapper.check_in_progress() == 1
+    assert telemetry.DB_CONTENTION.labels("codedeploy_deployments", "retried")._value.get() == (
+        retried + 1
+    )
+    assert (await deployment(engine, deployment_id))["outcome"] == "failed"
+    assert len(await alerts(engine)) == 1
+    assert len(await outbox(engine)) == 1

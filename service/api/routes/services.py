@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, bindparam
 
 from service.api.deps import ReadConnection, require_read
@@ -15,6 +14,7 @@ from service.api.pagination import (
     Keyset,
     LimitParam,
     ListRoute,
+    Single,
     fetch,
     list_page,
     single_response,
@@ -173,4 +173,4 @@ async def get_service(
     )
 
 
-DETAIL: TypeAdapter[ServiceDetail] = TypeAdapter(ServiceDetail)
+DETAIL = Single(ServiceDetail)

@@ -6,7 +6,6 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, select
 
 from service.api.deps import ReadConnection, require_read
@@ -16,6 +15,7 @@ from service.api.pagination import (
     Keyset,
     LimitParam,
     ListRoute,
+    Single,
     fetch,
     list_page,
     single_response,
@@ -266,7 +266,7 @@ async def list_tasks(
 # By ARN or by id; task ids are UUIDs, but should two accounts ever share one,
 # the answer is stable (the first by ARN).
 BY_ARN = TAGS.select(*_COLUMNS).where(T.arn == bindparam("ref")).limit(fetch(1))
-TASK: TypeAdapter[Task] = TypeAdapter(Task)
+TASK = Single(Task)
 BY_ID = TAGS.select(*_COLUMNS).where(T.id == bindparam("ref")).order_by(T.arn).limit(fetch(1))
 
 
