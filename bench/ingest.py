@@ -188,6 +188,7 @@ class CpuMeter:
             "wall": round(wall / events * 1e6, 1),
             "python_cpu": round(python / events * 1e6, 1),
             "postgres_cpu": round(postgres / events * 1e6, 1),
+            "total_cpu": round((python + postgres) / events * 1e6, 1),
             "cores_used": round((python + postgres) / wall, 2),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
@@ -893,8 +894,22 @@ def report(results: dict[str, Any]) -> None:
     if fair_cpu and pipeline_cpu:
         print()
         print(f"{'CPU budget, µs per event (best rounds)':<42} {'pipeline':>14} {'fair':>12}")
-        for key in ("wall", "python_cpu", "postgres_cpu", "cores_used", "load_average_1m"):
-            print(f"{key:<42} {pipeline_cpu[key]:>14,} {fair_cpu[key]:>12,}")
+        for key in (
+            "wall",
+            "python_cpu",
+            "postgres_cpu",
+            "total_cpu",
+            "cores_used",
+            "load_average_1m",
+        ):
+            if key in pipeline_cpu and key in fair_cpu:
+                print(f"{key:<42} {pipeline_cpu[key]:>14,} {fair_cpu[key]:>12,}")
+        if pipeline_cpu.get("total_cpu") and fair_cpu.get("total_cpu"):
+            # The share of the fair baseline's rate the pipeline would reach if both
+            # got the same CPU time per second (a machine with one core free, or a
+            # busy one): less sensitive to the load than the rates themselves.
+            share = fair_cpu["total_cpu"] / pipeline_cpu["total_cpu"]
+            print(f"{'fair ÷ pipeline CPU per event':<42} {share:>14.0%}")
     rounds = results.get("rounds", {})
     if rounds:
         print()

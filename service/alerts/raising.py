@@ -203,10 +203,10 @@ def event_alerts(
     for event in events:
         detail = event.detail
         if isinstance(detail, TaskStateChange):
+            if detail.last_status != "STOPPED":
+                continue
             containers = [{"exit_code": c.exit_code} for c in detail.containers]
-            if detail.last_status != "STOPPED" or not is_failed_start(
-                detail.stop_code, detail.stopped_reason, containers
-            ):
+            if not is_failed_start(detail.stop_code, detail.stopped_reason, containers):
                 continue
             service = detail.service_name
             where = "/".join(p for p in (detail.cluster_name, service or detail.group) if p)

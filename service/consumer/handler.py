@@ -9,6 +9,7 @@ that one bad message never fails its neighbours.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ log = get_logger(__name__)
 
 # Deadlocks and serialisation failures between replicas: retry at once, a few times.
 _IMMEDIATE_RETRIES = 3
+# Messages parsed between two yields to the event loop.
+_PARSE_SLICE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,12 @@ class Handler:
         parsed: list[tuple[Message, NormalisedEvent]] = []
         poison: list[tuple[Message, Poison, str]] = []
         received: Counter[str] = Counter()
-        for message in messages:
+        for index, message in enumerate(messages):
+            if index % _PARSE_SLICE == _PARSE_SLICE - 1:
+                # Parsing is the longest stretch of Python in a batch (~20 ms for
+                # 500 messages): let the other worker's transaction, which may hold
+                # the rows this one needs, send its next statement meanwhile.
+                await asyncio.sleep(0)
             try:
                 event = parse_message(message.body, received_at=now)
             except PermanentError as exc:

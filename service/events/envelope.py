@@ -36,16 +36,16 @@ def unwrap_body(body: str) -> dict[str, Any]:
 
 def unwrap_body_with_detail_json(body: str) -> tuple[dict[str, Any], str | bytes | None]:
     """:func:`unwrap_body`, and the event's ``detail`` as JSON text (see :func:`checked_event`)."""
-    value, finite = _load_json(body, what="body")
+    value, finite, clean = _load_json(body, what="body")
     where = "body"
     if (
         isinstance(value, dict)
         and value.get("Type") == "Notification"
         and isinstance(value.get("Message"), str)
     ):
-        value, finite = _load_json(value["Message"], what="SNS message")
+        value, finite, clean = _load_json(value["Message"], what="SNS message")
         where = "SNS message"
-    return checked_event(value, where=where, finite=finite)
+    return checked_event(value, where=where, finite=finite, clean=clean)
 
 
 def validate_event(value: object, *, where: str = "event") -> dict[str, Any]:
@@ -57,7 +57,7 @@ def validate_event(value: object, *, where: str = "event") -> dict[str, Any]:
 
 
 def checked_event(
-    value: object, *, where: str = "event", finite: bool = False
+    value: object, *, where: str = "event", finite: bool = False, clean: bool = False
 ) -> tuple[dict[str, Any], str | bytes | None]:
     """:func:`validate_event`, and the event's ``detail`` serialised as JSON text.
 
@@ -65,7 +65,8 @@ def checked_event(
     anyway), so the raw event can be stored without serialising it a second time.
     It is ``None`` only in the rare case the check had to walk the event instead.
     ``finite`` says the value is known to hold no NaN or infinity (:func:`_load_json`
-    refused them while decoding), which lets the check use the fast serialiser.
+    refused them while decoding), which lets the check use the fast serialiser;
+    ``clean`` that it holds nothing unstorable at all (see :func:`_load_json`).
     """
     if not isinstance(value, dict):
         raise PermanentError(f"not an event: {where} is {json_type_name(value)}, not an object")
@@ -83,14 +84,23 @@ def checked_event(
         raise PermanentError(
             f"not an event: 'detail' is {json_type_name(value['detail'])}, not an object"
         )
-    return value, _check_storable(value, finite=finite)
+    return value, _check_storable(value, finite=finite, clean=clean)
 
 
-def _check_storable(event: dict[str, Any], *, finite: bool = False) -> str | bytes | None:
+def _check_storable(
+    event: dict[str, Any], *, finite: bool = False, clean: bool = False
+) -> str | bytes | None:
     """Refuse values that PostgreSQL jsonb cannot hold (NUL, lone surrogates, NaN).
 
     Returns ``detail`` as JSON text when the fast check produced it, else ``None``.
     """
+    if clean:
+        # Known storable: only the detail's text is wanted (orjson cannot write
+        # nesting deeper than 254, which the checks below then take).
+        try:
+            return orjson.dumps(event["detail"])
+        except TypeError:
+            pass
     # Fast path at C speed for the common, clean event: ``detail`` and the rest of
     # the event are serialised apart, so the detail text can be kept for storage.
     # The walk below runs only when this finds something, to name the offending path.
@@ -192,14 +202,45 @@ def _finite_float(text: str) -> float:
 _FINITE_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-def _load_json(text: str, *, what: str) -> tuple[Any, bool]:
-    """The decoded value, and whether it is known to hold only finite numbers."""
+# orjson decodes about three times faster than the standard library and refuses
+# NaN, Infinity and numbers that overflow a double, but it reads an integer beyond
+# 64 bits as a float (losing its digits): text with a run of 19 digits or more goes
+# to the standard library, which keeps them exact. So does anything orjson refuses
+# (lone surrogates, nesting deeper than 1024, not JSON), so that the result and the
+# error messages stay those of the standard library. (The digit run is found by
+# mapping every digit to 0 and searching for 19 zeros: a regular expression takes
+# ten times as long.)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGITS = b"0" * 19
+
+
+def _load_json(text: str, *, what: str) -> tuple[Any, bool, bool]:
+    """The decoded value, whether it is known to hold only finite numbers, and
+    whether it is known to be storable as it is (``clean``).
+
+    What orjson decoded is clean unless the text has a ``\\u0000`` escape: it refuses
+    lone surrogates, NaN and infinities, raw control characters, and only reads
+    integers that fit 64 bits here, so a NUL is the one unstorable value left.
+    """
+    if type(text) is str:
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the standard library names it
+            pass
+        else:
+            if _LONG_DIGITS not in encoded.translate(_DIGITS_TO_ZERO):
+                try:
+                    value = orjson.loads(encoded)
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    return value, True, b"\\u0000" not in encoded
     try:
-        return _FINITE_DECODER.decode(text), True
+        return _FINITE_DECODER.decode(text), True, False
     except (ValueError, RecursionError, TypeError):
         # A NaN (decoded as Python does, so the storability check can name where it
         # is), bytes rather than text, or not JSON at all (the error names why).
-        return _decode(text, what=what), False
+        return _decode(text, what=what), False, False
 
 
 def _decode(text: str, *, what: str) -> Any:

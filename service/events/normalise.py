@@ -90,6 +90,12 @@ def parse_timestamp(value: object) -> datetime | None:
         # is the one the general parse below gives for it.
         common = _COMMON_TIMESTAMP.fullmatch(value)
         if common is not None:
+            try:
+                # The same value as the fields below, read in C: UTC, the fraction
+                # truncated to microseconds.
+                return datetime.fromisoformat(value)
+            except ValueError:
+                pass
             year, month, day, hour, minute, second, fraction = common.groups()
             try:
                 return datetime(
@@ -207,7 +213,8 @@ def _to_utc(value: datetime) -> datetime | None:
 
 def _text(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
-    if isinstance(value, str) and value.strip():
+    # ``value and not value.isspace()`` is ``value.strip() != ""``, without a copy.
+    if isinstance(value, str) and value and not value.isspace():
         return value
     return None
 

@@ -233,3 +233,32 @@ def test_long_reason_paths_are_cut_to_one_short_line() -> None:
     assert "\n" not in reason
     assert reason.endswith("... has a NUL or lone surrogate")
     assert len(reason) < 200
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"n": 2**64, "m": -(2**63) - 1, "wide": 2**70 + 1},  # beyond 64 bits: kept exact
+        {"n": 2**63 - 1, "m": -(2**63), "u": 2**64 - 1},  # the edges orjson reads itself
+        {"f": 0.1, "g": 1e-300, "h": 1.7976931348623157e308, "z": -0.0, "e": 1e5},
+        {"s": 'quote " backslash \\ snowman \u2603 emoji \U0001f600', "k\u00e9": [True, None]},
+        {"id": "1234567890123456789012"},  # a long digit run in a string: the slow path
+    ],
+)
+def test_fast_decoding_gives_what_the_standard_library_gives(detail: dict[str, Any]) -> None:
+    # orjson decodes ordinary bodies; the standard library takes integers it would
+    # turn into floats. The event is the same value, of the same types, either way.
+    body = json.dumps(minimal_event(detail=detail))
+    event = unwrap_body(body)
+    expected = json.loads(body)
+    assert event == expected
+    assert [type(v) for v in event["detail"].values()] == [
+        type(v) for v in expected["detail"].values()
+    ]
+
+
+def test_duplicate_keys_keep_the_last_value_as_the_standard_library_does() -> None:
+    body = '{"id": "a", "id": "b", "detail-type": "t", "source": "s", "detail": {"v": 1, "v": 2}}'
+    event = unwrap_body(body)
+    assert event["id"] == "b"
+    assert event["detail"] == {"v": 2}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import random
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -1993,3 +1994,39 @@ def test_daemon_deployment_without_daemon_arn_takes_it_from_resources() -> None:
     assert deployment.daemon_arn == "arn:aws:ecs:us-west-2:111122223333:daemon/my-cluster/my-daemon"
     assert deployment.daemon_name == "my-daemon"
     assert normalised.cluster_arn == "arn:aws:ecs:us-west-2:111122223333:cluster/my-cluster"
+
+
+def test_common_timestamps_read_in_c_equal_the_fields_read_one_by_one() -> None:
+    # parse_timestamp reads `YYYY-MM-DDTHH:MM:SS[.f…]Z` with datetime.fromisoformat;
+    # it must give the value of the fields read one by one (the fraction truncated to
+    # microseconds), and None for impossible dates, whatever the digits.
+    rng = random.Random(20261202)
+    for _ in range(20_000):
+        year = rng.choice(["0000", "0001", "1970", "2024", "9999", f"{rng.randrange(10_000):04d}"])
+        month, day, hour, minute, second = (
+            rng.randrange(14),
+            rng.randrange(33),
+            rng.randrange(26),
+            rng.randrange(62),
+            rng.randrange(62),
+        )
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randrange(0, 14)))
+        fraction = f".{digits}" if digits else ""
+        value = f"{year}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{fraction}Z"
+        try:
+            expected: datetime | None = datetime(
+                int(year),
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                int(digits[:6].ljust(6, "0")) if digits else 0,
+                tzinfo=UTC,
+            )
+        except ValueError:
+            expected = None
+        parsed = parse_timestamp(value)
+        assert parsed == expected, value
+        if parsed is not None:
+            assert parsed.tzinfo is UTC
