@@ -1930,7 +1930,9 @@ _BODIES = (
 def test_arbitrary_bodies_only_raise_permanent_error() -> None:
     outcomes: Counter[str] = Counter()
 
-    @settings(_FUZZ, max_examples=150)
+    # Derandomised: the share of built bodies below is a property of the examples,
+    # so the same examples every run (a random draw fell short once in many runs).
+    @settings(_FUZZ, max_examples=150, derandomize=True, database=None)
     @given(_BODIES)
     def check(case: tuple[str, str | None]) -> None:
         body, expected = case
