@@ -52,6 +52,7 @@ from service.demo.events import (
     service_arn,
     task_lifecycle,
 )
+from service.eventloop import settle_gc
 from service.logging import configure_logging
 from service.migrate import upgrade
 from service.runtime import open_runtime
@@ -781,6 +782,11 @@ async def main() -> dict[str, Any]:
         help="also run the in-process handler serially under cProfile and print the top"
         " functions (stats in bench/results/ingest.prof)",
     )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep Python's default garbage collector settings (ecswatch run settles them)",
+    )
     args = parser.parse_args()
     configure_logging("json", "warning")
     db_url = await fresh_database(args.database_url)
@@ -789,6 +795,8 @@ async def main() -> dict[str, Any]:
         await upgrade(engine)
         await engine.dispose()
         bodies = [json.dumps(e) for e in workload(args.events)]
+        if not args.default_gc:
+            settle_gc()  # as `ecswatch run` does once it has started
         copy_rate = await copy_baseline(db_url, bodies)
         pipeline_rate, pipeline_cpu = await in_process(db_url, bodies, args.batch, args.workers)
         pipeline_rows = await table_counts(db_url)

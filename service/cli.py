@@ -162,6 +162,7 @@ async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int)
     async def main(stop: asyncio.Event) -> None:
         async with open_runtime(settings) as runtime:
             await upgrade(runtime.engine)
+            eventloop.settle_gc()  # every role's modules are imported by now
             await run_roles(runtime, roles, stop, host=host, port=port)
 
     await _run_until_signal(main)

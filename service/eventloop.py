@@ -11,6 +11,7 @@ socket work. It is a dependency on every platform uvloop supports; elsewhere
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -30,3 +31,24 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` on the loop of :func:`loop_factory`."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+#: Young-generation threshold of the garbage collector once a process has started:
+#: a page of 100 rows or a batch of 500 events allocates tens of thousands of
+#: objects, which at the default of 700 ran a collection every few rows.
+GC_THRESHOLD = (20_000, 20, 20)
+
+
+def settle_gc() -> None:
+    """Tune the garbage collector for a long-running process whose startup is done.
+
+    ``gc.freeze()`` moves every object alive now (modules, SQLAlchemy and
+    pydantic metadata, the app) out of the collector's reach, so the
+    collections that requests and batches trigger no longer walk them; the
+    higher young-generation threshold makes those collections rarer. Under 100
+    concurrent API requests the two cut the server's CPU per single-task
+    request by about 30% (docs/performance.md). Garbage is still collected,
+    only less often; reference counting frees most objects at once anyway.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)

@@ -88,7 +88,7 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     # (or statements that need no common snapshot), so BEGIN/ROLLBACK would be two
     # wasted round trips. It does not pre-ping: statements go through execute_read(),
     # which retries once on a fresh connection when a pooled one was dropped.
-    async with get_runtime(request).read_engine.connect() as conn:
+    async with get_runtime(request).read_connection() as conn:
         yield conn
 
 

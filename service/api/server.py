@@ -9,6 +9,7 @@ from collections.abc import Generator
 import uvicorn
 
 from service.api.app import create_app
+from service.eventloop import settle_gc
 from service.roles import RoleStatus
 from service.runtime import Runtime
 
@@ -32,6 +33,8 @@ async def serve_api(
 ) -> None:
     """Serve until ``stop`` is set; ``started`` gets the bound port once it listens."""
     app = create_app(runtime, roles)
+    app.openapi()  # built now, not by the first request that needs it
+    settle_gc()  # the app, built just now, lives as long as the process
     config = uvicorn.Config(
         app,
         host=host,
