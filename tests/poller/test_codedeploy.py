@@ -58,6 +58,18 @@ async def deployment(engine: AsyncEngine, deployment_id: str) -> dict[str, Any]:
         return dict(row.one())
 
 
+async def create_deployment(endpoint: str, fleet: Fleet, **group: Any) -> tuple[str, str]:
+    """A group (see create_group) and a deployment in it: (application, deployment id)."""
+    app = await create_group(endpoint, fleet, **group)
+    async with _client("codedeploy", endpoint) as cd:
+        created = await cd.create_deployment(
+            applicationName=app,
+            deploymentGroupName="dg",
+            revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
+        )
+    return app, str(created["deploymentId"])
+
+
 async def create_group(endpoint: str, fleet: Fleet, *, ecs_service: bool = True) -> str:
     """A CodeDeploy application and group deploying the fleet's service (blue/green)."""
     app = f"app{uuid.uuid4().hex[:8]}"
@@ -205,14 +217,7 @@ async def test_batch_get_deployments_catches_a_failure_whose_event_never_came(
     mapper: CodeDeployMapper,
     aws_proxy: AwsProxy,
 ) -> None:
-    app = await create_group(moto_server.endpoint_url, cd_fleet)
-    async with _client("codedeploy", moto_server.endpoint_url) as cd:
-        created = await cd.create_deployment(
-            applicationName=app,
-            deploymentGroupName="dg",
-            revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
-        )
-    deployment_id = created["deploymentId"]
+    app, deployment_id = await create_deployment(moto_server.endpoint_url, cd_fleet)
     wid = await subscribe(engine, ["deployment.failed"], service="web")
     start = _now() - timedelta(minutes=5)
     await handle(proxied_runtime, [codedeploy_event(app, "dg", deployment_id, "START", start)])
@@ -260,14 +265,7 @@ async def test_a_late_event_and_the_check_agree_in_either_order(
     aws_proxy: AwsProxy,
 ) -> None:
     """SUCCESS seen by the check, then an older START arrives: still succeeded, once."""
-    app = await create_group(moto_server.endpoint_url, cd_fleet)
-    async with _client("codedeploy", moto_server.endpoint_url) as cd:
-        created = await cd.create_deployment(
-            applicationName=app,
-            deploymentGroupName="dg",
-            revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
-        )
-    deployment_id = created["deploymentId"]
+    app, deployment_id = await create_deployment(moto_server.endpoint_url, cd_fleet)
     start = _now() - timedelta(minutes=5)
     await handle(proxied_runtime, [codedeploy_event(app, "dg", deployment_id, "READY", start)])
     await mapper.map_known_groups()
@@ -327,14 +325,7 @@ async def test_the_check_runs_again_after_a_deadlock_and_alerts_once(
     mapper: CodeDeployMapper,
     aws_proxy: AwsProxy,
 ) -> None:
-    app = await create_group(moto_server.endpoint_url, cd_fleet)
-    async with _client("codedeploy", moto_server.endpoint_url) as cd:
-        created = await cd.create_deployment(
-            applicationName=app,
-            deploymentGroupName="dg",
-            revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
-        )
-    deployment_id = created["deploymentId"]
+    app, deployment_id = await create_deployment(moto_server.endpoint_url, cd_fleet)
     await subscribe(engine, ["deployment.failed"], service="web")
     start = _now() - timedelta(minutes=5)
     await handle(proxied_runtime, [codedeploy_event(app, "dg", deployment_id, "START", start)])
