@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchdb  # bench/ is the script's directory, so first on sys.path
 
+from service.alerts.raising import _ALERT_COLUMNS  # the columns the pipeline inserts
 from service.config import load_settings
 from service.consumer.handler import Handler, Message
 from service.consumer.loop import Consumer
@@ -456,18 +457,6 @@ async def column_types(db_url: str) -> dict[str, dict[str, str]]:
     for row in rows:
         types.setdefault(row["relname"], {})[row["attname"]] = row["typname"]
     return types
-
-
-_ALERT_COLUMNS = (
-    "id",
-    "type",
-    "dedupe_key",
-    "cluster_name",
-    "service_name",
-    "deployment_id",
-    "summary",
-    "payload",
-)
 
 
 _COUNTED = (
