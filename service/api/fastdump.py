@@ -58,14 +58,6 @@ class NotFast(Exception):
     """A row (or a value in it) is not exactly what the model would answer."""
 
 
-def _answer(check: Check, value: Any) -> Any:
-    if type(check) is frozenset:
-        if type(value) not in check:
-            raise NotFast
-        return value
-    return check(value)  # type: ignore[operator]
-
-
 def _optional(annotation: Any) -> tuple[Any, bool]:
     """(the type inside ``X | None``, True), or (annotation, False)."""
     if get_origin(annotation) in (Union, types.UnionType):
