@@ -24,21 +24,10 @@ from tests.rig.tcp_proxy import TcpProxy
 
 
 @pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    url = make_url(database_url)
-    if not url.host:
-        pytest.skip("needs a TCP database URL (ECSWATCH_TEST_DATABASE_URL)")
-    p = TcpProxy(url.host, url.port or 5432)
-    await p.start()
-    yield p
-    await p.stop()
-
-
-@pytest.fixture
 async def proxied(
-    database_url: str, proxy: TcpProxy, tmp_path: Path
+    database_url: str, db_proxy: TcpProxy, tmp_path: Path
 ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    url = make_url(database_url).set(host="127.0.0.1", port=db_proxy.port)
     settings = load_settings(
         database_url=url.render_as_string(hide_password=False),
         data_dir=tmp_path / "data",
@@ -54,7 +43,7 @@ async def proxied(
 
 
 async def test_a_dropped_connection_is_retried_once(
-    proxied: tuple[Runtime, httpx.AsyncClient], proxy: TcpProxy, engine: object
+    proxied: tuple[Runtime, httpx.AsyncClient], db_proxy: TcpProxy, engine: object
 ) -> None:
     runtime, client = proxied
     assert runtime.read_engine.pool._pre_ping is False  # type: ignore[attr-defined]
@@ -62,8 +51,8 @@ async def test_a_dropped_connection_is_retried_once(
     for path in ("/v1/clusters", "/v1/tasks?cluster=prod", "/v1/tasks/nope"):
         first = await client.get(path)
         assert first.status_code in (200, 404), first.text
-        proxy.cut()  # every pooled connection dies, as in a database restart
-        proxy.restore()
+        db_proxy.cut()  # every pooled connection dies, as in a database restart
+        db_proxy.restore()
         again = await client.get(path)
         assert again.status_code == first.status_code, (path, again.text)
         assert again.json() == first.json()
@@ -72,14 +61,14 @@ async def test_a_dropped_connection_is_retried_once(
 
 
 async def test_a_database_that_stays_down_is_a_problem(
-    proxied: tuple[Runtime, httpx.AsyncClient], proxy: TcpProxy
+    proxied: tuple[Runtime, httpx.AsyncClient], db_proxy: TcpProxy
 ) -> None:
     _, client = proxied
     assert (await client.get("/v1/clusters")).status_code == 200
-    proxy.cut()
+    db_proxy.cut()
     response = await client.get("/v1/clusters")
     # As before the read engine (the retry fails too): 500, unexpected error.
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
-    proxy.restore()
+    db_proxy.restore()
     assert (await client.get("/v1/clusters")).status_code == 200

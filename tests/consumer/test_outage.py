@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,28 +19,17 @@ from tests.rig.fixtures import SqsQueue
 from tests.rig.tcp_proxy import TcpProxy
 
 
-@pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[TcpProxy]:
-    url = make_url(database_url)
-    if not url.host:
-        pytest.fail("the outage test needs a TCP database URL (ECSWATCH_TEST_DATABASE_URL)")
-    p = TcpProxy(url.host, url.port or 5432)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 async def test_database_outage_mid_stream(
     aws_settings: Settings,
     database_url: str,
-    proxy: TcpProxy,
+    db_proxy: TcpProxy,
     engine: AsyncEngine,
     sqs_client: SQSClient,
     short_visibility: SqsQueue,
 ) -> None:
     rng = random.Random(7)
     events = [e for n in range(12) for e in task_lifecycle(rng, service=f"s{n % 3}")]
-    proxied = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    proxied = make_url(database_url).set(host="127.0.0.1", port=db_proxy.port)
     settings = aws_settings.model_copy(
         update={"database_url": proxied.render_as_string(hide_password=False)}
     )
@@ -61,10 +48,10 @@ async def test_database_outage_mid_stream(
             async with asyncio.timeout(60):
                 while consumer.processed < 20:
                     await asyncio.sleep(0.05)
-                proxy.cut()  # the database goes away mid-stream ...
+                db_proxy.cut()  # the database goes away mid-stream ...
                 await send_events(sqs_client, queue_url, second)
                 await asyncio.sleep(3)
-                proxy.restore()  # ... and comes back
+                db_proxy.restore()  # ... and comes back
                 while await queue_depth(sqs_client, queue_url) > 0:
                     assert not task.done()
                     await asyncio.sleep(0.2)
@@ -73,7 +60,7 @@ async def test_database_outage_mid_stream(
             await task
     # The outage was really met: the consumer went for the database while it was
     # gone (and then recovered by itself, as the state below shows).
-    assert proxy.refused > 0
+    assert db_proxy.refused > 0
     assert await queue_depth(sqs_client, short_visibility.dlq_url) == 0
     async with engine.connect() as conn:
         raw = (await conn.execute(text("SELECT count(*) FROM raw_events"))).scalar()

@@ -11,11 +11,13 @@ from typing import NamedTuple
 
 import pytest
 from aiobotocore.session import get_session
+from sqlalchemy.engine import make_url
 from types_aiobotocore_sqs import SQSClient
 
 from service.demo.aws import MotoServer, create_queue_with_dlq
 from service.demo.intake import DatadogIntake
 from service.demo.receiver import WebhookReceiver
+from tests.rig.tcp_proxy import TcpProxy
 
 REGION = "us-east-1"
 
@@ -83,3 +85,20 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
     """A running :class:`WebhookReceiver`; register paths with ``expect(path, secret)``."""
     async with WebhookReceiver() as receiver:
         yield receiver
+
+
+@pytest.fixture
+async def db_proxy(database_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the test database, to cut or refuse its connections.
+
+    Tests that use it need a server reached over TCP (``ECSWATCH_TEST_DATABASE_URL``,
+    as ``scripts/test`` sets); the embedded server listens on a socket only. Without
+    one they fail rather than skip, so that they never pass by not running.
+    """
+    url = make_url(database_url)
+    if not url.host:
+        pytest.fail("this test needs a TCP database URL (ECSWATCH_TEST_DATABASE_URL)")
+    proxy = TcpProxy(url.host, url.port or 5432)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
