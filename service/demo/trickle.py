@@ -100,9 +100,16 @@ class TrickleReceiver:
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
             await writer.drain()
             while True:
-                await asyncio.sleep(self.interval_s)
-                writer.write(b".")
-                await writer.drain()
+                try:
+                    # Anything more from the client, or its hanging up, ends the wait.
+                    more = await asyncio.wait_for(reader.read(1024), self.interval_s)
+                except TimeoutError:
+                    writer.write(b".")
+                    await writer.drain()
+                    continue
+                if not more:
+                    return  # the client gave up on us
+
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             return
         except asyncio.CancelledError:

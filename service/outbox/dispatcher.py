@@ -13,7 +13,9 @@ share one database:
   the kinds concurrently. Up to ``max_batches`` batches are in flight at once: the
   loop claims the next batch as soon as one is sent off, so a slow receiver holds
   up only the batch it is in (and a sender bounds each delivery well inside the
-  lease; the webhook sender also caps what is in flight per subscription).
+  lease). The webhook sender also caps what is in flight per subscription (and
+  defers the rest), so one hanging receiver holds at most that many batches: the
+  others keep flowing unless ``max_batches`` / cap receivers hang at once.
 * **Record** (a second short transaction): delivered, retried at the time the
   pure schedule in :mod:`service.outbox.retry` gives (honouring a receiver's
   ``retry_after``), or dead once the retry budget is spent. A sender that also
@@ -139,7 +141,7 @@ class Dispatcher:
         lease_s: float = 60.0,
         grace_s: float = 10.0,
         metrics_interval_s: float = 5.0,
-        max_batches: int = 4,
+        max_batches: int = 16,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._engine = engine
@@ -175,6 +177,8 @@ class Dispatcher:
                 try:
                     rows = await self._claim() if self._kinds else []
                     await self._update_gauges()
+                    if not rows:
+                        await self._sleep(stop)
                 except Exception as exc:
                     # The database is down (or refusing us): wait and try again; the
                     # role must outlive an outage.
@@ -189,9 +193,7 @@ class Dispatcher:
                     continue
                 outage.reset()
                 if rows:
-                    self._start_batch(rows)
-                    continue  # more may be due at once
-                await self._sleep(stop)
+                    self._start_batch(rows)  # and claim again: more may be due at once
         finally:
             await self._finish_or_release()
             listener.cancel()

@@ -34,10 +34,8 @@ from tests.api.conftest import ADMIN_TOKEN, READ_TOKEN
 _TABLES = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
 
 
-async def _seed(runtime_engine: object) -> None:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    assert isinstance(runtime_engine, AsyncEngine)
+async def _seed(runtime: Runtime) -> None:
+    runtime_engine = runtime.engine
     async with runtime_engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await seed.insert_rows(runtime_engine, "clusters", [seed.cluster("prod")])
@@ -81,12 +79,12 @@ async def _seed(runtime_engine: object) -> None:
         runtime_engine,
         "webhook_subscriptions",
         [
-            {
-                "id": "wh_seeded",
-                "url": "https://93.184.215.14/",
-                "secret": "whsec_x",
-                "events": ["deployment.failed"],
-            }
+            seed.webhook(
+                runtime.settings,
+                "wh_seeded",
+                "https://93.184.215.14/",
+                events=["deployment.failed"],
+            )
         ],
     )
 
@@ -119,7 +117,7 @@ class ApiServer:
         self._stop = asyncio.Event()
         started: asyncio.Future[int] = self._loop.create_future()
         async with open_runtime(self.settings, pool_size=5) as runtime:
-            await _seed(runtime.engine)
+            await _seed(runtime)
             serving = asyncio.create_task(
                 serve_api(
                     runtime,
