@@ -77,6 +77,18 @@ def parse_keys(value: str) -> tuple[str, ...]:
     return keys
 
 
+def looks_encrypted(value: str) -> bool:
+    """True when ``value`` has the shape of a Fernet token (version byte 0x80, then a
+    timestamp, IV, ciphertext and HMAC: at least 73 bytes), whichever key made it."""
+    if not value.startswith("gAAAAA"):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(value.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return False
+    return len(raw) >= 73 and raw[0] == 0x80
+
+
 def derived_key(data_dir: Path) -> str:
     """The local key of ``data_dir``: a hash of its absolute path. Not secret."""
     digest = hashlib.sha256(_DERIVED_CONTEXT + str(data_dir.resolve()).encode()).digest()

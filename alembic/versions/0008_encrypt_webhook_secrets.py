@@ -10,8 +10,9 @@ as they are, and adds ``previous_secret`` and ``previous_secret_expires_at`` for
 ``POST /v1/webhooks/{id}/rotate-secret``.
 
 The downgrade decrypts ``url`` and ``secret`` back to plain text (it needs a key
-that opens them) and drops the two columns: a secret still in its rotation overlap
-is lost (deliveries are then signed with the new secret only). Nothing else is lost.
+that opens them; a value that is no token at all is left as it is) and drops the
+two columns: a secret still in its rotation overlap is lost (deliveries are then
+signed with the new secret only). Nothing else is lost.
 
 Revision ID: 0008
 Revises: 0007
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from alembic import op
-from service.cipher import SecretCipher, SecretDecryptError, cipher_for
+from service.cipher import SecretCipher, SecretDecryptError, cipher_for, looks_encrypted
 from service.config import load_settings
 
 revision: str = "0008"
@@ -77,7 +78,9 @@ def downgrade() -> None:
         cipher = _cipher()
         for row in rows:
             try:
-                url, secret = cipher.decrypt(row.url), cipher.decrypt(row.secret)
+                url, secret = (
+                    cipher.decrypt(v) if looks_encrypted(v) else v for v in (row.url, row.secret)
+                )
             except SecretDecryptError:
                 raise SystemExit(
                     f"cannot decrypt webhook {row.id}: set ECSWATCH_SECRET_KEY to the keys "
