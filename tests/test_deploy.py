@@ -19,7 +19,13 @@ from tests.conftest import REPO_ROOT
 TEMPLATE = REPO_ROOT / "deploy" / "cloudformation.yaml"
 AWS_DOC = REPO_ROOT / "docs" / "aws.md"
 POLICY_HEADING = "## Least-privilege IAM policy"
-SECRET_VARIABLES = {"ECSWATCH_DATABASE_URL", "ECSWATCH_API_TOKENS", "DD_API_KEY", "DD_APP_KEY"}
+SECRET_VARIABLES = {
+    "ECSWATCH_DATABASE_URL",
+    "ECSWATCH_API_TOKENS",
+    "ECSWATCH_SECRET_KEY",
+    "DD_API_KEY",
+    "DD_APP_KEY",
+}
 
 
 class _CfnLoader(yaml.SafeLoader):
