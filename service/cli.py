@@ -146,9 +146,30 @@ async def _db_current(settings: Settings) -> str:
     return "\n".join(f"{rev} (head)" if rev in heads else rev for rev in revisions)
 
 
+def _database_is_local(settings: Settings) -> bool:
+    """True for the embedded database, a local socket or a loopback host."""
+    if not settings.database_url:
+        return True
+    from sqlalchemy.engine import make_url
+
+    host = make_url(settings.database_url.replace("postgres://", "postgresql://", 1)).host
+    return not host or host.startswith("/") or is_loopback(host)
+
+
 def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from alembic.util import CommandError
 
+    # Migrations encrypt and decrypt webhook secrets: a remote database gets the real key.
+    if (
+        args.db_command in ("upgrade", "downgrade")
+        and settings.secret_key is None
+        and not _database_is_local(settings)
+    ):
+        return _fail(
+            f"refusing to migrate a remote database without ECSWATCH_SECRET_KEY "
+            f"(db {args.db_command} encrypts or decrypts webhook secrets with it)",
+            EXIT_USAGE,
+        )
     try:
         if args.db_command == "upgrade":
             eventloop.run(_db_upgrade(settings))
@@ -175,16 +196,6 @@ async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int)
             await run_roles(runtime, roles, stop, host=host, port=port)
 
     await _run_until_signal(main)
-
-
-def _database_is_local(settings: Settings) -> bool:
-    """True for the embedded database, a local socket or a loopback host."""
-    if not settings.database_url:
-        return True
-    from sqlalchemy.engine import make_url
-
-    host = make_url(settings.database_url.replace("postgres://", "postgresql://", 1)).host
-    return not host or host.startswith("/") or is_loopback(host)
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:

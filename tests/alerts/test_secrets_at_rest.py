@@ -239,3 +239,12 @@ async def test_migration_0008_encrypts_and_its_downgrade_decrypts(
         assert secrets == {SECRET}
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("command", [["upgrade"], ["downgrade", "0007"]])
+async def test_db_migrations_refuse_a_remote_database_without_a_key(command: list[str]) -> None:
+    remote = "postgresql+asyncpg://u@db.example.com:5432/ecswatch"
+    code, _, err = await _ecswatch("db", *command, ECSWATCH_DATABASE_URL=remote)
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith("ecswatch: refusing to migrate a remote database without")
