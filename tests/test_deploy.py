@@ -14,6 +14,7 @@ import yaml
 
 from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT
 from service.roles import ALL_ROLES
+from tests.cfn_template import CfnLoader
 from tests.conftest import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "deploy" / "cloudformation.yaml"
@@ -26,31 +27,9 @@ INSTALL_SECRETS = {"DD_API_KEY", "DD_APP_KEY"}
 INSTALL_TASK = "DatadogInstallTaskDefinition"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags read as their long form (!Ref X -> {Ref: X})."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    loaded = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
     assert isinstance(loaded, dict)
     return loaded
 
