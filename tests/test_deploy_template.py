@@ -86,8 +86,7 @@ def test_every_allowed_task_size_passes_cfn_lint(tmp_path: Path) -> None:
 
 
 def test_cfn_lint_refuses_a_size_fargate_does_not_run(tmp_path: Path) -> None:
-    # 1024 CPU units take 2 to 8 GiB: the default memory of the old TaskMemory was
-    # 1024, a pair that failed only at deploy time.
+    # 1024 CPU units take 2 to 8 GiB of memory: 1024 with 1024 MiB is no Fargate size.
     result = _cfn_lint(tmp_path, _with_sizes([("1024", "1024")]))
     assert result.returncode != 0
     assert "E3047" in result.stdout
