@@ -148,7 +148,7 @@ def _canonical(key: str, value: Any) -> Any:
         if key == "tags" and all(isinstance(v, str) for v in items):
             return sorted(items)
         return items
-    if key in ("query", "q") and isinstance(value, str):
+    if key == "query" and isinstance(value, str):
         return _SPACES.sub(" ", value).strip()
     return value
 
