@@ -316,6 +316,7 @@ SERVICE_ACTION_SIGNALS: dict[str, Signal] = {
     "DAEMON_TASK_CREATION_FAILED": Signal.PLACEMENT,
     "SERVICE_TASK_CONFIGURATION_FAILURE": Signal.CONFIGURATION_FAILURE,
     "SERVICE_TASK_START_IMPAIRED": Signal.START_IMPAIRED,
+    "DAEMON_TASK_START_IMPAIRED": Signal.START_IMPAIRED,
 }
 
 #: ``RESOURCE:<name>`` of a placement failure, in words.
@@ -360,10 +361,15 @@ class _Finding:
     evidence: list[Evidence] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     count: int = 0
+    from_tasks: bool = False  # counted in failed tasks (else in events)
 
     def first_at(self) -> float:
         stamps = [_instant(e.at) for e in self.evidence if e.at is not None]
         return min(stamps) if stamps else float("inf")
+
+
+#: Findings by (signal, container, exit code, from tasks).
+Findings = dict[tuple[Signal, str | None, int | None, bool], _Finding]
 
 
 def _instant(at: datetime) -> float:
@@ -376,7 +382,7 @@ def _instant(at: datetime) -> float:
 
 def classify(facts: DeploymentFacts) -> Cause:
     """The cause of a failed or stuck deployment; never raises."""
-    findings: dict[tuple[Signal, str | None, int | None], _Finding] = {}
+    findings: Findings = {}
     failed = _task_findings(facts.tasks, findings)
     _service_action_findings(facts.service_actions, findings)
     _other_findings(facts, findings)
@@ -436,9 +442,7 @@ def is_failed(task: TaskFact) -> bool:
     return bool(signals) or task.stop_code in FAILED_STOP_CODES
 
 
-def _task_findings(
-    tasks: Sequence[TaskFact], findings: dict[tuple[Signal, str | None, int | None], _Finding]
-) -> int:
+def _task_findings(tasks: Sequence[TaskFact], findings: Findings) -> int:
     """Add the failed tasks' findings (one per task: its best signal); their number."""
     failed = 0
     for task in tasks:
@@ -451,7 +455,8 @@ def _task_findings(
         signal = min(signals, key=RANK.__getitem__) if signals else Signal.TASK_FAILED
         container, exit_code, reason = _culprit(task, signal)
         finding = findings.setdefault(
-            (signal, container, exit_code), _Finding(signal, container, exit_code)
+            (signal, container, exit_code, True),
+            _Finding(signal, container, exit_code, from_tasks=True),
         )
         finding.count += 1
         finding.reasons.append(reason)
@@ -498,13 +503,14 @@ def _task_detail(task: TaskFact) -> str:
 
 def _service_action_findings(
     actions: Sequence[ServiceActionFact],
-    findings: dict[tuple[Signal, str | None, int | None], _Finding],
+    findings: Findings,
 ) -> None:
     for action in actions:
-        signal = SERVICE_ACTION_SIGNALS.get(action.event_name)
-        if signal is None:
+        signals = action_signals(action)
+        if not signals:
             continue
-        finding = findings.setdefault((signal, None, None), _Finding(signal))
+        signal = min(signals, key=RANK.__getitem__)
+        finding = findings.setdefault((signal, None, None, False), _Finding(signal))
         finding.count += 1
         finding.reasons.append(action.reason or "")
         detail = action.event_name + (f": {action.reason}" if action.reason else "")
@@ -513,21 +519,32 @@ def _service_action_findings(
         )
 
 
+def action_signals(action: ServiceActionFact) -> set[Signal]:
+    """The signals of a Service Action: its event's (:data:`SERVICE_ACTION_SIGNALS`), a
+    ``RESOURCE:`` or "no container instances" reason (placement, as daemon actions word
+    it under ``DAEMON_TASK_START_IMPAIRED``), and the task wordings of its reason."""
+    reason = action.reason or ""
+    signals = {rule.signal for rule in TEXT_RULES if rule.pattern.search(reason)}
+    if action.event_name in SERVICE_ACTION_SIGNALS:
+        signals.add(SERVICE_ACTION_SIGNALS[action.event_name])
+    if _RESOURCE.search(reason) or _NO_INSTANCES.search(reason):
+        signals.add(Signal.PLACEMENT)
+    return signals
+
+
 def _add(
-    findings: dict[tuple[Signal, str | None, int | None], _Finding],
+    findings: Findings,
     signal: Signal,
     evidence: Evidence,
     reason: str,
 ) -> None:
-    finding = findings.setdefault((signal, None, None), _Finding(signal))
+    finding = findings.setdefault((signal, None, None, False), _Finding(signal))
     finding.count += 1
     finding.reasons.append(reason)
     finding.evidence.append(evidence)
 
 
-def _other_findings(
-    facts: DeploymentFacts, findings: dict[tuple[Signal, str | None, int | None], _Finding]
-) -> None:
+def _other_findings(facts: DeploymentFacts, findings: Findings) -> None:
     for hook in facts.hooks:
         if hook.event_name not in FAILED_HOOK_EVENTS:
             continue
@@ -563,13 +580,13 @@ def _other_findings(
             text,
         )
     if facts.stuck:
-        finding = findings.setdefault((Signal.STUCK, None, None), _Finding(Signal.STUCK))
+        finding = findings.setdefault((Signal.STUCK, None, None, False), _Finding(Signal.STUCK))
         finding.count += 1
 
 
 def _target_health_findings(
     points: Sequence[TargetHealthPoint],
-    findings: dict[tuple[Signal, str | None, int | None], _Finding],
+    findings: Findings,
 ) -> None:
     # Per target group and metric: the worst point above zero is the evidence.
     worst: dict[tuple[str, str], TargetHealthPoint] = {}
@@ -592,7 +609,9 @@ def _target_health_findings(
         else:
             said = f"{_number(totals[key])} {TARGET_HEALTH_METRICS[p.name]}"
             reason = said
-        detail = f"target group {group}: {p.name} {p.statistic} {_number(p.value)}"
+        detail = _clip(
+            f"target group {group}: {p.name} {p.statistic} {_number(p.value)}", MAX_DETAIL
+        )
         _add(
             findings,
             Signal.TARGET_HEALTH,
@@ -609,7 +628,9 @@ def target_group_name(dimension: str) -> str:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.2f}"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -625,6 +646,8 @@ def _quote(text: str | None) -> str:
 
 
 def _of(finding: _Finding, failed: int) -> str:
+    if not finding.from_tasks:
+        return f"(ECS events: {finding.count})"
     return f"in {finding.count} of {failed} failed task{'s' if failed != 1 else ''}"
 
 
@@ -638,7 +661,7 @@ def _image_pull(f: _Finding, failed: int) -> str:
 
 
 def _secrets(f: _Finding, failed: int) -> str:
-    return f"tasks could not start (secrets, logging or other setup) {_of(f, failed)}: {_first(f)}"
+    return f"tasks could not be set up {_of(f, failed)}: {_first(f)}"
 
 
 def _configuration(f: _Finding, failed: int) -> str:
@@ -667,7 +690,7 @@ def _container_health(f: _Finding, failed: int) -> str:
 
 def _container_exit(f: _Finding, failed: int) -> str:
     who = f"container {f.container}" if f.container else "an essential container"
-    code = f" with exit code {f.exit_code}" if f.exit_code is not None else ""
+    code = f" with code {f.exit_code}" if f.exit_code is not None else ""
     return f"{who} exited{code} {_of(f, failed)}"
 
 
