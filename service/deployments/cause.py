@@ -133,7 +133,6 @@ class DeploymentFacts:
     target_health: tuple[TargetHealthPoint, ...] = ()
     codedeploy: tuple[CodeDeployFact, ...] = ()
     stuck: bool = False
-    stuck_at: datetime | None = None
     reason: str | None = None  # the deployment's own reason, quoted when nothing explains it
 
 
@@ -332,6 +331,7 @@ PLACEMENT_RESOURCES: dict[str, str] = {
 }
 _RESOURCE = re.compile(r"RESOURCE:([A-Z_]+)")
 _NO_INSTANCES = re.compile(r"no container instances?", re.IGNORECASE)
+_TARGET_GROUP = re.compile(r"targetgroup/([^/\s)]+)")
 
 #: Target-group metrics that show an unhealthy rollout, and what a point above zero says.
 TARGET_HEALTH_METRICS: dict[str, str] = {
@@ -436,7 +436,11 @@ def is_replaced(task: TaskFact, signals: set[Signal] | None = None) -> bool:
 
 def is_failed(task: TaskFact) -> bool:
     """A stopped task that counts as a failure of its deployment."""
-    signals = task_signals(task)
+    return _counts(task, task_signals(task))
+
+
+def _counts(task: TaskFact, signals: set[Signal]) -> bool:
+    """Not replaced, and a failure by its words or its stop code."""
     if is_replaced(task, signals):
         return False
     return bool(signals) or task.stop_code in FAILED_STOP_CODES
@@ -447,9 +451,7 @@ def _task_findings(tasks: Sequence[TaskFact], findings: Findings) -> int:
     failed = 0
     for task in tasks:
         signals = task_signals(task)
-        if is_replaced(task, signals):
-            continue
-        if not signals and task.stop_code not in FAILED_STOP_CODES:
+        if not _counts(task, signals):
             continue
         failed += 1
         signal = min(signals, key=RANK.__getitem__) if signals else Signal.TASK_FAILED
@@ -679,7 +681,7 @@ def _start_timeout(f: _Finding, failed: int) -> str:
 
 
 def _elb_health(f: _Finding, failed: int) -> str:
-    match = re.search(r"targetgroup/([^/\s)]+)", _first(f))
+    match = next(filter(None, (_TARGET_GROUP.search(r) for r in f.reasons)), None)
     where = f" of target group {match.group(1)}" if match else ""
     return f"tasks failed the load balancer's health checks{where} {_of(f, failed)}"
 

@@ -5,9 +5,7 @@ Read-only: a handful of statements, each served by an index (docs/api.md,
 
 * the deployment (primary key) with its service's load balancers and deployment
   alarms (``ix_services_cluster_name_name``);
-* its tasks: by ``startedBy`` (``ix_tasks_deployment_id``), or, for blue/green
-  and CodeDeploy deployments whose tasks name another id, the tasks of its task
-  definition (``ix_tasks_family_revision``) created during the rollout;
+* its tasks: those it started (``startedBy``, ``ix_tasks_deployment_id``);
 * its events: its own (primary key), each task's (the GIN index on
   ``raw_events.resources``) and the service's Service Action events during the
   rollout (``ix_raw_events_detail_type_time``);
@@ -29,7 +27,6 @@ from typing import Any
 
 from sqlalchemy import (
     DateTime,
-    Integer,
     Text,
     bindparam,
     func,
@@ -133,20 +130,6 @@ TASKS = (
     .limit(MAX_TASKS)
 )
 
-#: Tasks of the deployment's task definition created during its rollout.
-TASKS_OF_REVISION = (
-    select(*_TASK_COLUMNS)
-    .where(
-        T.family == bindparam("family"),
-        T.revision == bindparam("revision", type_=Integer),
-        T.cluster_name == bindparam("cluster"),
-        T.created_at >= bindparam("start", type_=DateTime(timezone=True)),
-        T.created_at <= bindparam("end", type_=DateTime(timezone=True)),
-    )
-    .order_by(T.created_at, T.arn)
-    .limit(MAX_TASKS)
-)
-
 _EVENT_FIELDS = (
     "e.id, e.detail_type, e.time,"
     " e.detail->>'eventName' AS event_name, e.detail->>'reason' AS reason,"
@@ -197,7 +180,7 @@ EVENTS = text(
 #: ALB points of the service's target groups in a time window.
 POINTS = (
     select(
-        P.dimensions["TargetGroup"].astext.label("target_group"),
+        func.coalesce(P.dimensions["TargetGroup"].astext, "").label("target_group"),
         P.name,
         P.statistic,
         P.timestamp,
@@ -252,18 +235,6 @@ async def gather(
     deployment = found[0]
     start, end = window(deployment, now or datetime.now(UTC))
     tasks = await read(TASKS, {"id": deployment_id})
-    revision = family_revision(deployment["task_definition"])
-    if not tasks and revision is not None and deployment["cluster"] and start is not None:
-        tasks = await read(
-            TASKS_OF_REVISION,
-            {
-                "family": revision[0],
-                "revision": revision[1],
-                "cluster": deployment["cluster"],
-                "start": start - BEFORE_START,
-                "end": end,
-            },
-        )
     event_ids = [str(e) for e in (deployment["event_ids"] or [])][:MAX_EVENT_IDS]
     window_start = (start or end) - BEFORE_START
     events = await read(
@@ -305,17 +276,6 @@ def window(deployment: Mapping[str, Any], now: datetime) -> tuple[datetime | Non
     if start is not None and end < start:
         end = start
     return start, end
-
-
-_FAMILY_REVISION = re.compile(r"(?:task-definition/)?([A-Za-z0-9_-]+):(\d+)$")
-
-
-def family_revision(task_definition: str | None) -> tuple[str, int] | None:
-    """(family, revision) of a task definition ARN or ``family:revision``."""
-    match = _FAMILY_REVISION.search(task_definition or "")
-    if match is None or len(match.group(2)) > 9:
-        return None
-    return match.group(1), int(match.group(2))
 
 
 def _unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

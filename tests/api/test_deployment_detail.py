@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.api.queries import DIRECT_READ_LISTENERS
 from service.consumer.handler import Handler, Message
 from service.demo.events import deployment_events, iso, service_arn, task_lifecycle
+from service.deployments import evidence
+from service.deployments.cause import classify
 from service.poller.metrics import ALB, Query, dimensions_key, point_rows, store_points
 from service.runtime import Runtime
 
@@ -57,7 +59,7 @@ async def _store_alb_points(
 
 
 async def test_an_oom_crash_loop_with_its_timeline_failed_tasks_and_target_health(
-    client: httpx.AsyncClient, runtime: Runtime
+    client: httpx.AsyncClient, runtime: Runtime, engine: AsyncEngine
 ) -> None:
     rng = random.Random(17)
     deployment = deployment_events(
@@ -135,6 +137,13 @@ async def test_an_oom_crash_loop_with_its_timeline_failed_tasks_and_target_healt
         ("UnHealthyHostCount", "Maximum", 1.0),
     ]
     assert {p["target_group"] for p in health} == {TARGET_GROUP}
+
+    # The same facts over a plain SQLAlchemy connection (how other writers read them).
+    async with engine.connect() as conn:
+        gathered = await evidence.gather(evidence.connection_reader(conn), "ecs-svc/2")
+    assert gathered is not None
+    assert gathered.needs_cause
+    assert classify(gathered.facts).as_dict()["summary"] == cause["summary"]
 
 
 async def test_elb_health_check_failures_with_the_target_groups_points(

@@ -39,7 +39,7 @@ from service.deployments.cause import (
     classify,
     is_failed,
 )
-from service.deployments.evidence import build_facts, configured_alarms, family_revision
+from service.deployments.evidence import build_facts, configured_alarms
 
 T0 = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "ecs-events"
@@ -766,13 +766,6 @@ def test_facts_of_a_codedeploy_failure_and_a_failed_hook() -> None:
     hook = _event("ECS Hook State Change", event_name="HOOK_FAILED", lifecycle_stage="PRE_SCALE_UP")
     facts = build_facts(_deployment(event_ids=["e1"]), [], [hook], [])
     assert classify(facts).summary == "the lifecycle hook failed at PRE_SCALE_UP"
-
-
-def test_family_and_revision_of_a_task_definition() -> None:
-    assert family_revision(f"arn:aws:ecs:us-east-1:{ACCOUNT}:task-definition/web:42") == ("web", 42)
-    assert family_revision("web:7") == ("web", 7)
-    assert family_revision(None) is None
-    assert family_revision("web") is None
 
 
 # ---------------------------------------------------------------- any facts
