@@ -318,6 +318,15 @@ SERVICE_ACTION_SIGNALS: dict[str, Signal] = {
     "DAEMON_TASK_START_IMPAIRED": Signal.START_IMPAIRED,
 }
 
+#: Evidence of other signals that a cause carries beside its own: the ALB points
+#: behind a health-check or alarm cause, ECS's start-impaired notices behind a stuck one.
+SUPPORTING: dict[Signal, frozenset[Signal]] = {
+    Signal.ELB_HEALTH: frozenset({Signal.TARGET_HEALTH}),
+    Signal.CONTAINER_HEALTH: frozenset({Signal.TARGET_HEALTH}),
+    Signal.ALARM: frozenset({Signal.TARGET_HEALTH}),
+    Signal.STUCK: frozenset({Signal.START_IMPAIRED}),
+}
+
 #: ``RESOURCE:<name>`` of a placement failure, in words.
 PLACEMENT_RESOURCES: dict[str, str] = {
     "CPU": "CPU",
@@ -393,11 +402,9 @@ def classify(facts: DeploymentFacts) -> Cause:
         findings.values(), key=lambda f: (RANK[f.signal], -f.count, f.first_at(), f.container or "")
     )
     evidence = list(best.evidence)
-    if CATEGORY[best.signal] in (Category.HEALTH_CHECK, Category.ALARM):
-        # ALB points back a health-check or alarm cause (and are one themselves).
-        for key, finding in findings.items():
-            if key[0] is Signal.TARGET_HEALTH and finding is not best:
-                evidence += finding.evidence
+    for key, finding in findings.items():
+        if key[0] in SUPPORTING.get(best.signal, ()) and finding is not best:
+            evidence += finding.evidence
     return Cause(
         category=CATEGORY[best.signal],
         summary=_clip(SUMMARIES[best.signal](best, failed), MAX_DETAIL),

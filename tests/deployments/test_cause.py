@@ -663,6 +663,17 @@ def test_an_alarm_carries_the_alb_points_as_evidence() -> None:
     assert cause.evidence[0].detail == "target group web-tg: HTTPCode_Target_5XX_Count Sum 40"
 
 
+def test_a_stuck_deployment_carries_the_start_impaired_notices() -> None:
+    impaired = ServiceActionFact(T0, "SERVICE_TASK_START_IMPAIRED")
+    cause = classify(facts_of(service_actions=(impaired,), stuck=True))
+    assert cause.category is Category.TIMEOUT
+    assert [(e.kind, e.detail) for e in cause.evidence] == [
+        (EvidenceKind.SERVICE_ACTION, "SERVICE_TASK_START_IMPAIRED")
+    ]
+    # Without the stuck flag the notice alone is all there is.
+    assert classify(facts_of(service_actions=(impaired,))).category is Category.UNKNOWN
+
+
 def test_alb_points_alone_say_how_bad_it_was() -> None:
     cause = classify(facts_of(target_health=ALB_POINTS))
     assert cause.summary == (
