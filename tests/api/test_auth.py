@@ -26,6 +26,7 @@ READ_ROUTES = [
     ("GET", "/v1/tasks/some-task"),
     ("GET", "/v1/container-instances"),
     ("GET", "/v1/deployments"),
+    ("GET", "/v1/deployments/ecs-svc/1"),
     ("GET", "/v1/events"),
     ("GET", "/v1/metrics"),
     ("GET", "/v1/alerts"),
@@ -48,6 +49,7 @@ def _template(path: str) -> str:
     replacements = {
         "/prod/web": "/{cluster}/{service}",
         "/some-task": "/{task_id}",
+        "/ecs-svc/1": "/{deployment_id}",
         "/wh_x": "/{webhook_id}",
     }
     for concrete, template in replacements.items():
