@@ -180,16 +180,16 @@ def is_transient_db_error(exc: BaseException) -> bool:
 # ---------------------------------------------------------------- lock order and contention
 
 #: The order in which a transaction that writes several of these tables takes
-#: their row locks: the consumer's (``service.state.apply.apply_events``, each
-#: table first written in this order), which the Describe writes of enrichment
-#: and reconciliation (``service.enrich.writes.write_described``) follow. Within a
-#: table, each statement locks its rows in primary-key order (an ``ORDER BY`` in
-#: the statement, or rows sorted before they are sent, as the consumer does for
-#: that table). Two transactions that follow it may wait for each other but do
-#: not deadlock on tables. The consumer goes back to two tables no other
-#: transaction writes together with them: ``resource_tags`` (the tag rows of the
-#: services it creates, right after ``services``) and ``deployments`` (alerts
-#: settle outcomes after the tags). A transaction that writes one table with
+#: their row locks: the consumer's (``service.consumer.transaction.commit_events``:
+#: state, deployments, alerts, Datadog facts; each table first written in this
+#: order), which the Describe writes of enrichment and reconciliation
+#: (``service.enrich.writes.write_described``) follow. Within a table, each
+#: statement locks its rows in primary-key order (an ``ORDER BY`` in the
+#: statement, or rows sorted before they are sent, as the consumer does for that
+#: table). Two transactions that follow it may wait for each other but do not
+#: deadlock on tables. The consumer goes back to one table: ``deployments`` (the
+#: lifecycle's transitions after its upsert), which no other transaction writes
+#: together with an earlier table. A transaction that writes one table with
 #: several statements locks the rows of all of them first, in one sorted pass
 #: (``SELECT … ORDER BY … FOR UPDATE``). What the order cannot rule out (rows
 #: inserted after that pass; the consumer's two statements on
@@ -204,8 +204,8 @@ WRITE_ORDER = (
     "tasks",
     "container_instances",
     "services",
-    "deployments",
     "resource_tags",
+    "deployments",
     "alerts",
     "datadog_facts",
     "outbox",
