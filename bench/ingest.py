@@ -624,9 +624,7 @@ async def phase_breakdown(db_url: str, bodies: list[str], batch: int) -> dict[st
         finally:
             timings["parse (json, validate, normalise)"] += time.perf_counter() - start
 
-    originals = {
-        key: getattr(importlib.import_module(key[0]), key[1]) for key in _APPLY_PHASES
-    }
+    originals = {key: getattr(importlib.import_module(key[0]), key[1]) for key in _APPLY_PHASES}
 
     def timed(name: tuple[str, str]) -> Any:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -156,8 +156,8 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int) -> None:
     from service.migrate import upgrade
+    from service.roles.supervisor import run_roles
     from service.runtime import open_runtime
-    from service.supervisor import run_roles
 
     async def main(stop: asyncio.Event) -> None:
         async with open_runtime(settings) as runtime:

@@ -1,14 +1,14 @@
-"""Database plumbing: the declarative base, the engine factory and unit_of_work().
+"""Database plumbing: the declarative base, the engine factory, error classes and the
+lock order.
 
-The engine is created by :mod:`service.runtime`; repositories only ``flush()``,
-the owner of the unit of work commits.
+The engine is created by :mod:`service.runtime`; writers only ``flush()``, the
+owner of the transaction commits.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -123,15 +123,6 @@ def create_engine(
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-@asynccontextmanager
-async def unit_of_work(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One transaction: commits when the block ends normally, rolls back otherwise."""
-    async with sessionmaker() as session, session.begin():
-        yield session
 
 
 # SQLSTATE classes and codes that mean "try again later", not "this input is bad".

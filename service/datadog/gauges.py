@@ -39,7 +39,6 @@ from service.datadog.outbox import record_facts
 from service.datadog.tags import EcsContext, ecs_tags, tag
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind
-from service.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -485,9 +484,3 @@ class DatadogJob:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._points_every_s)
         log.info("datadog_job_stopped")
-
-
-async def run_datadog_job(runtime: Runtime, stop: asyncio.Event) -> None:
-    """The job on the runtime's database, at ``ECSWATCH_METRICS_INTERVAL_S``."""
-    job = DatadogJob(runtime.sessionmaker, interval_s=runtime.settings.metrics_interval_s)
-    await job.run(stop)

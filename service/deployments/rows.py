@@ -8,9 +8,8 @@ timestamp by it (:data:`service.deployments.outcome.RANK`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.config import ServiceRef
 from service.deployments.outcome import (
     RANK,
     DeploymentKind,
@@ -29,6 +28,9 @@ from service.events.models import (
     NormalisedEvent,
     TaskStateChange,
 )
+
+if TYPE_CHECKING:  # settings are I/O-free, but their validators reach for sqlalchemy
+    from service.config import ServiceRef
 
 Row = dict[str, Any]
 

@@ -1,34 +1,23 @@
-"""The roles one process can run, and their supervision.
+"""The roles one process can run, each assembled here from the domain packages.
 
-A role is an ``async def role(runtime, stop)`` that returns when ``stop`` is set.
-If a role dies, the process stops (an orchestrator restarts it) rather than
-limping on half-alive.
+A role is an ``async def role(runtime, stop)`` that returns when ``stop`` is set:
+``consumer`` (:mod:`.consumer`), ``poller`` (:mod:`.poller`), ``dispatcher``
+with its sweeps and the Datadog job (:mod:`.dispatcher`), ``api`` (:mod:`.api`);
+:mod:`.supervisor` runs the selected ones. If a role dies, the process stops (an
+orchestrator restarts it) rather than limping on half-alive. Domain packages
+never import a role.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from service.runtime import Runtime
 
 ALL_ROLES = ("consumer", "poller", "dispatcher", "api")
 
 RoleFn = Callable[[Runtime, asyncio.Event], Awaitable[None]]
-
-
-@dataclass
-class RoleStatus:
-    """Which roles were selected and which are running now (for /readyz)."""
-
-    running: dict[str, bool] = field(default_factory=dict)
-
-    def snapshot(self) -> dict[str, str]:
-        return {name: "running" if up else "stopped" for name, up in self.running.items()}
-
-    def all_running(self) -> bool:
-        return all(self.running.values())
 
 
 def parse_roles(value: str) -> tuple[str, ...]:
