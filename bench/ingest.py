@@ -475,7 +475,7 @@ _COUNTED = (
     "datadog_facts",
 )
 
-#: The in-process pipeline should reach this share of the fair baseline (issue 12).
+#: The in-process pipeline should reach this share of the fair baseline (docs/performance.md).
 FAIR_TARGET = 0.7
 
 

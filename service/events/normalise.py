@@ -988,7 +988,7 @@ def _normalise(
 ) -> NormalisedEvent:
     detail: dict[str, Any] = event["detail"]
     stated_time = parse_timestamp(event.get("time"))
-    # DESIGN.md: a missing `time` falls back to detail.updatedAt, then detail.createdAt.
+    # A missing `time` falls back to detail.updatedAt, then detail.createdAt.
     event_time = stated_time or _timestamp(detail, "updatedAt") or _timestamp(detail, "createdAt")
     raw_resources = event.get("resources")
     resources = (
