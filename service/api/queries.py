@@ -270,7 +270,7 @@ async def fetch_dicts(
 ) -> list[dict[str, Any]]:
     """Execute ``stmt`` and return its rows as plain dicts (keys: the statement's labels).
 
-    Statements the driver can run as they are (see :func:`_direct`) go straight to
+    Statements the driver can run as they are (see :func:`direct_form`) go straight to
     the asyncpg connection with SQL compiled once: SQLAlchemy's execution path
     (execution context, result metadata, ``Row`` objects) was a fixed cost per
     request and a cost per row, for nothing these reads need. Anything else, and
@@ -281,7 +281,7 @@ async def fetch_dicts(
     Response models validate a dict several times faster than a ``RowMapping``,
     which pydantic can only read through the generic ``Mapping`` protocol.
     """
-    direct = _direct(stmt, conn.dialect) if isinstance(stmt, ClauseElement) else None
+    direct = direct_form(stmt, conn.dialect) if isinstance(stmt, ClauseElement) else None
     if direct is not None:
         try:
             args = direct.arguments(params or {})
@@ -352,7 +352,7 @@ _DIRECT_CACHE: dict[int, tuple[ClauseElement, _Direct | None]] = {}
 _DIRECT_CACHE_SIZE = 4096
 
 
-def _direct(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
+def direct_form(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
     """The statement compiled for the driver, or None where SQLAlchemy must run it.
 
     Cached per statement object (routes build their statements once per shape).

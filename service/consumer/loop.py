@@ -57,7 +57,7 @@ DATABASE_PROBE_BACKOFF = partial(Backoff, initial=0.5, cap=15.0, jitter=0.5)
 DELETE_BACKOFF = partial(Backoff, initial=0.2, cap=0.6, factor=2.0, jitter=0.0)
 
 
-def _message(raw: MessageTypeDef) -> Message:
+def message_of(raw: MessageTypeDef) -> Message:
     attributes = raw.get("Attributes", {})
     return Message(
         message_id=raw.get("MessageId", ""),
@@ -201,7 +201,7 @@ class Consumer:
                     WaitTimeSeconds=self._wait_seconds,
                     MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 )
-                received = [_message(m) for m in response.get("Messages", [])]
+                received = [message_of(m) for m in response.get("Messages", [])]
                 backoff.reset()
             except asyncio.CancelledError:
                 raise

@@ -914,7 +914,7 @@ def _build_unknown(detail: dict[str, Any], context: _Context) -> _Built:
     return _Built(unknown, cluster_arn, cluster_name, None)
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any], _Context], _Built]] = {
+BUILDERS: dict[str, Callable[[dict[str, Any], _Context], _Built]] = {
     DetailType.TASK_STATE_CHANGE: _build_task,
     DetailType.CONTAINER_INSTANCE_STATE_CHANGE: _build_container_instance,
     DetailType.CONTAINER_INSTANCE_HEALTH_CHANGE: _build_instance_health,
@@ -1012,7 +1012,7 @@ def _normalise(
         event_time=event_time,
         envelope_time=envelope.time,
     )
-    built = _BUILDERS.get(detail_type, _build_unknown)(detail, context)
+    built = BUILDERS.get(detail_type, _build_unknown)(detail, context)
     return NormalisedEvent(
         envelope=envelope,
         detail=built.detail,
