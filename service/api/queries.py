@@ -45,6 +45,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from service.api.schemas import NO_NUL
 from service.errors import InvalidInputError
+from service.events import arns
+from service.events.arns import Arn
 from service.state.models import ResourceTags
 
 _RFC3339 = re.compile(
@@ -133,26 +135,10 @@ def _tag_probe(
     return exists(probe)
 
 
-@dataclass(frozen=True, slots=True)
-class Arn:
-    """The parts of an ECS ARN: ``arn:<partition>:ecs:<region>:<account>:<type>/<path>``."""
-
-    partition: str
-    region: str
-    account: str
-    resource_type: str
-    path: tuple[str, ...]
-
-
 def parse_arn(value: str | None) -> Arn | None:
     """Split an ECS ARN; None for anything else (including old opaque forms we cannot read)."""
-    if not value or not value.startswith("arn:"):
-        return None
-    parts = value.split(":", 5)
-    if len(parts) != 6 or parts[2] != "ecs":
-        return None
-    resource_type, _, path = parts[5].partition("/")
-    return Arn(parts[1], parts[3], parts[4], resource_type, tuple(path.split("/")) if path else ())
+    arn = arns.parse_arn(value)
+    return arn if arn is not None and arn.service == "ecs" else None
 
 
 def is_arn(value: str) -> bool:

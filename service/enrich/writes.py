@@ -25,14 +25,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import PermanentError
+from service.events.arns import parse_arn
 from service.events.models import NormalisedEvent
 from service.events.normalise import normalise
+from service.events.times import iso
 from service.logging import get_logger
 from service.state import apply as state_apply
 from service.state import rows as r
@@ -44,12 +46,12 @@ log = get_logger(__name__)
 
 def _jsonable(value: Any) -> Any:
     """A Describe response as plain JSON values (botocore gives datetimes)."""
-    return json.loads(json.dumps(value, default=_iso))
+    return json.loads(json.dumps(value, default=_time))
 
 
-def _iso(value: object) -> str:
+def _time(value: object) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
+        return iso(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
@@ -385,7 +387,8 @@ def cluster_row_of_describe(cluster: Mapping[str, Any], described_at: datetime) 
     arn = data.get("clusterArn")
     if not isinstance(arn, str):
         return None
-    region, account, _ = r.parse_arn(arn)
+    parsed = parse_arn(arn)
+    region, account = (parsed.region or None, parsed.account or None) if parsed else (None, None)
     settings = [
         {"name": s.get("name"), "value": s.get("value")} for s in data.get("settings") or []
     ]

@@ -52,6 +52,15 @@ def _parse(value: str) -> Arn | None:
     return Arn(partition, service, region, account, resource[:cut], path)
 
 
+def resource_name(value: str) -> str:
+    """The last segment of an ARN's resource (``prod`` of ``…:cluster/prod``), or of
+    ``value`` itself when it is no ARN."""
+    parsed = parse_arn(value)
+    if parsed is None:
+        return value.rpartition("/")[2]
+    return parsed.path[-1] if parsed.path else parsed.resource_type
+
+
 def family_and_revision(task_definition: str | None) -> tuple[str | None, str | None]:
     """``family`` and ``revision`` of a task definition ARN or of ``family:revision``;
     the revision as written (it may be absent)."""

@@ -96,7 +96,7 @@ def _payload_slow(rows: Sequence[r.Row]) -> str:
             # placeholder cannot collide with data.
             return f"\x00{len(texts) - 1}"
         if isinstance(value, datetime):
-            return value.isoformat()
+            return value.isoformat()  # as orjson writes it on the fast path
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return dataclasses.asdict(value)
         raise TypeError(f"{type(value).__name__} is not JSON")

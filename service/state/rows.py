@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from service.events.arns import parse_arn, resource_name
 from service.events.models import (
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
@@ -12,16 +12,9 @@ from service.events.models import (
     NormalisedEvent,
     TaskStateChange,
 )
+from service.events.times import iso
 
 Row = dict[str, Any]
-
-
-def parse_arn(arn: str) -> tuple[str | None, str | None, str]:
-    """``(region, account, resource)`` of an ARN; Nones where it is not one."""
-    parts = arn.split(":", 5)
-    if len(parts) == 6 and parts[0] == "arn":
-        return parts[3] or None, parts[4] or None, parts[5]
-    return None, None, arn
 
 
 class JsonText:
@@ -79,8 +72,9 @@ RAW_EVENT_COLUMNS = (
 
 
 def cluster_row(cluster_arn: str, cluster_name: str | None) -> Row | None:
-    region, account, resource = parse_arn(cluster_arn)
-    name = cluster_name or resource.rpartition("/")[2]
+    arn = parse_arn(cluster_arn)
+    region, account = (arn.region or None, arn.account or None) if arn else (None, None)
+    name = cluster_name or resource_name(cluster_arn)
     if not name:
         return None
     return {"arn": cluster_arn, "name": name, "account": account, "region": region}
@@ -162,20 +156,16 @@ def _health_check(check: HealthCheck) -> Row:
     return {
         "type": check.type,
         "status": check.status,
-        "last_status_change": _iso(check.last_status_change),
-        "last_updated": _iso(check.last_updated),
+        "last_status_change": iso(check.last_status_change),
+        "last_updated": iso(check.last_updated),
         "status_reason": check.status_reason,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def service_row(
     arn: str, name: str | None, cluster_arn: str | None, cluster_name: str | None
 ) -> Row | None:
-    name = name or parse_arn(arn)[2].rpartition("/")[2]
+    name = name or resource_name(arn)
     if not name:
         return None
     return {"arn": arn, "name": name, "cluster_arn": cluster_arn, "cluster_name": cluster_name}
