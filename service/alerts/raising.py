@@ -34,9 +34,10 @@ from service.alerts.rules import (
     noisy_alert,
 )
 from service.config import Settings
+from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.reads import read_snapshots
 from service.deployments.rules import is_failed_start
-from service.deployments.snapshot import DeploymentSnapshot
+from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot
 from service.deployments.transitions import mark_stuck
 from service.events.models import (
     ContainerInstanceStateChange,
@@ -271,11 +272,12 @@ async def sweep_stuck(session: AsyncSession, *, rules: AlertRules, now: datetime
 # and are still owed: an outcome that alerts, no alert yet, and the group now mapped
 # (CodeDeploy names no service for it) or the hold over. The mapper passes the ids it
 # back-filled with a service itself.
+_ALERTING = ", ".join(f"'{o}'" for o in sorted({*FAILED_OUTCOMES, Outcome.SUCCEEDED}))
 _HELD = text(
     "SELECT d.id FROM deployments AS d"
-    " WHERE d.codedeploy_application IS NOT NULL AND d.kind = 'codedeploy'"
+    f" WHERE d.codedeploy_application IS NOT NULL AND d.kind = '{DeploymentKind.CODEDEPLOY}'"
     " AND d.service_name IS NULL"
-    " AND (d.outcome IN ('failed', 'rolled_back', 'rollback_failed', 'succeeded') OR d.stuck)"
+    f" AND (d.outcome IN ({_ALERTING}) OR d.stuck)"
     " AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.deployment_id = d.id)"
     " AND (EXISTS (SELECT 1 FROM codedeploy_groups AS g WHERE g.application ="
     "  d.codedeploy_application AND g.deployment_group = d.codedeploy_group)"

@@ -37,6 +37,7 @@ from service.datadog.forwarder import MAX_POINT_AGE_S
 from service.datadog.metrics import CLOUDWATCH_NAMES, MetricName
 from service.datadog.outbox import record_facts
 from service.datadog.tags import EcsContext, ecs_tags, tag
+from service.deployments.outcome import Outcome
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind
 
@@ -92,7 +93,7 @@ _INSTANCES = text(
 )
 _IN_PROGRESS = text(
     "SELECT cluster_name, service_name, count(*) AS n FROM deployments"
-    " WHERE outcome = 'in_progress' GROUP BY 1, 2"
+    f" WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2"
 )
 _OUTBOX = text(
     "SELECT kind, count(*) AS n, min(created_at) AS oldest FROM outbox"

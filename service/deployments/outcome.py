@@ -33,10 +33,6 @@ class Outcome(StrEnum):
     STOPPED = "stopped"
 
 
-TERMINAL = frozenset(
-    {Outcome.SUCCEEDED, Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED, Outcome.STOPPED}
-)
-
 #: Tie-break of events with equal timestamps: later stages win.
 RANK: dict[Outcome, int] = {
     Outcome.IN_PROGRESS: 0,

@@ -43,7 +43,7 @@ STUCK_CANDIDATES = text(
     f"SELECT {_SNAPSHOT_COLUMNS} FROM deployments AS d"
     # Known from a deployment event (not only from its tasks' startedBy: a service's
     # long-finished deployment seen mid-life through its tasks is no rollout).
-    " WHERE d.outcome = 'in_progress' AND NOT d.stuck AND d.started_at <= :cutoff"
+    f" WHERE d.outcome = '{Outcome.IN_PROGRESS}' AND NOT d.stuck AND d.started_at <= :cutoff"
     " AND d.last_event_at IS NOT NULL"
     " AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.last_status = 'RUNNING'"
     "  AND (t.deployment_id = d.id OR (d.task_definition IS NOT NULL"

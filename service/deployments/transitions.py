@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.deployments.outcome import Outcome
 from service.deployments.reads import STUCK_CANDIDATES, snapshot_of
 from service.deployments.rules import (
     IMPAIRED_EVENTS,
@@ -38,7 +39,7 @@ from service.events.models import NormalisedEvent, ServiceAction
 _STOPPED_TASKS = text(
     "SELECT t.deployment_id, t.stop_code, t.stopped_reason, t.containers,"
     " coalesce(t.stopped_at, t.updated_at) AS at FROM tasks AS t"
-    " JOIN deployments AS d ON d.id = t.deployment_id AND d.outcome = 'in_progress'"
+    f" JOIN deployments AS d ON d.id = t.deployment_id AND d.outcome = '{Outcome.IN_PROGRESS}'"
     " WHERE t.deployment_id = ANY(:ids) AND t.last_status = 'STOPPED'"
     " AND (t.stop_code IN ('TaskFailedToStart', 'EssentialContainerExited')"
     " OR t.stopped_reason LIKE '%CannotPullContainerError%'"
@@ -46,12 +47,12 @@ _STOPPED_TASKS = text(
     " ORDER BY t.deployment_id, t.arn"
 )
 _MARK_CRASH_LOOP = text(
-    "UPDATE deployments SET outcome = 'failed', reason = :reason"
-    " WHERE id = :id AND outcome = 'in_progress'"
+    f"UPDATE deployments SET outcome = '{Outcome.FAILED}', reason = :reason"
+    f" WHERE id = :id AND outcome = '{Outcome.IN_PROGRESS}'"
 )
 _ATTACH_REASON = text(
     "UPDATE deployments SET reason = :reason WHERE id = ("
-    " SELECT id FROM deployments WHERE outcome = 'in_progress' AND (service_arn = :arn"
+    f" SELECT id FROM deployments WHERE outcome = '{Outcome.IN_PROGRESS}' AND (service_arn = :arn"
     " OR (cluster_name = :cluster AND service_name = :service))"
     " ORDER BY started_at DESC NULLS LAST, id DESC LIMIT 1)"
 )

@@ -19,6 +19,7 @@ from functools import cache
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.config import ServiceRef
+from service.deployments.outcome import RANK, Outcome
 from service.deployments.rows import Row, deployment_row, task_deployment_row
 from service.deployments.rules import FAILED_STOP_CODES
 from service.events.models import NormalisedEvent, TaskStateChange
@@ -27,10 +28,9 @@ from service.state.models import Deployment
 
 
 def _rank(outcome: str) -> str:
-    return (
-        f"CASE WHEN {outcome} = 'in_progress' THEN 0 WHEN {outcome} = 'failed' THEN 1"
-        f" WHEN {outcome} = 'succeeded' OR {outcome} = 'stopped' THEN 2 ELSE 3 END"
-    )
+    """:data:`~service.deployments.outcome.RANK` in SQL (an unknown value ranks last)."""
+    whens = " ".join(f"WHEN '{o}' THEN {rank}" for o, rank in RANK.items())
+    return f"CASE {outcome} {whens} ELSE {max(RANK.values())} END"
 
 
 # Deployment events are ordered by (updatedAt, outcome rank, finished): on a full
@@ -69,8 +69,8 @@ DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
         f"rollback_target = {_DEPLOYMENT_ROLLBACK}",
         # Rollback targets are sticky: a late rollback notice still turns a
         # completion into rolled_back.
-        f"outcome = CASE WHEN ({_DEPLOYMENT_WINNER} = 'succeeded'"
-        f" AND {_DEPLOYMENT_ROLLBACK} IS NOT NULL) THEN 'rolled_back'"
+        f"outcome = CASE WHEN ({_DEPLOYMENT_WINNER} = '{Outcome.SUCCEEDED}'"
+        f" AND {_DEPLOYMENT_ROLLBACK} IS NOT NULL) THEN '{Outcome.ROLLED_BACK}'"
         f" ELSE {_DEPLOYMENT_WINNER} END",
         _if_newer("reason"),
         _if_newer("lifecycle_stage"),
@@ -106,11 +106,11 @@ def upsert_sql(columns: tuple[str, ...], on_conflict: str) -> str:
 # the failed deployment's start, not its latest event, lets a FAILED stamped after
 # the restore still end in rolled_back (outcome.settle is the specification).
 END_ROLLBACKS = (
-    "UPDATE deployments AS d SET outcome = 'rolled_back', "
+    f"UPDATE deployments AS d SET outcome = '{Outcome.ROLLED_BACK}', "
     "finished_at = COALESCE(d.finished_at, x.last_event_at) "
     "FROM deployments AS x "
-    "WHERE d.rollback_target = x.id AND d.outcome = 'failed' "
-    "AND x.outcome = 'succeeded' AND x.last_event_at >= d.started_at "
+    f"WHERE d.rollback_target = x.id AND d.outcome = '{Outcome.FAILED}' "
+    f"AND x.outcome = '{Outcome.SUCCEEDED}' AND x.last_event_at >= d.started_at "
     "AND (d.id = ANY($1::TEXT[]) OR x.id = ANY($1::TEXT[]))"
 )
 COUNT_FAILED_TASKS = (

@@ -36,6 +36,7 @@ from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.config import ServiceRef
 from service.db import retry_on_contention
 from service.deployments.lifecycle import apply_polled
+from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.rows import Row, codedeploy_deployment_row
 from service.logging import get_logger
 
@@ -102,7 +103,8 @@ _FILL_DEPLOYMENTS = text(
     " AND d.service_name IS NULL RETURNING d.id"
 )
 _IN_PROGRESS = text(
-    "SELECT id FROM deployments WHERE kind = 'codedeploy' AND outcome = 'in_progress'"
+    f"SELECT id FROM deployments WHERE kind = '{DeploymentKind.CODEDEPLOY}'"
+    f" AND outcome = '{Outcome.IN_PROGRESS}'"
     " AND codedeploy_application IS NOT NULL AND started_at >= :since"
     " ORDER BY started_at, id LIMIT :limit"
 )

@@ -10,14 +10,7 @@ never import a role.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-
-from service.runtime import Runtime
-
 ALL_ROLES = ("consumer", "poller", "dispatcher", "api")
-
-RoleFn = Callable[[Runtime, asyncio.Event], Awaitable[None]]
 
 
 def parse_roles(value: str) -> tuple[str, ...]:
