@@ -47,8 +47,8 @@ from service.demo.events import envelope, iso, service_arn, task_lifecycle
 from service.demo.receiver import Delivery, WebhookReceiver
 from service.logging import configure_logging
 from service.migrate import upgrade
+from service.roles.supervisor import run_roles
 from service.runtime import open_runtime
-from service.supervisor import run_roles
 
 
 class TimedReceiver(WebhookReceiver):

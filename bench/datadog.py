@@ -39,7 +39,7 @@ from sqlalchemy import text
 
 from service.config import load_settings
 from service.datadog.batching import RowSeries, plan_batches
-from service.datadog.forwarder import COMPRESSORS, _to_model, open_datadog_senders
+from service.datadog.forwarder import COMPRESSORS, open_datadog_senders, to_model
 from service.datadog.gauges import DatadogJob
 from service.db import create_engine, create_sessionmaker
 from service.demo.aws import MotoServer
@@ -154,7 +154,7 @@ def client_alone(rows: list[dict[str, Any]], sender: Any) -> tuple[float, int, i
     plan = plan_batches(items, compress=compress)
     wire = points = 0
     for batch in plan.batches:
-        payload = MetricPayload(series=[_to_model(i.series) for i in batch.items])
+        payload = MetricPayload(series=[to_model(i.series) for i in batch.items])
         body = json.dumps(data_to_dict(payload)).encode()
         wire += len(compress(body))
         points += sum(len(i.series["points"]) for i in batch.items)

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", parser_class=_Parser)
     db_sub.add_parser("upgrade", help="apply Alembic migrations up to head")
-    # db downgrade / db current (issue 13).
+    # db downgrade / db current.
     db_down = db_sub.add_parser(
         "downgrade", help="revert Alembic migrations down to REV (base: drop everything)"
     )
@@ -156,8 +156,8 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int) -> None:
     from service.migrate import upgrade
+    from service.roles.supervisor import run_roles
     from service.runtime import open_runtime
-    from service.supervisor import run_roles
 
     async def main(stop: asyncio.Event) -> None:
         async with open_runtime(settings) as runtime:

@@ -1,6 +1,6 @@
 """Typed settings, read once from the environment and validated at start.
 
-Every variable of DESIGN.md's table lives here; nothing else in ecswatch reads
+Every variable of docs/configuration.md lives here; nothing else in ecswatch reads
 ``os.environ``. A bad value stops the process with one line naming the variable.
 """
 
@@ -110,9 +110,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=200, ge=10, le=10_000)
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=120)
 
-    # Retention (issue 13): history older than this is pruned by the poller's leader.
+    # Retention: history older than this is pruned by the poller's leader.
     retention_days: int = Field(default=30, ge=1, le=36_500)
-    # ---- alerts and dispatcher (issue 10; documented in configuration.md)
+    # ---- alerts and dispatcher (documented in configuration.md)
     dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
     dispatch_poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
     dispatch_lease_s: float = Field(default=60.0, ge=5, le=3600)
@@ -123,9 +123,9 @@ class Settings(BaseSettings):
     crashloop_window_s: float = Field(default=600.0, gt=0, le=86_400)
     stuck_after_s: float = Field(default=1800.0, ge=60, le=7 * 86_400)
     alert_cooldown_s: float = Field(default=900.0, ge=0, le=86_400)
-    # Enrichment after commit (Describe calls for unknown tags and details; issue 9).
+    # Enrichment after commit (Describe calls for unknown tags and details).
     enrich: bool = True
-    # ---- CodeDeploy checks of the poller's leader (issue 10 with issue 9; configuration.md):
+    # ---- CodeDeploy checks of the poller's leader (configuration.md):
     # group mapping and BatchGetDeployments of in-progress CodeDeploy deployments.
     codedeploy_interval_s: int = Field(default=30, ge=1, le=3600)
 

@@ -1,14 +1,14 @@
-"""Database plumbing: the declarative base, the engine factory and unit_of_work().
+"""Database plumbing: the declarative base, the engine factory, error classes and the
+lock order.
 
-The engine is created by :mod:`service.runtime`; repositories only ``flush()``,
-the owner of the unit of work commits.
+The engine is created by :mod:`service.runtime`; writers only ``flush()``, the
+owner of the transaction commits.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -125,15 +125,6 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-@asynccontextmanager
-async def unit_of_work(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One transaction: commits when the block ends normally, rolls back otherwise."""
-    async with sessionmaker() as session, session.begin():
-        yield session
-
-
 # SQLSTATE classes and codes that mean "try again later", not "this input is bad".
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01", "55P03", "58")
 
@@ -180,16 +171,16 @@ def is_transient_db_error(exc: BaseException) -> bool:
 # ---------------------------------------------------------------- lock order and contention
 
 #: The order in which a transaction that writes several of these tables takes
-#: their row locks: the consumer's (``service.state.apply.apply_events``, each
-#: table first written in this order), which the Describe writes of enrichment
-#: and reconciliation (``service.enrich.writes.write_described``) follow. Within a
-#: table, each statement locks its rows in primary-key order (an ``ORDER BY`` in
-#: the statement, or rows sorted before they are sent, as the consumer does for
-#: that table). Two transactions that follow it may wait for each other but do
-#: not deadlock on tables. The consumer goes back to two tables no other
-#: transaction writes together with them: ``resource_tags`` (the tag rows of the
-#: services it creates, right after ``services``) and ``deployments`` (alerts
-#: settle outcomes after the tags). A transaction that writes one table with
+#: their row locks: the consumer's (``service.consumer.transaction.commit_events``:
+#: state, deployments, alerts, Datadog facts; each table first written in this
+#: order), which the Describe writes of enrichment and reconciliation
+#: (``service.enrich.writes.write_described``) follow. Within a table, each
+#: statement locks its rows in primary-key order (an ``ORDER BY`` in the
+#: statement, or rows sorted before they are sent, as the consumer does for that
+#: table). Two transactions that follow it may wait for each other but do not
+#: deadlock on tables. The consumer goes back to one table: ``deployments`` (the
+#: lifecycle's transitions after its upsert), which no other transaction writes
+#: together with an earlier table. A transaction that writes one table with
 #: several statements locks the rows of all of them first, in one sorted pass
 #: (``SELECT … ORDER BY … FOR UPDATE``). What the order cannot rule out (rows
 #: inserted after that pass; the consumer's two statements on
@@ -204,8 +195,8 @@ WRITE_ORDER = (
     "tasks",
     "container_instances",
     "services",
-    "deployments",
     "resource_tags",
+    "deployments",
     "alerts",
     "datadog_facts",
     "outbox",

@@ -1,4 +1,4 @@
-"""The one runtime object: engine, sessionmaker, AWS clients and the HTTP client.
+"""The one runtime object: engines, sessionmaker and AWS clients.
 
 Built on a single ``AsyncExitStack`` so every long-lived resource is closed in
 reverse order on the way out. The API, the consumer, the poller and the CLI all
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
-import httpx
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -145,7 +144,6 @@ class Runtime:
         #: :meth:`read_connection`); as many as its pool holds, pool and overflow.
         self.read_slots: asyncio.Semaphore
         self.sessionmaker: async_sessionmaker[AsyncSession]
-        self.http: httpx.AsyncClient
         self.aws_session: AioSession = get_session()
         self._clients: dict[str, Any] = {}
         self._client_lock = asyncio.Lock()
@@ -232,7 +230,4 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
         stack.push_async_callback(runtime.read_engine.dispose)
         runtime.read_slots = asyncio.Semaphore(2 * pool_size)  # create_engine: overflow = size
         runtime.sessionmaker = create_sessionmaker(runtime.engine)
-        runtime.http = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        )
         yield runtime

@@ -116,7 +116,7 @@ DISPATCH_RESULTS = Counter(
     registry=REGISTRY,
 )
 
-# Retention (issue 13): what the poller's leader prunes, and when it last finished.
+# Retention: what the poller's leader prunes, and when it last finished.
 RETENTION_ROWS_PRUNED = Counter(
     "ecswatch_retention_rows_pruned",
     "Rows deleted by retention, by table",
@@ -134,7 +134,7 @@ RETENTION_LAST_RUN_DURATION = Gauge(
     registry=REGISTRY,
 )
 
-# ---- alerts and dispatcher (issue 10)
+# ---- alerts and dispatcher
 OUTBOX_DEAD = Gauge(
     "ecswatch_outbox_dead",
     "Outbox rows whose retry budget is spent (status dead), by kind",
@@ -174,7 +174,7 @@ DATADOG_FAILURES = Counter(
     registry=REGISTRY,
 )
 
-# ---- enrichment and poller (issue 9)
+# ---- enrichment and poller
 ENRICH_QUEUE_DEPTH = Gauge(
     "ecswatch_enrich_queue_depth",
     "Resources waiting for enrichment (Describe calls after commit)",

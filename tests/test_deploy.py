@@ -290,7 +290,7 @@ def test_dockerfile_passes_hadolint_and_installs_the_wheel() -> None:
 
 
 # Series the runbook relies on that other roles register once they are built
-# (issue 9, the poller). When one appears in the registry the test below fails:
+# (the poller). When one appears in the registry the test below fails:
 # drop it from this set and check that the runbook uses the registered name.
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 

@@ -19,7 +19,7 @@ from service.api.routes import (
     tasks,
     webhooks,
 )
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
 from service.runtime import Runtime
 
 DESCRIPTION = """\

@@ -45,6 +45,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from service.api.schemas import NO_NUL
 from service.errors import InvalidInputError
+from service.events import arns
+from service.events.arns import Arn
 from service.state.models import ResourceTags
 
 _RFC3339 = re.compile(
@@ -133,26 +135,10 @@ def _tag_probe(
     return exists(probe)
 
 
-@dataclass(frozen=True, slots=True)
-class Arn:
-    """The parts of an ECS ARN: ``arn:<partition>:ecs:<region>:<account>:<type>/<path>``."""
-
-    partition: str
-    region: str
-    account: str
-    resource_type: str
-    path: tuple[str, ...]
-
-
 def parse_arn(value: str | None) -> Arn | None:
     """Split an ECS ARN; None for anything else (including old opaque forms we cannot read)."""
-    if not value or not value.startswith("arn:"):
-        return None
-    parts = value.split(":", 5)
-    if len(parts) != 6 or parts[2] != "ecs":
-        return None
-    resource_type, _, path = parts[5].partition("/")
-    return Arn(parts[1], parts[3], parts[4], resource_type, tuple(path.split("/")) if path else ())
+    arn = arns.parse_arn(value)
+    return arn if arn is not None and arn.service == "ecs" else None
 
 
 def is_arn(value: str) -> bool:
@@ -270,7 +256,7 @@ async def fetch_dicts(
 ) -> list[dict[str, Any]]:
     """Execute ``stmt`` and return its rows as plain dicts (keys: the statement's labels).
 
-    Statements the driver can run as they are (see :func:`_direct`) go straight to
+    Statements the driver can run as they are (see :func:`direct_form`) go straight to
     the asyncpg connection with SQL compiled once: SQLAlchemy's execution path
     (execution context, result metadata, ``Row`` objects) was a fixed cost per
     request and a cost per row, for nothing these reads need. Anything else, and
@@ -281,7 +267,7 @@ async def fetch_dicts(
     Response models validate a dict several times faster than a ``RowMapping``,
     which pydantic can only read through the generic ``Mapping`` protocol.
     """
-    direct = _direct(stmt, conn.dialect) if isinstance(stmt, ClauseElement) else None
+    direct = direct_form(stmt, conn.dialect) if isinstance(stmt, ClauseElement) else None
     if direct is not None:
         try:
             args = direct.arguments(params or {})
@@ -352,7 +338,7 @@ _DIRECT_CACHE: dict[int, tuple[ClauseElement, _Direct | None]] = {}
 _DIRECT_CACHE_SIZE = 4096
 
 
-def _direct(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
+def direct_form(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
     """The statement compiled for the driver, or None where SQLAlchemy must run it.
 
     Cached per statement object (routes build their statements once per shape).

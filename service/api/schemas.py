@@ -1,6 +1,6 @@
 """Response and request models of the REST API, with the examples shown in /docs.
 
-Field names follow DESIGN.md exactly. Columns whose values ECS owns (statuses,
+Field names follow docs/api.md exactly. Columns whose values ECS owns (statuses,
 launch types, stop codes) are plain strings in responses, so a value AWS adds
 tomorrow is passed through instead of turning into a 500; closed sets that
 ecswatch owns (deployment kinds and outcomes, webhook event types) are

@@ -22,13 +22,14 @@ from service import telemetry
 from service.alerts.rules import AlertRules
 from service.aws.backoff import Backoff
 from service.config import ServiceRef
+from service.consumer.transaction import BatchResult, commit_events
 from service.db import is_contention as _is_contention
 from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
 from service.events.models import NormalisedEvent
 from service.events.normalise import parse_message
 from service.logging import get_logger
-from service.state.apply import Applied, BatchResult, apply_events
+from service.state.apply import Applied
 from service.state.quarantine import Poison, quarantine
 
 log = get_logger(__name__)
@@ -137,7 +138,7 @@ class Handler:
         for attempt in range(_IMMEDIATE_RETRIES):
             try:
                 async with self._sessionmaker() as session, session.begin():
-                    batch = await apply_events(
+                    batch = await commit_events(
                         session,
                         [e for _, e in parsed],
                         codedeploy_groups=self._groups,

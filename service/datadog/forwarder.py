@@ -390,10 +390,10 @@ def _status_of(error: str) -> str:
 
 
 def _payload_of(items: Sequence[RowSeries]) -> MetricPayload:
-    return MetricPayload(series=[_to_model(i.series) for i in items])
+    return MetricPayload(series=[to_model(i.series) for i in items])
 
 
-def _to_model(series: dict[str, Any]) -> MetricSeries:
+def to_model(series: dict[str, Any]) -> MetricSeries:
     extra: dict[str, Any] = {}
     if "unit" in series:
         extra["unit"] = series["unit"]

@@ -37,9 +37,9 @@ from service.datadog.forwarder import MAX_POINT_AGE_S
 from service.datadog.metrics import MetricName, cloudwatch_name
 from service.datadog.outbox import record_facts
 from service.datadog.tags import EcsContext, ecs_tags, tag
+from service.deployments.outcome import Outcome
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind
-from service.runtime import Runtime
 
 log = get_logger(__name__)
 
@@ -93,7 +93,7 @@ _INSTANCES = text(
 )
 _IN_PROGRESS = text(
     "SELECT cluster_name, service_name, count(*) AS n FROM deployments"
-    " WHERE outcome = 'in_progress' GROUP BY 1, 2"
+    f" WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2"
 )
 _OUTBOX = text(
     "SELECT kind, count(*) AS n, min(created_at) AS oldest FROM outbox"
@@ -485,9 +485,3 @@ class DatadogJob:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._points_every_s)
         log.info("datadog_job_stopped")
-
-
-async def run_datadog_job(runtime: Runtime, stop: asyncio.Event) -> None:
-    """The job on the runtime's database, at ``ECSWATCH_METRICS_INTERVAL_S``."""
-    job = DatadogJob(runtime.sessionmaker, interval_s=runtime.settings.metrics_interval_s)
-    await job.run(stop)

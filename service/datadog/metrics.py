@@ -367,11 +367,6 @@ def cloudwatch_name(
     return CLOUDWATCH_NAMES.get((namespace, name, cloudwatch_scope(dimensions)))
 
 
-def spec_of(name: str) -> MetricSpec:
-    """The registry entry of an unprefixed name; KeyError for a name not in it."""
-    return REGISTRY[MetricName(name)]
-
-
 def exit_class(exit_code: int) -> str:
     """The exit-class tag value of a container exit code."""
     if exit_code == 0:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from service.events.arns import parse_arn
+
 MAX_TAG_LENGTH = 200
 
 _INVALID = re.compile(r"[^\w\-:./]", re.UNICODE)
@@ -107,21 +109,10 @@ class ArnParts:
 
 def arn_parts(arn: str | None) -> ArnParts:
     """Region and account from an ARN; both None when it is not an ARN."""
-    if not arn or not arn.startswith("arn:"):
+    parsed = parse_arn(arn)
+    if parsed is None:
         return ArnParts(None, None)
-    parts = arn.split(":", 5)
-    if len(parts) < 6:
-        return ArnParts(None, None)
-    return ArnParts(parts[3] or None, parts[4] or None)
-
-
-def family_and_revision(task_definition: str | None) -> tuple[str | None, str | None]:
-    """``family``, ``revision`` of a task definition ARN or ``family:revision``."""
-    if not task_definition:
-        return None, None
-    name = task_definition.rsplit("/", 1)[-1]
-    family, _, revision = name.partition(":")
-    return family or None, revision or None
+    return ArnParts(parsed.region or None, parsed.account or None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from service.deployments.cause import (
     is_failed,
 )
 from service.deployments.outcome import TERMINAL, DeploymentKind, Outcome
+from service.deployments.snapshot import FAILED_OUTCOMES
 from service.state import models
 
 #: Executes a statement with bound values; the rows as dicts keyed by column label.
@@ -66,8 +67,6 @@ BEFORE_START = timedelta(minutes=1)
 ALB = "AWS/ApplicationELB"
 SERVICE_ACTION_TYPES = ("ECS Service Action", "ECS Daemon Service Action")
 
-#: Outcomes whose deployments get a cause (and stuck ones, whatever their outcome).
-FAILED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED})
 
 D = models.Deployment
 S = models.Service

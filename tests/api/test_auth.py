@@ -14,7 +14,7 @@ from service.api.app import create_app
 from service.api.deps import scope_of
 from service.config import ApiToken, load_settings
 from service.logging import get_logger
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
 from service.runtime import Runtime, open_runtime
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, READ, READ_TOKEN
 

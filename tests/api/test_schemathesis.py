@@ -23,9 +23,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import text
 
 from service.api.app import create_app
-from service.api.server import serve_api
 from service.config import load_settings
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
+from service.roles.api import serve_api
 from service.runtime import Runtime, open_runtime
 from service.schema import metadata
 from tests.api import seed

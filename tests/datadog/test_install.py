@@ -131,7 +131,7 @@ def test_assets_name_only_metrics_that_are_sent() -> None:
         assert names <= sent, f"{item.title} names unsent metrics {sorted(names - sent)}"
 
 
-def test_dashboard_covers_the_issue_list() -> None:
+def test_dashboard_covers_the_documented_list() -> None:
     [dashboard] = [w for w in load_assets() if w.kind is Kind.DASHBOARD]
     groups = [w["definition"]["title"] for w in dashboard.body["widgets"]]
     for wanted in ("Fleet", "Services", "Deployments", "Failures", "Container instances"):

@@ -10,7 +10,7 @@ import uvicorn
 
 from service.api.app import create_app
 from service.eventloop import settle_gc
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
 from service.runtime import Runtime
 
 
