@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     datadog_tag_keys: Annotated[tuple[str, ...], NoDecode] = ()
 
     api_tokens: Annotated[tuple[ApiToken, ...], NoDecode] = ()
+    # false: no /docs, /redoc or /openapi.json (they answer 404).
+    api_docs: bool = True
     webhook_allow_private: bool = False
 
     metrics_interval_s: int = Field(default=60, ge=1, le=86_400)

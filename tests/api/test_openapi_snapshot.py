@@ -98,13 +98,14 @@ def test_normalise_keeps_every_other_difference() -> None:
 
 
 def _write_snapshot() -> None:  # pragma: no cover - run by hand
-    from typing import cast
+    from contextlib import AsyncExitStack
 
     from service.api.app import create_app
+    from service.config import load_settings
     from service.runtime import Runtime
 
-    # The document is built from the routes alone; no runtime is needed.
-    document = create_app(cast(Runtime, None)).openapi()
+    # The document is built from the routes alone: the runtime is never opened.
+    document = create_app(Runtime(load_settings(api_docs=True), AsyncExitStack())).openapi()
     SNAPSHOT.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
     print(f"wrote {SNAPSHOT}", file=sys.stderr)
 

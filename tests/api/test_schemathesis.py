@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import cast
 
 import pytest
 import schemathesis
@@ -156,9 +156,10 @@ def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 # The OpenAPI document does not depend on the runtime, so it is built at import
-# time (schemathesis parametrizes at collection), from an app that never serves.
+# time (schemathesis parametrizes at collection), from an app that never serves
+# on a runtime that is never opened.
 # (The lazy ``schemathesis.pytest.from_fixture`` loader fails on pytest 9.)
-OPENAPI = create_app(cast(Runtime, object())).openapi()
+OPENAPI = create_app(Runtime(load_settings(api_docs=True), AsyncExitStack())).openapi()
 # The admin token through schemathesis' own auth config (not a fixed header), so
 # that the cases that leave the Authorization header out really send none.
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
