@@ -28,9 +28,9 @@ import httpx
 import pytest
 
 from service.api.app import OPENAPI_TAGS, create_app
-from service.api.server import serve_api
 from service.config import Settings, load_settings
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
+from service.roles.api import serve_api
 from service.runtime import Runtime, open_runtime
 from tests.api.conftest import READ_TOKEN
 

@@ -9,7 +9,7 @@ required field on its way into the document (a null FastAPI leaves out) fails he
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -17,16 +17,13 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from service.api.app import create_app
-from service.runtime import Runtime
+from tests.api.openapi_document import build_document
 
 BASE = "urn:ecswatch-openapi"
 
 
 def _document() -> dict[str, Any]:
-    # The document is built from the routes alone; no runtime is needed.
-    document: dict[str, Any] = create_app(cast(Runtime, None)).openapi()
-    return document
+    return build_document()
 
 
 def _pointer(parts: tuple[str, ...]) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,14 @@ from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import text
 
-from service.api.app import create_app
 from service.config import load_settings
 from service.readiness import RoleStatus
 from service.roles.api import serve_api
-from service.runtime import Runtime, open_runtime
+from service.runtime import open_runtime
 from service.schema import metadata
 from tests.api import seed
 from tests.api.conftest import ADMIN_TOKEN, READ_TOKEN
+from tests.api.openapi_document import build_document
 
 _TABLES = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
 
@@ -159,7 +158,7 @@ def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 # time (schemathesis parametrizes at collection), from an app that never serves
 # on a runtime that is never opened.
 # (The lazy ``schemathesis.pytest.from_fixture`` loader fails on pytest 9.)
-OPENAPI = create_app(Runtime(load_settings(api_docs=True), AsyncExitStack())).openapi()
+OPENAPI = build_document()
 # The admin token through schemathesis' own auth config (not a fixed header), so
 # that the cases that leave the Authorization header out really send none.
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
