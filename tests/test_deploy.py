@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT
+from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT, queue_policy
 from service.roles import ALL_ROLES
 from tests.conftest import REPO_ROOT
 
@@ -156,11 +156,34 @@ def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> 
     rule = resources["EcsEventsRule"]["Properties"]
     assert rule["EventPattern"] == EVENT_PATTERN
     assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["EventsQueue", "Arn"]}]
-    (statement,) = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
-    assert statement["Action"] == "sqs:SendMessage"
-    assert statement["Condition"] == {
-        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}}
+    queue_arn: Any = {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+    rule_arn: Any = {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}
+    document = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]
+    assert document == queue_policy(queue_arn, rule_arn)
+
+
+def test_queue_policy_admits_only_the_rule() -> None:
+    # moto stores queue policies without evaluating them: check the document.
+    allow, deny = queue_policy("arn:aws:sqs:eu-west-1:1:q", "arn:aws:events:eu-west-1:1:rule/r")[
+        "Statement"
+    ]
+    assert allow == {
+        "Sid": "ecswatch-eventbridge",
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": "arn:aws:sqs:eu-west-1:1:q",
+        "Condition": {"ArnEquals": {"aws:SourceArn": "arn:aws:events:eu-west-1:1:rule/r"}},
+    }
+    # Every principal, for SendMessage, unless the request comes from the rule
+    # (a direct send has no aws:SourceArn, and a negated operator matches that).
+    assert deny == {
+        "Sid": "ecswatch-only-the-rule",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "sqs:SendMessage",
+        "Resource": "arn:aws:sqs:eu-west-1:1:q",
+        "Condition": {"ArnNotEquals": {"aws:SourceArn": "arn:aws:events:eu-west-1:1:rule/r"}},
     }
 
 

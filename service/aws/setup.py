@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from types_aiobotocore_events import EventBridgeClient
@@ -46,7 +46,26 @@ async def setup_event_pipeline(
         Description="ECS and CodeDeploy events for ecswatch",
     )
     rule_arn = rule["RuleArn"]
-    policy = {
+    policy = queue_policy(queue_arn, rule_arn)
+    await sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    await events.put_targets(
+        Rule=f"ecswatch-{queue_name}"[:64], Targets=[{"Id": "ecswatch-sqs", "Arn": queue_arn}]
+    )
+    return PipelineResources(
+        queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url, rule_arn=rule_arn
+    )
+
+
+def queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
+    """The event queue's resource policy; deploy/cloudformation.yaml writes the same.
+
+    The Allow lets EventBridge deliver for ecswatch's rule. The Deny refuses
+    ``sqs:SendMessage`` to everyone (an IAM user or role of the account with
+    ``sqs:*`` included) unless the request comes from that rule: a direct send
+    carries no ``aws:SourceArn``, and a negated condition on a missing key
+    matches, so the Deny applies. An explicit Deny beats any Allow.
+    """
+    return {
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -56,16 +75,17 @@ async def setup_event_pipeline(
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
                 "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-            }
+            },
+            {
+                "Sid": "ecswatch-only-the-rule",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arn}},
+            },
         ],
     }
-    await sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-    await events.put_targets(
-        Rule=f"ecswatch-{queue_name}"[:64], Targets=[{"Id": "ecswatch-sqs", "Arn": queue_arn}]
-    )
-    return PipelineResources(
-        queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url, rule_arn=rule_arn
-    )
 
 
 async def create_queue_with_dlq(

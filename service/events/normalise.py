@@ -48,7 +48,19 @@ from service.events.models import (
     UnknownDetail,
 )
 
-__all__ = ["normalise", "parse_int", "parse_message", "parse_timestamp"]
+__all__ = [
+    "ACCEPTED_SOURCES",
+    "HEARTBEAT_SOURCE",
+    "normalise",
+    "parse_int",
+    "parse_message",
+    "parse_timestamp",
+]
+
+#: ecswatch's own heartbeat: acknowledged and counted, never stored or alerted on.
+HEARTBEAT_SOURCE = "ecswatch.heartbeat"
+#: Event sources the consumer accepts; any other is quarantined with the reason.
+ACCEPTED_SOURCES = frozenset({"aws.ecs", "aws.codedeploy", HEARTBEAT_SOURCE})
 
 # ---------------------------------------------------------------------------
 # Scalars
@@ -970,6 +982,12 @@ def _normalise_checked(
 ) -> NormalisedEvent:
     """:func:`normalise` of an event that :func:`checked_event` has accepted."""
     detail_type: str = valid["detail-type"]
+    source: str = valid["source"]
+    if source not in ACCEPTED_SOURCES:
+        # EventBridge sets ``source``; only a message that did not come through the
+        # rule (or a rule changed by hand) carries another one.
+        shown = " ".join(source.split())[:100]
+        raise PermanentError(f"source {shown!r} is not one ecswatch accepts")
     try:
         return _normalise(valid, detail_type, received, detail_json)
     except PermanentError:

@@ -1,0 +1,134 @@
+"""The API's edge: authentication and a bounded body before any route reads a byte.
+
+FastAPI reads and parses a request's body before a route's dependencies run, so
+a token checked by a dependency is checked after the body was read: an anonymous
+client could make every replica read and parse megabytes. This ASGI middleware
+runs first, on every request:
+
+* A request that may carry a body (``POST``, ``PUT``, ``PATCH``, ``DELETE``)
+  needs a valid bearer token (any scope; the route's dependency still checks the
+  scope) whenever tokens are configured: 401 otherwise, with nothing read.
+* A declared ``Content-Length`` above ``ECSWATCH_API_MAX_BODY_BYTES`` is refused
+  with 413 at once. A body is then read here, counting bytes as they stream in
+  (chunked bodies declare no length), and refused with 413 as soon as it passes
+  the limit; the route gets the bytes read, replayed.
+
+Every refusal is ``application/problem+json``, as the routes' errors are.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.deps import CHALLENGE, scope_of_authorization
+from service.api.errors import problem
+from service.config import ApiToken
+
+#: Methods whose requests carry a body to parse.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the limit while it was read."""
+
+
+class EdgeLimits:
+    """ASGI middleware: authenticate body-carrying requests and bound every body."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, tokens: tuple[ApiToken, ...]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        path = scope.get("path", "")
+        method = scope["method"]
+        if method in BODY_METHODS and self.tokens:
+            authorization = headers.get("authorization")
+            if scope_of_authorization(authorization, self.tokens) is None:
+                detail = (
+                    "a bearer token is required"
+                    if authorization is None
+                    else "the bearer token is not valid"
+                )
+                response = problem(
+                    401, "unauthorized", "Unauthorized", detail, instance=path, headers=CHALLENGE
+                )
+                await response(scope, receive, send)
+                return
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isascii() or not declared.isdigit():
+                response = problem(
+                    400,
+                    "bad-request",
+                    "Bad request",
+                    "Content-Length is not a number",
+                    instance=path,
+                )
+                await response(scope, receive, send)
+                return
+            if int(declared) > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        may_have_body = method in BODY_METHODS or declared not in (None, "0")
+        if not may_have_body and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_bounded(receive, self.max_body_bytes)
+        except BodyTooLarge:
+            await self._too_large(scope, receive, send)
+            return
+        if body is None:
+            return  # the client went away before its body was whole: nobody to answer
+        await self.app(scope, replay(body, receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"the request body is larger than {self.max_body_bytes} bytes",
+            instance=scope.get("path", ""),
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+async def read_bounded(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or :class:`BodyTooLarge` once more than ``limit`` bytes
+    came; None when the client disconnected first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` once, then defers to the server's."""
+    sent = False
+
+    async def receive_replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_replayed
