@@ -53,7 +53,7 @@ async def app_user_url(empty_database_url: str) -> AsyncIterator[str]:
     """The empty database migrated by its owner, and a URL of a user granted as documented."""
     url = make_url(empty_database_url)
     owner = url.username or "postgres"
-    role = f"ecswatch_app_{uuid.uuid4().hex[:8]}"
+    role = f"ecswatchapp_{uuid.uuid4().hex[:8]}"
     engine = create_engine(empty_database_url, pool_size=1)
     try:
         await upgrade(engine)
@@ -61,7 +61,7 @@ async def app_user_url(empty_database_url: str) -> AsyncIterator[str]:
         await engine.dispose()
     sql = (
         documented_grants()
-        .replace("ecswatch_app", role)
+        .replace("ecswatchapp", role)
         .replace("DATABASE ecswatch", f'DATABASE "{url.database}"')
         .replace("FOR ROLE ecswatch", f'FOR ROLE "{owner}"')
         .replace("'…'", "'app-password'")

@@ -96,10 +96,7 @@ def create_app(
 def install_edge_limits(app: FastAPI, runtime: Runtime) -> None:
     """Authenticate body-carrying requests and bound bodies before any route reads
     them (:mod:`service.api.limits`)."""
-    settings = runtime.settings
-    app.add_middleware(
-        EdgeLimits, max_body_bytes=settings.api_max_body_bytes, tokens=settings.api_tokens
-    )
+    app.add_middleware(EdgeLimits, settings=lambda: runtime.settings)
 
 
 def create_metrics_app(runtime: Runtime) -> FastAPI:

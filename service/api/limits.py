@@ -5,9 +5,11 @@ a token checked by a dependency is checked after the body was read: an anonymous
 client could make every replica read and parse megabytes. This ASGI middleware
 runs first, on every request:
 
-* A request that may carry a body (``POST``, ``PUT``, ``PATCH``, ``DELETE``)
-  needs a valid bearer token (any scope; the route's dependency still checks the
-  scope) whenever tokens are configured: 401 otherwise, with nothing read.
+* A request that may carry a body (``POST``, ``PUT``, ``PATCH``, ``DELETE``) to
+  a route that takes it needs a valid bearer token (any scope; the route's
+  dependency still checks the scope) whenever tokens are configured: 401
+  otherwise, with nothing read. Any other path or method goes to the router as
+  it is, for its 404 or 405, which read no body either.
 * A declared ``Content-Length`` above ``ECSWATCH_API_MAX_BODY_BYTES`` is refused
   with 413 at once. A body is then read here, counting bytes as they stream in
   (chunked bodies declare no length), and refused with 413 as soon as it passes
@@ -18,12 +20,15 @@ Every refusal is ``application/problem+json``, as the routes' errors are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.datastructures import Headers
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import CHALLENGE, scope_of_authorization
 from service.api.errors import problem
-from service.config import ApiToken
+from service.config import Settings
 
 #: Methods whose requests carry a body to parse.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -36,21 +41,28 @@ class BodyTooLarge(Exception):
 class EdgeLimits:
     """ASGI middleware: authenticate body-carrying requests and bound every body."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, tokens: tuple[ApiToken, ...]) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Callable[[], Settings]) -> None:
+        # Read per request, not when the app is built: building it (for its
+        # OpenAPI document alone) needs no runtime.
         self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.tokens = tokens
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
+        if method in BODY_METHODS and not routed(scope):
+            # 404 or 405 from the router, which reads no body.
+            await self.app(scope, receive, send)
+            return
+        settings = self.settings()
+        limit = settings.api_max_body_bytes
         headers = Headers(scope=scope)
         path = scope.get("path", "")
-        method = scope["method"]
-        if method in BODY_METHODS and self.tokens:
+        if method in BODY_METHODS and settings.api_tokens:
             authorization = headers.get("authorization")
-            if scope_of_authorization(authorization, self.tokens) is None:
+            if scope_of_authorization(authorization, settings.api_tokens) is None:
                 detail = (
                     "a bearer token is required"
                     if authorization is None
@@ -73,32 +85,42 @@ class EdgeLimits:
                 )
                 await response(scope, receive, send)
                 return
-            if int(declared) > self.max_body_bytes:
-                await self._too_large(scope, receive, send)
+            if int(declared) > limit:
+                await too_large(limit, scope, receive, send)
                 return
         may_have_body = method in BODY_METHODS or declared not in (None, "0")
         if not may_have_body and "transfer-encoding" not in headers:
             await self.app(scope, receive, send)
             return
         try:
-            body = await read_bounded(receive, self.max_body_bytes)
+            body = await read_bounded(receive, limit)
         except BodyTooLarge:
-            await self._too_large(scope, receive, send)
+            await too_large(limit, scope, receive, send)
             return
         if body is None:
             return  # the client went away before its body was whole: nobody to answer
         await self.app(scope, replay(body, receive), send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(
-            413,
-            "payload-too-large",
-            "Payload too large",
-            f"the request body is larger than {self.max_body_bytes} bytes",
-            instance=scope.get("path", ""),
-            headers={"Connection": "close"},
-        )
-        await response(scope, receive, send)
+
+def routed(scope: Scope) -> bool:
+    """Whether a route of the app takes this method on this path."""
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    routes = getattr(router, "routes", ())
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+
+async def too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer 413; the connection closes, so the rest of the body is never read."""
+    response = problem(
+        413,
+        "payload-too-large",
+        "Payload too large",
+        f"the request body is larger than {limit} bytes",
+        instance=scope.get("path", ""),
+        headers={"Connection": "close"},
+    )
+    await response(scope, receive, send)
 
 
 async def read_bounded(receive: Receive, limit: int) -> bytes | None:

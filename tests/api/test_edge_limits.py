@@ -123,6 +123,19 @@ async def test_a_body_route_without_a_valid_token_is_401_before_the_body_is_read
     assert wire.received == 0
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("PUT", "/healthz", 405), ("POST", "/v1/clusters", 405), ("POST", "/v1/nothing", 404)],
+)
+async def test_no_route_for_the_method_is_still_404_or_405_and_reads_nothing(
+    app: FastAPI, method: str, path: str, status: int
+) -> None:
+    wire = Wire([b"x" * 65_536] * 4)
+    await call(app, method, path, wire, {"content-length": str(4 * 65_536)})
+    _problem(wire, status)
+    assert wire.received == 0
+
+
 async def test_a_declared_length_over_the_limit_is_413_before_the_body_is_read(
     app: FastAPI, settings: Settings
 ) -> None:
