@@ -136,6 +136,7 @@ def test_only_consumers_and_pollers_run_with_the_runtime_role(template: dict[str
         "PollerTaskDefinition": runtime,
         "DispatcherTaskDefinition": None,
         "ApiTaskDefinition": None,
+        "MigrationTaskDefinition": None,
     }
     # The only other role is ECS's execution role: image, logs and the secrets.
     others = set(_resources(template, "AWS::IAM::Role")) - {"RuntimeTaskRole"}
@@ -253,8 +254,11 @@ def test_secrets_come_from_secrets_manager(template: dict[str, Any]) -> None:
             if "Fn::If" in entry:  # the Datadog keys, when a Datadog secret is given
                 entry = entry["Fn::If"][1]
             secrets.add(entry["Name"])
-        assert secrets == SECRET_VARIABLES, name
         assert not env & SECRET_VARIABLES, name
+        if name == "MigrationTaskDefinition":  # the schema owner's URL, nothing more
+            assert secrets == {"ECSWATCH_DATABASE_URL"}
+            continue
+        assert secrets == SECRET_VARIABLES, name
         assert "ECSWATCH_RETENTION_DAYS" in env
 
 
@@ -402,12 +406,18 @@ def _environment(container: dict[str, Any]) -> dict[str, Any]:
     return {e["Name"]: e["Value"] for e in container["Environment"] if "Name" in e}
 
 
+def _service_tasks(template: dict[str, Any]) -> list[dict[str, Any]]:
+    tasks = _resources(template, "AWS::ECS::TaskDefinition")
+    services = _resources(template, "AWS::ECS::Service").values()
+    return [tasks[s["Properties"]["TaskDefinition"]["Ref"]] for s in services]
+
+
 def test_metrics_are_served_apart_from_what_the_load_balancer_reaches(
     template: dict[str, Any],
 ) -> None:
     metrics_port = {"Ref": "MetricsPort"}
     assert int(template["Parameters"]["MetricsPort"]["Default"]) != 8000
-    for task in _resources(template, "AWS::ECS::TaskDefinition").values():
+    for task in _service_tasks(template):
         container = _container(task)
         assert _environment(container)["ECSWATCH_METRICS_PORT"] == metrics_port
         ports = [m["ContainerPort"] for m in container["PortMappings"]]
@@ -437,9 +447,10 @@ def test_docs_are_off_and_database_tls_is_verified_by_default(template: dict[str
     assert sslmode["Default"] == "verify-full"
     (modes, _) = get_args(Settings.model_fields["database_sslmode"].annotation)
     assert sorted(sslmode["AllowedValues"]) == sorted(get_args(modes))
+    for task in _service_tasks(template):
+        assert _environment(_container(task))["ECSWATCH_API_DOCS"] == "false"
     for task in _resources(template, "AWS::ECS::TaskDefinition").values():
         env = _environment(_container(task))
-        assert env["ECSWATCH_API_DOCS"] == "false"
         assert env["ECSWATCH_DATABASE_SSLMODE"] == {"Ref": "DatabaseSslMode"}
 
 
@@ -455,3 +466,36 @@ def test_the_image_trusts_the_rds_certificate_authorities() -> None:
     assert final[add + 1] == "RUN update-ca-certificates"
     user = next(i for i, line in enumerate(final) if line.startswith("USER "))
     assert add < user
+
+
+def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) -> None:
+    migrate = template["Resources"]["MigrationTaskDefinition"]
+    assert migrate["Condition"] == "HasMigrationUser"
+    assert "TaskRoleArn" not in migrate["Properties"]  # it calls no AWS API
+    container = _container(migrate)
+    assert container["Command"] == ["db", "upgrade"]
+    assert container["Secrets"] == [
+        {"Name": "ECSWATCH_DATABASE_URL", "ValueFrom": {"Ref": "MigrationDatabaseUrlSecretArn"}}
+    ]
+    # No service runs it: it is run once per update, before the services change.
+    services = _resources(template, "AWS::ECS::Service").values()
+    assert {"Ref": "MigrationTaskDefinition"} not in [
+        s["Properties"]["TaskDefinition"] for s in services
+    ]
+    execution = template["Resources"]["TaskExecutionRole"]["Properties"]
+    (statement,) = [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert {
+        "Fn::If": [
+            "HasMigrationUser",
+            {"Fn::Sub": "${MigrationDatabaseUrlSecretArn}*"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    } in statement["Resource"]
+    output = template["Outputs"]["MigrationTaskDefinition"]["Value"]
+    assert output == {
+        "Fn::If": [
+            "HasMigrationUser",
+            {"Ref": "MigrationTaskDefinition"},
+            {"Ref": "PollerTaskDefinition"},
+        ]
+    }
