@@ -163,6 +163,14 @@ def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> 
     assert document == queue_policy(queue_arn, rule_arn)
 
 
+def test_queue_policy_admits_an_organization_rule_too() -> None:
+    rules = ["arn:aws:events:eu-west-1:1:rule/r", "arn:aws:events:eu-west-1:1:rule/org/r"]
+    allow, deny = queue_policy("arn:aws:sqs:eu-west-1:1:q", *rules)["Statement"]
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": rules}}
+    # Negated with several values: denied unless the source is one of them.
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:SourceArn": rules}}
+
+
 def test_queue_policy_admits_only_the_rule() -> None:
     # moto stores queue policies without evaluating them: check the document.
     allow, deny = queue_policy("arn:aws:sqs:eu-west-1:1:q", "arn:aws:events:eu-west-1:1:rule/r")[

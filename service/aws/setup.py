@@ -56,15 +56,18 @@ async def setup_event_pipeline(
     )
 
 
-def queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
+def queue_policy(queue_arn: str, rule_arn: str, *more_rule_arns: str) -> dict[str, Any]:
     """The event queue's resource policy; deploy/cloudformation.yaml writes the same.
 
-    The Allow lets EventBridge deliver for ecswatch's rule. The Deny refuses
-    ``sqs:SendMessage`` to everyone (an IAM user or role of the account with
-    ``sqs:*`` included) unless the request comes from that rule: a direct send
-    carries no ``aws:SourceArn``, and a negated condition on a missing key
-    matches, so the Deny applies. An explicit Deny beats any Allow.
+    The Allow lets EventBridge deliver for ecswatch's rule (or rules: an
+    organization bus has one of its own). The Deny refuses ``sqs:SendMessage``
+    to everyone (an IAM user or role of the account with ``sqs:*`` included)
+    unless the request comes from one of them: a direct send carries no
+    ``aws:SourceArn``, and a negated condition on a missing key matches, so the
+    Deny applies; with several ARNs, a negated operator matches a value equal to
+    none of them. An explicit Deny beats any Allow.
     """
+    rules: str | list[str] = [rule_arn, *more_rule_arns] if more_rule_arns else rule_arn
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -74,7 +77,7 @@ def queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
                 "Principal": {"Service": "events.amazonaws.com"},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+                "Condition": {"ArnEquals": {"aws:SourceArn": rules}},
             },
             {
                 "Sid": "ecswatch-only-the-rule",
@@ -82,7 +85,7 @@ def queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
                 "Principal": "*",
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
-                "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arn}},
+                "Condition": {"ArnNotEquals": {"aws:SourceArn": rules}},
             },
         ],
     }
