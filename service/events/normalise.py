@@ -51,6 +51,7 @@ from service.events.models import (
 __all__ = [
     "ACCEPTED_SOURCES",
     "HEARTBEAT_SOURCE",
+    "check_source",
     "normalise",
     "parse_int",
     "parse_message",
@@ -964,7 +965,21 @@ def parse_message(body: str, *, received_at: datetime) -> NormalisedEvent:
     """Unwrap an SQS message body and normalise it (:func:`unwrap_body` + :func:`normalise`)."""
     # unwrap_body validates the event already: do not check (and serialise) it twice.
     valid, detail_json = unwrap_body_with_detail_json(body)
+    check_source(valid["source"])
     return _normalise_checked(valid, detail_json, _received_utc(received_at))
+
+
+def check_source(source: str) -> None:
+    """Refuse a message whose ``source`` is not in :data:`ACCEPTED_SOURCES`.
+
+    EventBridge sets ``source``: another one means the message did not come
+    through ecswatch's rule (or the rule was changed by hand). Only messages are
+    checked: enrichment passes ECS Describe outputs to :func:`normalise` under a
+    source of its own (``ecswatch.describe``), and they never arrive as messages.
+    """
+    if source not in ACCEPTED_SOURCES:
+        shown = " ".join(source.split())[:100]
+        raise PermanentError(f"source {shown!r} is not one ecswatch accepts")
 
 
 def _received_utc(received_at: datetime) -> datetime:
@@ -982,12 +997,6 @@ def _normalise_checked(
 ) -> NormalisedEvent:
     """:func:`normalise` of an event that :func:`checked_event` has accepted."""
     detail_type: str = valid["detail-type"]
-    source: str = valid["source"]
-    if source not in ACCEPTED_SOURCES:
-        # EventBridge sets ``source``; only a message that did not come through the
-        # rule (or a rule changed by hand) carries another one.
-        shown = " ".join(source.split())[:100]
-        raise PermanentError(f"source {shown!r} is not one ecswatch accepts")
     try:
         return _normalise(valid, detail_type, received, detail_json)
     except PermanentError:
