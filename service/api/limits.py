@@ -52,8 +52,13 @@ class EdgeLimits:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        if method in BODY_METHODS and not routed(scope):
-            # 404 or 405 from the router, which reads no body.
+        if method in BODY_METHODS:
+            if not routed(scope):
+                # 404 or 405 from the router, which reads no body.
+                await self.app(scope, receive, send)
+                return
+        elif not declares_body(scope):
+            # The common case, a GET: nothing to bound, and no cost beyond this scan.
             await self.app(scope, receive, send)
             return
         settings = self.settings()
@@ -88,10 +93,6 @@ class EdgeLimits:
             if int(declared) > limit:
                 await too_large(limit, scope, receive, send)
                 return
-        may_have_body = method in BODY_METHODS or declared not in (None, "0")
-        if not may_have_body and "transfer-encoding" not in headers:
-            await self.app(scope, receive, send)
-            return
         try:
             body = await read_bounded(receive, limit)
         except BodyTooLarge:
@@ -100,6 +101,14 @@ class EdgeLimits:
         if body is None:
             return  # the client went away before its body was whole: nobody to answer
         await self.app(scope, replay(body, receive), send)
+
+
+def declares_body(scope: Scope) -> bool:
+    """Whether the request's headers announce a body (a length other than 0, or chunks)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
 
 
 def routed(scope: Scope) -> bool:

@@ -320,3 +320,10 @@ async def test_metrics_stay_on_the_api_port_by_default(runtime: Runtime) -> None
         stop.set()
         await serving
     assert response.status_code == 200
+
+
+async def test_a_get_with_an_oversized_body_is_413_too(app: FastAPI) -> None:
+    wire = Wire([b"x" * 65_536] * 4)
+    await call(app, "GET", "/v1/clusters", wire, {**READ, "content-length": str(4 * 65_536)})
+    _problem(wire, 413)
+    assert wire.received == 0
