@@ -131,6 +131,17 @@ class Settings(BaseSettings):
     # group mapping and BatchGetDeployments of in-progress CodeDeploy deployments.
     codedeploy_interval_s: int = Field(default=30, ge=1, le=3600)
 
+    # ---- the edge (docs/security.md; each documented in configuration.md)
+    api_max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
+    api_limit_concurrency: int = Field(default=1000, ge=10, le=100_000)
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
+    database_sslmode: Literal["disable", "require", "verify-ca", "verify-full"] | None = None
+
+    @field_validator("metrics_port", "database_sslmode", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:

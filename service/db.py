@@ -8,9 +8,10 @@ owner of the transaction commits.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from sqlalchemy import DateTime, MetaData
@@ -98,8 +99,40 @@ def loads_json(text: str | bytes) -> Any:
     return value
 
 
+#: ``ECSWATCH_DATABASE_SSLMODE`` values, as libpq names them.
+SslMode = Literal["disable", "require", "verify-ca", "verify-full"]
+
+
+def ssl_argument(mode: SslMode | None) -> ssl.SSLContext | bool | None:
+    """asyncpg's ``ssl`` connect argument for ``mode`` (None: the driver's default).
+
+    ``require`` encrypts without checking the server. ``verify-ca`` checks that
+    the server's certificate chains to a trusted CA, and ``verify-full`` also
+    that it names the host connected to. Trusted CAs are the system's store
+    (``SSL_CERT_FILE`` points elsewhere); the image adds the Amazon RDS bundle
+    to it (docs/deploy.md "Database TLS").
+    """
+    if mode is None:
+        return None
+    if mode == "disable":
+        return False
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if mode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def create_engine(
-    url: str, *, pool_size: int = 10, pre_ping: bool = True, autocommit: bool = False
+    url: str,
+    *,
+    pool_size: int = 10,
+    pre_ping: bool = True,
+    autocommit: bool = False,
+    sslmode: SslMode | None = None,
 ) -> AsyncEngine:
     """An asyncpg engine; with pre-ping, connections dropped by a restart are replaced.
 
@@ -107,9 +140,16 @@ def create_engine(
     dropped connection themselves (the API's reads retry once: see
     :func:`service.api.queries.execute_read`). ``autocommit=True`` runs every
     statement in its own implicit transaction (no BEGIN/ROLLBACK round trips),
-    set once per connection rather than per checkout.
+    set once per connection rather than per checkout. ``sslmode``: see
+    :func:`ssl_argument`.
+
+    Statement parameters never appear in an error's text (``hide_parameters``):
+    they carry webhook secrets and URLs, and errors are logged.
     """
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    tls = ssl_argument(sslmode)
+    if tls is not None:
+        options["connect_args"] = {"ssl": tls}
     return create_async_engine(
         to_asyncpg_url(url),
         pool_size=pool_size,
@@ -117,6 +157,7 @@ def create_engine(
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
         json_deserializer=loads_json,
+        hide_parameters=True,
         **options,
     )
 

@@ -221,11 +221,13 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
             url = await embedded.start()
             stack.push_async_callback(embedded.stop)
             log.info("embedded_postgres_started", pgdata=str(embedded.pgdata))
-        runtime.engine = create_engine(url, pool_size=pool_size)
+        # The embedded server listens on a local socket: TLS settings are for a real one.
+        sslmode = settings.database_sslmode if settings.database_url else None
+        runtime.engine = create_engine(url, pool_size=pool_size, sslmode=sslmode)
         stack.push_async_callback(runtime.engine.dispose)
         # Connects lazily: processes without the API role never open it.
         runtime.read_engine = create_engine(
-            url, pool_size=pool_size, pre_ping=False, autocommit=True
+            url, pool_size=pool_size, pre_ping=False, autocommit=True, sslmode=sslmode
         )
         stack.push_async_callback(runtime.read_engine.dispose)
         runtime.read_slots = asyncio.Semaphore(2 * pool_size)  # create_engine: overflow = size

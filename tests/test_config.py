@@ -131,3 +131,24 @@ def test_database_url_must_name_server_port_and_database(
 def test_database_url_accepted_forms(clean_env: pytest.MonkeyPatch, value: str) -> None:
     clean_env.setenv("ECSWATCH_DATABASE_URL", value)
     assert load_settings().database_url == value
+
+
+def test_edge_settings(clean_env: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert (s.api_max_body_bytes, s.api_limit_concurrency) == (65_536, 1000)
+    assert (s.metrics_port, s.database_sslmode) == (None, None)
+    clean_env.setenv("ECSWATCH_METRICS_PORT", "")  # as a template leaves it when unset
+    assert load_settings().metrics_port is None
+    clean_env.setenv("ECSWATCH_METRICS_PORT", "9464")
+    clean_env.setenv("ECSWATCH_API_MAX_BODY_BYTES", "1048576")
+    s = load_settings()
+    assert (s.metrics_port, s.api_max_body_bytes) == (9464, 1_048_576)
+    for name, value in [
+        ("ECSWATCH_METRICS_PORT", "70000"),
+        ("ECSWATCH_API_MAX_BODY_BYTES", "10"),
+        ("ECSWATCH_API_LIMIT_CONCURRENCY", "1"),
+    ]:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(name, value)
+            with pytest.raises(ConfigError, match=f"invalid {name}:"):
+                load_settings()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT
+from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT, queue_policy
 from service.roles import ALL_ROLES
 from tests.cfn_template import CfnLoader
 from tests.conftest import REPO_ROOT
@@ -135,6 +135,7 @@ def test_only_consumers_and_pollers_run_with_the_runtime_role(template: dict[str
         "DispatcherTaskDefinition": None,
         "ApiTaskDefinition": None,
         INSTALL_TASK: None,
+        "MigrationTaskDefinition": None,
     }
     # The only other role is ECS's execution role: image, logs and the secrets.
     others = set(_resources(template, "AWS::IAM::Role")) - {"RuntimeTaskRole"}
@@ -163,11 +164,42 @@ def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> 
     rule = resources["EcsEventsRule"]["Properties"]
     assert rule["EventPattern"] == EVENT_PATTERN
     assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["EventsQueue", "Arn"]}]
-    (statement,) = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
-    assert statement["Action"] == "sqs:SendMessage"
-    assert statement["Condition"] == {
-        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}}
+    queue_arn: Any = {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+    rule_arn: Any = {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}
+    document = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]
+    assert document == queue_policy(queue_arn, rule_arn)
+
+
+def test_queue_policy_admits_an_organization_rule_too() -> None:
+    rules = ["arn:aws:events:eu-west-1:1:rule/r", "arn:aws:events:eu-west-1:1:rule/org/r"]
+    allow, deny = queue_policy("arn:aws:sqs:eu-west-1:1:q", *rules)["Statement"]
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": rules}}
+    # Negated with several values: denied unless the source is one of them.
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:SourceArn": rules}}
+
+
+def test_queue_policy_admits_only_the_rule() -> None:
+    # moto stores queue policies without evaluating them: check the document.
+    allow, deny = queue_policy("arn:aws:sqs:eu-west-1:1:q", "arn:aws:events:eu-west-1:1:rule/r")[
+        "Statement"
+    ]
+    assert allow == {
+        "Sid": "ecswatch-eventbridge",
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": "arn:aws:sqs:eu-west-1:1:q",
+        "Condition": {"ArnEquals": {"aws:SourceArn": "arn:aws:events:eu-west-1:1:rule/r"}},
+    }
+    # Every principal, for SendMessage, unless the request comes from the rule
+    # (a direct send has no aws:SourceArn, and a negated operator matches that).
+    assert deny == {
+        "Sid": "ecswatch-only-the-rule",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "sqs:SendMessage",
+        "Resource": "arn:aws:sqs:eu-west-1:1:q",
+        "Condition": {"ArnNotEquals": {"aws:SourceArn": "arn:aws:events:eu-west-1:1:rule/r"}},
     }
 
 
@@ -235,8 +267,11 @@ def test_secrets_come_from_secrets_manager(template: dict[str, Any]) -> None:
         env = {e["Name"] for e in container["Environment"] if isinstance(e, dict) and "Name" in e}
         # An Fn::If entry is a Datadog key, there when a Datadog secret is given.
         secrets = {_unless_if(entry)["Name"] for entry in container["Secrets"]}
-        assert secrets == (SECRET_VARIABLES if name in services else INSTALL_SECRETS), name
         assert not env & (SECRET_VARIABLES | INSTALL_SECRETS), name
+        if name == "MigrationTaskDefinition":  # the schema owner's URL, nothing more
+            assert secrets == {"ECSWATCH_DATABASE_URL"}
+            continue
+        assert secrets == (SECRET_VARIABLES if name in services else INSTALL_SECRETS), name
         if name in services:
             assert "ECSWATCH_RETENTION_DAYS" in env
 
@@ -337,3 +372,160 @@ def test_template_defaults_agree_with_the_settings(
         # SIGTERM's grace period must end before ECS kills the container.
         assert float(env["ECSWATCH_SHUTDOWN_GRACE_S"]) < container["StopTimeout"]
         assert env["ECSWATCH_LOG_FORMAT"] == "json"
+
+
+# ---------------------------------------------------------------- the edge
+
+
+def _evaluate(node: Any, parameters: dict[str, str]) -> Any:
+    """The value of a Rules expression (Ref, Fn::Equals, Fn::Not) for ``parameters``."""
+    if isinstance(node, dict):
+        ((name, value),) = node.items()
+        if name == "Ref":
+            return parameters[value]
+        if name == "Fn::Equals":
+            left, right = (_evaluate(v, parameters) for v in value)
+            return str(left) == str(right)
+        if name == "Fn::Not":
+            return not _evaluate(value[0], parameters)
+        raise AssertionError(f"no evaluator for {name}")
+    return node
+
+
+def _rules_refuse(template: dict[str, Any], **given: str) -> list[str]:
+    """The rules whose assertions fail for these parameters (others at their defaults)."""
+    parameters = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
+    parameters.update(given)
+    refused = []
+    for name, rule in template["Rules"].items():
+        if "RuleCondition" in rule and not _evaluate(rule["RuleCondition"], parameters):
+            continue
+        if not all(_evaluate(a["Assert"], parameters) for a in rule["Assertions"]):
+            refused.append(name)
+    return refused
+
+
+def test_an_internet_facing_load_balancer_needs_a_certificate(template: dict[str, Any]) -> None:
+    arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+    assert _rules_refuse(template, LoadBalancerScheme="internet-facing") == [
+        "InternetFacingNeedsCertificate"
+    ]
+    assert _rules_refuse(template, LoadBalancerScheme="internet-facing", CertificateArn=arn) == []
+    assert _rules_refuse(template, LoadBalancerScheme="internal") == []
+    assert _rules_refuse(template, MetricsPort="8000") == ["MetricsPortIsNotTheApiPort"]
+
+
+def test_port_80_only_redirects_when_there_is_a_certificate(template: dict[str, Any]) -> None:
+    assert template["Conditions"]["HasCertificate"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}]
+    }
+    listeners = _resources(template, "AWS::ElasticLoadBalancingV2::Listener")
+    redirect = listeners["HttpRedirectListener"]
+    assert redirect["Condition"] == "HasCertificate"
+    assert (redirect["Properties"]["Protocol"], redirect["Properties"]["Port"]) == ("HTTP", 80)
+    (action,) = redirect["Properties"]["DefaultActions"]
+    assert action == {
+        "Type": "redirect",
+        "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"},
+    }
+    api = listeners["ApiListener"]["Properties"]
+    assert api["Protocol"] == {"Fn::If": ["HasCertificate", "HTTPS", "HTTP"]}
+    assert api["Port"] == {"Fn::If": ["HasCertificate", 443, 80]}
+    ingress = _resources(template, "AWS::EC2::SecurityGroupIngress")["LoadBalancerRedirectIngress"]
+    assert ingress["Condition"] == "HasCertificate"
+
+
+def _environment(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["Name"]: e["Value"] for e in container["Environment"] if "Name" in e}
+
+
+def test_metrics_are_served_apart_from_what_the_load_balancer_reaches(
+    template: dict[str, Any],
+) -> None:
+    metrics_port = {"Ref": "MetricsPort"}
+    assert int(template["Parameters"]["MetricsPort"]["Default"]) != 8000
+    for task in _service_tasks(template).values():
+        container = _container(task)
+        assert _environment(container)["ECSWATCH_METRICS_PORT"] == metrics_port
+        ports = [m["ContainerPort"] for m in container["PortMappings"]]
+        assert ports == [8000, metrics_port]
+    # The load balancer reaches port 8000 only; the scraper the metrics port only.
+    (service,) = [
+        s
+        for s in _resources(template, "AWS::ECS::Service").values()
+        if "LoadBalancers" in s["Properties"]
+    ]
+    assert [lb["ContainerPort"] for lb in service["Properties"]["LoadBalancers"]] == [8000]
+    assert template["Resources"]["ApiTargetGroup"]["Properties"]["Port"] == 8000
+    (from_lb,) = template["Resources"]["TaskSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (from_lb["FromPort"], from_lb["ToPort"]) == (8000, 8000)
+    assert from_lb["SourceSecurityGroupId"] == {"Ref": "LoadBalancerSecurityGroup"}
+    scraper = template["Resources"]["MetricsScraperIngress"]["Properties"]
+    assert (scraper["FromPort"], scraper["ToPort"]) == (metrics_port, metrics_port)
+    assert scraper["GroupId"] == {"Ref": "TaskSecurityGroup"}
+
+
+def test_docs_are_off_and_database_tls_is_verified_by_default(template: dict[str, Any]) -> None:
+    from typing import get_args
+
+    from service.config import Settings
+
+    sslmode = template["Parameters"]["DatabaseSslMode"]
+    assert sslmode["Default"] == "verify-full"
+    (modes, _) = get_args(Settings.model_fields["database_sslmode"].annotation)
+    assert sorted(sslmode["AllowedValues"]) == sorted(get_args(modes))
+    for task in _service_tasks(template).values():
+        assert _environment(_container(task))["ECSWATCH_API_DOCS"] == "false"
+    for task in _resources(template, "AWS::ECS::TaskDefinition").values():
+        container = _container(task)
+        secrets = {_unless_if(entry)["Name"] for entry in container["Secrets"]}
+        if "ECSWATCH_DATABASE_URL" in secrets:  # every task that reaches the database
+            env = _environment(container)
+            assert env["ECSWATCH_DATABASE_SSLMODE"] == {"Ref": "DatabaseSslMode"}
+
+
+def test_the_image_trusts_the_rds_certificate_authorities() -> None:
+    lines = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
+    added = [i for i, line in enumerate(final) if line.startswith("ADD ")]
+    (add,) = added
+    source, target = final[add].split()[-2:]
+    assert source == "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+    assert target.startswith("/usr/local/share/ca-certificates/")
+    assert target.endswith(".crt")  # update-ca-certificates reads only *.crt there
+    assert final[add + 1] == "RUN update-ca-certificates"
+    user = next(i for i, line in enumerate(final) if line.startswith("USER "))
+    assert add < user
+
+
+def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) -> None:
+    migrate = template["Resources"]["MigrationTaskDefinition"]
+    assert migrate["Condition"] == "HasMigrationUser"
+    assert "TaskRoleArn" not in migrate["Properties"]  # it calls no AWS API
+    container = _container(migrate)
+    assert container["Command"] == ["db", "upgrade"]
+    assert container["Secrets"] == [
+        {"Name": "ECSWATCH_DATABASE_URL", "ValueFrom": {"Ref": "MigrationDatabaseUrlSecretArn"}}
+    ]
+    # No service runs it: it is run once per update, before the services change.
+    services = _resources(template, "AWS::ECS::Service").values()
+    assert {"Ref": "MigrationTaskDefinition"} not in [
+        s["Properties"]["TaskDefinition"] for s in services
+    ]
+    execution = template["Resources"]["TaskExecutionRole"]["Properties"]
+    (statement,) = [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert {
+        "Fn::If": [
+            "HasMigrationUser",
+            {"Fn::Sub": "${MigrationDatabaseUrlSecretArn}*"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    } in statement["Resource"]
+    output = template["Outputs"]["MigrationTaskDefinition"]["Value"]
+    assert output == {
+        "Fn::If": [
+            "HasMigrationUser",
+            {"Ref": "MigrationTaskDefinition"},
+            {"Ref": "PollerTaskDefinition"},
+        ]
+    }

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers, install_problem_openapi
+from service.api.limits import EdgeLimits
 from service.api.routes import (
     alerts,
     clusters,
@@ -55,8 +56,14 @@ OPENAPI_TAGS = [
 ]
 
 
-def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
-    """Build the app around an open runtime (the caller owns its lifetime)."""
+def create_app(
+    runtime: Runtime, roles: RoleStatus | None = None, *, serve_metrics: bool = True
+) -> FastAPI:
+    """Build the app around an open runtime (the caller owns its lifetime).
+
+    ``serve_metrics=False`` leaves ``/metrics`` out, for when :func:`create_metrics_app`
+    serves it on a port of its own (``ECSWATCH_METRICS_PORT``).
+    """
     docs = runtime.settings.api_docs
     app = FastAPI(
         title="ecswatch",
@@ -72,8 +79,10 @@ def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.roles = roles or RoleStatus()
     install_error_handlers(app)
+    install_edge_limits(app, runtime)
     app.include_router(health.router)
-    app.include_router(prometheus.router)
+    if serve_metrics:
+        app.include_router(prometheus.router)
     for module in (
         clusters,
         services,
@@ -90,4 +99,20 @@ def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
     install_problem_openapi(app)
     if docs:
         install_docs(app)
+    return app
+
+
+def install_edge_limits(app: FastAPI, runtime: Runtime) -> None:
+    """Authenticate body-carrying requests and bound bodies before any route reads
+    them (:mod:`service.api.limits`)."""
+    app.add_middleware(EdgeLimits, settings=lambda: runtime.settings)
+
+
+def create_metrics_app(runtime: Runtime) -> FastAPI:
+    """``/metrics`` alone, for its own port: scrapers reach it, the load balancer does not."""
+    app = FastAPI(title="ecswatch metrics", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    install_edge_limits(app, runtime)
+    app.include_router(prometheus.router)
     return app

@@ -80,8 +80,17 @@ def parse_time(value: str | None, *, param: str) -> datetime | None:
         raise InvalidInputError(f"{param} is not a valid date and time", param=param) from None
 
 
+#: Most ``tag=`` filters one request may repeat: each adds a term to the statement,
+#: and each count of terms is a statement of its own in the statement cache.
+MAX_TAG_FILTERS = 20
+
+
 def parse_tags(values: Sequence[str]) -> list[tuple[str, str]]:
     """``key:value`` pairs (split at the first colon; the value may be empty)."""
+    if len(values) > MAX_TAG_FILTERS:
+        raise InvalidInputError(
+            f"at most {MAX_TAG_FILTERS} tag filters, got {len(values)}", param="tag"
+        )
     pairs: list[tuple[str, str]] = []
     for raw in values:
         key, sep, value = raw.partition(":")
@@ -181,7 +190,11 @@ TagValue = Annotated[
 ]
 TagParam = Annotated[
     list[TagValue] | None,
-    Query(description="`key:value` (split at the first colon); repeat for AND."),
+    Query(
+        description="`key:value` (split at the first colon); repeat for AND, "
+        f"at most {MAX_TAG_FILTERS} times.",
+        max_length=MAX_TAG_FILTERS,
+    ),
 ]
 
 # The format sits on the string branch of the generated anyOf, where it belongs.

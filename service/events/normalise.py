@@ -48,7 +48,20 @@ from service.events.models import (
     UnknownDetail,
 )
 
-__all__ = ["normalise", "parse_int", "parse_message", "parse_timestamp"]
+__all__ = [
+    "ACCEPTED_SOURCES",
+    "HEARTBEAT_SOURCE",
+    "check_source",
+    "normalise",
+    "parse_int",
+    "parse_message",
+    "parse_timestamp",
+]
+
+#: ecswatch's own heartbeat: acknowledged and counted, never stored or alerted on.
+HEARTBEAT_SOURCE = "ecswatch.heartbeat"
+#: Event sources the consumer accepts; any other is quarantined with the reason.
+ACCEPTED_SOURCES = frozenset({"aws.ecs", "aws.codedeploy", HEARTBEAT_SOURCE})
 
 # ---------------------------------------------------------------------------
 # Scalars
@@ -912,7 +925,21 @@ def parse_message(body: str, *, received_at: datetime) -> NormalisedEvent:
     """Unwrap an SQS message body and normalise it (:func:`unwrap_body` + :func:`normalise`)."""
     # unwrap_body validates the event already: do not check (and serialise) it twice.
     valid, detail_json = unwrap_body_with_detail_json(body)
+    check_source(valid["source"])
     return _normalise_checked(valid, detail_json, _received_utc(received_at))
+
+
+def check_source(source: str) -> None:
+    """Refuse a message whose ``source`` is not in :data:`ACCEPTED_SOURCES`.
+
+    EventBridge sets ``source``: another one means the message did not come
+    through ecswatch's rule (or the rule was changed by hand). Only messages are
+    checked: enrichment passes ECS Describe outputs to :func:`normalise` under a
+    source of its own (``ecswatch.describe``), and they never arrive as messages.
+    """
+    if source not in ACCEPTED_SOURCES:
+        shown = " ".join(source.split())[:100]
+        raise PermanentError(f"source {shown!r} is not one ecswatch accepts")
 
 
 def _received_utc(received_at: datetime) -> datetime:
