@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
-from service.config import load_settings
-from service.db import to_asyncpg_url
+from service.config import Settings, load_settings
+from service.db import create_engine
 from service.errors import ConfigError
 from service.schema import metadata
 
@@ -30,7 +29,9 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run_with_new_engine(url: str) -> None:
-    engine = create_async_engine(to_asyncpg_url(url))
+    # ecswatch's own engine factory: the same TLS (ECSWATCH_DATABASE_SSLMODE) and
+    # hidden statement parameters as the service.
+    engine = create_engine(url, pool_size=1, sslmode=_settings().database_sslmode)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_configure)
@@ -39,15 +40,19 @@ async def _run_with_new_engine(url: str) -> None:
         await engine.dispose()
 
 
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"alembic: {exc.detail}") from None
+
+
 def _database_url() -> str:
     """sqlalchemy.url if set, else ECSWATCH_DATABASE_URL; a one-line exit otherwise."""
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    try:
-        url = load_settings().database_url
-    except ConfigError as exc:
-        raise SystemExit(f"alembic: {exc.detail}") from None
+    url = _settings().database_url
     if not url:
         raise SystemExit(
             "alembic: set ECSWATCH_DATABASE_URL (or sqlalchemy.url in alembic.ini); "

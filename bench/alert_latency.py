@@ -57,8 +57,8 @@ from service.demo.receiver import Delivery, WebhookReceiver
 from service.demo.trickle import TrickleReceiver
 from service.logging import configure_logging
 from service.migrate import upgrade
+from service.roles.supervisor import run_roles
 from service.runtime import open_runtime
-from service.supervisor import run_roles
 
 
 class TimedReceiver(WebhookReceiver):

@@ -2,7 +2,9 @@
 next to the very same SQL run directly through asyncpg, in the same run.
 
 1. Creates a fresh database (dropped at the end unless --keep), migrates it, and
-   seeds --tasks tasks (with tags) and --events events with generate_series. The
+   seeds --tasks tasks (with tags; 20 tasks per deployment, a quarter of the
+   deployments failed), --events events and ALB points every 15 minutes of each
+   service with generate_series. The
    secondary indexes are dropped for the bulk insert and rebuilt from their own
    definitions afterwards (much faster than maintaining them row by row), then
    VACUUM ANALYZE.
@@ -72,10 +74,11 @@ PREFIX = f"arn:aws:ecs:us-east-1:{ACCOUNT}"
 CLUSTERS = 10
 SERVICES = 200
 TEAMS = 500
+TASKS_PER_DEPLOYMENT = 20
 
 SEED_TASKS = f"""
 INSERT INTO tasks (
-    arn, id, cluster_arn, cluster_name, service_name, "group", family, revision,
+    arn, id, cluster_arn, cluster_name, service_name, "group", deployment_id, family, revision,
     launch_type, last_status, desired_status, health_status, stop_code, stopped_reason,
     version, container_instance_arn, availability_zone, containers,
     created_at, started_at, stopped_at, updated_at, seen_at
@@ -87,6 +90,7 @@ SELECT
     'c' || (g % {CLUSTERS}),
     'svc-' || (g % {SERVICES}),
     'service:svc-' || (g % {SERVICES}),
+    'ecs-svc/' || (g / {TASKS_PER_DEPLOYMENT}),
     'svc-' || (g % {SERVICES}),
     1 + g % 5,
     (ARRAY['FARGATE', 'EC2', 'EXTERNAL'])[1 + g % 3],
@@ -173,6 +177,48 @@ SELECT
 FROM generate_series(1, __N__) AS g
 """
 
+# One deployment per TASKS_PER_DEPLOYMENT tasks, with the service and start of its
+# first task; every fourth one failed (so the detail route classifies a cause).
+SEED_DEPLOYMENTS = f"""
+INSERT INTO deployments (id, cluster_arn, cluster_name, service_arn, service_name, kind, outcome,
+                         reason, task_definition, event_ids, started_at, updated_at,
+                         finished_at, last_event_at, failed_tasks)
+SELECT 'ecs-svc/' || d,
+       '{PREFIX}:cluster/c' || (d * {TASKS_PER_DEPLOYMENT} % {CLUSTERS}),
+       'c' || (d * {TASKS_PER_DEPLOYMENT} % {CLUSTERS}),
+       '{PREFIX}:service/c' || (d * {TASKS_PER_DEPLOYMENT} % {CLUSTERS}) || '/svc-'
+           || (d * {TASKS_PER_DEPLOYMENT} % {SERVICES}),
+       'svc-' || (d * {TASKS_PER_DEPLOYMENT} % {SERVICES}),
+       'rolling',
+       CASE WHEN d % 4 = 0 THEN 'failed' ELSE 'succeeded' END,
+       CASE WHEN d % 4 = 0 THEN 'ECS deployment circuit breaker: task failed to start.' END,
+       '{PREFIX}:task-definition/svc-' || (d * {TASKS_PER_DEPLOYMENT} % {SERVICES}) || ':1',
+       jsonb_build_array(md5('event' || (d * {TASKS_PER_DEPLOYMENT} + 1)),
+                         md5('event' || (d * {TASKS_PER_DEPLOYMENT} + 2))),
+       now() - make_interval(secs => d * {TASKS_PER_DEPLOYMENT} * 2 + 60),
+       now() - make_interval(secs => d * {TASKS_PER_DEPLOYMENT} * 2 - 540),
+       now() - make_interval(secs => d * {TASKS_PER_DEPLOYMENT} * 2 - 540),
+       now() - make_interval(secs => d * {TASKS_PER_DEPLOYMENT} * 2 - 540),
+       4
+FROM generate_series(0, __N__ / {TASKS_PER_DEPLOYMENT}) AS d
+"""
+
+# ALB points of each service's target group every 15 minutes, as far back as the tasks go.
+SEED_POINTS = f"""
+INSERT INTO metric_points (namespace, name, statistic, unit, cluster_name, service_name,
+                           dimensions, dimensions_key, timestamp, value)
+SELECT 'AWS/ApplicationELB', 'UnHealthyHostCount', 'Maximum', 'Count',
+       'c' || (s % {CLUSTERS}), 'svc-' || s,
+       jsonb_build_object('TargetGroup', 'targetgroup/svc-' || s || '/0123456789abcdef',
+                          'LoadBalancer', 'app/web/fedcba9876543210'),
+       -- chr(59): the key's separator (the seed's steps are split at that character)
+       'LoadBalancer=app/web/fedcba9876543210' || chr(59) || 'TargetGroup=targetgroup/svc-'
+           || s || '/0123456789abcdef',
+       date_trunc('minute', now()) - make_interval(mins => 15 * m), m % 3
+FROM generate_series(0, {SERVICES - 1}) AS s,
+     generate_series(0, (__N__ * 2 / 900) + 1) AS m
+"""
+
 SECONDARY_INDEXES = """
 SELECT i.indexname, i.indexdef
 FROM pg_indexes i
@@ -185,6 +231,7 @@ WHERE i.schemaname = 'public' AND i.tablename = ANY(:tables)
 def scenarios(tasks: int) -> list[tuple[str, str]]:
     """(name, path) of the measured requests: the main list routes with filters."""
     some_task = f"{PREFIX}:task/c{(tasks // 2) % CLUSTERS}/" + _md5(tasks // 2)
+    failed_deployment = tasks // TASKS_PER_DEPLOYMENT // 2 // 4 * 4
     return [
         ("tasks: first page", "/v1/tasks"),
         ("tasks: cluster + last_status", "/v1/tasks?cluster=c3&last_status=RUNNING"),
@@ -205,6 +252,8 @@ def scenarios(tasks: int) -> list[tuple[str, str]]:
         ("events: cluster + since", "/v1/events?cluster=c2&since=2000-01-01T00:00:00Z"),
         ("events: resource", f"/v1/events?resource={quote(some_task)}"),
         ("services: cluster", "/v1/services?cluster=c4"),
+        # A failed deployment in the middle of the data (every fourth one failed).
+        ("deployment: detail + cause", f"/v1/deployments/ecs-svc/{failed_deployment}"),
     ]
 
 
@@ -349,7 +398,7 @@ async def seed(db_url: str, tasks: int, events: int) -> dict[str, float]:
     engine = create_engine(db_url, pool_size=1)
     try:
         await upgrade(engine)
-        tables = ["tasks", "raw_events", "resource_tags"]
+        tables = ["tasks", "raw_events", "resource_tags", "deployments", "metric_points"]
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             indexes = (await conn.execute(text(SECONDARY_INDEXES), {"tables": tables})).all()
@@ -361,6 +410,8 @@ async def seed(db_url: str, tasks: int, events: int) -> dict[str, float]:
                 ("clusters + services", SEED_CLUSTERS + ";" + SEED_SERVICES),
                 ("tasks", SEED_TASKS.replace("__N__", str(tasks))),
                 ("task tags", SEED_TASK_TAGS),
+                ("deployments", SEED_DEPLOYMENTS.replace("__N__", str(tasks))),
+                ("alb points", SEED_POINTS.replace("__N__", str(tasks))),
                 (
                     "events",
                     SEED_EVENTS.replace("__N__", str(events)).replace("__TASKS__", str(tasks)),
@@ -419,9 +470,11 @@ async def wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the API server did not become ready")
 
 
-async def capture_sql(db_url: str, path: str) -> tuple[list[tuple[str, tuple[Any, ...]]], int]:
+async def capture_sql(
+    db_url: str, path: str
+) -> tuple[list[tuple[str, tuple[Any, ...]]], int, bool]:
     """The statements (and parameters) the route sends, from one in-process request,
-    and the number of items the route answered."""
+    the number of items the route answered, and whether it answered a page."""
     settings = load_settings(database_url=db_url)
     captured: list[tuple[str, tuple[Any, ...]]] = []
 
@@ -445,7 +498,8 @@ async def capture_sql(db_url: str, path: str) -> tuple[list[tuple[str, tuple[Any
                 raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
     listeners.remove(record_direct)
     body = response.json()
-    return captured, len(body["items"]) if "items" in body else 1
+    page = "items" in body and "next_cursor" in body
+    return captured, len(body["items"]) if page else 1, page
 
 
 def _encode_json(value: Any) -> str:
@@ -549,16 +603,20 @@ async def main() -> None:
                 if args.only in scenario[0]
                 for level in args.concurrency
             ):
-                statements, items = await capture_sql(db_url, path)
-                async with pool.acquire() as conn:
-                    # The page is the route's last statement (a cluster lookup may come first).
-                    statement, params = statements[-1]
-                    direct = await conn.fetch(statement, *params)
+                statements, items, page = await capture_sql(db_url, path)
                 if items == 0:
                     print(f"  warning: {name} answers no items on this data")
-                # Same rows both ways (lists fetch one extra row to see a next page).
-                if len(direct) not in (items, items + 1):
-                    raise RuntimeError(f"{path}: the API answered {items} items, SQL {len(direct)}")
+                if page:
+                    async with pool.acquire() as conn:
+                        # The page is the route's last statement (a cluster lookup may
+                        # come first).
+                        statement, params = statements[-1]
+                        direct = await conn.fetch(statement, *params)
+                    # Same rows both ways (lists fetch one extra row to see a next page).
+                    if len(direct) not in (items, items + 1):
+                        raise RuntimeError(
+                            f"{path}: the API answered {items} items, SQL {len(direct)}"
+                        )
 
                 # Fresh connections per series: idle keep-alive ones time out.
                 client = HttpConnections("127.0.0.1", port, TOKEN)

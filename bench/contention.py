@@ -55,7 +55,7 @@ from service.enrich import writes
 from service.logging import configure_logging
 from service.migrate import upgrade
 from service.runtime import open_runtime
-from service.state.apply import _execute
+from service.state.bulk import execute
 
 ACCOUNT = "123456789012"
 CLUSTER = "bench"
@@ -117,7 +117,7 @@ async def write_before(
     await writes.write_tags(session, {str(t["taskArn"]): writes.tags_of(t) for t in items}, now)
     await writes.write_tasks(session, items, now)
     if missing:
-        await _execute(session, _GONE_BEFORE, sorted(set(missing)), now)
+        await execute(session, _GONE_BEFORE, sorted(set(missing)), now)
 
 
 #: Event versions, increasing across the consumer workers: every event is newer.

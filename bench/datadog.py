@@ -39,7 +39,7 @@ from sqlalchemy import text
 
 from service.config import load_settings
 from service.datadog.batching import RowSeries, plan_batches
-from service.datadog.forwarder import COMPRESSORS, _to_model, open_datadog_senders
+from service.datadog.forwarder import COMPRESSORS, open_datadog_senders, to_model
 from service.datadog.gauges import DatadogJob
 from service.db import create_engine, create_sessionmaker
 from service.demo.aws import MotoServer
@@ -129,7 +129,7 @@ def rows_of(n: int, now: int) -> list[dict[str, Any]]:
             service = f"svc-{(r * SERIES_PER_ROW + s) % 400}"
             series.append(
                 {
-                    "metric": "aws.ecs.cpu_utilization",
+                    "metric": "aws.ecs.service.cpu_utilization",
                     "points": [[now - 60 * (POINTS_PER_SERIES - i) - r, 20.0 + i + s / 7]
                                for i in range(POINTS_PER_SERIES)],
                     "tags": [
@@ -154,7 +154,7 @@ def client_alone(rows: list[dict[str, Any]], sender: Any) -> tuple[float, int, i
     plan = plan_batches(items, compress=compress)
     wire = points = 0
     for batch in plan.batches:
-        payload = MetricPayload(series=[_to_model(i.series) for i in batch.items])
+        payload = MetricPayload(series=[to_model(i.series) for i in batch.items])
         body = json.dumps(data_to_dict(payload)).encode()
         wire += len(compress(body))
         points += sum(len(i.series["points"]) for i in batch.items)
@@ -263,7 +263,7 @@ async def _wait_arrival(intake: IntakeProcess, count: int, within: float) -> flo
     async with asyncio.timeout(within):
         while True:
             arrivals = await intake.arrivals()
-            cpu = [a for a in arrivals if a[0].endswith("aws.ecs.cpu_utilization")]
+            cpu = [a for a in arrivals if a[0].endswith("aws.ecs.service.cpu_utilization")]
             if len(cpu) >= count:
                 return float(cpu[count - 1][3])
             await asyncio.sleep(0.2)

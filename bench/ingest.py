@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchdb  # bench/ is the script's directory, so first on sys.path
 
-from service.alerts.raising import _ALERT_COLUMNS  # the columns the pipeline inserts
+from service.alerts.raising import ALERT_COLUMNS  # the columns the pipeline inserts
 from service.config import load_settings
 from service.consumer.handler import Handler, Message
 from service.consumer.loop import Consumer
@@ -53,11 +53,14 @@ from service.demo.events import (
     service_arn,
     task_lifecycle,
 )
+from service.deployments import rows as deployment_rows
+from service.deployments import upsert as upsert_module
 from service.eventloop import settle_gc
 from service.logging import configure_logging
 from service.migrate import upgrade
 from service.runtime import open_runtime
 from service.state import apply as apply_module
+from service.state import bulk as bulk_module
 from service.state import rows as rows_module
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -257,7 +260,7 @@ def _copy_value(value: Any, pg_type: str) -> Any:
         if isinstance(value, rows_module.JsonText):
             text = value.text
             return text.decode() if isinstance(text, bytes) else text
-        return orjson.dumps(value, default=apply_module._orjson_default).decode()
+        return orjson.dumps(value, default=bulk_module.orjson_default).decode()
     if isinstance(value, Enum):
         return value.value
     return value
@@ -325,7 +328,7 @@ def plan_baseline(
                 # than compare against a baseline that writes less.
                 raise NotImplementedError(f"fair baseline: no rows for {e.detail_type}")
         steps: list[Load | None] = [
-            load("raw_events", "id", raw, _conflict(apply_module._INSERT_RAW))
+            load("raw_events", "id", raw, _conflict(apply_module.INSERT_RAW))
         ]
         clusters: dict[str, dict[str, Any]] = {}
         for e in fresh:
@@ -336,18 +339,18 @@ def plan_baseline(
         steps.append(load("clusters", "arn", list(clusters.values()), " ON CONFLICT DO NOTHING"))
         tasks = [e for e in fresh if isinstance(e.detail, TaskStateChange)]
         instances = [e for e in fresh if isinstance(e.detail, ContainerInstanceStateChange)]
-        for spec, group in ((apply_module._TASKS, tasks), (apply_module._INSTANCES, instances)):
+        for spec, group in ((apply_module.TASKS, tasks), (apply_module.INSTANCES, instances)):
             best: dict[str, dict[str, Any]] = {}
             for e in group:
                 row = spec.build(e)
                 current = best.get(row["arn"])
-                if current is None or apply_module._version_key(row) > apply_module._version_key(
+                if current is None or apply_module.version_key(row) > apply_module.version_key(
                     current
                 ):
                     best[row["arn"]] = row
             if best:
                 columns = tuple(next(iter(best.values())))
-                upsert = apply_module._versioned_sql(spec, columns)[0]
+                upsert = apply_module.versioned_sql(spec, columns)[0]
                 steps.append(
                     load(spec.model.__tablename__, "arn", list(best.values()), _conflict(upsert))
                 )
@@ -373,7 +376,7 @@ def plan_baseline(
             ):
                 services[arn] = row
         steps.append(
-            load("services", "arn", list(services.values()), apply_module._SERVICES_ON_CONFLICT)
+            load("services", "arn", list(services.values()), apply_module.SERVICES_ON_CONFLICT)
         )
         of_tasks: dict[str, dict[str, Any]] = {}
         for e in tasks:
@@ -385,12 +388,12 @@ def plan_baseline(
                 "services",
                 "arn",
                 list(of_tasks.values()),
-                _conflict(apply_module._INSERT_SERVICES_OF_TASKS),
+                _conflict(apply_module.INSERT_SERVICES_OF_TASKS),
             )
         )
         by_id: dict[str, list[dict[str, Any]]] = {}
         for e in fresh:
-            row = rows_module.deployment_row(e, {})
+            row = deployment_rows.deployment_row(e, {})
             if row is not None:
                 by_id.setdefault(row["id"], []).append(row)
         rounds: list[list[dict[str, Any]]] = []
@@ -401,11 +404,11 @@ def plan_baseline(
                 rounds[index].append(row)
         for round_rows in rounds:
             steps.append(
-                load("deployments", "id", round_rows, apply_module._DEPLOYMENTS_ON_CONFLICT)
+                load("deployments", "id", round_rows, upsert_module.DEPLOYMENTS_ON_CONFLICT)
             )
         task_deps: dict[str, dict[str, Any]] = {}
         for e in tasks:
-            row = rows_module.task_deployment_row(e.detail, e.envelope.time)
+            row = deployment_rows.task_deployment_row(e.detail, e.envelope.time)
             if row is not None and row["id"] not in task_deps:
                 task_deps[row["id"]] = row
         steps.append(
@@ -413,7 +416,7 @@ def plan_baseline(
                 "deployments",
                 "id",
                 list(task_deps.values()),
-                apply_module._TASK_DEPLOYMENTS_ON_CONFLICT,
+                upsert_module.TASK_DEPLOYMENTS_ON_CONFLICT,
             )
         )
         arns: set[str] = set()
@@ -472,7 +475,7 @@ _COUNTED = (
     "datadog_facts",
 )
 
-#: The in-process pipeline should reach this share of the fair baseline (issue 12).
+#: The in-process pipeline should reach this share of the fair baseline (docs/performance.md).
 FAIR_TARGET = 0.7
 
 
@@ -497,7 +500,7 @@ async def alert_rows(db_url: str) -> list[tuple[Any, ...]]:
     """The alerts the pipeline's run wrote, as COPY records (jsonb as text)."""
     conn = await benchdb.connect(db_url)
     try:
-        rows = await conn.fetch(f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts")
+        rows = await conn.fetch(f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts")
     finally:
         await conn.close()
     return [tuple(row) for row in rows]
@@ -562,12 +565,12 @@ async def fair_baseline(
                     await conn.execute(statements[id(step)])
                     mark = add(f"upsert {step.table}", mark)
                 if plan.touched:
-                    await conn.execute(apply_module._END_ROLLBACKS, plan.touched)
+                    await conn.execute(upsert_module.END_ROLLBACKS, plan.touched)
                 if plan.task_deployments:
                     await conn.execute(
-                        apply_module._COUNT_FAILED_TASKS,
+                        upsert_module.COUNT_FAILED_TASKS,
                         plan.task_deployments,
-                        list(apply_module.FAILED_STOP_CODES),
+                        list(upsert_module.FAILED_STOP_CODES),
                     )
                 mark = add("deployment UPDATEs", mark)
             add("COMMIT", mark)
@@ -581,17 +584,22 @@ async def fair_baseline(
         await conn.close()
 
 
-# Steps of service.state.apply.apply_events, timed one by one by phase_breakdown().
+# Steps of the consumer's transaction (service.consumer.transaction.commit_events),
+# timed one by one by phase_breakdown(): (module, function) -> label. Each is
+# patched in the module that calls it.
 _APPLY_PHASES = {
-    "_insert_raw": "apply: raw events",
-    "_upsert_clusters": "apply: clusters",
-    "_apply_versioned": "apply: tasks + container instances",
-    "_apply_health": "apply: instance health",
-    "_upsert_services": "apply: services",
-    "_apply_deployments": "apply: deployments",
-    "_mark_tags_unknown": "apply: resource tags",
-    "_insert_services_of_tasks": "apply: services of tasks",
-    "raise_alerts": "apply: alerts (crash loops, snapshots)",
+    ("service.state.apply", "_insert_raw"): "apply: raw events",
+    ("service.state.apply", "_upsert_clusters"): "apply: clusters",
+    ("service.state.apply", "apply_versioned"): "apply: tasks + container instances",
+    ("service.state.apply", "apply_health"): "apply: instance health",
+    ("service.state.apply", "_upsert_services"): "apply: services",
+    ("service.state.apply", "_insert_services_of_tasks"): "apply: services of tasks",
+    ("service.state.apply", "_mark_tags_unknown"): "apply: resource tags",
+    ("service.deployments.lifecycle", "upsert_deployments"): "apply: deployments",
+    ("service.deployments.lifecycle", "mark_crash_loops"): "deployments: crash loops",
+    ("service.deployments.lifecycle", "attach_service_reasons"): "deployments: reasons",
+    ("service.deployments.lifecycle", "read_snapshots"): "deployments: snapshots",
+    ("service.consumer.transaction", "raise_alerts"): "apply: alerts",
 }
 
 
@@ -602,8 +610,9 @@ async def phase_breakdown(db_url: str, bodies: list[str], batch: int) -> dict[st
     parse_message and each apply step wrapped in a timer. "commit + rest" is what
     the handler spends outside them (session, BEGIN/COMMIT, quarantine, telemetry).
     """
+    import importlib
+
     from service.consumer import handler as handler_module
-    from service.state import apply as apply_module
 
     timings: dict[str, float] = {"parse (json, validate, normalise)": 0.0}
     parse = handler_module.parse_message
@@ -615,9 +624,9 @@ async def phase_breakdown(db_url: str, bodies: list[str], batch: int) -> dict[st
         finally:
             timings["parse (json, validate, normalise)"] += time.perf_counter() - start
 
-    originals = {name: getattr(apply_module, name) for name in _APPLY_PHASES}
+    originals = {key: getattr(importlib.import_module(key[0]), key[1]) for key in _APPLY_PHASES}
 
-    def timed(name: str) -> Any:
+    def timed(name: tuple[str, str]) -> Any:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
@@ -632,8 +641,8 @@ async def phase_breakdown(db_url: str, bodies: list[str], batch: int) -> dict[st
     settings = load_settings(database_url=db_url)
     try:
         handler_module.parse_message = timed_parse  # type: ignore[assignment]
-        for name in _APPLY_PHASES:
-            setattr(apply_module, name, timed(name))
+        for key in _APPLY_PHASES:
+            setattr(importlib.import_module(key[0]), key[1], timed(key))
         async with open_runtime(settings, pool_size=4) as runtime:
             handler = Handler(runtime.sessionmaker)
             messages = [Message(str(i), b) for i, b in enumerate(bodies)]
@@ -646,8 +655,8 @@ async def phase_breakdown(db_url: str, bodies: list[str], batch: int) -> dict[st
             python_cpu = time.process_time() - cpu0
     finally:
         handler_module.parse_message = parse
-        for name, original in originals.items():
-            setattr(apply_module, name, original)
+        for key, original in originals.items():
+            setattr(importlib.import_module(key[0]), key[1], original)
     timings["commit + rest (session, handler)"] = total - sum(timings.values())
     timings["total (timed run)"] = total
     # One batch at a time: the run is either running Python or waiting for
@@ -796,7 +805,7 @@ async def main() -> dict[str, Any]:
             args.batch,
             await column_types(db_url),
             await alert_rows(db_url),
-            _ALERT_COLUMNS,
+            ALERT_COLUMNS,
         )
         await truncate(db_url)
         fair_rate, fair_steps = await fair_baseline(db_url, plans, len(bodies))

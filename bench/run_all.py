@@ -121,7 +121,7 @@ def _ingest(r: dict[str, Any]) -> list[Headline]:
         (
             "in-process pipeline ÷ COPY of the raw JSON",
             _pct(r["in_process_vs_copy"]),
-            "≥ 25% (issue 3)",
+            "≥ 25%",
             r["in_process_vs_copy"] >= 0.25,
         )
     )
@@ -130,7 +130,7 @@ def _ingest(r: dict[str, Any]) -> list[Headline]:
             f"end to end through SQS on moto ÷ moto's receive+delete ceiling"
             f" ({r['end_to_end_per_s']} vs {r['moto_ceiling_per_s']} msg/s)",
             _pct(r["end_to_end_vs_moto"]),
-            "≥ 80% (issue 3)",
+            "≥ 80%",
             r["end_to_end_vs_moto"] >= 0.8,
         )
     )
@@ -138,7 +138,7 @@ def _ingest(r: dict[str, Any]) -> list[Headline]:
 
 
 def _api(r: dict[str, Any]) -> list[Headline]:
-    # Issue 12's targets: ≥ 0.5 for 100-item pages, ≥ 0.2 for single rows.
+    # The targets: ≥ 0.5 for 100-item pages, ≥ 0.2 for single rows.
     groups: dict[str, list[float]] = {"pages": [], "short": [], "single": []}
     for s in r.get("scenarios", []):
         if not s["sql"]["rps"]:

@@ -49,11 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", default=None, help="API bind address (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    run.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_false",
+        help="do not apply migrations at start (run `ecswatch db upgrade` separately, "
+        "as a user that owns the schema)",
+    )
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", parser_class=_Parser)
     db_sub.add_parser("upgrade", help="apply Alembic migrations up to head")
-    # db downgrade / db current (issue 13).
+    # db downgrade / db current.
     db_down = db_sub.add_parser(
         "downgrade", help="revert Alembic migrations down to REV (base: drop everything)"
     )
@@ -184,14 +191,27 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int) -> None:
-    from service.migrate import upgrade
+async def _run(
+    settings: Settings, roles: tuple[str, ...], host: str, port: int, *, migrate: bool = True
+) -> None:
+    from service.migrate import current, head_revisions, upgrade
+    from service.roles.supervisor import run_roles
     from service.runtime import open_runtime
-    from service.supervisor import run_roles
 
     async def main(stop: asyncio.Event) -> None:
         async with open_runtime(settings) as runtime:
-            await upgrade(runtime.engine)
+            if migrate:
+                await upgrade(runtime.engine)
+            else:
+                # Migrations run apart, as a user that owns the schema: refuse to
+                # start against a schema this build does not expect.
+                found, wanted = set(await current(runtime.engine)), set(head_revisions())
+                if found != wanted:
+                    raise EcswatchError(
+                        f"the database is at revision {', '.join(sorted(found)) or 'none'}, "
+                        f"this build needs {', '.join(sorted(wanted))}: "
+                        "run `ecswatch db upgrade` first (--no-migrate)"
+                    )
             eventloop.settle_gc()  # every role's modules are imported by now
             await run_roles(runtime, roles, stop, host=host, port=port)
 
@@ -220,7 +240,7 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         )
     if "api" in roles and not settings.api_tokens:
         log.warning("api_unauthenticated", detail="no ECSWATCH_API_TOKENS: loopback only")
-    eventloop.run(_run(settings, roles, host, args.port))
+    eventloop.run(_run(settings, roles, host, args.port, migrate=args.migrate))
     return EXIT_OK
 
 

@@ -1,6 +1,6 @@
 """Typed settings, read once from the environment and validated at start.
 
-Every variable of DESIGN.md's table lives here; nothing else in ecswatch reads
+Every variable of docs/configuration.md lives here; nothing else in ecswatch reads
 ``os.environ``. A bad value stops the process with one line naming the variable.
 """
 
@@ -45,6 +45,30 @@ class ServiceRef:
     service: str
 
 
+#: First parts of metric names that Datadog's integrations and Agent write under; a
+#: prefix there would mix ecswatch's series into theirs (docs/metrics.md, "Names").
+RESERVED_METRIC_NAMESPACES = frozenset(
+    {
+        "aws",
+        "azure",
+        "gcp",
+        "ecs",
+        "datadog",
+        "dd",
+        "trace",
+        "system",
+        "docker",
+        "container",
+        "containerd",
+        "kubernetes",
+        "kubernetes_state",
+        "process",
+        "runtime",
+        "otel",
+    }
+)
+
+
 def _split_csv(value: object) -> list[str]:
     if value is None:
         return []
@@ -80,6 +104,8 @@ class Settings(BaseSettings):
     datadog_tag_keys: Annotated[tuple[str, ...], NoDecode] = ()
 
     api_tokens: Annotated[tuple[ApiToken, ...], NoDecode] = ()
+    # false: no /docs, /redoc or /openapi.json (they answer 404).
+    api_docs: bool = True
     webhook_allow_private: bool = False
 
     metrics_interval_s: int = Field(default=60, ge=1, le=86_400)
@@ -95,9 +121,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(default=200, ge=10, le=10_000)
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=120)
 
-    # Retention (issue 13): history older than this is pruned by the poller's leader.
+    # Retention: history older than this is pruned by the poller's leader.
     retention_days: int = Field(default=30, ge=1, le=36_500)
-    # ---- alerts and dispatcher (issue 10; documented in configuration.md)
+    # ---- alerts and dispatcher (documented in configuration.md)
     dispatch_batch_size: int = Field(default=50, ge=1, le=1000)
     dispatch_poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
     dispatch_lease_s: float = Field(default=60.0, ge=5, le=3600)
@@ -117,11 +143,22 @@ class Settings(BaseSettings):
     crashloop_window_s: float = Field(default=600.0, gt=0, le=86_400)
     stuck_after_s: float = Field(default=1800.0, ge=60, le=7 * 86_400)
     alert_cooldown_s: float = Field(default=900.0, ge=0, le=86_400)
-    # Enrichment after commit (Describe calls for unknown tags and details; issue 9).
+    # Enrichment after commit (Describe calls for unknown tags and details).
     enrich: bool = True
-    # ---- CodeDeploy checks of the poller's leader (issue 10 with issue 9; configuration.md):
+    # ---- CodeDeploy checks of the poller's leader (configuration.md):
     # group mapping and BatchGetDeployments of in-progress CodeDeploy deployments.
     codedeploy_interval_s: int = Field(default=30, ge=1, le=3600)
+
+    # ---- the edge (docs/security.md; each documented in configuration.md)
+    api_max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
+    api_limit_concurrency: int = Field(default=1000, ge=10, le=100_000)
+    metrics_port: int | None = Field(default=None, ge=1, le=65_535)
+    database_sslmode: Literal["disable", "require", "verify-ca", "verify-full"] | None = None
+
+    @field_validator("metrics_port", "database_sslmode", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("secret_key")
     @classmethod
@@ -180,10 +217,21 @@ class Settings(BaseSettings):
     @field_validator("metric_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if value and not all(c.isalnum() or c in "._" for c in value):
+        if not value:
+            raise ValueError("must not be empty: ecswatch's metrics need a namespace of their own")
+        if not all(c.isascii() and (c.isalnum() or c in "._") for c in value):
             raise ValueError("may contain only letters, digits, '.' and '_'")
-        if value and not value[0].isalpha():
+        if not value[0].isalpha():
             raise ValueError("must start with a letter")
+        if not value.endswith("."):
+            raise ValueError(f"must end with a dot (e.g. {value}.)")
+        if ".." in value:
+            raise ValueError("must not contain an empty part ('..')")
+        first = value.split(".", 1)[0].lower()
+        if first in RESERVED_METRIC_NAMESPACES:
+            raise ValueError(
+                f"must not start with {first}.: Datadog's own integrations write there"
+            )
         return value
 
     @field_validator("api_tokens", mode="before")

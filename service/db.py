@@ -1,16 +1,17 @@
-"""Database plumbing: the declarative base, the engine factory and unit_of_work().
+"""Database plumbing: the declarative base, the engine factory, error classes and the
+lock order.
 
-The engine is created by :mod:`service.runtime`; repositories only ``flush()``,
-the owner of the unit of work commits.
+The engine is created by :mod:`service.runtime`; writers only ``flush()``, the
+owner of the transaction commits.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import ssl
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from sqlalchemy import DateTime, MetaData
@@ -98,8 +99,40 @@ def loads_json(text: str | bytes) -> Any:
     return value
 
 
+#: ``ECSWATCH_DATABASE_SSLMODE`` values, as libpq names them.
+SslMode = Literal["disable", "require", "verify-ca", "verify-full"]
+
+
+def ssl_argument(mode: SslMode | None) -> ssl.SSLContext | bool | None:
+    """asyncpg's ``ssl`` connect argument for ``mode`` (None: the driver's default).
+
+    ``require`` encrypts without checking the server. ``verify-ca`` checks that
+    the server's certificate chains to a trusted CA, and ``verify-full`` also
+    that it names the host connected to. Trusted CAs are the system's store
+    (``SSL_CERT_FILE`` points elsewhere); the image adds the Amazon RDS bundle
+    to it (docs/deploy.md "Database TLS").
+    """
+    if mode is None:
+        return None
+    if mode == "disable":
+        return False
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if mode == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode == "verify-ca":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def create_engine(
-    url: str, *, pool_size: int = 10, pre_ping: bool = True, autocommit: bool = False
+    url: str,
+    *,
+    pool_size: int = 10,
+    pre_ping: bool = True,
+    autocommit: bool = False,
+    sslmode: SslMode | None = None,
 ) -> AsyncEngine:
     """An asyncpg engine; with pre-ping, connections dropped by a restart are replaced.
 
@@ -107,9 +140,16 @@ def create_engine(
     dropped connection themselves (the API's reads retry once: see
     :func:`service.api.queries.execute_read`). ``autocommit=True`` runs every
     statement in its own implicit transaction (no BEGIN/ROLLBACK round trips),
-    set once per connection rather than per checkout.
+    set once per connection rather than per checkout. ``sslmode``: see
+    :func:`ssl_argument`.
+
+    Statement parameters never appear in an error's text (``hide_parameters``):
+    they carry webhook secrets and URLs, and errors are logged.
     """
     options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    tls = ssl_argument(sslmode)
+    if tls is not None:
+        options["connect_args"] = {"ssl": tls}
     return create_async_engine(
         to_asyncpg_url(url),
         pool_size=pool_size,
@@ -117,21 +157,13 @@ def create_engine(
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
         json_deserializer=loads_json,
+        hide_parameters=True,
         **options,
     )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-@asynccontextmanager
-async def unit_of_work(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One transaction: commits when the block ends normally, rolls back otherwise."""
-    async with sessionmaker() as session, session.begin():
-        yield session
 
 
 # SQLSTATE classes and codes that mean "try again later", not "this input is bad".
@@ -180,16 +212,16 @@ def is_transient_db_error(exc: BaseException) -> bool:
 # ---------------------------------------------------------------- lock order and contention
 
 #: The order in which a transaction that writes several of these tables takes
-#: their row locks: the consumer's (``service.state.apply.apply_events``, each
-#: table first written in this order), which the Describe writes of enrichment
-#: and reconciliation (``service.enrich.writes.write_described``) follow. Within a
-#: table, each statement locks its rows in primary-key order (an ``ORDER BY`` in
-#: the statement, or rows sorted before they are sent, as the consumer does for
-#: that table). Two transactions that follow it may wait for each other but do
-#: not deadlock on tables. The consumer goes back to two tables no other
-#: transaction writes together with them: ``resource_tags`` (the tag rows of the
-#: services it creates, right after ``services``) and ``deployments`` (alerts
-#: settle outcomes after the tags). A transaction that writes one table with
+#: their row locks: the consumer's (``service.consumer.transaction.commit_events``:
+#: state, deployments, alerts, Datadog facts; each table first written in this
+#: order), which the Describe writes of enrichment and reconciliation
+#: (``service.enrich.writes.write_described``) follow. Within a table, each
+#: statement locks its rows in primary-key order (an ``ORDER BY`` in the
+#: statement, or rows sorted before they are sent, as the consumer does for that
+#: table). Two transactions that follow it may wait for each other but do not
+#: deadlock on tables. The consumer goes back to one table: ``deployments`` (the
+#: lifecycle's transitions after its upsert), which no other transaction writes
+#: together with an earlier table. A transaction that writes one table with
 #: several statements locks the rows of all of them first, in one sorted pass
 #: (``SELECT … ORDER BY … FOR UPDATE``). What the order cannot rule out (rows
 #: inserted after that pass; the consumer's two statements on
@@ -204,8 +236,8 @@ WRITE_ORDER = (
     "tasks",
     "container_instances",
     "services",
-    "deployments",
     "resource_tags",
+    "deployments",
     "alerts",
     "datadog_facts",
     "outbox",

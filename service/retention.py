@@ -1,6 +1,6 @@
 """Retention: delete history older than ``ECSWATCH_RETENTION_DAYS``, in small batches.
 
-What goes (DESIGN.md, "Poller"; issue 13):
+What goes (docs/architecture.md, "Retention"):
 
 - raw events whose ``time`` is past the cutoff;
 - metric points whose ``timestamp`` is past the cutoff;

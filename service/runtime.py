@@ -1,4 +1,4 @@
-"""The one runtime object: engine, sessionmaker, AWS clients and the HTTP client.
+"""The one runtime object: engines, sessionmaker and AWS clients.
 
 Built on a single ``AsyncExitStack`` so every long-lived resource is closed in
 reverse order on the way out. The API, the consumer, the poller and the CLI all
@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
-import httpx
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -145,7 +144,6 @@ class Runtime:
         #: :meth:`read_connection`); as many as its pool holds, pool and overflow.
         self.read_slots: asyncio.Semaphore
         self.sessionmaker: async_sessionmaker[AsyncSession]
-        self.http: httpx.AsyncClient
         self.aws_session: AioSession = get_session()
         self._clients: dict[str, Any] = {}
         self._client_lock = asyncio.Lock()
@@ -223,16 +221,15 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
             url = await embedded.start()
             stack.push_async_callback(embedded.stop)
             log.info("embedded_postgres_started", pgdata=str(embedded.pgdata))
-        runtime.engine = create_engine(url, pool_size=pool_size)
+        # The embedded server listens on a local socket: TLS settings are for a real one.
+        sslmode = settings.database_sslmode if settings.database_url else None
+        runtime.engine = create_engine(url, pool_size=pool_size, sslmode=sslmode)
         stack.push_async_callback(runtime.engine.dispose)
         # Connects lazily: processes without the API role never open it.
         runtime.read_engine = create_engine(
-            url, pool_size=pool_size, pre_ping=False, autocommit=True
+            url, pool_size=pool_size, pre_ping=False, autocommit=True, sslmode=sslmode
         )
         stack.push_async_callback(runtime.read_engine.dispose)
         runtime.read_slots = asyncio.Semaphore(2 * pool_size)  # create_engine: overflow = size
         runtime.sessionmaker = create_sessionmaker(runtime.engine)
-        runtime.http = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-        )
         yield runtime

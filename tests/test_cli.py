@@ -66,6 +66,15 @@ def test_bad_setting_is_one_line_exit_2() -> None:
     assert lines[0].startswith("ecswatch: invalid ECSWATCH_RECONCILE_INTERVAL_S")
 
 
+def test_a_prefix_in_datadogs_namespace_is_refused_at_start_up() -> None:
+    result = _run("db", "upgrade", ECSWATCH_METRIC_PREFIX="aws.ecs.")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ecswatch: invalid ECSWATCH_METRIC_PREFIX: must not start with aws.:"
+        " Datadog's own integrations write there"
+    ]
+
+
 def test_unknown_role_and_open_bind_are_refused(tmp_path: Path) -> None:
     bad_role = _run("run", "--roles", "api,scheduler")
     assert bad_role.returncode == 2
@@ -290,3 +299,57 @@ def test_run_api_on_a_port_in_use_fails_cleanly(database_url: str) -> None:
         "(see the error above)"
     )
     assert f"('127.0.0.1', {port})" in result.stderr  # uvicorn's own line names the cause
+
+
+def test_run_no_migrate_refuses_a_schema_not_at_head(empty_database_url: str) -> None:
+    # Migrations run apart (a schema-owning user); the replicas' user cannot apply them.
+    result = _run(
+        "run",
+        "--no-migrate",
+        "--roles",
+        "api",
+        "--port",
+        str(_free_port()),
+        ECSWATCH_DATABASE_URL=empty_database_url,
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ecswatch: the database is at revision none")
+    assert "run `ecswatch db upgrade` first" in last
+    assert "Running upgrade" not in result.stderr
+
+
+def test_run_no_migrate_starts_on_a_migrated_schema(database_url: str) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*ECSWATCH, "run", "--no-migrate", "--roles", "api", "--port", str(port)],
+        env=_env(ECSWATCH_DATABASE_URL=database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        assert ready is not None
+        assert ready.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr = proc.stderr.read() if proc.stderr else ""
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+    assert "Running upgrade" not in stderr

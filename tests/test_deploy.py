@@ -12,47 +12,29 @@ from typing import Any
 import pytest
 import yaml
 
-from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT
+from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT, queue_policy
 from service.roles import ALL_ROLES
+from tests.cfn_template import CfnLoader
 from tests.conftest import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "deploy" / "cloudformation.yaml"
 AWS_DOC = REPO_ROOT / "docs" / "aws.md"
 POLICY_HEADING = "## Least-privilege IAM policy"
+# The services' secrets; DD_APP_KEY (dashboards and monitors) goes to the one-off
+# `datadog install` task alone.
 SECRET_VARIABLES = {
     "ECSWATCH_DATABASE_URL",
     "ECSWATCH_API_TOKENS",
     "ECSWATCH_SECRET_KEY",
     "DD_API_KEY",
-    "DD_APP_KEY",
 }
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags read as their long form (!Ref X -> {Ref: X})."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
+INSTALL_SECRETS = {"DD_API_KEY", "DD_APP_KEY"}
+INSTALL_TASK = "DatadogInstallTaskDefinition"
 
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    loaded = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
     assert isinstance(loaded, dict)
     return loaded
 
@@ -80,8 +62,23 @@ def documented_policy(text: str) -> dict[str, Any]:
     return policy
 
 
+def _unless_if(value: Any) -> Any:
+    """The value a ``Fn::If`` gives when its condition holds (or ``value`` itself)."""
+    return value["Fn::If"][1] if isinstance(value, dict) and "Fn::If" in value else value
+
+
 def _actions(statements: list[dict[str, Any]]) -> list[str]:
-    return [a for s in statements for a in _as_list(s["Action"])]
+    return [a for s in map(_unless_if, statements) for a in _as_list(s["Action"])]
+
+
+def _service_tasks(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The task definitions the ECS services run."""
+    tasks = _resources(template, "AWS::ECS::TaskDefinition")
+    names = {
+        s["Properties"]["TaskDefinition"]["Ref"]
+        for s in _resources(template, "AWS::ECS::Service").values()
+    }
+    return {n: t for n, t in tasks.items() if n in names}
 
 
 def _runtime_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,14 +139,24 @@ def test_only_consumers_and_pollers_run_with_the_runtime_role(template: dict[str
         "PollerTaskDefinition": runtime,
         "DispatcherTaskDefinition": None,
         "ApiTaskDefinition": None,
+        INSTALL_TASK: None,
+        "MigrationTaskDefinition": None,
     }
     # The only other role is ECS's execution role: image, logs and the secrets.
     others = set(_resources(template, "AWS::IAM::Role")) - {"RuntimeTaskRole"}
     assert others == {"TaskExecutionRole"}
     execution = template["Resources"]["TaskExecutionRole"]["Properties"]
-    assert _actions(
-        [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    ) == ["secretsmanager:GetSecretValue"]
+    statements = [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert _actions(statements) == ["secretsmanager:GetSecretValue", "kms:Decrypt"]
+    # kms:Decrypt only with a key given, on that key, and only through Secrets Manager.
+    (kms,) = [s for s in statements if "Fn::If" in s]
+    condition, allowed, otherwise = kms["Fn::If"]
+    assert condition == "HasSecretsKmsKey"
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert allowed["Resource"] == {"Ref": "SecretsKmsKeyArn"}
+    assert allowed["Condition"]["StringEquals"]["kms:ViaService"] == {
+        "Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"
+    }
 
 
 def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> None:
@@ -162,11 +169,42 @@ def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> 
     rule = resources["EcsEventsRule"]["Properties"]
     assert rule["EventPattern"] == EVENT_PATTERN
     assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["EventsQueue", "Arn"]}]
-    (statement,) = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
-    assert statement["Action"] == "sqs:SendMessage"
-    assert statement["Condition"] == {
-        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}}
+    queue_arn: Any = {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+    rule_arn: Any = {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}
+    document = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]
+    assert document == queue_policy(queue_arn, rule_arn)
+
+
+def test_queue_policy_admits_an_organization_rule_too() -> None:
+    rules = ["arn:aws:events:eu-west-1:1:rule/r", "arn:aws:events:eu-west-1:1:rule/org/r"]
+    allow, deny = queue_policy("arn:aws:sqs:eu-west-1:1:q", *rules)["Statement"]
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": rules}}
+    # Negated with several values: denied unless the source is one of them.
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:SourceArn": rules}}
+
+
+def test_queue_policy_admits_only_the_rule() -> None:
+    # moto stores queue policies without evaluating them: check the document.
+    allow, deny = queue_policy("arn:aws:sqs:eu-west-1:1:q", "arn:aws:events:eu-west-1:1:rule/r")[
+        "Statement"
+    ]
+    assert allow == {
+        "Sid": "ecswatch-eventbridge",
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": "arn:aws:sqs:eu-west-1:1:q",
+        "Condition": {"ArnEquals": {"aws:SourceArn": "arn:aws:events:eu-west-1:1:rule/r"}},
+    }
+    # Every principal, for SendMessage, unless the request comes from the rule
+    # (a direct send has no aws:SourceArn, and a negated operator matches that).
+    assert deny == {
+        "Sid": "ecswatch-only-the-rule",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "sqs:SendMessage",
+        "Resource": "arn:aws:sqs:eu-west-1:1:q",
+        "Condition": {"ArnNotEquals": {"aws:SourceArn": "arn:aws:events:eu-west-1:1:rule/r"}},
     }
 
 
@@ -228,17 +266,38 @@ def test_roles_are_split_across_services(template: dict[str, Any]) -> None:
 
 
 def test_secrets_come_from_secrets_manager(template: dict[str, Any]) -> None:
+    services = _service_tasks(template)
     for name, task in _resources(template, "AWS::ECS::TaskDefinition").items():
         container = _container(task)
         env = {e["Name"] for e in container["Environment"] if isinstance(e, dict) and "Name" in e}
-        secrets: set[str] = set()
-        for entry in container["Secrets"]:
-            if "Fn::If" in entry:  # the Datadog keys, when a Datadog secret is given
-                entry = entry["Fn::If"][1]
-            secrets.add(entry["Name"])
-        assert secrets == SECRET_VARIABLES, name
-        assert not env & SECRET_VARIABLES, name
-        assert "ECSWATCH_RETENTION_DAYS" in env
+        # An Fn::If entry is a Datadog key, there when a Datadog secret is given.
+        secrets = {_unless_if(entry)["Name"] for entry in container["Secrets"]}
+        assert not env & (SECRET_VARIABLES | INSTALL_SECRETS), name
+        if name == "MigrationTaskDefinition":  # the schema owner's URL and the secret key
+            assert secrets == {"ECSWATCH_DATABASE_URL", "ECSWATCH_SECRET_KEY"}
+            continue
+        assert secrets == (SECRET_VARIABLES if name in services else INSTALL_SECRETS), name
+        if name in services:
+            assert "ECSWATCH_RETENTION_DAYS" in env
+
+
+def test_only_the_install_task_gets_the_application_key(template: dict[str, Any]) -> None:
+    install = template["Resources"][INSTALL_TASK]
+    assert install["Condition"] == "HasDatadog"
+    assert _container(install)["Command"] == ["datadog", "install"]
+    assert INSTALL_TASK not in _service_tasks(template)
+    assert "TaskRoleArn" not in install["Properties"]
+    assert "DD_APP_KEY" not in json.dumps(
+        {k: v for k, v in template["Resources"].items() if k != INSTALL_TASK}
+    )
+    assert template["Outputs"][INSTALL_TASK]["Value"] == {"Ref": INSTALL_TASK}
+
+
+def test_queues_and_log_group_outlive_the_stack(template: dict[str, Any]) -> None:
+    for name in ("EventsQueue", "EventsDeadLetterQueue", "LogGroup"):
+        resource = template["Resources"][name]
+        assert resource["DeletionPolicy"] == "Retain", name
+        assert resource["UpdateReplacePolicy"] == "Retain", name
 
 
 def _tool(name: str) -> str:
@@ -271,7 +330,7 @@ def test_dockerfile_passes_hadolint_and_installs_the_wheel() -> None:
 
 
 # Series the runbook relies on that other roles register once they are built
-# (issue 9, the poller). When one appears in the registry the test below fails:
+# (the poller). When one appears in the registry the test below fails:
 # drop it from this set and check that the runbook uses the registered name.
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
@@ -308,7 +367,7 @@ def test_template_defaults_agree_with_the_settings(
 
     defaults = load_settings()
     assert int(template["Parameters"]["RetentionDays"]["Default"]) == defaults.retention_days
-    for task in _resources(template, "AWS::ECS::TaskDefinition").values():
+    for task in _service_tasks(template).values():
         container = _container(task)
         env = {
             e["Name"]: e["Value"]
@@ -318,3 +377,160 @@ def test_template_defaults_agree_with_the_settings(
         # SIGTERM's grace period must end before ECS kills the container.
         assert float(env["ECSWATCH_SHUTDOWN_GRACE_S"]) < container["StopTimeout"]
         assert env["ECSWATCH_LOG_FORMAT"] == "json"
+
+
+# ---------------------------------------------------------------- the edge
+
+
+def _evaluate(node: Any, parameters: dict[str, str]) -> Any:
+    """The value of a Rules expression (Ref, Fn::Equals, Fn::Not) for ``parameters``."""
+    if isinstance(node, dict):
+        ((name, value),) = node.items()
+        if name == "Ref":
+            return parameters[value]
+        if name == "Fn::Equals":
+            left, right = (_evaluate(v, parameters) for v in value)
+            return str(left) == str(right)
+        if name == "Fn::Not":
+            return not _evaluate(value[0], parameters)
+        raise AssertionError(f"no evaluator for {name}")
+    return node
+
+
+def _rules_refuse(template: dict[str, Any], **given: str) -> list[str]:
+    """The rules whose assertions fail for these parameters (others at their defaults)."""
+    parameters = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
+    parameters.update(given)
+    refused = []
+    for name, rule in template["Rules"].items():
+        if "RuleCondition" in rule and not _evaluate(rule["RuleCondition"], parameters):
+            continue
+        if not all(_evaluate(a["Assert"], parameters) for a in rule["Assertions"]):
+            refused.append(name)
+    return refused
+
+
+def test_an_internet_facing_load_balancer_needs_a_certificate(template: dict[str, Any]) -> None:
+    arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+    assert _rules_refuse(template, LoadBalancerScheme="internet-facing") == [
+        "InternetFacingNeedsCertificate"
+    ]
+    assert _rules_refuse(template, LoadBalancerScheme="internet-facing", CertificateArn=arn) == []
+    assert _rules_refuse(template, LoadBalancerScheme="internal") == []
+    assert _rules_refuse(template, MetricsPort="8000") == ["MetricsPortIsNotTheApiPort"]
+
+
+def test_port_80_only_redirects_when_there_is_a_certificate(template: dict[str, Any]) -> None:
+    assert template["Conditions"]["HasCertificate"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "CertificateArn"}, ""]}]
+    }
+    listeners = _resources(template, "AWS::ElasticLoadBalancingV2::Listener")
+    redirect = listeners["HttpRedirectListener"]
+    assert redirect["Condition"] == "HasCertificate"
+    assert (redirect["Properties"]["Protocol"], redirect["Properties"]["Port"]) == ("HTTP", 80)
+    (action,) = redirect["Properties"]["DefaultActions"]
+    assert action == {
+        "Type": "redirect",
+        "RedirectConfig": {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"},
+    }
+    api = listeners["ApiListener"]["Properties"]
+    assert api["Protocol"] == {"Fn::If": ["HasCertificate", "HTTPS", "HTTP"]}
+    assert api["Port"] == {"Fn::If": ["HasCertificate", 443, 80]}
+    ingress = _resources(template, "AWS::EC2::SecurityGroupIngress")["LoadBalancerRedirectIngress"]
+    assert ingress["Condition"] == "HasCertificate"
+
+
+def _environment(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["Name"]: e["Value"] for e in container["Environment"] if "Name" in e}
+
+
+def test_metrics_are_served_apart_from_what_the_load_balancer_reaches(
+    template: dict[str, Any],
+) -> None:
+    metrics_port = {"Ref": "MetricsPort"}
+    assert int(template["Parameters"]["MetricsPort"]["Default"]) != 8000
+    for task in _service_tasks(template).values():
+        container = _container(task)
+        assert _environment(container)["ECSWATCH_METRICS_PORT"] == metrics_port
+        ports = [m["ContainerPort"] for m in container["PortMappings"]]
+        assert ports == [8000, metrics_port]
+    # The load balancer reaches port 8000 only; the scraper the metrics port only.
+    (service,) = [
+        s
+        for s in _resources(template, "AWS::ECS::Service").values()
+        if "LoadBalancers" in s["Properties"]
+    ]
+    assert [lb["ContainerPort"] for lb in service["Properties"]["LoadBalancers"]] == [8000]
+    assert template["Resources"]["ApiTargetGroup"]["Properties"]["Port"] == 8000
+    (from_lb,) = template["Resources"]["TaskSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (from_lb["FromPort"], from_lb["ToPort"]) == (8000, 8000)
+    assert from_lb["SourceSecurityGroupId"] == {"Ref": "LoadBalancerSecurityGroup"}
+    scraper = template["Resources"]["MetricsScraperIngress"]["Properties"]
+    assert (scraper["FromPort"], scraper["ToPort"]) == (metrics_port, metrics_port)
+    assert scraper["GroupId"] == {"Ref": "TaskSecurityGroup"}
+
+
+def test_docs_are_off_and_database_tls_is_verified_by_default(template: dict[str, Any]) -> None:
+    from typing import get_args
+
+    from service.config import Settings
+
+    sslmode = template["Parameters"]["DatabaseSslMode"]
+    assert sslmode["Default"] == "verify-full"
+    (modes, _) = get_args(Settings.model_fields["database_sslmode"].annotation)
+    assert sorted(sslmode["AllowedValues"]) == sorted(get_args(modes))
+    for task in _service_tasks(template).values():
+        assert _environment(_container(task))["ECSWATCH_API_DOCS"] == "false"
+    for task in _resources(template, "AWS::ECS::TaskDefinition").values():
+        container = _container(task)
+        secrets = {_unless_if(entry)["Name"] for entry in container["Secrets"]}
+        if "ECSWATCH_DATABASE_URL" in secrets:  # every task that reaches the database
+            env = _environment(container)
+            assert env["ECSWATCH_DATABASE_SSLMODE"] == {"Ref": "DatabaseSslMode"}
+
+
+def test_the_image_trusts_the_rds_certificate_authorities() -> None:
+    lines = (REPO_ROOT / "Dockerfile").read_text().splitlines()
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
+    added = [i for i, line in enumerate(final) if line.startswith("ADD ")]
+    (add,) = added
+    source, target = final[add].split()[-2:]
+    assert source == "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+    assert target.startswith("/usr/local/share/ca-certificates/")
+    assert target.endswith(".crt")  # update-ca-certificates reads only *.crt there
+    assert final[add + 1] == "RUN update-ca-certificates"
+    user = next(i for i, line in enumerate(final) if line.startswith("USER "))
+    assert add < user
+
+
+def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) -> None:
+    migrate = template["Resources"]["MigrationTaskDefinition"]
+    assert migrate["Condition"] == "HasMigrationUser"
+    assert "TaskRoleArn" not in migrate["Properties"]  # it calls no AWS API
+    container = _container(migrate)
+    assert container["Command"] == ["db", "upgrade"]
+    assert container["Secrets"] == [
+        {"Name": "ECSWATCH_DATABASE_URL", "ValueFrom": {"Ref": "MigrationDatabaseUrlSecretArn"}}
+    ]
+    # No service runs it: it is run once per update, before the services change.
+    services = _resources(template, "AWS::ECS::Service").values()
+    assert {"Ref": "MigrationTaskDefinition"} not in [
+        s["Properties"]["TaskDefinition"] for s in services
+    ]
+    execution = template["Resources"]["TaskExecutionRole"]["Properties"]
+    (statement,) = [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert {
+        "Fn::If": [
+            "HasMigrationUser",
+            {"Fn::Sub": "${MigrationDatabaseUrlSecretArn}*"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    } in statement["Resource"]
+    output = template["Outputs"]["MigrationTaskDefinition"]["Value"]
+    assert output == {
+        "Fn::If": [
+            "HasMigrationUser",
+            {"Ref": "MigrationTaskDefinition"},
+            {"Ref": "PollerTaskDefinition"},
+        ]
+    }

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import telemetry
 from service.config import load_settings
 from service.errors import ConfigError
-from service.poller.role import retention_job
 from service.retention import PruneStep, plan_retention, prune
+from service.roles.poller import retention_job
 from service.runtime import Runtime
 from tests.history_rows import count_rows, write_rows
 

@@ -17,24 +17,25 @@ same alert at once write the same row.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-#: Stop reasons that mean the task never ran (the no-circuit-breaker crash loop).
-START_FAILURE_MARKERS = ("CannotPullContainerError", "ResourceInitializationError")
-#: Service Action events that say why a deployment is not progressing.
-IMPAIRED_EVENTS = (
-    "SERVICE_TASK_START_IMPAIRED",
-    "SERVICE_TASK_PLACEMENT_FAILURE",
-    "SERVICE_TASK_CONFIGURATION_FAILURE",
+from service.deployments.outcome import DeploymentKind, Outcome
+from service.deployments.snapshot import (
+    BLUE_GREEN_KINDS,
+    FAILED_OUTCOMES,
+    DeploymentSnapshot,
+    failure_summary,
+    where,
 )
+from service.events.times import iso
 
 
 class AlertType(StrEnum):
-    """The contract's alert types (DESIGN.md, Webhooks)."""
+    """The alert types of webhooks and Slack (docs/alerts.md)."""
 
     DEPLOYMENT_FAILED = "deployment.failed"
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
@@ -56,38 +57,6 @@ class AlertRules:
     # How long the alerts of a CodeDeploy deployment whose group the poller has not
     # mapped yet wait for the mapping (so that they name the service); 0: no wait.
     codedeploy_hold_s: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentSnapshot:
-    """A deployment row as it stands after the transaction's writes."""
-
-    id: str
-    kind: str
-    outcome: str
-    cluster: str | None = None
-    service: str | None = None
-    service_arn: str | None = None
-    reason: str | None = None
-    rollback_target: str | None = None
-    stuck: bool = False
-    task_definition: str | None = None
-    lifecycle_stage: str | None = None
-    failed_tasks: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    event_ids: tuple[str, ...] = ()
-    # Another deployment rolls back to this one: its completion is a restore,
-    # not a success of its own to announce.
-    is_rollback_target: bool = False
-    codedeploy_application: str | None = None
-    codedeploy_group: str | None = None
-    # Ordering key of the deployment's latest event (for the CodeDeploy hold).
-    last_event_at: datetime | None = None
-    # The poller has mapped the CodeDeploy group (a codedeploy_groups row exists).
-    group_resolved: bool = True
-    # [{"name", "arn"}] of the deployment's target groups, where the poller knows them.
-    target_groups: tuple[dict[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +82,6 @@ def alert_id(dedupe_key: str) -> str:
     return "alrt_" + hashlib.sha256(dedupe_key.encode()).hexdigest()[:20]
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def _where(cluster: str | None, service: str | None) -> str:
-    return "/".join(p for p in (cluster, service) if p) or "an unknown service"
-
-
 def _body(
     kind: AlertType,
     dedupe_key: str,
@@ -137,7 +98,7 @@ def _body(
     body: dict[str, Any] = {
         "type": kind.value,
         "id": alert_id(dedupe_key),
-        "created_at": _iso(now),
+        "created_at": iso(now),
         "cluster": cluster,
         "service": service,
         "service_arn": service_arn,
@@ -153,66 +114,32 @@ def deployment_body(d: DeploymentSnapshot) -> dict[str, Any]:
     """The ``deployment`` object of an alert body."""
     return {
         "id": d.id,
-        "kind": d.kind,
-        "outcome": d.outcome,
+        "kind": str(d.kind),
+        "outcome": str(d.outcome),
         "reason": d.reason,
         "rollback_target": d.rollback_target,
         "stuck": d.stuck,
         "task_definition": d.task_definition,
         "lifecycle_stage": d.lifecycle_stage,
         "failed_tasks": d.failed_tasks,
-        "started_at": _iso(d.started_at),
-        "finished_at": _iso(d.finished_at),
+        "started_at": iso(d.started_at),
+        "finished_at": iso(d.finished_at),
         "codedeploy_application": d.codedeploy_application,
         "codedeploy_group": d.codedeploy_group,
         "target_groups": [dict(tg) for tg in d.target_groups],
     }
 
 
-BLUE_GREEN_KINDS = frozenset({"blue_green", "codedeploy"})
-
-
-def _target_group_name(arn: str) -> str:
-    """``web-blue`` of ``arn:aws:elasticloadbalancing:…:targetgroup/web-blue/0123…``."""
-    resource = arn.rpartition(":")[2]
-    parts = resource.split("/")
-    return parts[1] if len(parts) >= 2 and parts[0] == "targetgroup" else arn
-
-
-def target_groups(
-    load_balancers: Iterable[Mapping[str, Any]] | None,
-    codedeploy_pair: Iterable[Mapping[str, Any]] | None,
-) -> tuple[dict[str, str | None], ...]:
-    """A deployment's target groups: CodeDeploy's pair (from the mapper) first, then
-    the service's load balancers (``target_group_arn`` and ECS native blue/green's
-    ``alternate_target_group_arn``, from DescribeServices); once each, by name."""
-    found: dict[str, dict[str, str | None]] = {}
-    for tg in codedeploy_pair or []:
-        name, arn = tg.get("name"), tg.get("arn")
-        if isinstance(name, str) and name:
-            found.setdefault(name, {"name": name, "arn": arn if isinstance(arn, str) else None})
-    for lb in load_balancers or []:
-        for key in ("target_group_arn", "alternate_target_group_arn"):
-            arn = lb.get(key)
-            if isinstance(arn, str) and arn:
-                name = _target_group_name(arn)
-                known = found.setdefault(name, {"name": name, "arn": arn})
-                if known["arn"] is None:
-                    known["arn"] = arn
-    return tuple(found.values())
-
-
 def awaiting_service(d: DeploymentSnapshot, *, now: datetime, hold_s: float) -> bool:
     """A CodeDeploy deployment whose group the poller has not mapped yet, seen less
     than ``hold_s`` ago: its alerts wait for the mapping, so that they name the
     service (and reach subscriptions filtered by cluster or service)."""
-    if d.kind != "codedeploy" or d.service is not None or d.group_resolved or hold_s <= 0:
+    if d.kind != DeploymentKind.CODEDEPLOY or d.service is not None or d.group_resolved:
+        return False
+    if hold_s <= 0:
         return False
     seen = d.last_event_at or d.started_at
     return seen is not None and now - seen < timedelta(seconds=hold_s)
-
-
-FAILED_OUTCOMES = frozenset({"failed", "rolled_back", "rollback_failed"})
 
 
 def deployment_alerts(
@@ -229,28 +156,23 @@ def deployment_alerts(
     """
     if awaiting_service(d, now=now, hold_s=hold_s):
         return []
-    where = _where(d.cluster, d.service)
+    place = where(d.cluster, d.service)
     wanted: list[tuple[AlertType, str]] = []
     if d.outcome in FAILED_OUTCOMES:
-        reason = f": {d.reason}" if d.reason else ""
-        target = f"; rolling back to {d.rollback_target}" if d.rollback_target else ""
-        wanted.append(
-            (AlertType.DEPLOYMENT_FAILED, f"Deployment {d.id} of {where} failed{reason}{target}")
-        )
-    if d.outcome == "rolled_back":
+        wanted.append((AlertType.DEPLOYMENT_FAILED, failure_summary(d)))
+    if d.outcome == Outcome.ROLLED_BACK:
         to = f" to {d.rollback_target}" if d.rollback_target else ""
         wanted.append(
-            (AlertType.DEPLOYMENT_ROLLED_BACK, f"Deployment {d.id} of {where} was rolled back{to}")
+            (AlertType.DEPLOYMENT_ROLLED_BACK, f"Deployment {d.id} of {place} was rolled back{to}")
         )
-    if d.outcome == "rollback_failed":
-        pass  # deployment.failed above already says it; the body's outcome tells the rest
-    if d.outcome == "succeeded" and not d.is_rollback_target:
-        wanted.append((AlertType.DEPLOYMENT_SUCCEEDED, f"Deployment {d.id} of {where} succeeded"))
-    if d.stuck and d.outcome == "in_progress":
+    # rollback_failed: deployment.failed above already says it; the body's outcome tells the rest
+    if d.outcome == Outcome.SUCCEEDED and not d.is_rollback_target:
+        wanted.append((AlertType.DEPLOYMENT_SUCCEEDED, f"Deployment {d.id} of {place} succeeded"))
+    if d.stuck and d.outcome == Outcome.IN_PROGRESS:
         wanted.append(
             (
                 AlertType.DEPLOYMENT_STUCK,
-                f"Deployment {d.id} of {where} has no running task of its task definition",
+                f"Deployment {d.id} of {place} has no running task of its task definition",
             )
         )
     if d.kind in BLUE_GREEN_KINDS and d.target_groups:
@@ -274,63 +196,6 @@ def deployment_alerts(
             AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
         )
     return drafts
-
-
-# ------------------------------------------------------------ tasks and crash loops
-
-
-def is_failed_start(
-    stop_code: str | None, stopped_reason: str | None, containers: Iterable[Mapping[str, Any]]
-) -> bool:
-    """A stopped task that counts against its deployment (it never ran properly).
-
-    TaskFailedToStart, CannotPullContainerError, ResourceInitializationError, or
-    an essential container that exited non-zero.
-    """
-    if stop_code == "TaskFailedToStart":
-        return True
-    reason = stopped_reason or ""
-    if any(marker in reason for marker in START_FAILURE_MARKERS):
-        return True
-    if stop_code == "EssentialContainerExited":
-        for container in containers:
-            code = container.get("exit_code")
-            if code is None:
-                code = container.get("exitCode")
-            if isinstance(code, int) and code != 0:
-                return True
-    return False
-
-
-def crash_looping(stops: Sequence[datetime], *, tasks: int, window_s: float) -> bool:
-    """True when ``tasks`` failed stops fall within one window of ``window_s`` seconds."""
-    if tasks <= 0 or len(stops) < tasks:
-        return False
-    ordered = sorted(stops)
-    window = timedelta(seconds=window_s)
-    return any(
-        ordered[i + tasks - 1] - ordered[i] <= window for i in range(len(ordered) - tasks + 1)
-    )
-
-
-def crash_loop_reason(count: int, window_s: float, last_reason: str | None) -> str:
-    minutes = f"{window_s / 60:g} min"
-    why = f" (last: {last_reason})" if last_reason else ""
-    return f"{count} tasks of this deployment failed to start within {minutes}{why}"
-
-
-def is_stuck(
-    *,
-    outcome: str,
-    started_at: datetime | None,
-    running_tasks: int,
-    now: datetime,
-    after_s: float,
-) -> bool:
-    """An in-progress deployment with no running task ``after_s`` seconds after it began."""
-    if outcome != "in_progress" or started_at is None or running_tasks > 0:
-        return False
-    return now - started_at >= timedelta(seconds=after_s)
 
 
 # ------------------------------------------------------------------ noisy alerts

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers, install_problem_openapi
+from service.api.limits import EdgeLimits
 from service.api.routes import (
     alerts,
     clusters,
@@ -19,17 +21,18 @@ from service.api.routes import (
     tasks,
     webhooks,
 )
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
 from service.runtime import Runtime
 
 DESCRIPTION = """\
-Query API over ecswatch's copy of Amazon ECS state, its stored events and metric
-points, the alerts it raised and the webhook subscriptions that receive them.
+Clusters, services, tasks, container instances and deployments as ecswatch last
+saw them, the EventBridge events and CloudWatch datapoints it stored, the alerts
+it raised and the webhook subscriptions that receive them.
 
 * **Authentication**: `Authorization: Bearer <token>` with a token from
   `ECSWATCH_API_TOKENS`; `read` opens every GET route, `admin` also opens
   webhooks and `/v1/quarantine`. `/healthz`, `/readyz`, `/metrics`,
-  `/openapi.json` and `/docs` are open.
+  `/openapi.json`, `/docs` and `/redoc` are open.
 * **Lists** take `limit` (1-500, default 100) and `cursor`, and answer
   `{"items": [...], "next_cursor": ...}`; pass `next_cursor` back as `cursor`
   until it is null.
@@ -53,20 +56,33 @@ OPENAPI_TAGS = [
 ]
 
 
-def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
-    """Build the app around an open runtime (the caller owns its lifetime)."""
+def create_app(
+    runtime: Runtime, roles: RoleStatus | None = None, *, serve_metrics: bool = True
+) -> FastAPI:
+    """Build the app around an open runtime (the caller owns its lifetime).
+
+    ``serve_metrics=False`` leaves ``/metrics`` out, for when :func:`create_metrics_app`
+    serves it on a port of its own (``ECSWATCH_METRICS_PORT``).
+    """
+    docs = runtime.settings.api_docs
     app = FastAPI(
         title="ecswatch",
         version="0.1.0",
         summary="Query API over ecswatch's copy of Amazon ECS state",
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
+        openapi_url="/openapi.json" if docs else None,
+        # FastAPI's own pages load their files from a CDN: service.api.docs serves them.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.state.roles = roles or RoleStatus()
     install_error_handlers(app)
+    install_edge_limits(app, runtime)
     app.include_router(health.router)
-    app.include_router(prometheus.router)
+    if serve_metrics:
+        app.include_router(prometheus.router)
     for module in (
         clusters,
         services,
@@ -81,4 +97,22 @@ def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     install_problem_openapi(app)
+    if docs:
+        install_docs(app)
+    return app
+
+
+def install_edge_limits(app: FastAPI, runtime: Runtime) -> None:
+    """Authenticate body-carrying requests and bound bodies before any route reads
+    them (:mod:`service.api.limits`)."""
+    app.add_middleware(EdgeLimits, settings=lambda: runtime.settings)
+
+
+def create_metrics_app(runtime: Runtime) -> FastAPI:
+    """``/metrics`` alone, for its own port: scrapers reach it, the load balancer does not."""
+    app = FastAPI(title="ecswatch metrics", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    install_edge_limits(app, runtime)
+    app.include_router(prometheus.router)
     return app

@@ -19,6 +19,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from service.config import ApiToken, Scope
@@ -31,7 +32,8 @@ bearer_scheme = HTTPBearer(
     auto_error=False,
 )
 
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+#: The header a 401 carries (RFC 6750).
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -52,6 +54,17 @@ def scope_of(token: str, tokens: tuple[ApiToken, ...]) -> Scope | None:
     return granted
 
 
+def scope_of_authorization(header: str | None, tokens: tuple[ApiToken, ...]) -> Scope | None:
+    """The scope an ``Authorization`` header's bearer token grants (None: none),
+    read as :data:`bearer_scheme` reads it."""
+    if header is None:
+        return None
+    scheme, credentials = get_authorization_scheme_param(header)
+    if scheme.lower() != "bearer" or not credentials:
+        return None
+    return scope_of(credentials, tokens)
+
+
 def _authorize(
     request: Request, credentials: HTTPAuthorizationCredentials | None, need: Scope
 ) -> None:
@@ -59,10 +72,10 @@ def _authorize(
     if not tokens:
         return
     if credentials is None:
-        raise HTTPException(401, "a bearer token is required", headers=_CHALLENGE)
+        raise HTTPException(401, "a bearer token is required", headers=CHALLENGE)
     scope = scope_of(credentials.credentials, tokens)
     if scope is None:
-        raise HTTPException(401, "the bearer token is not valid", headers=_CHALLENGE)
+        raise HTTPException(401, "the bearer token is not valid", headers=CHALLENGE)
     if need == "admin" and scope != "admin":
         raise HTTPException(403, "this route needs a token with the admin scope")
 
@@ -81,6 +94,25 @@ async def require_admin(
 ) -> None:
     """Allow only ``admin`` tokens."""
     _authorize(request, credentials, "admin")
+
+
+async def _caller_scope(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Scope:
+    # Runs after require_read/require_admin, so a token is there and valid. With
+    # no token configured the API is open on loopback only: the caller is its owner.
+    tokens = get_runtime(request).settings.api_tokens
+    if not tokens:
+        return "admin"
+    granted = None if credentials is None else scope_of(credentials.credentials, tokens)
+    if granted is None:
+        raise HTTPException(401, "the bearer token is not valid", headers=CHALLENGE)
+    return granted
+
+
+#: The scope of the caller's token (``admin`` when the API has no tokens).
+CallerScope = Annotated[Scope, Depends(_caller_scope)]
 
 
 async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:

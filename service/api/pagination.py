@@ -52,11 +52,16 @@ LimitParam = Annotated[
     int,
     Query(ge=1, le=MAX_LIMIT, description=f"Page size, 1 to {MAX_LIMIT}."),
 ]
+#: Longest cursor accepted; ours are a few hundred characters at most.
+MAX_CURSOR_LENGTH = 2048
+# A cursor holds one object and one list; a few more brackets may sit in its strings.
+_MAX_CURSOR_BRACKETS = 16
+
 CursorParam = Annotated[
     str | None,
     Query(
         description="Opaque `next_cursor` of the previous page; omit for the first page.",
-        max_length=2048,
+        max_length=MAX_CURSOR_LENGTH,
         pattern=r"^[A-Za-z0-9_-]*$",
     ),
 ]
@@ -79,10 +84,18 @@ class Keyset:
         """The key values inside ``cursor`` (None for no cursor); 400 when malformed."""
         if cursor is None:
             return None
+        # The route's parameter already bounds the length and alphabet; this is the
+        # guard for every other caller. No cursor of ours nests: anything deeper
+        # than {"v": [...]} is refused before the decoder recurses into it.
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise _bad_cursor()
         try:
             padded = cursor + "=" * (-len(cursor) % 4)
-            data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        except (ValueError, binascii.Error, UnicodeError):
+            raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+            if raw.count(b"[") + raw.count(b"{") > _MAX_CURSOR_BRACKETS:
+                raise _bad_cursor()
+            data = json.loads(raw)
+        except (ValueError, binascii.Error, UnicodeError, RecursionError):
             raise _bad_cursor() from None
         if not isinstance(data, dict) or data.get("k") != self.route:
             raise _bad_cursor()

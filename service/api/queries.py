@@ -45,6 +45,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from service.api.schemas import NO_NUL
 from service.errors import InvalidInputError
+from service.events import arns
+from service.events.arns import Arn
 from service.state.models import ResourceTags
 
 _RFC3339 = re.compile(
@@ -78,8 +80,17 @@ def parse_time(value: str | None, *, param: str) -> datetime | None:
         raise InvalidInputError(f"{param} is not a valid date and time", param=param) from None
 
 
+#: Most ``tag=`` filters one request may repeat: each adds a term to the statement,
+#: and each count of terms is a statement of its own in the statement cache.
+MAX_TAG_FILTERS = 20
+
+
 def parse_tags(values: Sequence[str]) -> list[tuple[str, str]]:
     """``key:value`` pairs (split at the first colon; the value may be empty)."""
+    if len(values) > MAX_TAG_FILTERS:
+        raise InvalidInputError(
+            f"at most {MAX_TAG_FILTERS} tag filters, got {len(values)}", param="tag"
+        )
     pairs: list[tuple[str, str]] = []
     for raw in values:
         key, sep, value = raw.partition(":")
@@ -133,26 +144,10 @@ def _tag_probe(
     return exists(probe)
 
 
-@dataclass(frozen=True, slots=True)
-class Arn:
-    """The parts of an ECS ARN: ``arn:<partition>:ecs:<region>:<account>:<type>/<path>``."""
-
-    partition: str
-    region: str
-    account: str
-    resource_type: str
-    path: tuple[str, ...]
-
-
 def parse_arn(value: str | None) -> Arn | None:
     """Split an ECS ARN; None for anything else (including old opaque forms we cannot read)."""
-    if not value or not value.startswith("arn:"):
-        return None
-    parts = value.split(":", 5)
-    if len(parts) != 6 or parts[2] != "ecs":
-        return None
-    resource_type, _, path = parts[5].partition("/")
-    return Arn(parts[1], parts[3], parts[4], resource_type, tuple(path.split("/")) if path else ())
+    arn = arns.parse_arn(value)
+    return arn if arn is not None and arn.service == "ecs" else None
 
 
 def is_arn(value: str) -> bool:
@@ -195,7 +190,11 @@ TagValue = Annotated[
 ]
 TagParam = Annotated[
     list[TagValue] | None,
-    Query(description="`key:value` (split at the first colon); repeat for AND."),
+    Query(
+        description="`key:value` (split at the first colon); repeat for AND, "
+        f"at most {MAX_TAG_FILTERS} times.",
+        max_length=MAX_TAG_FILTERS,
+    ),
 ]
 
 # The format sits on the string branch of the generated anyOf, where it belongs.
@@ -270,7 +269,7 @@ async def fetch_dicts(
 ) -> list[dict[str, Any]]:
     """Execute ``stmt`` and return its rows as plain dicts (keys: the statement's labels).
 
-    Statements the driver can run as they are (see :func:`_direct`) go straight to
+    Statements the driver can run as they are (see :func:`direct_form`) go straight to
     the asyncpg connection with SQL compiled once: SQLAlchemy's execution path
     (execution context, result metadata, ``Row`` objects) was a fixed cost per
     request and a cost per row, for nothing these reads need. Anything else, and
@@ -281,7 +280,7 @@ async def fetch_dicts(
     Response models validate a dict several times faster than a ``RowMapping``,
     which pydantic can only read through the generic ``Mapping`` protocol.
     """
-    direct = _direct(stmt, conn.dialect) if isinstance(stmt, ClauseElement) else None
+    direct = direct_form(stmt, conn.dialect) if isinstance(stmt, ClauseElement) else None
     if direct is not None:
         try:
             args = direct.arguments(params or {})
@@ -352,7 +351,7 @@ _DIRECT_CACHE: dict[int, tuple[ClauseElement, _Direct | None]] = {}
 _DIRECT_CACHE_SIZE = 4096
 
 
-def _direct(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
+def direct_form(stmt: ClauseElement, dialect: Dialect) -> _Direct | None:
     """The statement compiled for the driver, or None where SQLAlchemy must run it.
 
     Cached per statement object (routes build their statements once per shape).

@@ -1,6 +1,6 @@
 """Response and request models of the REST API, with the examples shown in /docs.
 
-Field names follow DESIGN.md exactly. Columns whose values ECS owns (statuses,
+Field names follow docs/api.md exactly. Columns whose values ECS owns (statuses,
 launch types, stop codes) are plain strings in responses, so a value AWS adds
 tomorrow is passed through instead of turning into a 500; closed sets that
 ecswatch owns (deployment kinds and outcomes, webhook event types) are
@@ -210,6 +210,179 @@ class Deployment(BaseModel):
     model_config = _example(DEPLOYMENT_EXAMPLE)
 
 
+CAUSE_EXAMPLE: dict[str, Any] = {
+    "category": "out_of_memory",
+    "summary": "container web was killed for memory (exit 137, OutOfMemoryError) in 3 of 3 "
+    "failed tasks",
+    "container": "web",
+    "exit_code": 137,
+    "evidence": [
+        {
+            "at": "2025-03-01T10:03:12.400000Z",
+            "kind": "task_stopped",
+            "detail": "task 0d2b8c1e5f7a4b2c9e1f3a5b7c9d1e3f stopped (EssentialContainerExited): "
+            "Essential container in task exited; container web exit 137 "
+            "(OutOfMemoryError: Container killed due to memory usage)",
+        }
+    ],
+}
+
+
+class CauseEvidence(BaseModel):
+    """One fact a cause rests on."""
+
+    at: datetime | None
+    kind: Literal["task_stopped", "service_action", "hook", "alarm", "target_health", "codedeploy"]
+    detail: str
+
+
+class DeploymentCause(BaseModel):
+    """Why a deployment failed (docs/alerts.md, "Why it failed")."""
+
+    category: Literal[
+        "image_pull",
+        "secrets_or_config",
+        "out_of_memory",
+        "container_exit",
+        "health_check",
+        "placement",
+        "hook",
+        "alarm",
+        "timeout",
+        "codedeploy",
+        "unknown",
+    ]
+    summary: str = Field(description="One sentence a person can act on.")
+    container: str | None = Field(description="The container that explains it, if one does.")
+    exit_code: int | None = Field(description="That container's exit code.")
+    evidence: list[CauseEvidence] = Field(description="The facts it rests on, oldest first.")
+
+    model_config = _example(CAUSE_EXAMPLE)
+
+
+class TimelineEntry(BaseModel):
+    """One event of the deployment, of one of its tasks, or of its service's actions."""
+
+    at: datetime
+    kind: str = Field(description="task, deployment, service_action, hook, codedeploy or event.")
+    summary: str
+    event_id: str = Field(description="The stored event (`GET /v1/events?resource=…`).")
+
+
+class FailedTaskContainer(BaseModel):
+    """A container of a failed task."""
+
+    name: str | None
+    exit_code: int | None
+    reason: str | None
+
+
+class FailedTask(BaseModel):
+    """A task of the deployment that failed (replaced tasks are not listed)."""
+
+    arn: str
+    stop_code: str | None
+    stopped_reason: str | None
+    containers: list[FailedTaskContainer]
+
+
+class TargetHealthPoint(BaseModel):
+    """One ALB point of a target group of the deployment's service."""
+
+    target_group: str = Field(description="The CloudWatch dimension, targetgroup/<name>/<id>.")
+    name: str = Field(description="The metric, e.g. UnHealthyHostCount.")
+    statistic: str
+    timestamp: datetime
+    value: float
+
+
+DEPLOYMENT_DETAIL_EXAMPLE: dict[str, Any] = {
+    **DEPLOYMENT_EXAMPLE,
+    "cause": CAUSE_EXAMPLE,
+    "timeline": [
+        {
+            "at": "2025-03-01T10:00:00Z",
+            "kind": "deployment",
+            "summary": "SERVICE_DEPLOYMENT_IN_PROGRESS: ECS deployment ecs-svc/1234567890123456789 "
+            "in progress.",
+            "event_id": "9f8e7d6c-5b4a-3f2e-1d0c-9b8a7f6e5d4c",
+        },
+        {
+            "at": "2025-03-01T10:03:12Z",
+            "kind": "task",
+            "summary": "task 0d2b8c1e5f7a4b2c9e1f3a5b7c9d1e3f STOPPED: EssentialContainerExited: "
+            "Essential container in task exited",
+            "event_id": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        },
+    ],
+    "failed_tasks": [
+        {
+            "arn": TASK_ARN,
+            "stop_code": "EssentialContainerExited",
+            "stopped_reason": "Essential container in task exited",
+            "containers": [
+                {
+                    "name": "web",
+                    "exit_code": 137,
+                    "reason": "OutOfMemoryError: Container killed due to memory usage",
+                }
+            ],
+        }
+    ],
+    "failed_tasks_count": 3,
+    "target_health": [
+        {
+            "target_group": "targetgroup/web/0123456789abcdef",
+            "name": "UnHealthyHostCount",
+            "statistic": "Maximum",
+            "timestamp": "2025-03-01T10:04:00Z",
+            "value": 2.0,
+        }
+    ],
+}
+
+
+class DeploymentDetail(BaseModel):
+    """One deployment with why it failed, its timeline, failed tasks and target health.
+
+    The fields of `/v1/deployments` items, except that `failed_tasks` lists the
+    failed tasks and `failed_tasks_count` counts them.
+    """
+
+    id: str
+    cluster: str | None
+    cluster_arn: str | None
+    service: str | None
+    service_arn: str | None
+    kind: str = Field(description="rolling, blue_green or codedeploy.")
+    outcome: str = Field(
+        description="in_progress, succeeded, failed, rolled_back, rollback_failed or stopped."
+    )
+    reason: str | None
+    task_definition: str | None
+    rollback_target: str | None
+    started_at: datetime | None
+    updated_at: datetime
+    finished_at: datetime | None
+    stuck: bool
+    cause: DeploymentCause | None = Field(
+        description="Why it failed; null unless failed, rolled back or stuck."
+    )
+    timeline: list[TimelineEntry] = Field(
+        description="Its events, its tasks' and its service's actions, oldest first (≤ 500)."
+    )
+    failed_tasks: list[FailedTask] = Field(description="Its failed tasks (≤ 200).")
+    failed_tasks_count: int = Field(description="How many of its tasks failed (as listed).")
+    target_health: list[TargetHealthPoint] = Field(
+        description=(
+            "ALB points of its service's target groups from its start to 10 minutes after "
+            "its end; empty when it is not behind a load balancer."
+        )
+    )
+
+    model_config = _example(DEPLOYMENT_DETAIL_EXAMPLE)
+
+
 # ---------------------------------------------------------------- services
 
 SERVICE_EXAMPLE: dict[str, Any] = {
@@ -221,7 +394,7 @@ SERVICE_EXAMPLE: dict[str, Any] = {
     "desired_count": 4,
     "running_count": 4,
     "pending_count": 0,
-    "launch_type": "FARGATE",
+    "launch_type": "EC2",
     "task_definition": TASK_DEFINITION,
     "deployment_controller": "ECS",
     "tags": {"team": "web"},
@@ -319,7 +492,7 @@ class LoadBalancer(BaseModel):
 SERVICE_DETAIL_EXAMPLE: dict[str, Any] = {
     **SERVICE_EXAMPLE,
     "deployments": [DEPLOYMENT_EXAMPLE],
-    "capacity_provider_strategy": [{"capacity_provider": "FARGATE", "weight": 1, "base": 0}],
+    "capacity_provider_strategy": [],
     "deployment_configuration": {
         "circuit_breaker": {"enable": True, "rollback": True},
         "alarms": {"names": ["web-5xx"], "enable": True, "rollback": True},
@@ -338,7 +511,7 @@ SERVICE_DETAIL_EXAMPLE: dict[str, Any] = {
             "failed_tasks": 0,
             "rollout_state": "COMPLETED",
             "rollout_state_reason": "ECS deployment ecs-svc/1234567890123456789 completed.",
-            "launch_type": "FARGATE",
+            "launch_type": "EC2",
             "created_at": "2025-03-01T10:00:00Z",
             "updated_at": "2025-03-01T10:14:03.120000Z",
         }
@@ -399,14 +572,14 @@ TASK_EXAMPLE: dict[str, Any] = {
     "service_arn": SERVICE_ARN,
     "family": "web",
     "revision": 42,
-    "launch_type": "FARGATE",
+    "launch_type": "EC2",
     "last_status": "STOPPED",
     "desired_status": "STOPPED",
     "health_status": "UNKNOWN",
     "stop_code": "EssentialContainerExited",
     "stopped_reason": "Essential container in task exited",
     "version": 5,
-    "container_instance_arn": None,
+    "container_instance_arn": INSTANCE_ARN,
     "availability_zone": "us-east-1a",
     "containers": [
         {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from types_aiobotocore_events import EventBridgeClient
@@ -46,7 +46,29 @@ async def setup_event_pipeline(
         Description="ECS and CodeDeploy events for ecswatch",
     )
     rule_arn = rule["RuleArn"]
-    policy = {
+    policy = queue_policy(queue_arn, rule_arn)
+    await sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+    await events.put_targets(
+        Rule=f"ecswatch-{queue_name}"[:64], Targets=[{"Id": "ecswatch-sqs", "Arn": queue_arn}]
+    )
+    return PipelineResources(
+        queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url, rule_arn=rule_arn
+    )
+
+
+def queue_policy(queue_arn: str, rule_arn: str, *more_rule_arns: str) -> dict[str, Any]:
+    """The event queue's resource policy; deploy/cloudformation.yaml writes the same.
+
+    The Allow lets EventBridge deliver for ecswatch's rule (or rules: an
+    organization bus has one of its own). The Deny refuses ``sqs:SendMessage``
+    to everyone (an IAM user or role of the account with ``sqs:*`` included)
+    unless the request comes from one of them: a direct send carries no
+    ``aws:SourceArn``, and a negated condition on a missing key matches, so the
+    Deny applies; with several ARNs, a negated operator matches a value equal to
+    none of them. An explicit Deny beats any Allow.
+    """
+    rules: str | list[str] = [rule_arn, *more_rule_arns] if more_rule_arns else rule_arn
+    return {
         "Version": "2012-10-17",
         "Statement": [
             {
@@ -55,17 +77,18 @@ async def setup_event_pipeline(
                 "Principal": {"Service": "events.amazonaws.com"},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
-                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-            }
+                "Condition": {"ArnEquals": {"aws:SourceArn": rules}},
+            },
+            {
+                "Sid": "ecswatch-only-the-rule",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:SourceArn": rules}},
+            },
         ],
     }
-    await sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-    await events.put_targets(
-        Rule=f"ecswatch-{queue_name}"[:64], Targets=[{"Id": "ecswatch-sqs", "Arn": queue_arn}]
-    )
-    return PipelineResources(
-        queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url, rule_arn=rule_arn
-    )
 
 
 async def create_queue_with_dlq(

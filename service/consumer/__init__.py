@@ -1,1 +1,2 @@
-"""The consumer role: SQS messages in, committed state out, then delete."""
+"""The consumer: SQS messages in, one transaction of state, deployments, alerts and
+Datadog facts committed, then delete (assembled by :mod:`service.roles.consumer`)."""

@@ -22,13 +22,14 @@ from service import telemetry
 from service.alerts.rules import AlertRules
 from service.aws.backoff import Backoff
 from service.config import ServiceRef
+from service.consumer.transaction import BatchResult, commit_events
 from service.db import is_contention as _is_contention
 from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
 from service.events.models import NormalisedEvent
-from service.events.normalise import parse_message
+from service.events.normalise import HEARTBEAT_SOURCE, parse_message
 from service.logging import get_logger
-from service.state.apply import Applied, BatchResult, apply_events
+from service.state.apply import Applied
 from service.state.quarantine import Poison, quarantine
 
 log = get_logger(__name__)
@@ -96,6 +97,7 @@ class Handler:
         parsed: list[tuple[Message, NormalisedEvent]] = []
         poison: list[tuple[Message, Poison, str]] = []
         received: Counter[str] = Counter()
+        heartbeats = HandleResult()
         for index, message in enumerate(messages):
             if index % _PARSE_SLICE == _PARSE_SLICE - 1:
                 # Parsing is the longest stretch of Python in a batch (~20 ms for
@@ -110,17 +112,26 @@ class Handler:
                 received["unparseable"] += 1
                 continue
             received[_detail_type_label(event)] += 1
+            if event.envelope.source == HEARTBEAT_SOURCE:
+                # Proof that the path from the bus works: counted above, then
+                # acknowledged; never stored as an ECS event (docs/events.md).
+                heartbeats.done.append(message)
+                heartbeats.outcomes[message.message_id] = "heartbeat"
+                continue
             parsed.append((message, event))
         for label, count in received.items():
             telemetry.EVENTS_RECEIVED.labels(label).inc(count)
         try:
-            return await self._commit(parsed, poison)
+            committed = await self._commit(parsed, poison)
         except Exception as exc:
             if is_transient_db_error(exc):
                 log.warning("batch_transient_failure", error=type(exc).__name__, size=len(messages))
                 return HandleResult(retry=list(messages))
             log.warning("batch_failed_falling_back", error=_short(exc), size=len(messages))
-        result = HandleResult()
+        else:
+            committed.merge(heartbeats)
+            return committed
+        result = heartbeats
         for message, event in parsed:
             result.merge(await self._one(message, event))
         for message, item, label in poison:
@@ -137,7 +148,7 @@ class Handler:
         for attempt in range(_IMMEDIATE_RETRIES):
             try:
                 async with self._sessionmaker() as session, session.begin():
-                    batch = await apply_events(
+                    batch = await commit_events(
                         session,
                         [e for _, e in parsed],
                         codedeploy_groups=self._groups,

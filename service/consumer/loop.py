@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -58,7 +57,7 @@ DATABASE_PROBE_BACKOFF = partial(Backoff, initial=0.5, cap=15.0, jitter=0.5)
 DELETE_BACKOFF = partial(Backoff, initial=0.2, cap=0.6, factor=2.0, jitter=0.0)
 
 
-def _message(raw: MessageTypeDef) -> Message:
+def message_of(raw: MessageTypeDef) -> Message:
     attributes = raw.get("Attributes", {})
     return Message(
         message_id=raw.get("MessageId", ""),
@@ -202,7 +201,7 @@ class Consumer:
                     WaitTimeSeconds=self._wait_seconds,
                     MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
                 )
-                received = [_message(m) for m in response.get("Messages", [])]
+                received = [message_of(m) for m in response.get("Messages", [])]
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
@@ -333,41 +332,3 @@ class Consumer:
                     await sqs.change_message_visibility_batch(
                         QueueUrl=self._queue_url, Entries=entries
                     )
-
-
-async def run_consumer(
-    runtime: Runtime, stop: asyncio.Event, *, on_started: Callable[[], None] | None = None
-) -> None:
-    """The ``consumer`` role; ``on_started`` runs once its queue has answered."""
-    queue_url = runtime.settings.queue_url
-    if not queue_url:
-        raise RuntimeError("ECSWATCH_QUEUE_URL is required for the consumer role")
-    # Everything alive now (modules, the engine, clients) lives as long as the
-    # process: keep it out of the collector's full passes, which otherwise walk
-    # it again and again while events churn through (measured in the ingestion
-    # benchmark, docs/performance.md).
-    gc.freeze()
-    settings = runtime.settings
-    if not settings.enrich:
-        await Consumer(runtime, queue_url, on_started=on_started).run(stop)
-        return
-    # Enrichment after commit (issue 9): Describe calls never on the critical path.
-    from service.enrich.describer import Describer
-    from service.enrich.enricher import Enricher
-    from service.poller.reconcile import Reconciler
-
-    apis = await runtime.aws_apis()
-    async with Describer(runtime.sessionmaker, apis) as describer:
-        reconciler = Reconciler(runtime.sessionmaker, apis, describer, clusters=settings.clusters)
-        enricher = Enricher(describer, reconcile_one=reconciler.reconcile_one)
-        handler = Handler(
-            runtime.sessionmaker,
-            codedeploy_groups=settings.codedeploy_groups,
-            alert_rules=rules_from_settings(settings),
-            datadog=settings.datadog_enabled,
-            after_commit=enricher.submit,
-        )
-        try:
-            await Consumer(runtime, queue_url, handler=handler, on_started=on_started).run(stop)
-        finally:
-            await enricher.close()

@@ -16,7 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from service.datadog.metrics import MetricName, exit_class
-from service.datadog.tags import EcsContext, ecs_tags, family_and_revision, tag
+from service.datadog.tags import EcsContext, ecs_tags, tag
+from service.deployments.outcome import DeploymentKind, Outcome
+from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot, failure_summary
+from service.events.arns import family_and_revision
 from service.events.models import (
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
@@ -288,87 +291,84 @@ def derive(
 
 # --- deployments -----------------------------------------------------------------
 
-_OUTCOME_ALERTS: dict[str, AlertType] = {
-    "succeeded": "success",
-    "failed": "error",
-    "rolled_back": "warning",
-    "rollback_failed": "error",
-    "stopped": "warning",
+_OUTCOME_ALERTS: dict[Outcome, AlertType] = {
+    Outcome.SUCCEEDED: "success",
+    Outcome.FAILED: "error",
+    Outcome.ROLLED_BACK: "warning",
+    Outcome.ROLLBACK_FAILED: "error",
+    Outcome.STOPPED: "warning",
 }
 
 
-def deployment_facts(row: Mapping[str, Any], now: datetime) -> list[Fact]:
-    """Started and outcome facts of one deployment row as stored after the batch.
+def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
+    """Started and outcome facts of one deployment as it stands after the batch.
 
     Each outcome a deployment reaches is counted once (a failed deployment that
     then rolls back counts as failed and as rolled back) and announced once, with
-    ``aggregation_key`` the deployment id so Datadog groups its events.
+    ``aggregation_key`` the deployment id so Datadog groups its events. A failure's
+    event text leads with :func:`~service.deployments.snapshot.failure_summary`.
     """
-    family, revision = family_and_revision(row.get("task_definition"))
-    context = EcsContext(
-        cluster_arn=row.get("cluster_arn"),
-        cluster_name=row.get("cluster_name"),
-        service_name=row.get("service_name"),
-    )
-    deployment_id = str(row["id"])
-    where = f"{row.get('cluster_name')}/{row.get('service_name')}"
-    kind = str(row.get("kind") or "rolling")
+    family, revision = family_and_revision(d.task_definition)
+    context = EcsContext(cluster_arn=d.cluster_arn, cluster_name=d.cluster, service_name=d.service)
+    where = f"{d.cluster}/{d.service}"
+    kind = str(d.kind or DeploymentKind.ROLLING)
     body = [
-        ("cluster", row.get("cluster_name")),
-        ("service", row.get("service_name")),
-        ("deployment", deployment_id),
+        ("cluster", d.cluster),
+        ("service", d.service),
+        ("deployment", d.id),
         ("kind", kind),
-        ("task definition", row.get("task_definition")),
+        ("task definition", d.task_definition),
     ]
     facts: list[Fact] = []
-    started_at = row.get("started_at")
-    if row.get("last_event_name") is not None and started_at is not None:
+    if d.last_event_name is not None and d.started_at is not None:
         facts.append(
             Fact(
-                f"deployment:{deployment_id}:started",
+                f"deployment:{d.id}:started",
                 context,
                 (),
                 EventSpec(
                     title=f"ECS deployment started: {where}",
                     text=_lines([*body, ("family", family), ("revision", revision)]),
                     alert_type="info",
-                    aggregation_key=deployment_id,
-                    at=started_at,
+                    aggregation_key=d.id,
+                    at=d.started_at,
                 ),
             )
         )
-    outcome = str(row.get("outcome") or "in_progress")
+    outcome = Outcome(d.outcome or Outcome.IN_PROGRESS)
     if outcome not in _OUTCOME_ALERTS:
         return facts
-    finished_at = row.get("finished_at") or row.get("last_event_at") or now
+    finished_at = d.finished_at or d.last_event_at or now
     kind_tags = (f"outcome:{outcome}", f"deployment_kind:{kind}")
     contributions = [
         Contribution(MetricName.DEPLOYMENTS_FINISHED, 1, stamp(finished_at, now), kind_tags)
     ]
-    if started_at is not None and row.get("finished_at") is not None:
-        seconds = (row["finished_at"] - started_at).total_seconds()
+    if d.started_at is not None and d.finished_at is not None:
+        seconds = (d.finished_at - d.started_at).total_seconds()
         if seconds >= 0:
             contributions.append(
                 Contribution(
                     MetricName.DEPLOYMENT_DURATION, seconds, stamp(finished_at, now), kind_tags
                 )
             )
+    summary = [("summary", failure_summary(d))] if outcome in FAILED_OUTCOMES else []
     spec = EventSpec(
         title=f"ECS deployment {outcome.replace('_', ' ')}: {where}",
         text=_lines(
             [
+                *summary,
                 *body,
                 ("outcome", outcome),
-                ("reason", row.get("reason")),
-                ("rollback target", row.get("rollback_target")),
-                ("service ARN", row.get("service_arn")),
+                ("reason", d.reason),
+                ("rollback target", d.rollback_target),
+                ("service ARN", d.service_arn),
             ]
         ),
         alert_type=_OUTCOME_ALERTS[outcome],
-        aggregation_key=deployment_id,
+        aggregation_key=d.id,
         at=finished_at,
     )
-    facts.append(Fact(f"deployment:{deployment_id}:{outcome}", context, tuple(contributions), spec))
+    facts.append(Fact(f"deployment:{d.id}:{outcome}", context, tuple(contributions), spec))
     return facts
 
 

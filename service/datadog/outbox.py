@@ -1,7 +1,8 @@
 """Datadog outbox rows written by the consumer, in the transaction of the change.
 
-Called at the end of :func:`service.state.apply.apply_events` with the events
-that were new (not duplicates by EventBridge id or natural key). The facts they
+Called last in the consumer's transaction (:mod:`service.consumer.transaction`)
+with the events that were new (not duplicates by EventBridge id or natural key)
+and the snapshots of the deployments the transaction touched. The facts they
 show (:mod:`service.datadog.facts`) are inserted into ``datadog_facts``; only
 the facts this transaction inserted are counted, in ONE ``datadog_metrics``
 row per transaction (ingestion throughput: no row per event), and each new
@@ -21,7 +22,6 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.config import ServiceRef
 from service.datadog.facts import (
     Derived,
     Fact,
@@ -31,21 +31,15 @@ from service.datadog.facts import (
     series_of,
 )
 from service.datadog.tags import EcsContext
-from service.events.models import NormalisedEvent, TaskStateChange
+from service.deployments.snapshot import DeploymentSnapshot
+from service.events.models import NormalisedEvent
 from service.outbox.models import OutboxItem, OutboxKind
-from service.state import rows as r
 
 _INSERT_FACTS = text(
     "INSERT INTO datadog_facts (key) SELECT k FROM unnest(CAST(:keys AS TEXT[])) AS k"
     " ORDER BY k ON CONFLICT DO NOTHING RETURNING key"
 )
 _FORGET_FACTS = text("DELETE FROM datadog_facts WHERE key = ANY(CAST(:keys AS TEXT[]))")
-_DEPLOYMENTS = text(
-    "SELECT id, kind, outcome, reason, rollback_target, cluster_arn, cluster_name,"
-    " service_arn, service_name, task_definition, started_at, finished_at, last_event_at,"
-    " last_event_name FROM deployments"
-    " WHERE id = ANY(CAST(:ids AS TEXT[])) OR rollback_target = ANY(CAST(:ids AS TEXT[]))"
-)
 # Service tags win over cluster tags; tags not fetched yet (known = false) add nothing.
 _TAGS = text(
     "SELECT c.cluster_name, c.service_name, coalesce(ct.tags, '{}'::jsonb) AS cluster_tags,"
@@ -56,19 +50,6 @@ _TAGS = text(
     " LEFT JOIN resource_tags st ON st.resource_arn = s.arn AND st.known"
     " LEFT JOIN resource_tags ct ON ct.resource_arn = c.cluster_arn AND ct.known"
 )
-
-
-def _deployment_ids(
-    events: Sequence[NormalisedEvent], codedeploy_groups: dict[str, ServiceRef]
-) -> list[str]:
-    ids: set[str] = set()
-    for event in events:
-        row = r.deployment_row(event, codedeploy_groups)
-        if row is not None:
-            ids.add(str(row["id"]))
-        elif isinstance(event.detail, TaskStateChange) and event.detail.deployment_id:
-            ids.add(event.detail.deployment_id)
-    return sorted(ids)
 
 
 async def resource_tags_of(
@@ -148,17 +129,15 @@ async def write_datadog_rows(
     session: AsyncSession,
     events: Sequence[NormalisedEvent],
     outcomes: Mapping[str, Any],
+    snapshots: Sequence[DeploymentSnapshot],
     *,
-    codedeploy_groups: dict[str, ServiceRef],
     now: datetime | None = None,
 ) -> list[Fact]:
-    """Facts and outbox rows of newly stored ``events`` (see the module doc)."""
+    """Facts and outbox rows of newly stored ``events`` and of the deployments as
+    ``snapshots`` show them (see the module doc)."""
     now = now or datetime.now(UTC)
     applied = {event_id: str(o) == "applied" for event_id, o in outcomes.items()}
     derived = derive(events, applied, now)
-    ids = _deployment_ids(events, codedeploy_groups)
-    if ids:
-        result = await session.execute(_DEPLOYMENTS, {"ids": ids})
-        for row in result.mappings():
-            derived.facts.extend(deployment_facts(dict(row), now))
+    for snapshot in snapshots:
+        derived.facts.extend(deployment_facts(snapshot, now))
     return await record_facts(session, derived, now=now)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from service.events.arns import parse_arn
+
 MAX_TAG_LENGTH = 200
 
 _INVALID = re.compile(r"[^\w\-:./]", re.UNICODE)
@@ -32,6 +34,44 @@ RESERVED_KEYS = frozenset(
         "launch_type",
         "region",
         "aws_account",
+        "targetgroup",
+        "loadbalancer",
+    }
+)
+
+
+# Tag names ecswatch writes that are Datadog's own, and where Datadog writes them
+# (docs/metrics.md, "Tag names"): a series tagged so joins the user's series of that
+# integration on the same tag.
+DATADOG_TAG_NAMES: dict[str, str] = {
+    "ecs_cluster_name": "Datadog Agent on ECS",
+    "ecs_service": "Datadog Agent on ECS",
+    "task_family": "Datadog Agent on ECS",
+    "task_version": "Datadog Agent on ECS",
+    "clustername": "AWS integration, Amazon ECS",
+    "servicename": "AWS integration, Amazon ECS",
+    "region": "AWS integration and Datadog Agent on ECS",
+    "aws_account": "AWS integration and Datadog Agent on ECS",
+    "targetgroup": "AWS integration, Application ELB",
+    "loadbalancer": "AWS integration, Application ELB",
+}
+# Tag names that are ecswatch's own: Datadog's integrations write none of them (the
+# Agent's launch type tag is ``ecs_launch_type``; the AWS integration puts the
+# statistic in the metric name).
+OWN_TAG_NAMES = frozenset(
+    {
+        "launch_type",
+        "statistic",
+        "task_status",
+        "stop_code",
+        "exit_class",
+        "outcome",
+        "deployment_kind",
+        "alert_type",
+        "status",
+        "agent_connected",
+        "outbox_kind",
+        "operation",
     }
 )
 
@@ -69,21 +109,10 @@ class ArnParts:
 
 def arn_parts(arn: str | None) -> ArnParts:
     """Region and account from an ARN; both None when it is not an ARN."""
-    if not arn or not arn.startswith("arn:"):
+    parsed = parse_arn(arn)
+    if parsed is None:
         return ArnParts(None, None)
-    parts = arn.split(":", 5)
-    if len(parts) < 6:
-        return ArnParts(None, None)
-    return ArnParts(parts[3] or None, parts[4] or None)
-
-
-def family_and_revision(task_definition: str | None) -> tuple[str | None, str | None]:
-    """``family``, ``revision`` of a task definition ARN or ``family:revision``."""
-    if not task_definition:
-        return None, None
-    name = task_definition.rsplit("/", 1)[-1]
-    family, _, revision = name.partition(":")
-    return family or None, revision or None
+    return ArnParts(parsed.region or None, parsed.account or None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,9 +60,9 @@ from service.demo.receiver import WebhookReceiver
 from service.demo.simulator import FleetSimulator, put_events_entries
 from service.logging import get_logger
 from service.migrate import upgrade
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
+from service.roles.supervisor import run_roles
 from service.runtime import Runtime, aws_client_kwargs, open_runtime
-from service.supervisor import run_roles
 
 log = get_logger(__name__)
 

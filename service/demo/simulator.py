@@ -125,14 +125,12 @@ class FleetSimulator:
         self._fleet = fleet
         self._rng = random.Random(seed)
         self._pace = pace
-        self.emitted = 0
         #: service name -> its running tasks: ARN -> container instance ARN (EC2) or None
         self.running: dict[str, dict[str, str | None]] = {}
 
     async def _send(self, events: list[dict[str, Any]]) -> None:
         for start in range(0, len(events), 10):  # PutEvents takes 10 entries a call
             await self._emit(events[start : start + 10])
-        self.emitted += len(events)
 
     async def _sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds * self._pace)

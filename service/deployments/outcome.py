@@ -15,7 +15,7 @@ from enum import StrEnum
 
 
 class DeploymentKind(StrEnum):
-    """How a deployment replaces tasks (DESIGN.md's closed set)."""
+    """How a deployment replaces tasks (a closed set, docs/api.md)."""
 
     ROLLING = "rolling"
     BLUE_GREEN = "blue_green"
@@ -23,7 +23,7 @@ class DeploymentKind(StrEnum):
 
 
 class Outcome(StrEnum):
-    """Where a deployment ended, or that it has not yet (DESIGN.md's closed set)."""
+    """Where a deployment ended, or that it has not yet (a closed set, docs/api.md)."""
 
     IN_PROGRESS = "in_progress"
     SUCCEEDED = "succeeded"
@@ -33,6 +33,7 @@ class Outcome(StrEnum):
     STOPPED = "stopped"
 
 
+#: Outcomes after which a deployment changes no more.
 TERMINAL = frozenset(
     {Outcome.SUCCEEDED, Outcome.ROLLED_BACK, Outcome.ROLLBACK_FAILED, Outcome.STOPPED}
 )
@@ -109,7 +110,7 @@ def daemon_deployment_step(event_name: str | None) -> Step:
 # ---------------------------------------------------------------- the whole fold
 #
 # The stored deployment row is this fold, computed by conditional upserts in
-# ``service.state.apply`` one event at a time; the pure version below is the
+# ``service.deployments.upsert`` one event at a time; the pure version below is the
 # specification that the tests hold both to (every permutation of a sequence
 # ends in the same states).
 

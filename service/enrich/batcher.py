@@ -58,7 +58,6 @@ class CoalescingBatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._calls: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
-        self.calls_made = 0
 
     @property
     def pending(self) -> int:
@@ -159,7 +158,6 @@ class CoalescingBatcher:
     ) -> None:
         kind, cluster = key
         async with self._slots:
-            self.calls_made += 1
             try:
                 results = await self._fetch(kind, cluster, list(batch))
             except asyncio.CancelledError:

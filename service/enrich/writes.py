@@ -25,18 +25,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import PermanentError
+from service.events.arns import parse_arn
 from service.events.models import NormalisedEvent
 from service.events.normalise import normalise
+from service.events.times import iso
 from service.logging import get_logger
 from service.state import apply as state_apply
 from service.state import rows as r
-from service.state.apply import _bulk_insert, _execute, _payload
+from service.state.bulk import bulk_insert, execute, payload
 from service.state.models import Cluster, Service, TaskDefinition
 
 log = get_logger(__name__)
@@ -44,12 +46,12 @@ log = get_logger(__name__)
 
 def _jsonable(value: Any) -> Any:
     """A Describe response as plain JSON values (botocore gives datetimes)."""
-    return json.loads(json.dumps(value, default=_iso))
+    return json.loads(json.dumps(value, default=_time))
 
 
-def _iso(value: object) -> str:
+def _time(value: object) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
+        return iso(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
@@ -102,7 +104,7 @@ async def write_tags(
 ) -> None:
     if tags:
         rows = [{"arn": a, "tags": t, "fetched_at": fetched_at} for a, t in sorted(tags.items())]
-        await _execute(session, _UPSERT_TAGS, _payload(rows))
+        await execute(session, _UPSERT_TAGS, payload(rows))
 
 
 # ---------------------------------------------------------------- tasks and instances
@@ -119,7 +121,7 @@ async def write_tasks(
         return set()
     ids = [e.envelope.id for e in events]
     before = await _state(session, "tasks", _TASK_STATE, ids)
-    outcomes = await state_apply._apply_versioned(session, events, _DESCRIBED_TASKS)
+    outcomes = await state_apply.apply_versioned(session, events, _DESCRIBED_TASKS)
     back = await _back(session, "tasks", ids)
     return await _changed(session, "tasks", _TASK_STATE, _applied_arns(outcomes), before) | back
 
@@ -127,7 +129,7 @@ async def write_tasks(
 async def _back(session: AsyncSession, table: str, ids: Sequence[str]) -> set[str]:
     """ECS describes them again: no longer gone (a Describe that failed for a moment)."""
     arns = [i.removeprefix("describe:") for i in ids]
-    result = await _execute(
+    result = await execute(
         session,
         f"UPDATE {table} SET gone_at = NULL WHERE arn = ANY($1::TEXT[]) AND gone_at IS NOT NULL"
         " RETURNING arn",
@@ -138,7 +140,7 @@ async def _back(session: AsyncSession, table: str, ids: Sequence[str]) -> set[st
 
 # A Describe without cpu or memory (they come from the task definition) keeps them.
 _DESCRIBED_TASKS = dataclasses.replace(
-    state_apply._TASKS, sticky=(*state_apply._TASKS.sticky, "cpu", "memory")
+    state_apply.TASKS, sticky=(*state_apply.TASKS.sticky, "cpu", "memory")
 )
 # What counts as a change (drift) when a Describe re-applies a versionless row.
 _TASK_STATE = (
@@ -162,7 +164,7 @@ async def _state(
     session: AsyncSession, table: str, columns: Sequence[str], ids: Sequence[str]
 ) -> dict[str, tuple[Any, ...]]:
     arns = [i.removeprefix("describe:") for i in ids]
-    result = await _execute(
+    result = await execute(
         session,
         f"SELECT arn, {', '.join(columns)} FROM {table} WHERE arn = ANY($1::TEXT[])",
         arns,
@@ -214,12 +216,12 @@ async def write_container_instances(
     if events:
         ids = [e.envelope.id for e in events]
         before = await _state(session, "container_instances", _INSTANCE_STATE, ids)
-        outcomes = await state_apply._apply_versioned(session, events, state_apply._INSTANCES)
+        outcomes = await state_apply.apply_versioned(session, events, state_apply.INSTANCES)
         applied = await _changed(
             session, "container_instances", _INSTANCE_STATE, _applied_arns(outcomes), before
         ) | await _back(session, "container_instances", ids)
     if health:
-        await state_apply._apply_health(session, health)
+        await state_apply.apply_health(session, health)
     return applied
 
 
@@ -359,7 +361,7 @@ def _described_upsert(table: str, state: Sequence[str], sticky: Sequence[str]) -
 
 # Rows go in the order of the array, sorted by ARN in Python as the consumer's
 # service and cluster upserts send them (byte order, whatever the collation).
-_UPSERT_SERVICES = _bulk_insert(Service, _SERVICE_COLUMNS, order_by=None) + _described_upsert(
+_UPSERT_SERVICES = bulk_insert(Service, _SERVICE_COLUMNS, order_by=None) + _described_upsert(
     "services", _SERVICE_STATE, ("cluster_arn", "cluster_name")
 )
 
@@ -372,7 +374,7 @@ async def write_services(
     if not rows:
         return set()
     rows.sort(key=lambda row: str(row["arn"]))
-    result = await _execute(session, _UPSERT_SERVICES, _payload(rows))
+    result = await execute(session, _UPSERT_SERVICES, payload(rows))
     return {row[0] for row in result}
 
 
@@ -385,7 +387,8 @@ def cluster_row_of_describe(cluster: Mapping[str, Any], described_at: datetime) 
     arn = data.get("clusterArn")
     if not isinstance(arn, str):
         return None
-    region, account, _ = r.parse_arn(arn)
+    parsed = parse_arn(arn)
+    region, account = (parsed.region or None, parsed.account or None) if parsed else (None, None)
     settings = [
         {"name": s.get("name"), "value": s.get("value")} for s in data.get("settings") or []
     ]
@@ -416,7 +419,7 @@ _CLUSTER_STATE = (
     "settings",
 )
 _CLUSTER_COLUMNS = ("arn", "name", "account", "region", *_CLUSTER_STATE, "described_at")
-_UPSERT_CLUSTERS = _bulk_insert(Cluster, _CLUSTER_COLUMNS, order_by=None) + _described_upsert(
+_UPSERT_CLUSTERS = bulk_insert(Cluster, _CLUSTER_COLUMNS, order_by=None) + _described_upsert(
     "clusters", _CLUSTER_STATE, ("account", "region")
 )
 
@@ -428,7 +431,7 @@ async def write_clusters(
     if not rows:
         return set()
     rows.sort(key=lambda row: str(row["arn"]))
-    result = await _execute(session, _UPSERT_CLUSTERS, _payload(rows))
+    result = await execute(session, _UPSERT_CLUSTERS, payload(rows))
     return {row[0] for row in result}
 
 
@@ -475,7 +478,7 @@ async def write_described(
     key = _ARN_KEYS[kind]
     tags = {i[key]: tags_of(i) for i in items if isinstance(i.get(key), str) and i[key]}
     if tags and missing:
-        await _execute(session, _LOCK_ROWS[kind], sorted({*tags, *missing}))
+        await execute(session, _LOCK_ROWS[kind], sorted({*tags, *missing}))
     changed: set[str] = set()
     if items:
         if kind == "tasks":
@@ -521,7 +524,7 @@ async def mark_gone(
     """Mark resources ECS no longer knows (never delete them); return the ARNs marked."""
     if not arns:
         return set()
-    result = await _execute(session, _GONE[kind], sorted(set(arns)), at)
+    result = await execute(session, _GONE[kind], sorted(set(arns)), at)
     return {row[0] for row in result}
 
 
@@ -535,9 +538,9 @@ async def never_described(session: AsyncSession, kind: str, arns: Sequence[str])
     """Which of ``arns`` (services or clusters) no Describe has written yet (or no row)."""
     if not arns:
         return set()
-    result = await _execute(session, _NEVER_DESCRIBED[kind], sorted(set(arns)))
+    result = await execute(session, _NEVER_DESCRIBED[kind], sorted(set(arns)))
     known = {row[0] for row in result}
-    exists = await _execute(
+    exists = await execute(
         session, _NEVER_DESCRIBED[kind].replace(" AND described_at IS NULL", ""), sorted(set(arns))
     )
     rows = {row[0] for row in exists}
@@ -590,7 +593,7 @@ _TD_COLUMNS = (
     "fetched_at",
 )
 _INSERT_TASK_DEFINITIONS = (
-    _bulk_insert(TaskDefinition, _TD_COLUMNS, order_by="arn") + " ON CONFLICT DO NOTHING"
+    bulk_insert(TaskDefinition, _TD_COLUMNS, order_by="arn") + " ON CONFLICT DO NOTHING"
 )
 
 # Tasks take what their (immutable) task definition says where they lack it:
@@ -629,17 +632,17 @@ async def write_task_definitions(
     rows = [row for d in definitions if (row := task_definition_row(d, fetched_at))]
     if not rows:
         return 0
-    await _execute(session, _INSERT_TASK_DEFINITIONS, _payload(rows))
+    await execute(session, _INSERT_TASK_DEFINITIONS, payload(rows))
     return await fill_tasks_from_definitions(session, [row["arn"] for row in rows])
 
 
 async def fill_tasks_from_definitions(session: AsyncSession, definition_arns: Sequence[str]) -> int:
-    result = await _execute(session, _FILL_TASKS_FROM_DEFINITIONS, sorted(set(definition_arns)))
+    result = await execute(session, _FILL_TASKS_FROM_DEFINITIONS, sorted(set(definition_arns)))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def stored_definitions(session: AsyncSession, arns: Sequence[str]) -> set[str]:
-    result = await _execute(
+    result = await execute(
         session, "SELECT arn FROM task_definitions WHERE arn = ANY($1::TEXT[])", list(arns)
     )
     return {row[0] for row in result}

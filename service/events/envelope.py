@@ -2,8 +2,8 @@
 
 Bodies arrive either as the raw EventBridge event (the default SQS target input,
 or SNS with ``RawMessageDelivery``) or wrapped in an SNS notification whose
-``Message`` is the event as a JSON string. After unwrapping, DESIGN.md's rule
-decides what counts as an event: a JSON object with string ``id``, ``detail-type``
+``Message`` is the event as a JSON string. After unwrapping, one rule
+(docs/events.md) decides what counts as an event: a JSON object with string ``id``, ``detail-type``
 and ``source`` and an object ``detail``. Key order and unknown keys never matter.
 """
 

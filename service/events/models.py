@@ -57,53 +57,6 @@ class StopCode(StrEnum):
     INFRASTRUCTURE_HEALTH = "InfrastructureHealth"
 
 
-class EventType(StrEnum):
-    """``detail.eventType`` of service, deployment, hook and daemon events."""
-
-    INFO = "INFO"
-    WARN = "WARN"
-    # Daemon service actions spell it out.
-    WARNING = "WARNING"
-    ERROR = "ERROR"
-
-
-class DeploymentEventName(StrEnum):
-    """``eventName`` of ECS Deployment State Change events."""
-
-    IN_PROGRESS = "SERVICE_DEPLOYMENT_IN_PROGRESS"
-    COMPLETED = "SERVICE_DEPLOYMENT_COMPLETED"
-    FAILED = "SERVICE_DEPLOYMENT_FAILED"
-
-
-class HookEventName(StrEnum):
-    """``eventName`` of ECS Hook State Change events (ECS native blue/green)."""
-
-    IN_PROGRESS = "HOOK_IN_PROGRESS"
-    AWAITING_ACTION = "HOOK_AWAITING_ACTION"
-    SUCCEEDED = "HOOK_SUCCEEDED"
-    FAILED = "HOOK_FAILED"
-    TIMED_OUT = "HOOK_TIMED_OUT"
-
-
-class InstanceHealthStatus(StrEnum):
-    """``overallStatus`` and per-check ``status`` of container instance health events."""
-
-    OK = "OK"
-    IMPAIRED = "IMPAIRED"
-    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
-    INITIALIZING = "INITIALIZING"
-
-
-class CodeDeployState(StrEnum):
-    """``detail.state`` of CodeDeploy deployment notifications."""
-
-    START = "START"
-    SUCCESS = "SUCCESS"
-    FAILURE = "FAILURE"
-    STOP = "STOP"
-    READY = "READY"
-
-
 class ResourceEntry(TypedDict):
     """One registered/remaining resource of a container instance, value unwrapped.
 

@@ -18,10 +18,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Any
 
 from service.errors import PermanentError
+from service.events.arns import Arn, family_and_revision, parse_arn
 from service.events.envelope import (
     checked_event,
     json_type_name,
@@ -48,7 +48,20 @@ from service.events.models import (
     UnknownDetail,
 )
 
-__all__ = ["normalise", "parse_int", "parse_message", "parse_timestamp"]
+__all__ = [
+    "ACCEPTED_SOURCES",
+    "HEARTBEAT_SOURCE",
+    "check_source",
+    "normalise",
+    "parse_int",
+    "parse_message",
+    "parse_timestamp",
+]
+
+#: ecswatch's own heartbeat: acknowledged and counted, never stored or alerted on.
+HEARTBEAT_SOURCE = "ecswatch.heartbeat"
+#: Event sources the consumer accepts; any other is quarantined with the reason.
+ACCEPTED_SOURCES = frozenset({"aws.ecs", "aws.codedeploy", HEARTBEAT_SOURCE})
 
 # ---------------------------------------------------------------------------
 # Scalars
@@ -310,42 +323,8 @@ _CLUSTER_SCOPED_TYPES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Arn:
-    partition: str
-    service: str
-    region: str
-    account: str
-    resource_type: str
-    path: tuple[str, ...]
-
-    def sibling(self, resource: str) -> str:
-        """An ARN for another resource of the same service, region and account."""
-        return f"arn:{self.partition}:{self.service}:{self.region}:{self.account}:{resource}"
-
-
-def _parse_arn(value: str | None) -> _Arn | None:
-    if not value:
-        return None
-    return _parse_arn_text(value)
-
-
-# Cluster, container-instance and task-definition ARNs repeat in event after event
-# (and a task's own ARN in each of its events); the result is immutable.
-@lru_cache(maxsize=16384)
-def _parse_arn_text(value: str) -> _Arn | None:
-    parts = value.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn":
-        return None
-    _, partition, service, region, account, resource = parts
-    # ECS writes `type/path`, CodeDeploy `type:path`: split at whichever comes first.
-    cut = min((i for i in (resource.find("/"), resource.find(":")) if i >= 0), default=-1)
-    if cut < 0:
-        return _Arn(partition, service, region, account, resource, ())
-    path = tuple(resource[cut + 1 :].split("/"))
-    if not all(path):
-        return None
-    return _Arn(partition, service, region, account, resource[:cut], path)
+def _parse_arn(value: str | None) -> Arn | None:
+    return parse_arn(value)
 
 
 def _cluster_of(
@@ -372,7 +351,7 @@ def _cluster_of(
 
 def _first_arn_of_type(
     resource_type: str, *candidates: str | None
-) -> tuple[str, _Arn] | tuple[None, None]:
+) -> tuple[str, Arn] | tuple[None, None]:
     """The first candidate that is an ARN of ``resource_type``, as given and parsed."""
     for candidate in candidates:
         parsed = _parse_arn(candidate)
@@ -404,14 +383,8 @@ def _last_segment(arn: str) -> str:
 
 def _task_definition_parts(arn: str | None) -> tuple[str | None, int | None]:
     """(family, revision) of `task-definition/<family>:<revision>`; revision may be absent."""
-    if arn is None:
-        return None, None
-    parsed = _parse_arn(arn)
-    reference = "/".join(parsed.path) if parsed is not None else arn
-    family, colon, revision = reference.rpartition(":")
-    if not colon:
-        return reference or None, None
-    return family or None, parse_int(revision)
+    family, revision = family_and_revision(arn)
+    return family, None if revision is None else parse_int(revision)
 
 
 # ---------------------------------------------------------------------------
@@ -914,7 +887,7 @@ def _build_unknown(detail: dict[str, Any], context: _Context) -> _Built:
     return _Built(unknown, cluster_arn, cluster_name, None)
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any], _Context], _Built]] = {
+BUILDERS: dict[str, Callable[[dict[str, Any], _Context], _Built]] = {
     DetailType.TASK_STATE_CHANGE: _build_task,
     DetailType.CONTAINER_INSTANCE_STATE_CHANGE: _build_container_instance,
     DetailType.CONTAINER_INSTANCE_HEALTH_CHANGE: _build_instance_health,
@@ -952,7 +925,21 @@ def parse_message(body: str, *, received_at: datetime) -> NormalisedEvent:
     """Unwrap an SQS message body and normalise it (:func:`unwrap_body` + :func:`normalise`)."""
     # unwrap_body validates the event already: do not check (and serialise) it twice.
     valid, detail_json = unwrap_body_with_detail_json(body)
+    check_source(valid["source"])
     return _normalise_checked(valid, detail_json, _received_utc(received_at))
+
+
+def check_source(source: str) -> None:
+    """Refuse a message whose ``source`` is not in :data:`ACCEPTED_SOURCES`.
+
+    EventBridge sets ``source``: another one means the message did not come
+    through ecswatch's rule (or the rule was changed by hand). Only messages are
+    checked: enrichment passes ECS Describe outputs to :func:`normalise` under a
+    source of its own (``ecswatch.describe``), and they never arrive as messages.
+    """
+    if source not in ACCEPTED_SOURCES:
+        shown = " ".join(source.split())[:100]
+        raise PermanentError(f"source {shown!r} is not one ecswatch accepts")
 
 
 def _received_utc(received_at: datetime) -> datetime:
@@ -988,7 +975,7 @@ def _normalise(
 ) -> NormalisedEvent:
     detail: dict[str, Any] = event["detail"]
     stated_time = parse_timestamp(event.get("time"))
-    # DESIGN.md: a missing `time` falls back to detail.updatedAt, then detail.createdAt.
+    # A missing `time` falls back to detail.updatedAt, then detail.createdAt.
     event_time = stated_time or _timestamp(detail, "updatedAt") or _timestamp(detail, "createdAt")
     raw_resources = event.get("resources")
     resources = (
@@ -1012,7 +999,7 @@ def _normalise(
         event_time=event_time,
         envelope_time=envelope.time,
     )
-    built = _BUILDERS.get(detail_type, _build_unknown)(detail, context)
+    built = BUILDERS.get(detail_type, _build_unknown)(detail, context)
     return NormalisedEvent(
         envelope=envelope,
         detail=built.detail,

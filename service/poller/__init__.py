@@ -1,1 +1,2 @@
-"""The poller role: reconciliation, CloudWatch metrics, CodeDeploy mapping, one leader."""
+"""The poller's jobs: reconciliation, CloudWatch metrics, CodeDeploy mapping, one leader
+(assembled into the ``poller`` role by :mod:`service.roles.poller`)."""

@@ -13,7 +13,8 @@ deployments, and raises the alerts they held for the mapping
 **Status check.** CodeDeploy delivers its events best effort, so each run also asks
 BatchGetDeployments (25 a call) about the CodeDeploy deployments still in progress
 here, and applies a terminal status through the events' ordered upsert
-(:func:`service.state.apply.apply_deployment_rows`): the alerts follow.
+(:func:`service.deployments.lifecycle.apply_polled`): the alerts of the
+snapshots follow, in the same transaction.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.alerts.raising import release_held
+from service.alerts.raising import raise_alerts, release_held
 from service.alerts.rules import AlertDraft, AlertRules
 from service.aws.apis import AwsApis
 from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.config import ServiceRef
 from service.db import retry_on_contention
+from service.deployments.lifecycle import apply_polled
+from service.deployments.outcome import DeploymentKind, Outcome
+from service.deployments.rows import Row, codedeploy_deployment_row
 from service.logging import get_logger
-from service.state.apply import apply_deployment_rows
-from service.state.rows import Row, codedeploy_deployment_row
 
 log = get_logger(__name__)
 
@@ -101,7 +103,8 @@ _FILL_DEPLOYMENTS = text(
     " AND d.service_name IS NULL RETURNING d.id"
 )
 _IN_PROGRESS = text(
-    "SELECT id FROM deployments WHERE kind = 'codedeploy' AND outcome = 'in_progress'"
+    f"SELECT id FROM deployments WHERE kind = '{DeploymentKind.CODEDEPLOY}'"
+    f" AND outcome = '{Outcome.IN_PROGRESS}'"
     " AND codedeploy_application IS NOT NULL AND started_at >= :since"
     " ORDER BY started_at, id LIMIT :limit"
 )
@@ -290,7 +293,8 @@ class CodeDeployMapper:
             return 0
 
         async def write(session: AsyncSession) -> list[AlertDraft]:
-            return await apply_deployment_rows(session, rows, alert_rules=self._rules)
+            snapshots = await apply_polled(session, rows)
+            return await raise_alerts(session, [], snapshots, rules=self._rules)
 
         # The consumer writes the same deployments: run again after a deadlock.
         raised = await retry_on_contention(self._sessionmaker, write, name="codedeploy_deployments")

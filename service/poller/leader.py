@@ -145,7 +145,7 @@ async def _lead(
             for job in jobs:
                 if job.name not in running and due[job.name] <= now:
                     due[job.name] = now + job.interval_s
-                    task = asyncio.create_task(_run_job(job))
+                    task = asyncio.create_task(run_job(job))
                     running[job.name] = task
                     task.add_done_callback(_forget(running, job.name))
             next_due = min(due.values(), default=now + interval_s)
@@ -170,7 +170,7 @@ def _forget(
     return forget
 
 
-async def _run_job(job: Job) -> None:
+async def run_job(job: Job) -> None:
     try:
         await job.run(datetime.now(UTC))
     except asyncio.CancelledError:

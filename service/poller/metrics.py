@@ -30,7 +30,7 @@ from service.aws.cloudwatch import QUERIES_PER_CALL
 from service.aws.elbv2 import DESCRIBE_TARGET_GROUPS_LIMIT
 from service.logging import get_logger
 from service.poller.codedeploy import CodeDeployMapper
-from service.state.apply import _bulk_insert, _execute, _payload
+from service.state.bulk import bulk_insert, execute, payload
 from service.state.models import MetricPoint
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ ECS = "AWS/ECS"
 INSIGHTS = "ECS/ContainerInsights"
 ALB = "AWS/ApplicationELB"
 
-#: (metric, statistic, unit) per namespace and level.
+#: (metric, statistic, unit) per namespace and level. Every metric here has a registry
+#: name (``service.datadog.metrics.CLOUDWATCH_NAMES``), and every CloudWatch name in
+#: the registry is queried here: a test holds the two together.
 ECS_METRICS: tuple[tuple[str, str, str], ...] = (
     ("CPUUtilization", "Average", "Percent"),
     ("CPUUtilization", "Maximum", "Percent"),
@@ -55,7 +57,12 @@ INSIGHTS_METRICS: tuple[tuple[str, str, str], ...] = (
     ("MemoryUtilized", "Average", "Megabytes"),
     ("MemoryReserved", "Average", "Megabytes"),
     ("RunningTaskCount", "Average", "Count"),
+    ("PendingTaskCount", "Average", "Count"),
     ("DesiredTaskCount", "Average", "Count"),
+    ("NetworkRxBytes", "Average", "Bytes/Second"),
+    ("NetworkTxBytes", "Average", "Bytes/Second"),
+    ("StorageReadBytes", "Average", "Bytes"),
+    ("StorageWriteBytes", "Average", "Bytes"),
 )
 ALB_METRICS: tuple[tuple[str, str, str], ...] = (
     ("HealthyHostCount", "Minimum", "Count"),
@@ -210,7 +217,7 @@ _COLUMNS = (
     "value",
 )
 _UPSERT_POINTS = (
-    _bulk_insert(MetricPoint, _COLUMNS, order_by=None)
+    bulk_insert(MetricPoint, _COLUMNS, order_by=None)
     + " ON CONFLICT (namespace, name, statistic, dimensions_key, timestamp) DO UPDATE SET"
     " value = excluded.value, unit = excluded.unit, cluster_name = excluded.cluster_name,"
     " service_name = excluded.service_name"
@@ -231,7 +238,7 @@ async def store_points(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
                 r["timestamp"],
             ),
         )
-        await _execute(session, _UPSERT_POINTS, _payload(chunk))
+        await execute(session, _UPSERT_POINTS, payload(chunk))
 
 
 def _suffix_after(arn: str, marker: str) -> str | None:

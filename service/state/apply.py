@@ -9,39 +9,26 @@ WHERE``), multi-row per batch, never read-then-write:
 * tasks and container instances apply only when ``detail.version`` is newer than
   the stored one (full overwrite of the row: ECS sends the whole state each time,
   so the newest version alone decides the final row, whatever the arrival order);
-* deployments are ordered by ``updatedAt`` (then by outcome rank on ties);
-  rollback targets are sticky, so a late rollback notice still turns a
-  completion into ``rolled_back``;
 * clusters and services are created on first sight; tags are marked unknown
   until enrichment fetches them.
 
+Deployments are not state's business: :mod:`service.deployments` applies them
+after this, in the same transaction (see :mod:`service.consumer.transaction`).
 The caller owns the transaction (commit or rollback); this module only flushes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
-import orjson
-from sqlalchemy import Table, func, or_
+from sqlalchemy import func, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.alerts.raising import raise_alerts
-from service.alerts.rules import AlertDraft, AlertRules
-from service.config import ServiceRef
-from service.datadog.outbox import write_datadog_rows
-from service.db import Base
 from service.events.models import (
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
@@ -54,18 +41,14 @@ from service.events.models import (
     UnknownDetail,
 )
 from service.state import rows as r
-from service.state.codedeploy_groups import group_services
+from service.state.bulk import bulk_insert, execute, payload, quote
 from service.state.models import (
     Cluster,
     ContainerInstance,
-    Deployment,
     RawEvent,
     Service,
     Task,
 )
-
-# Stop codes that count against the deployment that started the task.
-FAILED_STOP_CODES = ("TaskFailedToStart", "EssentialContainerExited")
 
 
 class Applied(StrEnum):
@@ -78,122 +61,29 @@ class Applied(StrEnum):
 
 
 @dataclass
-class BatchResult:
-    """Per event id, what the batch did with it."""
+class StateResult:
+    """What the state writes did with a batch: per event id, its outcome; and the
+    events that were new (not duplicates by EventBridge id or natural key)."""
 
     outcomes: dict[str, Applied] = field(default_factory=dict)
-    alerts: list[AlertDraft] = field(default_factory=list)  # alerts raised (new ones)
+    fresh: list[NormalisedEvent] = field(default_factory=list)
+
+    @property
+    def changed(self) -> list[NormalisedEvent]:
+        """The new events that changed state (neither stale nor duplicate)."""
+        return [
+            e
+            for e in self.fresh
+            if self.outcomes.get(e.envelope.id) not in (Applied.STALE, Applied.DUPLICATE)
+        ]
 
     def count(self, outcome: Applied) -> int:
         return sum(1 for o in self.outcomes.values() if o is outcome)
 
 
-# A batch's rows travel as one JSON document, expanded by jsonb_to_recordset into
-# an INSERT … SELECT … ON CONFLICT: one prepared statement, one parameter and one
-# round trip per step whatever the batch size, and the rows are serialised in C
-# (orjson) rather than encoded value by value by the driver. Integer columns are
-# read as numeric and cast in SQL, so a value out of the column's range is refused
-# by PostgreSQL (a database error: the message is quarantined).
-#
-# The document is jsonb, not json (issue 12): PostgreSQL then parses it once,
-# into jsonb, and hands each jsonb column (an event's detail, a task's containers)
-# its part as it is. With json it parsed the document three times: to check the
-# parameter, to walk the records, and again each jsonb column's text. Measured
-# against binary COPY into a staging table (the fair baseline's way), this leaves
-# PostgreSQL ~5 µs more per event, and the driver ~4 µs less Python per event
-# (docs/performance.md): a wash, without temporary tables.
-_DIALECT = PGDialect()  # type: ignore[no-untyped-call]
-_INTEGER_TYPES = ("INTEGER", "BIGINT", "SMALLINT")
-
-
-def _quote(name: str) -> str:
-    return str(_DIALECT.identifier_preparer.quote(name))
-
-
-def _bulk_insert(model: type[Base], columns: Sequence[str], *, order_by: str | None) -> str:
-    """``INSERT INTO <model> (<columns>) SELECT … FROM jsonb_to_recordset($1::jsonb)``."""
-    table = model.__table__
-    assert isinstance(table, Table)
-    definitions: list[str] = []
-    selected: list[str] = []
-    for name in columns:
-        sql_type = str(table.c[name].type.compile(dialect=_DIALECT))
-        column = f"s.{_quote(name)}"
-        if sql_type in _INTEGER_TYPES:
-            definitions.append(f"{_quote(name)} NUMERIC")
-            selected.append(f"{column}::{sql_type}")
-        else:
-            definitions.append(f"{_quote(name)} {sql_type}")
-            selected.append(column)
-    names = ", ".join(_quote(c) for c in columns)
-    order = f" ORDER BY s.{_quote(order_by)}" if order_by else ""
-    return (
-        f"INSERT INTO {_quote(str(table.name))} ({names}) SELECT {', '.join(selected)}"
-        f" FROM jsonb_to_recordset($1::jsonb) AS s({', '.join(definitions)}){order}"
-    )
-
-
-def _payload(rows: Sequence[r.Row]) -> str:
-    """The rows as one JSON array for :func:`_bulk_insert` (keys it does not name are
-    ignored there)."""
-    try:
-        return orjson.dumps(rows, default=_orjson_default).decode()
-    except TypeError:
-        return _payload_slow(rows)
-
-
-def _orjson_default(value: object) -> Any:
-    if isinstance(value, r.JsonText):
-        return orjson.Fragment(value.text)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _payload_slow(rows: Sequence[r.Row]) -> str:
-    """:func:`_payload` by the standard library, for what orjson refuses: integers
-    beyond 64 bits (written exactly, for PostgreSQL to accept or refuse) and nesting
-    deeper than orjson goes. Pre-serialised documents are spliced in as text, never
-    decoded again: a detail nested near the recursion limit stays storable."""
-    texts: list[str] = []
-
-    def default(value: object) -> Any:
-        if isinstance(value, r.JsonText):
-            texts.append(value.text.decode() if isinstance(value.text, bytes) else value.text)
-            # NUL never occurs in stored values (validation refuses it), so this
-            # placeholder cannot collide with data.
-            return f"\x00{len(texts) - 1}"
-        if isinstance(value, datetime):
-            return value.isoformat()
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return dataclasses.asdict(value)
-        raise TypeError(f"{type(value).__name__} is not JSON")
-
-    encoded = json.dumps(rows, default=default)
-    return _PLACEHOLDER.sub(lambda match: texts[int(match[1])], encoded)
-
-
-_PLACEHOLDER = re.compile(r'"\\u0000([0-9]+)"')
-
-
-async def _execute(session: AsyncSession, sql: str, *params: Any) -> Any:
-    """Run ``sql`` in the session's transaction (errors wrapped like any statement's)."""
-    connection = await session.connection()
-    return await connection.exec_driver_sql(sql, params)
-
-
-async def apply_events(
-    session: AsyncSession,
-    events: Sequence[NormalisedEvent],
-    *,
-    codedeploy_groups: dict[str, ServiceRef] | None = None,
-    alert_rules: AlertRules | None = None,
-    datadog: bool = False,
-) -> BatchResult:
-    """Apply ``events`` (any order, duplicates allowed) in the session's transaction.
-
-    With ``datadog``, the Datadog facts and outbox rows of the new events are
-    written too (:func:`_write_datadog`), last, once the state is final.
-    """
-    result = BatchResult()
+async def apply_events(session: AsyncSession, events: Sequence[NormalisedEvent]) -> StateResult:
+    """Apply ``events`` (any order, duplicates allowed) in the session's transaction."""
+    result = StateResult()
     unique: dict[str, NormalisedEvent] = {}
     for event in events:
         if event.envelope.id in unique:
@@ -201,6 +91,7 @@ async def apply_events(
         else:
             unique[event.envelope.id] = event
     fresh = await _insert_raw(session, list(unique.values()))
+    result.fresh = fresh
     fresh_ids = {e.envelope.id for e in fresh}
     for event_id in unique:
         if event_id not in fresh_ids:
@@ -211,44 +102,21 @@ async def apply_events(
     await _upsert_clusters(session, fresh)
     tasks = [e for e in fresh if isinstance(e.detail, TaskStateChange)]
     instances = [e for e in fresh if isinstance(e.detail, ContainerInstanceStateChange)]
-    result.outcomes.update(await _apply_versioned(session, tasks, _TASKS))
-    result.outcomes.update(await _apply_versioned(session, instances, _INSTANCES))
-    await _apply_health(session, fresh)
+    result.outcomes.update(await apply_versioned(session, tasks, TASKS))
+    result.outcomes.update(await apply_versioned(session, instances, INSTANCES))
+    await apply_health(session, fresh)
     await _upsert_services(session, fresh)
     await _insert_services_of_tasks(session, tasks)
-    # CodeDeploy groups: the settings' overrides, then the poller's mapping (0007).
-    codedeploy_groups = await group_services(session, fresh, codedeploy_groups or {})
-    touched = await _apply_deployments(session, fresh, codedeploy_groups, tasks)
     await _mark_tags_unknown(session, fresh)
-    # Alerts (issue 10): decided from the state just written, in this transaction.
-    # Only events that changed something can change an outcome.
-    changed = [
-        e
-        for e in fresh
-        if result.outcomes.get(e.envelope.id) not in (Applied.STALE, Applied.DUPLICATE)
-    ]
-    result.alerts = await raise_alerts(session, changed, touched, rules=alert_rules or AlertRules())
     for event in fresh:
         if event.envelope.id not in result.outcomes:
             unknown = isinstance(event.detail, UnknownDetail)
             result.outcomes[event.envelope.id] = Applied.STORED if unknown else Applied.APPLIED
-    if datadog:
-        await _write_datadog(session, fresh, result, codedeploy_groups or {})
     return result
 
 
-async def _write_datadog(
-    session: AsyncSession,
-    fresh: list[NormalisedEvent],
-    result: BatchResult,
-    codedeploy_groups: dict[str, ServiceRef],
-) -> None:
-    """Datadog counters and events of the batch's new events (service.datadog.outbox)."""
-    await write_datadog_rows(session, fresh, result.outcomes, codedeploy_groups=codedeploy_groups)
-
-
-_INSERT_RAW = (
-    _bulk_insert(RawEvent, r.RAW_EVENT_COLUMNS, order_by="id")
+INSERT_RAW = (
+    bulk_insert(RawEvent, r.RAW_EVENT_COLUMNS, order_by="id")
     + " ON CONFLICT DO NOTHING RETURNING id"
 )
 
@@ -261,7 +129,7 @@ async def _insert_raw(
         return []
     by_id = {e.envelope.id: e for e in events}
     # Ordered keys: replicas inserting the same ids lock them in the same order.
-    result = await _execute(session, _INSERT_RAW, _payload([r.raw_event_row(e) for e in events]))
+    result = await execute(session, INSERT_RAW, payload([r.raw_event_row(e) for e in events]))
     inserted = set(result.scalars().all())
     return [by_id[i] for i in by_id if i in inserted]
 
@@ -269,7 +137,7 @@ async def _insert_raw(
 @cache
 def _insert_clusters(columns: tuple[str, ...]) -> str:
     # Rows go in the order of the arrays (sorted by ARN), as one statement per row did.
-    return _bulk_insert(Cluster, columns, order_by=None) + " ON CONFLICT DO NOTHING"
+    return bulk_insert(Cluster, columns, order_by=None) + " ON CONFLICT DO NOTHING"
 
 
 async def _upsert_clusters(session: AsyncSession, events: list[NormalisedEvent]) -> None:
@@ -282,11 +150,11 @@ async def _upsert_clusters(session: AsyncSession, events: list[NormalisedEvent])
     if rows:
         ordered = sorted(rows.values(), key=lambda x: x["arn"])
         columns = tuple(ordered[0])
-        await _execute(session, _insert_clusters(columns), _payload(ordered))
+        await execute(session, _insert_clusters(columns), payload(ordered))
 
 
 @dataclass(frozen=True)
-class _Versioned:
+class Versioned:
     """How to upsert one version-guarded resource type."""
 
     model: type[Task] | type[ContainerInstance]
@@ -297,12 +165,12 @@ class _Versioned:
     untouched: tuple[str, ...] = ()
 
 
-_TASKS = _Versioned(
+TASKS = Versioned(
     model=Task,
     build=lambda e: r.task_row(e, e.detail),
     sticky=("id", "cluster_arn", "cluster_name"),
 )
-_INSTANCES = _Versioned(
+INSTANCES = Versioned(
     model=ContainerInstance,
     build=lambda e: r.container_instance_row(e, e.detail),
     sticky=("ec2_instance_id", "cluster_arn", "cluster_name"),
@@ -310,7 +178,7 @@ _INSTANCES = _Versioned(
 )
 
 
-def _version_key(row: r.Row) -> tuple[int, int, str]:
+def version_key(row: r.Row) -> tuple[int, int, str]:
     version = row["version"]
     updated = row["updated_at"]
     return (
@@ -323,16 +191,16 @@ def _version_key(row: r.Row) -> tuple[int, int, str]:
 _VERSIONED_SQL: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
-def _versioned_sql(spec: _Versioned, columns: tuple[str, ...]) -> tuple[str, str]:
+def versioned_sql(spec: Versioned, columns: tuple[str, ...]) -> tuple[str, str]:
     """(the guarded upsert returning applied ARNs, the stored-versions query)."""
     key = (spec.model.__tablename__, spec.sticky, spec.untouched, columns)
     if key not in _VERSIONED_SQL:
-        table = _quote(spec.model.__tablename__)
+        table = quote(spec.model.__tablename__)
         updates: list[str] = []
         for name in columns:
             if name == "arn" or name in spec.untouched:
                 continue
-            column = _quote(name)
+            column = quote(name)
             value = (
                 f"coalesce({table}.{column}, excluded.{column})"
                 if name in spec.sticky
@@ -350,7 +218,7 @@ def _versioned_sql(spec: _Versioned, columns: tuple[str, ...]) -> tuple[str, str
             f" OR {table}.updated_at <= excluded.updated_at))"
         )
         upsert = (
-            _bulk_insert(spec.model, columns, order_by="arn")
+            bulk_insert(spec.model, columns, order_by="arn")
             + f" ON CONFLICT (arn) DO UPDATE SET {', '.join(updates)} WHERE {newer}"
             + " RETURNING arn"
         )
@@ -359,8 +227,8 @@ def _versioned_sql(spec: _Versioned, columns: tuple[str, ...]) -> tuple[str, str
     return _VERSIONED_SQL[key]
 
 
-async def _apply_versioned(
-    session: AsyncSession, events: list[NormalisedEvent], spec: _Versioned
+async def apply_versioned(
+    session: AsyncSession, events: list[NormalisedEvent], spec: Versioned
 ) -> dict[str, Applied]:
     """Version-guarded upsert; classify each event as applied, stale or duplicate."""
     if not events:
@@ -370,20 +238,20 @@ async def _apply_versioned(
     # newest version in the batch stands for the others, which are older or equal.
     best: dict[str, tuple[tuple[int, int, str], r.Row]] = {}
     for _, row in built:
-        key = _version_key(row)
+        key = version_key(row)
         current = best.get(row["arn"])
         if current is None or key > current[0]:
             best[row["arn"]] = (key, row)
     applied: set[str] = set()
     ordered = [row for _, row in best.values()]
     columns = tuple(ordered[0])
-    upsert, stored_query = _versioned_sql(spec, columns)
-    result = await _execute(session, upsert, _payload(ordered))
+    upsert, stored_query = versioned_sql(spec, columns)
+    result = await execute(session, upsert, payload(ordered))
     applied.update(result.scalars().all())
     unapplied = [arn for arn in best if arn not in applied]
     stored_versions: dict[str, int | None] = {}
     if unapplied:
-        rows = await _execute(session, stored_query, unapplied)
+        rows = await execute(session, stored_query, unapplied)
         stored_versions = {row[0]: row[1] for row in rows}
     outcomes: dict[str, Applied] = {}
     for event, row in built:
@@ -401,7 +269,7 @@ async def _apply_versioned(
     return outcomes
 
 
-async def _apply_health(session: AsyncSession, events: list[NormalisedEvent]) -> None:
+async def apply_health(session: AsyncSession, events: list[NormalisedEvent]) -> None:
     latest: dict[str, r.Row] = {}
     for event in events:
         if isinstance(event.detail, ContainerInstanceHealthChange):
@@ -461,7 +329,7 @@ async def _upsert_services(session: AsyncSession, events: list[NormalisedEvent])
     if rows:
         ordered = sorted(rows.values(), key=lambda x: x["arn"])
         columns = tuple(ordered[0])
-        await _execute(session, _upsert_services_sql(columns), _payload(ordered))
+        await execute(session, _upsert_services_sql(columns), payload(ordered))
 
 
 _SERVICE_NEWER = (
@@ -473,10 +341,10 @@ _SERVICE_NEWER = (
 @cache
 def _upsert_services_sql(columns: tuple[str, ...]) -> str:
     # Rows go in the order of the arrays (sorted by ARN), as one statement per row did.
-    return _bulk_insert(Service, columns, order_by=None) + _SERVICES_ON_CONFLICT
+    return bulk_insert(Service, columns, order_by=None) + SERVICES_ON_CONFLICT
 
 
-_SERVICES_ON_CONFLICT = (
+SERVICES_ON_CONFLICT = (
     " ON CONFLICT (arn) DO UPDATE SET"
     " cluster_arn = coalesce(services.cluster_arn, excluded.cluster_arn),"
     " cluster_name = coalesce(services.cluster_name, excluded.cluster_name),"
@@ -486,155 +354,6 @@ _SERVICES_ON_CONFLICT = (
     " ELSE services.last_event_at END,"
     " updated_at = now()"
 )
-
-
-def _rank(outcome: str) -> str:
-    return (
-        f"CASE WHEN {outcome} = 'in_progress' THEN 0 WHEN {outcome} = 'failed' THEN 1"
-        f" WHEN {outcome} = 'succeeded' OR {outcome} = 'stopped' THEN 2 ELSE 3 END"
-    )
-
-
-# Deployment events are ordered by (updatedAt, outcome rank, finished): on a full
-# tie the finishing event wins, so the arrival order never decides (outcome.merge).
-_DEPLOYMENT_NEWER = (
-    f"(excluded.last_event_at, {_rank('excluded.outcome')}, excluded.finished_at IS NOT NULL)"
-    " > (coalesce(deployments.last_event_at, CAST('-infinity' AS TIMESTAMP WITH TIME ZONE)),"
-    f" {_rank('deployments.outcome')}, deployments.finished_at IS NOT NULL)"
-)
-_DEPLOYMENT_ROLLBACK = "coalesce(deployments.rollback_target, excluded.rollback_target)"
-_DEPLOYMENT_WINNER = (
-    f"CASE WHEN ({_DEPLOYMENT_NEWER}) THEN excluded.outcome ELSE deployments.outcome END"
-)
-
-
-def _if_newer(column: str) -> str:
-    return (
-        f"{column} = CASE WHEN ({_DEPLOYMENT_NEWER}) THEN excluded.{column}"
-        f" ELSE deployments.{column} END"
-    )
-
-
-def _first_known(column: str) -> str:
-    return f"{column} = coalesce(deployments.{column}, excluded.{column})"
-
-
-_DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
-    [
-        _first_known("cluster_arn"),
-        _first_known("cluster_name"),
-        _first_known("service_arn"),
-        _first_known("service_name"),
-        _first_known("codedeploy_application"),
-        _first_known("codedeploy_group"),
-        _first_known("task_definition"),
-        f"rollback_target = {_DEPLOYMENT_ROLLBACK}",
-        # Rollback targets are sticky: a late rollback notice still turns a
-        # completion into rolled_back.
-        f"outcome = CASE WHEN ({_DEPLOYMENT_WINNER} = 'succeeded'"
-        f" AND {_DEPLOYMENT_ROLLBACK} IS NOT NULL) THEN 'rolled_back'"
-        f" ELSE {_DEPLOYMENT_WINNER} END",
-        _if_newer("reason"),
-        _if_newer("lifecycle_stage"),
-        _if_newer("last_event_at"),
-        _if_newer("last_event_name"),
-        _if_newer("finished_at"),
-        "event_ids = CASE WHEN (deployments.event_ids @> excluded.event_ids)"
-        " THEN deployments.event_ids ELSE deployments.event_ids || excluded.event_ids END",
-        "started_at = least(deployments.started_at, excluded.started_at)",
-        "updated_at = greatest(deployments.updated_at, excluded.updated_at)",
-    ]
-)
-
-_TASK_DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
-    [
-        _first_known("task_definition"),
-        _first_known("cluster_arn"),
-        _first_known("cluster_name"),
-        _first_known("service_name"),
-        "started_at = least(deployments.started_at, excluded.started_at)",
-    ]
-)
-
-
-@cache
-def _upsert_deployments_sql(columns: tuple[str, ...], on_conflict: str) -> str:
-    # Rows go in the order of the arrays (sorted by id), as one statement per row did.
-    return _bulk_insert(Deployment, columns, order_by=None) + on_conflict
-
-
-# A circuit-breaker rollback ends when the restored deployment completes after
-# the failed one began (its earlier completion is not the restore). Comparing with
-# the failed deployment's start, not its latest event, lets a FAILED stamped after
-# the restore still end in rolled_back (outcome.settle is the specification).
-_END_ROLLBACKS = (
-    "UPDATE deployments AS d SET outcome = 'rolled_back', "
-    "finished_at = COALESCE(d.finished_at, x.last_event_at) "
-    "FROM deployments AS x "
-    "WHERE d.rollback_target = x.id AND d.outcome = 'failed' "
-    "AND x.outcome = 'succeeded' AND x.last_event_at >= d.started_at "
-    "AND (d.id = ANY($1::TEXT[]) OR x.id = ANY($1::TEXT[]))"
-)
-_COUNT_FAILED_TASKS = (
-    "UPDATE deployments AS d SET failed_tasks = sub.n FROM ("
-    " SELECT deployment_id, count(*) AS n FROM tasks"
-    " WHERE deployment_id = ANY($1::TEXT[]) AND last_status = 'STOPPED'"
-    " AND stop_code = ANY($2::TEXT[]) GROUP BY deployment_id"
-    ") AS sub WHERE d.id = sub.deployment_id AND d.failed_tasks <> sub.n"
-)
-
-
-async def _apply_deployments(
-    session: AsyncSession,
-    events: list[NormalisedEvent],
-    codedeploy_groups: dict[str, ServiceRef],
-    task_events: list[NormalisedEvent],
-) -> list[str]:
-    """Upsert deployments; the ids of those this batch touched."""
-    by_id: dict[str, list[r.Row]] = defaultdict(list)
-    for event in events:
-        row = r.deployment_row(event, codedeploy_groups)
-        if row is not None:
-            by_id[row["id"]].append(row)
-    # ON CONFLICT cannot touch one row twice per statement: one event per id a round.
-    rounds: list[list[r.Row]] = []
-    for rows in by_id.values():
-        for index, row in enumerate(rows):
-            if index == len(rounds):
-                rounds.append([])
-            rounds[index].append(row)
-    for round_rows in rounds:
-        if round_rows:
-            ordered = sorted(round_rows, key=lambda x: x["id"])
-            # ``rank`` is no column: the statement ranks outcomes itself.
-            columns = tuple(c for c in ordered[0] if c != "rank")
-            await _execute(
-                session,
-                _upsert_deployments_sql(columns, _DEPLOYMENTS_ON_CONFLICT),
-                _payload(ordered),
-            )
-
-    task_rows: dict[str, r.Row] = {}
-    for event in task_events:
-        assert isinstance(event.detail, TaskStateChange)
-        row = r.task_deployment_row(event.detail, event.envelope.time)
-        if row is not None and row["id"] not in task_rows:
-            task_rows[row["id"]] = row
-    if task_rows:
-        ordered = sorted(task_rows.values(), key=lambda x: x["id"])
-        columns = tuple(ordered[0])
-        await _execute(
-            session,
-            _upsert_deployments_sql(columns, _TASK_DEPLOYMENTS_ON_CONFLICT),
-            _payload(ordered),
-        )
-
-    touched = sorted(set(by_id) | set(task_rows))
-    if touched:
-        await _execute(session, _END_ROLLBACKS, touched)
-    if task_rows:
-        await _execute(session, _COUNT_FAILED_TASKS, sorted(task_rows), list(FAILED_STOP_CODES))
-    return touched
 
 
 _INSERT_TAGS = (
@@ -656,13 +375,13 @@ async def _mark_tags_unknown(session: AsyncSession, events: list[NormalisedEvent
         elif isinstance(detail, ServiceAction | DeploymentStateChange) and detail.service_arn:
             arns.add(detail.service_arn)
     if arns:
-        await _execute(session, _INSERT_TAGS, list(arns))
+        await execute(session, _INSERT_TAGS, list(arns))
 
 
-# ---- services named only by their tasks' group (issue 9)
+# ---- services named only by their tasks' group
 
-_INSERT_SERVICES_OF_TASKS = (
-    _bulk_insert(Service, ("arn", "name", "cluster_arn", "cluster_name"), order_by="arn")
+INSERT_SERVICES_OF_TASKS = (
+    bulk_insert(Service, ("arn", "name", "cluster_arn", "cluster_name"), order_by="arn")
     + " ON CONFLICT DO NOTHING RETURNING arn"
 )
 
@@ -678,32 +397,7 @@ async def _insert_services_of_tasks(session: AsyncSession, tasks: list[Normalise
             rows.setdefault(row["arn"], row)
     if rows:
         ordered = sorted(rows.values(), key=lambda x: x["arn"])
-        created = await _execute(session, _INSERT_SERVICES_OF_TASKS, _payload(ordered))
+        created = await execute(session, INSERT_SERVICES_OF_TASKS, payload(ordered))
         new = [row[0] for row in created]
         if new:
-            await _execute(session, _INSERT_TAGS, new)
-
-
-# ---- deployment states found by polling (issue 10 with issue 9)
-
-
-async def apply_deployment_rows(
-    session: AsyncSession, rows: Sequence[r.Row], *, alert_rules: AlertRules | None = None
-) -> list[AlertDraft]:
-    """Apply deployment rows that no event carried (the poller's BatchGetDeployments
-    check builds them with :func:`service.state.rows.codedeploy_deployment_row`)
-    through the same ordered upsert as the events, then raise their alerts. Only
-    flushes: the caller owns the transaction. The new alerts."""
-    latest: dict[str, r.Row] = {}
-    for row in rows:
-        latest.setdefault(row["id"], row)  # one row per deployment a statement
-    if not latest:
-        return []
-    ordered = sorted(latest.values(), key=lambda x: x["id"])
-    columns = tuple(c for c in ordered[0] if c != "rank")
-    await _execute(
-        session, _upsert_deployments_sql(columns, _DEPLOYMENTS_ON_CONFLICT), _payload(ordered)
-    )
-    ids = sorted(latest)
-    await _execute(session, _END_ROLLBACKS, ids)
-    return await raise_alerts(session, [], ids, rules=alert_rules or AlertRules())
+            await execute(session, _INSERT_TAGS, new)

@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
+from service.deployments.outcome import DeploymentKind, Outcome
 
 
 class RawEvent(Base):
@@ -149,8 +150,8 @@ class Deployment(Base):
     cluster_name: Mapped[str | None] = mapped_column(Text)
     service_arn: Mapped[str | None] = mapped_column(Text)
     service_name: Mapped[str | None] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(Text, server_default=text("'rolling'"))
-    outcome: Mapped[str] = mapped_column(Text, server_default=text("'in_progress'"))
+    kind: Mapped[str] = mapped_column(Text, server_default=text(f"'{DeploymentKind.ROLLING}'"))
+    outcome: Mapped[str] = mapped_column(Text, server_default=text(f"'{Outcome.IN_PROGRESS}'"))
     reason: Mapped[str | None] = mapped_column(Text)
     task_definition: Mapped[str | None] = mapped_column(Text)
     rollback_target: Mapped[str | None] = mapped_column(Text)

@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from service.config import ServiceRef
-from service.deployments.outcome import (
-    RANK,
-    DeploymentKind,
-    Outcome,
-    Step,
-    codedeploy_step,
-    daemon_deployment_step,
-    ecs_deployment_step,
-    hook_step,
-)
+from service.events.arns import parse_arn, resource_name
 from service.events.models import (
-    CodeDeployDeploymentStateChange,
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
-    DaemonDeploymentStateChange,
-    DeploymentStateChange,
     HealthCheck,
-    HookStateChange,
     NormalisedEvent,
     TaskStateChange,
 )
+from service.events.times import iso
 
 Row = dict[str, Any]
-
-
-def parse_arn(arn: str) -> tuple[str | None, str | None, str]:
-    """``(region, account, resource)`` of an ARN; Nones where it is not one."""
-    parts = arn.split(":", 5)
-    if len(parts) == 6 and parts[0] == "arn":
-        return parts[3] or None, parts[4] or None, parts[5]
-    return None, None, arn
 
 
 class JsonText:
@@ -94,8 +72,9 @@ RAW_EVENT_COLUMNS = (
 
 
 def cluster_row(cluster_arn: str, cluster_name: str | None) -> Row | None:
-    region, account, resource = parse_arn(cluster_arn)
-    name = cluster_name or resource.rpartition("/")[2]
+    arn = parse_arn(cluster_arn)
+    region, account = (arn.region or None, arn.account or None) if arn else (None, None)
+    name = cluster_name or resource_name(cluster_arn)
     if not name:
         return None
     return {"arn": cluster_arn, "name": name, "account": account, "region": region}
@@ -177,191 +156,19 @@ def _health_check(check: HealthCheck) -> Row:
     return {
         "type": check.type,
         "status": check.status,
-        "last_status_change": _iso(check.last_status_change),
-        "last_updated": _iso(check.last_updated),
+        "last_status_change": iso(check.last_status_change),
+        "last_updated": iso(check.last_updated),
         "status_reason": check.status_reason,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def service_row(
     arn: str, name: str | None, cluster_arn: str | None, cluster_name: str | None
 ) -> Row | None:
-    name = name or parse_arn(arn)[2].rpartition("/")[2]
+    name = name or resource_name(arn)
     if not name:
         return None
     return {"arn": arn, "name": name, "cluster_arn": cluster_arn, "cluster_name": cluster_name}
-
-
-def _deployment_base(
-    event: NormalisedEvent,
-    *,
-    deployment_id: str,
-    kind: DeploymentKind,
-    step: Step,
-    at: datetime,
-    event_name: str | None,
-) -> Row:
-    return {
-        "id": deployment_id,
-        "cluster_arn": None,
-        "cluster_name": None,
-        "service_arn": None,
-        "service_name": None,
-        "kind": kind.value,
-        "outcome": step.outcome.value,
-        "reason": None,
-        "rollback_target": None,
-        "lifecycle_stage": None,
-        "codedeploy_application": None,
-        "codedeploy_group": None,
-        "task_definition": None,
-        "last_event_at": at,
-        "last_event_name": event_name,
-        "event_ids": [event.envelope.id],
-        "started_at": at,
-        "updated_at": at,
-        "finished_at": at if step.finished else None,
-        "rank": RANK[step.outcome],
-    }
-
-
-def codedeploy_deployment_row(
-    *,
-    deployment_id: str,
-    application: str | None,
-    group: str | None,
-    state: str | None,
-    at: datetime,
-    event_ids: list[str],
-    codedeploy_groups: dict[str, ServiceRef],
-    reason: str | None = None,
-) -> Row:
-    """The deployment upsert of a CodeDeploy state (``START`` … ``FAILURE``, ``STOP``):
-    from its event, or from the poller's BatchGetDeployments check (no event id)."""
-    step = codedeploy_step(state)
-    target = codedeploy_groups.get(f"{application}/{group}")
-    return {
-        "id": deployment_id,
-        "cluster_arn": None,
-        "cluster_name": target.cluster if target else None,
-        "service_arn": None,
-        "service_name": target.service if target else None,
-        "kind": DeploymentKind.CODEDEPLOY.value,
-        "outcome": step.outcome.value,
-        "reason": reason or (f"CodeDeploy {state}" if state else None),
-        "rollback_target": None,
-        "lifecycle_stage": None,
-        "codedeploy_application": application,
-        "codedeploy_group": group,
-        "task_definition": None,
-        "last_event_at": at,
-        "last_event_name": state,
-        "event_ids": event_ids,
-        "started_at": at,
-        "updated_at": at,
-        "finished_at": at if step.finished else None,
-        "rank": RANK[step.outcome],
-    }
-
-
-def deployment_row(event: NormalisedEvent, codedeploy_groups: dict[str, ServiceRef]) -> Row | None:
-    """The deployment upsert of a deployment-related event, or None for other types.
-
-    The ``rank`` key is not a column: the upsert uses it to order events that
-    share a timestamp.
-    """
-    detail = event.detail
-    time = event.envelope.time
-    if isinstance(detail, DeploymentStateChange):
-        row = _deployment_base(
-            event,
-            deployment_id=detail.deployment_id,
-            kind=DeploymentKind.ROLLING,
-            step=ecs_deployment_step(detail.event_name, detail.rollback_target),
-            at=detail.updated_at or time,
-            event_name=detail.event_name,
-        )
-        row.update(
-            cluster_arn=detail.cluster_arn,
-            cluster_name=detail.cluster_name,
-            service_arn=detail.service_arn,
-            service_name=detail.service_name,
-            reason=detail.reason,
-            rollback_target=detail.rollback_target,
-        )
-        return row
-    if isinstance(detail, HookStateChange):
-        deployment_id = detail.service_deployment_arn or (
-            f"{detail.service_arn}/{detail.hook_id}" if detail.service_arn else detail.hook_id
-        )
-        row = _deployment_base(
-            event,
-            deployment_id=deployment_id,
-            kind=DeploymentKind.BLUE_GREEN,
-            step=hook_step(detail.event_name),
-            at=detail.updated_at or time,
-            event_name=detail.event_name,
-        )
-        stage = detail.lifecycle_stage
-        row.update(
-            cluster_arn=detail.cluster_arn,
-            cluster_name=detail.cluster_name,
-            service_arn=detail.service_arn,
-            service_name=detail.service_name,
-            lifecycle_stage=stage,
-            reason=f"{detail.event_name} at {stage}" if detail.event_name and stage else None,
-        )
-        return row
-    if isinstance(detail, CodeDeployDeploymentStateChange):
-        return codedeploy_deployment_row(
-            deployment_id=detail.deployment_id,
-            application=detail.application,
-            group=detail.deployment_group,
-            state=detail.state,
-            at=time,
-            event_ids=[event.envelope.id],
-            codedeploy_groups=codedeploy_groups,
-        )
-    if isinstance(detail, DaemonDeploymentStateChange):
-        row = _deployment_base(
-            event,
-            deployment_id=detail.daemon_deployment_arn,
-            kind=DeploymentKind.ROLLING,
-            step=daemon_deployment_step(detail.event_name),
-            at=detail.updated_at or time,
-            event_name=detail.event_name,
-        )
-        row.update(
-            cluster_arn=detail.cluster_arn,
-            cluster_name=detail.cluster_name,
-            service_arn=detail.daemon_arn,
-            service_name=detail.daemon_name,
-            reason=detail.reason,
-            task_definition=detail.target_daemon_revision_arn,
-        )
-        return row
-    return None
-
-
-def task_deployment_row(task: TaskStateChange, at: datetime) -> Row | None:
-    """A deployment seen only through its tasks' ``startedBy`` (no deployment events yet)."""
-    if not task.deployment_id:
-        return None
-    return {
-        "id": task.deployment_id,
-        "cluster_arn": task.cluster_arn,
-        "cluster_name": task.cluster_name,
-        "service_name": task.service_name,
-        "kind": DeploymentKind.ROLLING.value,
-        "outcome": Outcome.IN_PROGRESS.value,
-        "task_definition": task.task_definition_arn,
-        "started_at": task.created_at or at,
-        "updated_at": at,
-    }
 
 
 def service_arn_of_task(task_arn: str, cluster_name: str | None, service: str | None) -> str | None:

@@ -25,9 +25,9 @@ from service.api.app import create_app
 from service.cipher import cipher_for
 from service.config import ServiceRef, Settings
 from service.demo.receiver import WebhookReceiver
-from service.outbox.role import build_dispatcher, build_senders
+from service.roles.dispatcher import build_dispatcher, build_senders
+from service.roles.supervisor import run_roles
 from service.runtime import Runtime, open_runtime
-from service.supervisor import run_roles
 from tests.alerts import scenarios as sc
 from tests.alerts.test_webhook_delivery import new_secret
 from tests.poller.fleet import build_fleet

@@ -11,19 +11,17 @@ from hypothesis import strategies as st
 from service.alerts.rules import (
     AlertRules,
     AlertType,
-    DeploymentSnapshot,
     Subscription,
     alert_id,
     awaiting_service,
     cooldown_window,
-    crash_looping,
     deployment_alerts,
-    is_failed_start,
-    is_stuck,
     matches,
     noisy_alert,
-    target_groups,
 )
+from service.deployments.outcome import DeploymentKind, Outcome
+from service.deployments.rules import crash_looping, is_failed_start, is_stuck
+from service.deployments.snapshot import DeploymentSnapshot, target_groups
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -31,12 +29,14 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 def snap(outcome: str, **kw: object) -> DeploymentSnapshot:
     base: dict[str, object] = {
         "id": "ecs-svc/2",
-        "kind": "rolling",
-        "outcome": outcome,
+        "kind": DeploymentKind.ROLLING,
+        "outcome": Outcome(outcome),
         "cluster": "prod",
         "service": "web",
     }
     base.update(kw)
+    if isinstance(base["kind"], str):
+        base["kind"] = DeploymentKind(base["kind"])
     return DeploymentSnapshot(**base)  # type: ignore[arg-type]
 
 
@@ -149,7 +149,7 @@ def test_crash_looping_ignores_order(seconds: list[int], rnd: object) -> None:
 def test_is_stuck(outcome: str, age_min: int, running: int, stuck: bool) -> None:
     started = NOW - timedelta(minutes=age_min)
     got = is_stuck(
-        outcome=outcome, started_at=started, running_tasks=running, now=NOW, after_s=1800
+        outcome=Outcome(outcome), started_at=started, running_tasks=running, now=NOW, after_s=1800
     )
     assert got is stuck
 

@@ -14,7 +14,7 @@ from service.api.app import create_app
 from service.api.deps import scope_of
 from service.config import ApiToken, load_settings
 from service.logging import get_logger
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
 from service.runtime import Runtime, open_runtime
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, READ, READ_TOKEN
 
@@ -26,6 +26,7 @@ READ_ROUTES = [
     ("GET", "/v1/tasks/some-task"),
     ("GET", "/v1/container-instances"),
     ("GET", "/v1/deployments"),
+    ("GET", "/v1/deployments/ecs-svc/1"),
     ("GET", "/v1/events"),
     ("GET", "/v1/metrics"),
     ("GET", "/v1/alerts"),
@@ -49,6 +50,7 @@ def _template(path: str) -> str:
     replacements = {
         "/prod/web": "/{cluster}/{service}",
         "/some-task": "/{task_id}",
+        "/ecs-svc/1": "/{deployment_id}",
         "/wh_x": "/{webhook_id}",
     }
     for concrete, template in replacements.items():

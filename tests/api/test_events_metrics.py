@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.api.routes.events import mask_environment
 from tests.api import seed
+from tests.api.conftest import ADMIN
 
 SERVICE_ARN = seed.service_arn("prod", "web")
 
@@ -175,3 +178,56 @@ async def test_metrics_and_filters(client: httpx.AsyncClient) -> None:
         response = await client.get(f"/v1/metrics?{query}")
         assert response.status_code == 200, query
         assert [m["value"] for m in response.json()["items"]] == expected, query
+
+
+OVERRIDES = {
+    "containerOverrides": [
+        {
+            "name": "app",
+            "command": ["run"],
+            "environment": [
+                {"name": "DB_PASSWORD", "value": "hunter2-in-an-override"},
+                {"name": "EMPTY", "value": ""},
+            ],
+        },
+        {"name": "sidecar"},
+        {"name": "odd", "environment": "not a list"},
+    ],
+    "cpu": "256",
+}
+
+
+async def test_environment_overrides_are_masked_for_the_read_scope(
+    engine: AsyncEngine, client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    detail = {"lastStatus": "RUNNING", "overrides": OVERRIDES}
+    await seed.insert_rows(engine, "raw_events", [seed.event("e1", 0, detail=detail)])
+    read = (await client.get("/v1/events")).json()["items"][0]["detail"]
+    admin = (await anonymous.get("/v1/events", headers=ADMIN)).json()["items"][0]["detail"]
+    assert admin == detail
+    assert "hunter2" not in json.dumps(read)
+    (app, sidecar, odd) = read["overrides"]["containerOverrides"]
+    assert app == {
+        "name": "app",
+        "command": ["run"],
+        "environment": [{"name": "DB_PASSWORD", "value": "***"}, {"name": "EMPTY", "value": "***"}],
+    }
+    assert (sidecar, odd) == (
+        OVERRIDES["containerOverrides"][1],
+        OVERRIDES["containerOverrides"][2],
+    )
+    assert read["overrides"]["cpu"] == "256"
+    assert read["lastStatus"] == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"overrides": None},
+        {"overrides": {"containerOverrides": None}},
+        {"overrides": {"containerOverrides": [None, 1, "x"]}},
+        {"overrides": {"containerOverrides": [{"environment": [None, {"name": "N"}]}]}},
+    ],
+)
+def test_masking_keeps_odd_shapes_as_they_are(detail: dict[str, object]) -> None:
+    assert mask_environment(detail) == detail

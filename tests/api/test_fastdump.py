@@ -130,7 +130,7 @@ async def test_every_route_answers_the_same_with_and_without_the_fast_path(
         return answer
 
     direct_reads: list[str] = []
-    compile_direct = queries._direct
+    compile_direct = queries.direct_form
 
     def recording(stmt: Any, dialect: Any) -> Any:
         direct = compile_direct(stmt, dialect)
@@ -139,7 +139,7 @@ async def test_every_route_answers_the_same_with_and_without_the_fast_path(
         return direct
 
     monkeypatch.setattr(FastDump, "item", counting)
-    monkeypatch.setattr(queries, "_direct", recording)
+    monkeypatch.setattr(queries, "direct_form", recording)
     with_fast = await _answers(client, paths)
 
     def never(self: FastDump, row: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +147,7 @@ async def test_every_route_answers_the_same_with_and_without_the_fast_path(
 
     # The reference: pydantic for every answer, SQLAlchemy's execution for every read.
     monkeypatch.setattr(FastDump, "item", never)
-    monkeypatch.setattr(queries, "_direct", lambda stmt, dialect: None)
+    monkeypatch.setattr(queries, "direct_form", lambda stmt, dialect: None)
     without = await _answers(client, paths)
 
     for path in paths:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from service.api.app import create_app
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
 from service.runtime import Runtime
 
 

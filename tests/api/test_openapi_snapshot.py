@@ -98,13 +98,9 @@ def test_normalise_keeps_every_other_difference() -> None:
 
 
 def _write_snapshot() -> None:  # pragma: no cover - run by hand
-    from typing import cast
+    from tests.api.openapi_document import build_document
 
-    from service.api.app import create_app
-    from service.runtime import Runtime
-
-    # The document is built from the routes alone; no runtime is needed.
-    document = create_app(cast(Runtime, None)).openapi()
+    document = build_document()
     SNAPSHOT.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
     print(f"wrote {SNAPSHOT}", file=sys.stderr)
 

@@ -12,7 +12,6 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 import schemathesis
@@ -22,14 +21,14 @@ from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import text
 
-from service.api.app import create_app
-from service.api.server import serve_api
 from service.config import load_settings
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
+from service.roles.api import serve_api
 from service.runtime import Runtime, open_runtime
 from service.schema import metadata
 from tests.api import seed
 from tests.api.conftest import ADMIN_TOKEN, READ_TOKEN
+from tests.api.openapi_document import build_document
 
 _TABLES = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
 
@@ -154,9 +153,10 @@ def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 # The OpenAPI document does not depend on the runtime, so it is built at import
-# time (schemathesis parametrizes at collection), from an app that never serves.
+# time (schemathesis parametrizes at collection), from an app that never serves
+# on a runtime that is never opened.
 # (The lazy ``schemathesis.pytest.from_fixture`` loader fails on pytest 9.)
-OPENAPI = create_app(cast(Runtime, object())).openapi()
+OPENAPI = build_document()
 # The admin token through schemathesis' own auth config (not a fixed header), so
 # that the cases that leave the Authorization header out really send none.
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(

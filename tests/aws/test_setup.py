@@ -7,6 +7,7 @@ import uuid
 
 from aiobotocore.session import get_session
 
+from service.aws.setup import queue_policy
 from tests.rig.fixtures import REGION
 from tests.test_cli import _run
 
@@ -38,11 +39,10 @@ async def test_setup_creates_everything_and_events_arrive(aws_env: str) -> None:
         redrive = json.loads(attrs["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"].endswith(f":{name}-dlq")
         assert int(redrive["maxReceiveCount"]) == 5
-        statement = json.loads(attrs["Policy"])["Statement"][0]
-        assert statement["Principal"] == {"Service": "events.amazonaws.com"}
         rule = await events.describe_rule(Name=f"ecswatch-{name}")
         assert json.loads(rule["EventPattern"]) == {"source": ["aws.ecs", "aws.codedeploy"]}
-        assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == rule["Arn"]
+        # The Allow for the rule and the Deny for everyone else, as the template has them.
+        assert json.loads(attrs["Policy"]) == queue_policy(attrs["QueueArn"], rule["Arn"])
         targets = (await events.list_targets_by_rule(Rule=f"ecswatch-{name}"))["Targets"]
         assert [t["Arn"] for t in targets] == [attrs["QueueArn"]]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.consumer.loop import _message
+from service.consumer.loop import message_of
 
 
 def test_attributes_as_sqs_sends_them() -> None:
@@ -17,7 +17,7 @@ def test_attributes_as_sqs_sends_them() -> None:
         "ReceiptHandle": "r1",
         "Attributes": {"SentTimestamp": "1764165600123", "ApproximateReceiveCount": "3"},
     }
-    message = _message(raw)
+    message = message_of(raw)
     assert message.sent_at == datetime(2025, 11, 26, 14, 0, 0, 123000, tzinfo=UTC)
     assert message.receive_count == 3
     assert (message.message_id, message.body, message.receipt_handle) == ("m1", "{}", "r1")
@@ -35,6 +35,6 @@ def test_odd_attributes_read_as_absent_instead_of_failing_the_receive(
         "Body": "{}",
         "Attributes": {"SentTimestamp": sent, "ApproximateReceiveCount": count},
     }
-    message = _message(raw)
+    message = message_of(raw)
     assert message.sent_at is None
     assert message.receive_count == 1

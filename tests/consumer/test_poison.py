@@ -12,6 +12,7 @@ from types_aiobotocore_sqs import SQSClient
 from service.consumer.handler import Handler, Message
 from service.demo.events import task_lifecycle
 from service.runtime import Runtime
+from service.telemetry import REGISTRY
 from tests.consumer.conftest import consume_until_empty, queue_depth, send_events
 from tests.rig.fixtures import SqsQueue
 
@@ -105,3 +106,58 @@ async def test_raw_detail_is_stored_exactly_whichever_serialiser_writes_it(
     for event in events:
         assert json.loads(stored[event["id"]]) == event["detail"]
     assert str(2**70 + 1) in stored[wide["id"]]
+
+
+async def test_a_source_ecswatch_does_not_accept_is_quarantined_with_its_reason(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    good = task_lifecycle(random.Random(3), stop=False)[0]
+    forged = [
+        dict(good, id="forged-1", source="my.app"),
+        dict(good, id="forged-2", source="aws.s3"),
+        dict(good, id="forged-3", source="aws.ecs.fake\n<!channel>"),
+    ]
+    messages = [Message(message_id=e["id"], body=json.dumps(e)) for e in [*forged, good]]
+    result = await Handler(runtime.sessionmaker).handle(messages)
+    assert not result.retry
+    assert {result.outcomes[e["id"]] for e in forged} == {"quarantined"}
+    assert result.outcomes[good["id"]] == "applied"
+    async with engine.connect() as conn:
+        errors = sorted(r[0] for r in (await conn.execute(text("SELECT error FROM quarantine"))))
+        stored = (await conn.execute(text("SELECT id FROM raw_events"))).scalars().all()
+    assert errors == [
+        "source 'aws.ecs.fake <!channel>' is not one ecswatch accepts",
+        "source 'aws.s3' is not one ecswatch accepts",
+        "source 'my.app' is not one ecswatch accepts",
+    ]
+    assert stored == [good["id"]]
+
+
+async def test_a_heartbeat_is_acknowledged_and_never_stored(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    heartbeat = {
+        "id": "hb-1",
+        "detail-type": "ecswatch heartbeat",
+        "source": "ecswatch.heartbeat",
+        "time": "2026-01-01T00:00:00Z",
+        "detail": {"sent_at": "2026-01-01T00:00:00Z"},
+    }
+    good = task_lifecycle(random.Random(4), stop=False)[0]
+    messages = [
+        Message(message_id="hb", body=json.dumps(heartbeat)),
+        Message(message_id="ev", body=json.dumps(good)),
+    ]
+    counted = {"detail_type": "ecswatch heartbeat"}
+    before = REGISTRY.get_sample_value("ecswatch_events_received_total", counted) or 0.0
+    result = await Handler(runtime.sessionmaker).handle(messages)
+    after = REGISTRY.get_sample_value("ecswatch_events_received_total", counted)
+    assert after == before + 1
+    assert not result.retry
+    assert sorted(m.message_id for m in result.done) == ["ev", "hb"]
+    assert result.outcomes == {"hb": "heartbeat", "ev": "applied"}
+    async with engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT id FROM raw_events"))).scalars().all()
+        quarantined = (await conn.execute(text("SELECT count(*) FROM quarantine"))).scalar()
+    assert stored == [good["id"]]
+    assert quarantined == 0

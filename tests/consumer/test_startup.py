@@ -14,9 +14,9 @@ from service.config import Settings
 from service.consumer.loop import Consumer
 from service.demo.aws import create_queue_with_dlq
 from service.demo.events import task_lifecycle
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
+from service.roles.supervisor import run_roles
 from service.runtime import open_runtime
-from service.supervisor import run_roles
 from tests.consumer.conftest import send_events
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from service.datadog.facts import deployment_facts, derive, stamp
 from service.demo.events import container_instance_events, envelope, task_lifecycle
+from service.deployments.outcome import DeploymentKind, Outcome
+from service.deployments.snapshot import DeploymentSnapshot, failure_summary
 from service.events.normalise import parse_message
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -140,18 +142,18 @@ def test_stamp(at: datetime, expected: datetime) -> None:
     ],
 )
 def test_deployment_facts(outcome: str, keys: list[str], alert: str | None) -> None:
-    row = {
-        "id": "ecs-svc/1",
-        "kind": "rolling",
-        "outcome": outcome,
-        "cluster_name": "prod",
-        "service_name": "web",
-        "started_at": NOW - timedelta(minutes=30),
-        "finished_at": None if outcome == "in_progress" else NOW - timedelta(minutes=20),
-        "last_event_name": "SERVICE_DEPLOYMENT_IN_PROGRESS",
-        "rollback_target": "ecs-svc/0" if outcome == "rolled_back" else None,
-    }
-    facts = deployment_facts(row, NOW)
+    snapshot = DeploymentSnapshot(
+        id="ecs-svc/1",
+        kind=DeploymentKind.ROLLING,
+        outcome=Outcome(outcome),
+        cluster="prod",
+        service="web",
+        started_at=NOW - timedelta(minutes=30),
+        finished_at=None if outcome == "in_progress" else NOW - timedelta(minutes=20),
+        last_event_name="SERVICE_DEPLOYMENT_IN_PROGRESS",
+        rollback_target="ecs-svc/0" if outcome == "rolled_back" else None,
+    )
+    facts = deployment_facts(snapshot, NOW)
     assert [f.key.removeprefix("deployment:ecs-svc/1:") for f in facts] == keys
     assert all(f.event and f.event.aggregation_key == "ecs-svc/1" for f in facts)
     if alert:
@@ -159,3 +161,31 @@ def test_deployment_facts(outcome: str, keys: list[str], alert: str | None) -> N
         assert facts[-1].event.alert_type == alert
         duration = [c for c in facts[-1].contributions if c.metric.value == "deployment.duration"]
         assert duration[0].value == 600
+
+
+def test_a_failure_is_worded_once_for_alerts_and_datadog() -> None:
+    from service.alerts.rules import AlertType, deployment_alerts
+
+    snapshot = DeploymentSnapshot(
+        id="ecs-svc/1",
+        kind=DeploymentKind.ROLLING,
+        outcome=Outcome.ROLLED_BACK,
+        cluster="prod",
+        service="web",
+        reason="circuit breaker: 3 tasks failed",
+        rollback_target="ecs-svc/0",
+        started_at=NOW - timedelta(minutes=30),
+        finished_at=NOW - timedelta(minutes=20),
+    )
+    wording = failure_summary(snapshot)
+    assert wording == (
+        "Deployment ecs-svc/1 of prod/web failed: circuit breaker: 3 tasks failed;"
+        " rolling back to ecs-svc/0"
+    )
+    [failed] = [
+        a for a in deployment_alerts(snapshot, now=NOW) if a.type is AlertType.DEPLOYMENT_FAILED
+    ]
+    assert failed.summary == wording
+    [fact] = [f for f in deployment_facts(snapshot, NOW) if f.key.endswith(":rolled_back")]
+    assert fact.event is not None
+    assert fact.event.text.splitlines()[0] == f"summary: {wording}"

@@ -8,11 +8,11 @@ from service.datadog.tags import (
     EcsContext,
     arn_parts,
     ecs_tags,
-    family_and_revision,
     merge_tags,
     normalise_tag,
     resource_tags,
 )
+from service.events.arns import family_and_revision
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ from service.deployments.outcome import (
     fold,
     hook_step,
 )
+from service.deployments.rows import deployment_row
 from service.events.normalise import parse_message
-from service.state.rows import deployment_row
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "ecs-events"
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

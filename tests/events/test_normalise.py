@@ -1829,7 +1829,7 @@ def test_arbitrary_json_values_only_raise_permanent_error(value: Any) -> None:
 
 def test_identifying_keys_are_the_builders_own() -> None:
     # The strategies above lean on this table: it must match normalise.py's builders.
-    assert set(_IDENTIFYING_KEY) == set(normalise_module._BUILDERS) == set(_FIELDS_READ_BY)
+    assert set(_IDENTIFYING_KEY) == set(normalise_module.BUILDERS) == set(_FIELDS_READ_BY)
     assert {name for names in _FIELDS_READ_BY.values() for name in names} <= set(_DETAIL_FIELDS)
     for detail_type, key in _IDENTIFYING_KEY.items():
         with pytest.raises(PermanentError) as info:
@@ -1977,7 +1977,7 @@ def test_unforeseen_failures_become_flagged_permanent_errors(
     def broken(detail: dict[str, Any], context: object) -> Any:
         return detail["no such key"]
 
-    monkeypatch.setitem(normalise_module._BUILDERS, DetailType.SERVICE_ACTION, broken)
+    monkeypatch.setitem(normalise_module.BUILDERS, DetailType.SERVICE_ACTION, broken)
     with pytest.raises(PermanentError) as info:
         normalise(load("service_action_steady_state.json"), received_at=RECEIVED_AT)
     assert (

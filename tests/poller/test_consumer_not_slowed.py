@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from types_aiobotocore_sqs import SQSClient
 
 from service.config import Settings
-from service.consumer.loop import run_consumer
+from service.roles.consumer import run_consumer
 from service.runtime import open_runtime
 from tests.consumer.conftest import queue_depth, send_events
 from tests.poller.fleet import REGION, Fleet, task_event

@@ -27,7 +27,7 @@ from service.db import CONTENTION_ATTEMPTS, retry_on_contention, sqlstate_of
 from service.enrich import writes
 from service.enrich.describer import Describer, Kind, State
 from service.enrich.enricher import Enricher
-from service.poller.leader import Job, _run_job
+from service.poller.leader import Job, run_job
 from service.poller.reconcile import Reconciler
 from service.runtime import Runtime
 from tests.poller.deadlocks import provoked_deadlocks
@@ -291,7 +291,7 @@ async def test_a_last_failure_is_logged_and_neither_role_fails(
                 while not any(e["event"] == "enrich_failed" for e in logs):
                     await asyncio.sleep(0.05)
             # The poller's job fails this run, logged, and the poller carries on.
-            await _run_job(Job("reconcile", 600, reconciler.reconcile_all))
+            await run_job(Job("reconcile", 600, reconciler.reconcile_all))
     failed = [e for e in logs if e["event"] == "enrich_failed"]
     assert failed
     assert "provoked by the test" in failed[0]["error"]

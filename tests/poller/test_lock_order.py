@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.consumer.transaction import commit_events
 from service.db import WRITE_ORDER
 from service.enrich import writes
 from service.events.normalise import parse_message
-from service.state.apply import apply_events
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "ecs-events"
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ async def _consumer_writes(
         events.append(parse_message(path.read_text(), received_at=NOW))
     with tables_written(engine) as written:
         async with sessionmaker() as session, session.begin():
-            await apply_events(session, events, datadog=True)
+            await commit_events(session, events, datadog=True)
     return list(written)
 
 

@@ -65,7 +65,9 @@ def test_service_row_of_describe_maps_configuration_deployments_and_pairs() -> N
     assert config["alarms"] == {"names": ["5xx"], "enable": True, "rollback": True}
     assert (config["minimum_healthy_percent"], config["strategy"]) == (50, "BLUE_GREEN")
     assert row["current_deployments"][0]["rollout_state"] == "FAILED"
-    assert row["current_deployments"][0]["created_at"] == NOW.isoformat()
+    assert (
+        row["current_deployments"][0]["created_at"] == "2026-03-01T10:00:00Z"
+    )  # the one time format (service.events.times)
     assert row["load_balancers"][0]["alternate_target_group_arn"] == "tg-green"
 
 

@@ -1,4 +1,4 @@
-"""The JSON document a batch's rows travel in (service.state.apply._payload)."""
+"""The JSON document a batch's rows travel in (service.state.bulk.payload)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.events.models import Container
-from service.state import apply
+from service.state import bulk
 from service.state.rows import JsonText
 
 WHEN = datetime(2026, 11, 26, 14, 0, 0, 123456, tzinfo=UTC)
@@ -19,7 +19,7 @@ def test_ordinary_rows_carry_values_and_preserialised_documents() -> None:
         {"id": "a", "time": WHEN, "resources": ("x", "y"), "detail": JsonText(b'{"k": [1, 2]}')},
         {"id": "b", "time": None, "resources": [], "detail": JsonText('{"snow": "\\u2603"}')},
     ]
-    decoded = json.loads(apply._payload(rows))
+    decoded = json.loads(bulk.payload(rows))
     assert decoded == [
         {"id": "a", "time": WHEN.isoformat(), "resources": ["x", "y"], "detail": {"k": [1, 2]}},
         {"id": "b", "time": None, "resources": [], "detail": {"snow": "\u2603"}},
@@ -38,7 +38,7 @@ def test_integers_beyond_64_bits_are_written_exactly() -> None:
             "containers": (container,),
         }
     ]
-    payload = apply._payload(rows)
+    payload = bulk.payload(rows)
     assert str(2**70 + 1) in payload
     assert json.loads(payload) == [
         {
@@ -50,7 +50,7 @@ def test_integers_beyond_64_bits_are_written_exactly() -> None:
     ]
     # The same row within 64 bits takes orjson's path to the same document.
     rows[0]["version"] = 7
-    assert json.loads(apply._payload(rows))[0]["containers"] == [dataclasses.asdict(container)]
+    assert json.loads(bulk.payload(rows))[0]["containers"] == [dataclasses.asdict(container)]
 
 
 def test_deep_documents_are_spliced_in_without_being_decoded_again() -> None:
@@ -62,7 +62,7 @@ def test_deep_documents_are_spliced_in_without_being_decoded_again() -> None:
         {"id": "a", "version": 2**64, "detail": JsonText(text)},
         {"id": "b", "version": 1, "detail": JsonText(b'{"plain": "\\\\u0000 is text here"}')},
     ]
-    payload = apply._payload(rows)
+    payload = bulk.payload(rows)
     assert text in payload
     assert payload.count('"\\u0000') == 0  # every placeholder was replaced
     assert json.loads(payload)[1]["detail"] == {"plain": "\\u0000 is text here"}

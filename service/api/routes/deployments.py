@@ -1,10 +1,11 @@
-"""``GET /v1/deployments``: deployments and their outcomes, newest start first."""
+"""``GET /v1/deployments`` (newest start first) and ``GET /v1/deployments/{deployment_id}``
+(one deployment with its cause, timeline, failed tasks and target health)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy import ColumnElement, Select, bindparam, select
 
 from service.api.deps import ReadConnection, require_read
@@ -14,8 +15,10 @@ from service.api.pagination import (
     Keyset,
     LimitParam,
     ListRoute,
+    Single,
     fetch,
     list_page,
+    single_response,
 )
 from service.api.queries import (
     ClusterForm,
@@ -25,10 +28,14 @@ from service.api.queries import (
     bind_cluster,
     bind_service,
     cluster_filter,
+    fetch_dicts,
     service_filter,
 )
-from service.api.schemas import DeploymentPage, responses
+from service.api.schemas import NO_NUL, DeploymentDetail, DeploymentPage, responses
+from service.deployments import evidence
+from service.deployments.cause import classify
 from service.deployments.outcome import Outcome as DeploymentOutcome
+from service.errors import NotFoundError
 from service.state import models
 
 router = APIRouter(prefix="/v1", tags=["deployments"], dependencies=[Depends(require_read)])
@@ -127,3 +134,72 @@ async def list_deployments(
         outcome=outcome is not None,
     )
     return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
+
+
+DETAIL = Single(DeploymentDetail)
+_DETAIL_FIELDS = (
+    "id",
+    "cluster",
+    "cluster_arn",
+    "service",
+    "service_arn",
+    "kind",
+    "outcome",
+    "reason",
+    "task_definition",
+    "rollback_target",
+    "started_at",
+    "updated_at",
+    "finished_at",
+    "stuck",
+)
+
+
+@router.get(
+    "/deployments/{deployment_id:path}",
+    summary="Get one deployment, and why it failed",
+    description=(
+        "One deployment by its id as `/v1/deployments` lists it (slashes allowed, e.g. "
+        "`ecs-svc/123…` or a service deployment ARN), with `cause` (failed, rolled back "
+        "or stuck deployments), its `timeline`, its `failed_tasks` with their containers' "
+        "exit codes, and the `target_health` of its service's target groups."
+    ),
+    response_model=DeploymentDetail,
+    responses=responses(DeploymentDetail, errors=(401, 404)),
+)
+async def get_deployment(
+    conn: ReadConnection,
+    deployment_id: Annotated[
+        str,
+        Path(
+            description="The deployment id as listed (URL-encoded or with its slashes).",
+            max_length=2048,
+            pattern=NO_NUL,
+        ),
+    ],
+) -> Response:
+    async def read(stmt: Any, params: Any) -> list[dict[str, Any]]:
+        return await fetch_dicts(conn, stmt, params)
+
+    found = await evidence.gather(read, deployment_id)
+    if found is None:
+        raise NotFoundError(f"no deployment {deployment_id!r}")
+    item = {name: found.deployment[name] for name in _DETAIL_FIELDS}
+    failed = evidence.failed_task_rows(found.tasks)
+    item["cause"] = classify(found.facts).as_dict() if found.needs_cause else None
+    item["timeline"] = [evidence.timeline_entry(e) for e in found.events]
+    item["failed_tasks"] = [
+        {
+            "arn": t["arn"],
+            "stop_code": t["stop_code"],
+            "stopped_reason": t["stopped_reason"],
+            "containers": [
+                {"name": c.name, "exit_code": c.exit_code, "reason": c.reason}
+                for c in evidence.containers_of(t["containers"])
+            ],
+        }
+        for t in failed
+    ]
+    item["failed_tasks_count"] = len(failed)
+    item["target_health"] = found.points
+    return single_response(DETAIL, item)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import ColumnElement, bindparam, select
 
-from service.api.deps import ReadConnection, require_read
+from service.api.deps import CallerScope, ReadConnection, require_read
 from service.api.pagination import (
     DEFAULT_LIMIT,
     CursorParam,
@@ -91,19 +91,57 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "resources": jsonb_list(row["resources"]), "detail": jsonb_object(row["detail"])}
 
 
+#: What a masked environment value reads as.
+MASKED = "***"
+
+
+def mask_environment(detail: dict[str, Any]) -> dict[str, Any]:
+    """``detail`` with every ``overrides.containerOverrides[].environment[].value``
+    replaced by :data:`MASKED` (names stay). People pass secrets to tasks this way
+    (``RunTask --overrides``), and the read scope must not reveal them. The stored
+    detail is not changed: the parts on the way to a value are copied.
+    """
+    overrides = detail.get("overrides")
+    if not isinstance(overrides, dict):
+        return detail
+    containers = overrides.get("containerOverrides")
+    if not isinstance(containers, list):
+        return detail
+    masked_containers: list[Any] = []
+    for container in containers:
+        environment = container.get("environment") if isinstance(container, dict) else None
+        if not isinstance(environment, list):
+            masked_containers.append(container)
+            continue
+        masked_environment = [
+            {**entry, "value": MASKED} if isinstance(entry, dict) and "value" in entry else entry
+            for entry in environment
+        ]
+        masked_containers.append({**container, "environment": masked_environment})
+    return {**detail, "overrides": {**overrides, "containerOverrides": masked_containers}}
+
+
+def _masked_item(row: dict[str, Any]) -> dict[str, Any]:
+    item = _item(row)
+    item["detail"] = mask_environment(item["detail"])
+    return item
+
+
 @router.get(
     "/events",
     summary="List stored events",
     description=(
         "Events as received, newest `time` first. `resource` keeps events whose "
         "`resources` contain that ARN; `since` and `until` (RFC 3339) bound `time`, "
-        "both inclusive."
+        "both inclusive. For a `read` token, the values of environment variables in "
+        "`detail.overrides.containerOverrides` read `***`; an `admin` token sees them."
     ),
     response_model=EventPage,
     responses=responses(EventPage),
 )
 async def list_events(
     conn: ReadConnection,
+    scope: CallerScope,
     detail_type: Annotated[
         str | None, Query(description="EventBridge detail-type.", max_length=256, pattern=NO_NUL)
     ] = None,
@@ -135,4 +173,6 @@ async def list_events(
         since=since_at is not None,
         until=until_at is not None,
     )
-    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor, item=_item)
+    # Environment values in container overrides are for the admin scope only.
+    item = _item if scope == "admin" else _masked_item
+    return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor, item=item)

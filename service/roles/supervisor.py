@@ -12,7 +12,7 @@ from typing import Any
 
 from service.errors import EcswatchError
 from service.logging import get_logger
-from service.roles import RoleStatus
+from service.readiness import RoleStatus
 from service.runtime import Runtime
 
 log = get_logger(__name__)
@@ -29,8 +29,8 @@ async def run_roles(
     status: RoleStatus | None = None,
 ) -> None:
     """Start ``roles`` and supervise them until ``stop`` is set or one fails."""
-    from service.api.server import serve_api
-    from service.consumer.loop import run_consumer
+    from service.roles.api import serve_api
+    from service.roles.consumer import run_consumer
 
     status = status or RoleStatus()
     status.running.update({r: False for r in roles})
@@ -41,7 +41,7 @@ async def run_roles(
             run_consumer(runtime, stop, on_started=lambda: status.running.update(consumer=True))
         )
     if "dispatcher" in roles:
-        from service.outbox.role import run_dispatcher
+        from service.roles.dispatcher import run_dispatcher
 
         tasks["dispatcher"] = asyncio.create_task(
             run_dispatcher(runtime, stop, on_started=lambda: status.running.update(dispatcher=True))
@@ -50,11 +50,11 @@ async def run_roles(
         log.warning("datadog_forwarding_off", reason="DD_API_KEY is not set")  # said once
     if "dispatcher" in roles and runtime.settings.datadog_enabled:
         # Datadog: state gauges, CloudWatch points and time facts into the outbox.
-        from service.datadog.gauges import run_datadog_job
+        from service.roles.dispatcher import run_datadog_job
 
         tasks["datadog"] = asyncio.create_task(run_datadog_job(runtime, stop))
     if "poller" in roles:
-        from service.poller.role import run_poller
+        from service.roles.poller import run_poller
 
         # Never blocks readiness: running from the start, leader or follower.
         tasks["poller"] = asyncio.create_task(run_poller(runtime, stop))

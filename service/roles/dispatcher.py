@@ -1,8 +1,9 @@
-"""The ``dispatcher`` role: the senders this process has, and the dispatcher loop.
+"""The ``dispatcher`` role: the senders this process has, the dispatcher loop, its
+sweeps (stuck deployments, held CodeDeploy alerts), and the Datadog job.
 
 :func:`build_senders` is the one place that decides which :class:`Sender` serves
-which outbox kind. To add one (Datadog's, for instance), append it to the list
-there; a kind with no sender is left pending in the outbox, never dropped.
+which outbox kind. To add one, append it to the list there; a kind with no
+sender is left pending in the outbox, never dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from service.alerts.raising import release_held, rules_from_settings, sweep_stuck
 from service.alerts.webhooks import WebhookSender
 from service.datadog.forwarder import open_datadog_senders
+from service.datadog.gauges import DatadogJob
 from service.logging import get_logger
 from service.outbox.dispatcher import Dispatcher, build_registry
 from service.outbox.models import OutboxKind
@@ -99,3 +101,10 @@ async def sweep_stuck_deployments(
             log.warning("stuck_sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def run_datadog_job(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Datadog's periodic job (state gauges, CloudWatch points, time facts into the
+    outbox) on the runtime's database, every ``ECSWATCH_METRICS_INTERVAL_S``."""
+    job = DatadogJob(runtime.sessionmaker, interval_s=runtime.settings.metrics_interval_s)
+    await job.run(stop)

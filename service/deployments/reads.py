@@ -1,0 +1,89 @@
+"""Deployment snapshots read back after a transaction's writes.
+
+:func:`read_snapshots` is the one read of a deployment that alerts and Datadog
+facts share. Only executes: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.deployments.outcome import DeploymentKind, Outcome
+from service.deployments.snapshot import DeploymentSnapshot, target_groups
+
+_SNAPSHOT_COLUMNS = (
+    "d.id, d.kind, d.outcome, d.cluster_arn, d.cluster_name, d.service_name, d.service_arn,"
+    " d.reason, d.rollback_target, d.stuck, d.task_definition, d.lifecycle_stage,"
+    " d.failed_tasks, d.started_at, d.finished_at, d.event_ids, d.codedeploy_application,"
+    " d.codedeploy_group,"
+    " EXISTS (SELECT 1 FROM deployments AS o WHERE o.rollback_target = d.id)"
+    " AS is_rollback_target, d.last_event_at, d.last_event_name,"
+    # The poller's CodeDeploy group mapping, and the service's load balancers (DescribeServices).
+    " (d.codedeploy_application IS NULL OR EXISTS (SELECT 1 FROM codedeploy_groups AS g"
+    "  WHERE g.application = d.codedeploy_application"
+    "  AND g.deployment_group = d.codedeploy_group)) AS group_resolved,"
+    " (SELECT g.target_groups FROM codedeploy_groups AS g"
+    "  WHERE g.application = d.codedeploy_application"
+    "  AND g.deployment_group = d.codedeploy_group) AS codedeploy_target_groups,"
+    " coalesce((SELECT s.load_balancers FROM services AS s WHERE s.arn = d.service_arn),"
+    "  (SELECT s.load_balancers FROM services AS s WHERE d.service_arn IS NULL"
+    "   AND s.cluster_name = d.cluster_name AND s.name = d.service_name"
+    "   ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1)) AS load_balancers"
+)
+# The deployments asked for, and those that roll back to them.
+_SNAPSHOTS = text(
+    f"SELECT {_SNAPSHOT_COLUMNS} FROM deployments AS d"
+    " WHERE d.id = ANY(:ids) OR d.rollback_target = ANY(:ids) ORDER BY d.id"
+)
+STUCK_CANDIDATES = text(
+    f"SELECT {_SNAPSHOT_COLUMNS} FROM deployments AS d"
+    # Known from a deployment event (not only from its tasks' startedBy: a service's
+    # long-finished deployment seen mid-life through its tasks is no rollout).
+    f" WHERE d.outcome = '{Outcome.IN_PROGRESS}' AND NOT d.stuck AND d.started_at <= :cutoff"
+    " AND d.last_event_at IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.last_status = 'RUNNING'"
+    "  AND (t.deployment_id = d.id OR (d.task_definition IS NOT NULL"
+    "  AND t.task_definition_arn = d.task_definition AND t.cluster_arn = d.cluster_arn)))"
+    " ORDER BY d.started_at LIMIT 500 FOR UPDATE OF d SKIP LOCKED"
+)
+
+
+def snapshot_of(row: Any) -> DeploymentSnapshot:
+    """The snapshot of one row of the snapshot columns."""
+    return DeploymentSnapshot(
+        id=row.id,
+        kind=DeploymentKind(row.kind),
+        outcome=Outcome(row.outcome),
+        cluster=row.cluster_name,
+        service=row.service_name,
+        service_arn=row.service_arn,
+        reason=row.reason,
+        rollback_target=row.rollback_target,
+        stuck=row.stuck,
+        task_definition=row.task_definition,
+        lifecycle_stage=row.lifecycle_stage,
+        failed_tasks=row.failed_tasks,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        event_ids=tuple(str(e) for e in (row.event_ids or [])),
+        is_rollback_target=row.is_rollback_target,
+        codedeploy_application=row.codedeploy_application,
+        codedeploy_group=row.codedeploy_group,
+        last_event_at=row.last_event_at,
+        last_event_name=row.last_event_name,
+        group_resolved=row.group_resolved,
+        target_groups=target_groups(row.load_balancers, row.codedeploy_target_groups),
+        cluster_arn=row.cluster_arn,
+    )
+
+
+async def read_snapshots(session: AsyncSession, ids: Sequence[str]) -> list[DeploymentSnapshot]:
+    """The deployments of ``ids`` and those that roll back to them, as stored now."""
+    if not ids:
+        return []
+    found = await session.execute(_SNAPSHOTS, {"ids": sorted(set(ids))})
+    return [snapshot_of(row) for row in found]

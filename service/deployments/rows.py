@@ -1,0 +1,203 @@
+"""Pure builders: a deployment-related event (or a polled CodeDeploy state) becomes
+the row values of the deployment upsert (:mod:`service.deployments.upsert`).
+
+The ``rank`` key is not a column: the upsert orders events that share a
+timestamp by it (:data:`service.deployments.outcome.RANK`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from service.deployments.outcome import (
+    RANK,
+    DeploymentKind,
+    Outcome,
+    Step,
+    codedeploy_step,
+    daemon_deployment_step,
+    ecs_deployment_step,
+    hook_step,
+)
+from service.events.models import (
+    CodeDeployDeploymentStateChange,
+    DaemonDeploymentStateChange,
+    DeploymentStateChange,
+    HookStateChange,
+    NormalisedEvent,
+    TaskStateChange,
+)
+
+if TYPE_CHECKING:  # settings are I/O-free, but their validators reach for sqlalchemy
+    from service.config import ServiceRef
+
+Row = dict[str, Any]
+
+
+def _base(
+    event: NormalisedEvent,
+    *,
+    deployment_id: str,
+    kind: DeploymentKind,
+    step: Step,
+    at: datetime,
+    event_name: str | None,
+) -> Row:
+    return {
+        "id": deployment_id,
+        "cluster_arn": None,
+        "cluster_name": None,
+        "service_arn": None,
+        "service_name": None,
+        "kind": kind.value,
+        "outcome": step.outcome.value,
+        "reason": None,
+        "rollback_target": None,
+        "lifecycle_stage": None,
+        "codedeploy_application": None,
+        "codedeploy_group": None,
+        "task_definition": None,
+        "last_event_at": at,
+        "last_event_name": event_name,
+        "event_ids": [event.envelope.id],
+        "started_at": at,
+        "updated_at": at,
+        "finished_at": at if step.finished else None,
+        "rank": RANK[step.outcome],
+    }
+
+
+def codedeploy_deployment_row(
+    *,
+    deployment_id: str,
+    application: str | None,
+    group: str | None,
+    state: str | None,
+    at: datetime,
+    event_ids: list[str],
+    codedeploy_groups: dict[str, ServiceRef],
+    reason: str | None = None,
+) -> Row:
+    """The deployment upsert of a CodeDeploy state (``START`` … ``FAILURE``, ``STOP``):
+    from its event, or from the poller's BatchGetDeployments check (no event id)."""
+    step = codedeploy_step(state)
+    target = codedeploy_groups.get(f"{application}/{group}")
+    return {
+        "id": deployment_id,
+        "cluster_arn": None,
+        "cluster_name": target.cluster if target else None,
+        "service_arn": None,
+        "service_name": target.service if target else None,
+        "kind": DeploymentKind.CODEDEPLOY.value,
+        "outcome": step.outcome.value,
+        "reason": reason or (f"CodeDeploy {state}" if state else None),
+        "rollback_target": None,
+        "lifecycle_stage": None,
+        "codedeploy_application": application,
+        "codedeploy_group": group,
+        "task_definition": None,
+        "last_event_at": at,
+        "last_event_name": state,
+        "event_ids": event_ids,
+        "started_at": at,
+        "updated_at": at,
+        "finished_at": at if step.finished else None,
+        "rank": RANK[step.outcome],
+    }
+
+
+def deployment_row(event: NormalisedEvent, codedeploy_groups: dict[str, ServiceRef]) -> Row | None:
+    """The deployment upsert of a deployment-related event, or None for other types.
+
+    The ``rank`` key is not a column: the upsert uses it to order events that
+    share a timestamp.
+    """
+    detail = event.detail
+    time = event.envelope.time
+    if isinstance(detail, DeploymentStateChange):
+        row = _base(
+            event,
+            deployment_id=detail.deployment_id,
+            kind=DeploymentKind.ROLLING,
+            step=ecs_deployment_step(detail.event_name, detail.rollback_target),
+            at=detail.updated_at or time,
+            event_name=detail.event_name,
+        )
+        row.update(
+            cluster_arn=detail.cluster_arn,
+            cluster_name=detail.cluster_name,
+            service_arn=detail.service_arn,
+            service_name=detail.service_name,
+            reason=detail.reason,
+            rollback_target=detail.rollback_target,
+        )
+        return row
+    if isinstance(detail, HookStateChange):
+        deployment_id = detail.service_deployment_arn or (
+            f"{detail.service_arn}/{detail.hook_id}" if detail.service_arn else detail.hook_id
+        )
+        row = _base(
+            event,
+            deployment_id=deployment_id,
+            kind=DeploymentKind.BLUE_GREEN,
+            step=hook_step(detail.event_name),
+            at=detail.updated_at or time,
+            event_name=detail.event_name,
+        )
+        stage = detail.lifecycle_stage
+        row.update(
+            cluster_arn=detail.cluster_arn,
+            cluster_name=detail.cluster_name,
+            service_arn=detail.service_arn,
+            service_name=detail.service_name,
+            lifecycle_stage=stage,
+            reason=f"{detail.event_name} at {stage}" if detail.event_name and stage else None,
+        )
+        return row
+    if isinstance(detail, CodeDeployDeploymentStateChange):
+        return codedeploy_deployment_row(
+            deployment_id=detail.deployment_id,
+            application=detail.application,
+            group=detail.deployment_group,
+            state=detail.state,
+            at=time,
+            event_ids=[event.envelope.id],
+            codedeploy_groups=codedeploy_groups,
+        )
+    if isinstance(detail, DaemonDeploymentStateChange):
+        row = _base(
+            event,
+            deployment_id=detail.daemon_deployment_arn,
+            kind=DeploymentKind.ROLLING,
+            step=daemon_deployment_step(detail.event_name),
+            at=detail.updated_at or time,
+            event_name=detail.event_name,
+        )
+        row.update(
+            cluster_arn=detail.cluster_arn,
+            cluster_name=detail.cluster_name,
+            service_arn=detail.daemon_arn,
+            service_name=detail.daemon_name,
+            reason=detail.reason,
+            task_definition=detail.target_daemon_revision_arn,
+        )
+        return row
+    return None
+
+
+def task_deployment_row(task: TaskStateChange, at: datetime) -> Row | None:
+    """A deployment seen only through its tasks' ``startedBy`` (no deployment events yet)."""
+    if not task.deployment_id:
+        return None
+    return {
+        "id": task.deployment_id,
+        "cluster_arn": task.cluster_arn,
+        "cluster_name": task.cluster_name,
+        "service_name": task.service_name,
+        "kind": DeploymentKind.ROLLING.value,
+        "outcome": Outcome.IN_PROGRESS.value,
+        "task_definition": task.task_definition_arn,
+        "started_at": task.created_at or at,
+        "updated_at": at,
+    }
