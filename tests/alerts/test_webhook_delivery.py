@@ -125,13 +125,14 @@ def make_dispatcher(
     resolver: Any = None,
     deadline_s: float = 15.0,
     per_subscription: int = 4,
+    cipher: SecretCipher = CIPHER,
     **kwargs: Any,
 ) -> Dispatcher:
     sender = WebhookSender(
         sessionmaker,
         http,
         allow_private=allow_private,
-        cipher=CIPHER,
+        cipher=cipher,
         resolver=resolver,
         deadline_s=deadline_s,
         per_subscription=per_subscription,
