@@ -510,7 +510,9 @@ def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) 
     container = _container(migrate)
     assert container["Command"] == ["db", "upgrade"]
     assert container["Secrets"] == [
-        {"Name": "ECSWATCH_DATABASE_URL", "ValueFrom": {"Ref": "MigrationDatabaseUrlSecretArn"}}
+        {"Name": "ECSWATCH_DATABASE_URL", "ValueFrom": {"Ref": "MigrationDatabaseUrlSecretArn"}},
+        # Migration 0008 encrypts webhook secrets and URLs.
+        {"Name": "ECSWATCH_SECRET_KEY", "ValueFrom": {"Ref": "SecretKeySecretArn"}},
     ]
     # No service runs it: it is run once per update, before the services change.
     services = _resources(template, "AWS::ECS::Service").values()
