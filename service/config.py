@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.errors import ConfigError
 
 Scope = Literal["read", "admin"]
+#: The roles one process can run (``ecswatch run --roles``).
+ROLES = ("consumer", "poller", "dispatcher", "api")
+#: Database pool size of a role that ECSWATCH_DB_POOL_SIZE does not name.
+DEFAULT_DB_POOL_SIZE = 10
 _SCOPES: tuple[Scope, ...] = ("read", "admin")
 
 
@@ -104,6 +108,9 @@ class Settings(BaseSettings):
     # ---- CodeDeploy checks of the poller's leader (issue 10 with issue 9; configuration.md):
     # group mapping and BatchGetDeployments of in-progress CodeDeploy deployments.
     codedeploy_interval_s: int = Field(default=30, ge=1, le=3600)
+    # Database pool per role (docs/configuration.md, docs/deploy.md "Sizing the
+    # database"): "" = the default for every role.
+    db_pool_size: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
 
     @field_validator("database_url")
     @classmethod
@@ -188,6 +195,37 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected application/group=cluster/service, got {pair!r}")
             groups[f"{app}/{name}"] = ServiceRef(cluster=cluster, service=service)
         return groups
+
+    @field_validator("db_pool_size", mode="before")
+    @classmethod
+    def _parse_pool_size(cls, value: object) -> dict[str, int]:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, int):
+            value = str(value)
+        parts = _split_csv(value)
+        if len(parts) > len(ROLES) + 1:
+            raise ValueError(f"at most {len(ROLES) + 1} entries: one per role and a default")
+        sizes: dict[str, int] = {}
+        for part in parts:
+            role, sep, number = part.rpartition("=")
+            role = role.strip() if sep else "*"
+            if role != "*" and role not in ROLES:
+                raise ValueError(f"unknown role {role!r} (expected {', '.join(ROLES)})")
+            number = number.strip()
+            if not number.isdigit() or not 1 <= int(number) <= 100:
+                raise ValueError(f"pool sizes are whole numbers from 1 to 100, got {number[:20]!r}")
+            sizes[role] = int(number)
+        return sizes
+
+    def db_pool_size_for(self, roles: tuple[str, ...]) -> int:
+        """The pool size of a process that runs ``roles``: the largest of theirs.
+
+        ``ECSWATCH_DB_POOL_SIZE`` is one number for every role, or ``role=size``
+        pairs with an optional bare number for the roles it does not name.
+        """
+        default = self.db_pool_size.get("*", DEFAULT_DB_POOL_SIZE)
+        return max((self.db_pool_size.get(role, default) for role in roles), default=default)
 
     @property
     def datadog_enabled(self) -> bool:

@@ -11,9 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from service.config import ROLES
 from service.runtime import Runtime
 
-ALL_ROLES = ("consumer", "poller", "dispatcher", "api")
+ALL_ROLES = ROLES
 
 RoleFn = Callable[[Runtime, asyncio.Event], Awaitable[None]]
 
