@@ -136,6 +136,7 @@ def test_only_consumers_and_pollers_run_with_the_runtime_role(template: dict[str
         "PollerTaskDefinition": runtime,
         "DispatcherTaskDefinition": None,
         "ApiTaskDefinition": None,
+        "MigrateTaskDefinition": None,
     }
     # The only other role is ECS's execution role: image, logs and the secrets.
     others = set(_resources(template, "AWS::IAM::Role")) - {"RuntimeTaskRole"}
