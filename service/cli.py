@@ -160,7 +160,8 @@ async def _run(settings: Settings, roles: tuple[str, ...], host: str, port: int)
     from service.supervisor import run_roles
 
     async def main(stop: asyncio.Event) -> None:
-        async with open_runtime(settings, pool_size=settings.db_pool_size_for(roles)) as runtime:
+        writes, reads = settings.db_pool_sizes(roles)
+        async with open_runtime(settings, pool_size=writes, read_pool_size=reads) as runtime:
             await upgrade(runtime.engine)
             eventloop.settle_gc()  # every role's modules are imported by now
             await run_roles(runtime, roles, stop, host=host, port=port)

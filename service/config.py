@@ -218,14 +218,20 @@ class Settings(BaseSettings):
             sizes[role] = int(number)
         return sizes
 
-    def db_pool_size_for(self, roles: tuple[str, ...]) -> int:
-        """The pool size of a process that runs ``roles``: the largest of theirs.
+    def db_pool_sizes(self, roles: tuple[str, ...]) -> tuple[int, int]:
+        """Pool sizes (writes, REST reads) of a process that runs ``roles``.
 
         ``ECSWATCH_DB_POOL_SIZE`` is one number for every role, or ``role=size``
-        pairs with an optional bare number for the roles it does not name.
+        pairs with an optional bare number for the roles it does not name. The
+        write pool takes the largest size of the process's roles other than
+        ``api`` (``api``'s when it runs alone: webhook writes, health); the pool
+        of REST reads takes ``api``'s. Each pool opens up to twice its size
+        (overflow): docs/deploy.md, "Sizing the database".
         """
         default = self.db_pool_size.get("*", DEFAULT_DB_POOL_SIZE)
-        return max((self.db_pool_size.get(role, default) for role in roles), default=default)
+        api = self.db_pool_size.get("api", default)
+        workers = [self.db_pool_size.get(role, default) for role in roles if role != "api"]
+        return (max(workers) if workers else api), api
 
     @property
     def datadog_enabled(self) -> bool:

@@ -12,23 +12,28 @@ from service.runtime import open_runtime
 
 
 @pytest.mark.parametrize(
-    ("value", "roles", "size"),
+    ("value", "roles", "sizes"),
     [
-        (None, ("consumer", "api"), 10),
-        ("4", ("poller", "api"), 4),
-        ("consumer=5,api=20", ("consumer",), 5),
-        ("consumer=5,api=20", ("consumer", "api"), 20),
-        ("consumer=5,api=20", ("dispatcher",), 10),
-        ("3, api=6", ("poller",), 3),
-        ("3, api=6", ("dispatcher", "api"), 6),
+        (None, ("consumer", "api"), (10, 10)),
+        ("4", ("poller", "api"), (4, 4)),
+        ("consumer=5,api=20", ("consumer",), (5, 20)),
+        # The api role beside a worker role: writes sized by the worker, reads by api.
+        ("consumer=5,api=20", ("consumer", "api"), (5, 20)),
+        ("consumer=5,api=20", ("api",), (20, 20)),
+        ("consumer=5,api=20", ("dispatcher",), (10, 20)),
+        ("3, api=6", ("poller", "consumer"), (3, 6)),
+        ("3, poller=7", ("dispatcher", "poller", "api"), (7, 3)),
     ],
 )
-def test_size_of_a_process(
-    clean_env: pytest.MonkeyPatch, value: str | None, roles: tuple[str, ...], size: int
+def test_sizes_of_a_process(
+    clean_env: pytest.MonkeyPatch,
+    value: str | None,
+    roles: tuple[str, ...],
+    sizes: tuple[int, int],
 ) -> None:
     if value is not None:
         clean_env.setenv("ECSWATCH_DB_POOL_SIZE", value)
-    assert load_settings().db_pool_size_for(roles) == size
+    assert load_settings().db_pool_sizes(roles) == sizes
 
 
 @pytest.mark.parametrize(
@@ -53,6 +58,6 @@ def test_bad_values_name_the_variable(
 
 async def test_the_engines_take_the_size(database_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=database_url, data_dir=tmp_path)
-    async with open_runtime(settings, pool_size=3) as runtime:
+    async with open_runtime(settings, pool_size=3, read_pool_size=5) as runtime:
         assert runtime.engine.pool.size() == 3  # type: ignore[attr-defined]
-        assert runtime.read_engine.pool.size() == 3  # type: ignore[attr-defined]
+        assert runtime.read_engine.pool.size() == 5  # type: ignore[attr-defined]
