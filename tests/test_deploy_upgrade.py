@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from service.config import load_settings
 from tests.test_deploy import template
 
 __all__ = ["template"]  # the fixture, shared with tests/test_deploy.py
@@ -51,3 +54,18 @@ def test_alarms_without_a_topic_say_so_in_an_output(template: dict[str, Any]) ->
         assert actions == {
             "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
         }, name
+
+
+def test_every_task_gets_the_pool_sizes_the_settings_accept(
+    template: dict[str, Any], clean_env: pytest.MonkeyPatch
+) -> None:
+    default = template["Parameters"]["DatabasePoolSize"]["Default"]
+    clean_env.setenv("ECSWATCH_DB_POOL_SIZE", default)
+    assert load_settings().db_pool_sizes(("consumer", "api")) == (4, 5)
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::ECS::TaskDefinition":
+            continue
+        (container,) = resource["Properties"]["ContainerDefinitions"]
+        assert {"Name": "ECSWATCH_DB_POOL_SIZE", "Value": {"Ref": "DatabasePoolSize"}} in container[
+            "Environment"
+        ], name
