@@ -129,7 +129,7 @@ def rows_of(n: int, now: int) -> list[dict[str, Any]]:
             service = f"svc-{(r * SERIES_PER_ROW + s) % 400}"
             series.append(
                 {
-                    "metric": "aws.ecs.cpu_utilization",
+                    "metric": "aws.ecs.service.cpu_utilization",
                     "points": [[now - 60 * (POINTS_PER_SERIES - i) - r, 20.0 + i + s / 7]
                                for i in range(POINTS_PER_SERIES)],
                     "tags": [
@@ -263,7 +263,7 @@ async def _wait_arrival(intake: IntakeProcess, count: int, within: float) -> flo
     async with asyncio.timeout(within):
         while True:
             arrivals = await intake.arrivals()
-            cpu = [a for a in arrivals if a[0].endswith("aws.ecs.cpu_utilization")]
+            cpu = [a for a in arrivals if a[0].endswith("aws.ecs.service.cpu_utilization")]
             if len(cpu) >= count:
                 return float(cpu[count - 1][3])
             await asyncio.sleep(0.2)

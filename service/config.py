@@ -40,6 +40,30 @@ class ServiceRef:
     service: str
 
 
+#: First parts of metric names that Datadog's integrations and Agent write under; a
+#: prefix there would mix ecswatch's series into theirs (docs/metrics.md, "Names").
+RESERVED_METRIC_NAMESPACES = frozenset(
+    {
+        "aws",
+        "azure",
+        "gcp",
+        "ecs",
+        "datadog",
+        "dd",
+        "trace",
+        "system",
+        "docker",
+        "container",
+        "containerd",
+        "kubernetes",
+        "kubernetes_state",
+        "process",
+        "runtime",
+        "otel",
+    }
+)
+
+
 def _split_csv(value: object) -> list[str]:
     if value is None:
         return []
@@ -148,10 +172,21 @@ class Settings(BaseSettings):
     @field_validator("metric_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        if value and not all(c.isalnum() or c in "._" for c in value):
+        if not value:
+            raise ValueError("must not be empty: ecswatch's metrics need a namespace of their own")
+        if not all(c.isascii() and (c.isalnum() or c in "._") for c in value):
             raise ValueError("may contain only letters, digits, '.' and '_'")
-        if value and not value[0].isalpha():
+        if not value[0].isalpha():
             raise ValueError("must start with a letter")
+        if not value.endswith("."):
+            raise ValueError(f"must end with a dot (e.g. {value}.)")
+        if ".." in value:
+            raise ValueError("must not contain an empty part ('..')")
+        first = value.split(".", 1)[0].lower()
+        if first in RESERVED_METRIC_NAMESPACES:
+            raise ValueError(
+                f"must not start with {first}.: Datadog's own integrations write there"
+            )
         return value
 
     @field_validator("api_tokens", mode="before")

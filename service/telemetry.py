@@ -1,14 +1,53 @@
 """ecswatch's own Prometheus metrics, served at ``GET /metrics``.
 
 One registry per process (not the global default) so that tests and several
-apps in one process never collide.
+apps in one process never collide. Counters export no ``_created`` series (it
+would double the series count and says nothing a scraper needs), and every
+labelled series whose label values ecswatch knows in advance exists from start-up
+at 0 (:func:`precreate`), so a dashboard tells "none yet" from "not running".
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: Label values known in advance (a test compares each list with the code using it).
+OUTBOX_KINDS: tuple[str, ...] = ("datadog_metrics", "datadog_event", "webhook")
+DISPATCH_OUTCOMES: tuple[str, ...] = ("delivered", "retry", "dead")
+#: (service, operation) of every AWS call ecswatch makes at run time.
+AWS_OPERATIONS: tuple[tuple[str, str], ...] = (
+    ("cloudwatch", "GetMetricData"),
+    ("codedeploy", "BatchGetDeployments"),
+    ("codedeploy", "GetDeploymentGroup"),
+    ("ecs", "DescribeClusters"),
+    ("ecs", "DescribeContainerInstances"),
+    ("ecs", "DescribeServices"),
+    ("ecs", "DescribeTaskDefinition"),
+    ("ecs", "DescribeTasks"),
+    ("ecs", "ListClusters"),
+    ("ecs", "ListContainerInstances"),
+    ("ecs", "ListServices"),
+    ("ecs", "ListTasks"),
+    ("elbv2", "DescribeTargetGroups"),
+)
+AWS_OUTCOMES: tuple[str, ...] = ("ok", "throttled", "error")
+DATADOG_RESULTS: tuple[str, ...] = ("sent", "retried", "dropped", "dead")
+DATADOG_DROP_REASONS: tuple[tuple[str, str], ...] = (
+    ("points", "too_old"),
+    ("points", "unregistered"),
+    ("points", "not_finite"),
+    ("events", "too_old"),
+)
 
 EVENTS_RECEIVED = Counter(
     "ecswatch_events_received",
@@ -187,3 +226,27 @@ METRIC_POINTS_STORED = Counter(
     ["namespace"],
     registry=REGISTRY,
 )
+
+
+def precreate() -> None:
+    """Create every labelled series whose label values are known, at 0.
+
+    Idempotent: an existing series keeps its value.
+    """
+    for kind in OUTBOX_KINDS:
+        OUTBOX_DEPTH.labels(kind)
+        OUTBOX_DEAD.labels(kind)
+        for outcome in DISPATCH_OUTCOMES:
+            DISPATCH_RESULTS.labels(kind, outcome)
+    for service, operation in AWS_OPERATIONS:
+        AWS_THROTTLES.labels(operation)
+        for outcome in AWS_OUTCOMES:
+            AWS_CALLS.labels(service, operation, outcome)
+    for result in DATADOG_RESULTS:
+        DATADOG_POINTS.labels(result)
+        DATADOG_EVENTS.labels(result)
+    for kind, reason in DATADOG_DROP_REASONS:
+        DATADOG_DROPPED.labels(kind, reason)
+
+
+precreate()

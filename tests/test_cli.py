@@ -66,6 +66,15 @@ def test_bad_setting_is_one_line_exit_2() -> None:
     assert lines[0].startswith("ecswatch: invalid ECSWATCH_RECONCILE_INTERVAL_S")
 
 
+def test_a_prefix_in_datadogs_namespace_is_refused_at_start_up() -> None:
+    result = _run("db", "upgrade", ECSWATCH_METRIC_PREFIX="aws.ecs.")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ecswatch: invalid ECSWATCH_METRIC_PREFIX: must not start with aws.:"
+        " Datadog's own integrations write there"
+    ]
+
+
 def test_unknown_role_and_open_bind_are_refused(tmp_path: Path) -> None:
     bad_role = _run("run", "--roles", "api,scheduler")
     assert bad_role.returncode == 2

@@ -57,6 +57,15 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
         ("ECSWATCH_DATADOG_URL", "ftp://x", "invalid ECSWATCH_DATADOG_URL"),
         ("AWS_ENDPOINT_URL", "localhost:5000", "invalid AWS_ENDPOINT_URL"),
         ("ECSWATCH_METRIC_PREFIX", "bad prefix!", "invalid ECSWATCH_METRIC_PREFIX"),
+        ("ECSWATCH_METRIC_PREFIX", "", "invalid ECSWATCH_METRIC_PREFIX: must not be empty"),
+        ("ECSWATCH_METRIC_PREFIX", "ecswatch", "must end with a dot (e.g. ecswatch.)"),
+        ("ECSWATCH_METRIC_PREFIX", "aws.ecs.", "must not start with aws."),
+        ("ECSWATCH_METRIC_PREFIX", "AWS.", "must not start with aws."),
+        ("ECSWATCH_METRIC_PREFIX", "ecs.", "must not start with ecs."),
+        ("ECSWATCH_METRIC_PREFIX", "datadog.ecs.", "must not start with datadog."),
+        ("ECSWATCH_METRIC_PREFIX", "kubernetes.", "must not start with kubernetes."),
+        ("ECSWATCH_METRIC_PREFIX", "acme..", "empty part"),
+        ("ECSWATCH_METRIC_PREFIX", "1acme.", "must start with a letter"),
         ("ECSWATCH_API_TOKENS", "read", "invalid ECSWATCH_API_TOKENS: expected scope:token"),
         ("ECSWATCH_API_TOKENS", "root:xxxxxxxxxxxxxxxxxxxx", "unknown scope 'root'"),
         ("ECSWATCH_API_TOKENS", "read:short", "at least 16 characters"),
@@ -76,6 +85,12 @@ def test_invalid_value_names_the_variable(
     text = info.value.detail
     assert message in text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize("prefix", ["ecswatch.", "acme.ecs.", "awsome.", "my_team.ecswatch."])
+def test_prefixes_of_ones_own_are_accepted(clean_env: pytest.MonkeyPatch, prefix: str) -> None:
+    clean_env.setenv("ECSWATCH_METRIC_PREFIX", prefix)
+    assert load_settings().metric_prefix == prefix
 
 
 @pytest.mark.parametrize(

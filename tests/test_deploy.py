@@ -14,39 +14,25 @@ import yaml
 
 from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT
 from service.roles import ALL_ROLES
+from tests.cfn_template import CfnLoader
 from tests.conftest import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "deploy" / "cloudformation.yaml"
 AWS_DOC = REPO_ROOT / "docs" / "aws.md"
 POLICY_HEADING = "## Least-privilege IAM policy"
-SECRET_VARIABLES = {"ECSWATCH_DATABASE_URL", "ECSWATCH_API_TOKENS", "DD_API_KEY", "DD_APP_KEY"}
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags read as their long form (!Ref X -> {Ref: X})."""
-
-
-def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
+# The services' secrets; DD_APP_KEY (dashboards and monitors) goes to the one-off
+# `datadog install` task alone.
+SECRET_VARIABLES = {"ECSWATCH_DATABASE_URL", "ECSWATCH_API_TOKENS", "DD_API_KEY"}
+INSTALL_SECRETS = {"DD_API_KEY", "DD_APP_KEY"}
+INSTALL_TASK = "DatadogInstallTaskDefinition"
+#: The one-off migration task (`ecswatch db upgrade`): the database URL, nothing more.
+MIGRATE_TASK = "MigrateTaskDefinition"
+MIGRATE_SECRETS = {"ECSWATCH_DATABASE_URL"}
 
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
+    loaded = yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
     assert isinstance(loaded, dict)
     return loaded
 
@@ -74,8 +60,23 @@ def documented_policy(text: str) -> dict[str, Any]:
     return policy
 
 
+def _unless_if(value: Any) -> Any:
+    """The value a ``Fn::If`` gives when its condition holds (or ``value`` itself)."""
+    return value["Fn::If"][1] if isinstance(value, dict) and "Fn::If" in value else value
+
+
 def _actions(statements: list[dict[str, Any]]) -> list[str]:
-    return [a for s in statements for a in _as_list(s["Action"])]
+    return [a for s in map(_unless_if, statements) for a in _as_list(s["Action"])]
+
+
+def _service_tasks(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The task definitions the ECS services run."""
+    tasks = _resources(template, "AWS::ECS::TaskDefinition")
+    names = {
+        s["Properties"]["TaskDefinition"]["Ref"]
+        for s in _resources(template, "AWS::ECS::Service").values()
+    }
+    return {n: t for n, t in tasks.items() if n in names}
 
 
 def _runtime_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
@@ -136,15 +137,24 @@ def test_only_consumers_and_pollers_run_with_the_runtime_role(template: dict[str
         "PollerTaskDefinition": runtime,
         "DispatcherTaskDefinition": None,
         "ApiTaskDefinition": None,
-        "MigrateTaskDefinition": None,
+        INSTALL_TASK: None,
+        MIGRATE_TASK: None,
     }
     # The only other role is ECS's execution role: image, logs and the secrets.
     others = set(_resources(template, "AWS::IAM::Role")) - {"RuntimeTaskRole"}
     assert others == {"TaskExecutionRole"}
     execution = template["Resources"]["TaskExecutionRole"]["Properties"]
-    assert _actions(
-        [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    ) == ["secretsmanager:GetSecretValue"]
+    statements = [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert _actions(statements) == ["secretsmanager:GetSecretValue", "kms:Decrypt"]
+    # kms:Decrypt only with a key given, on that key, and only through Secrets Manager.
+    (kms,) = [s for s in statements if "Fn::If" in s]
+    condition, allowed, otherwise = kms["Fn::If"]
+    assert condition == "HasSecretsKmsKey"
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert allowed["Resource"] == {"Ref": "SecretsKmsKeyArn"}
+    assert allowed["Condition"]["StringEquals"]["kms:ViaService"] == {
+        "Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"
+    }
 
 
 def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> None:
@@ -223,17 +233,36 @@ def test_roles_are_split_across_services(template: dict[str, Any]) -> None:
 
 
 def test_secrets_come_from_secrets_manager(template: dict[str, Any]) -> None:
+    services = _service_tasks(template)
     for name, task in _resources(template, "AWS::ECS::TaskDefinition").items():
         container = _container(task)
         env = {e["Name"] for e in container["Environment"] if isinstance(e, dict) and "Name" in e}
-        secrets: set[str] = set()
-        for entry in container["Secrets"]:
-            if "Fn::If" in entry:  # the Datadog keys, when a Datadog secret is given
-                entry = entry["Fn::If"][1]
-            secrets.add(entry["Name"])
-        assert secrets == SECRET_VARIABLES, name
-        assert not env & SECRET_VARIABLES, name
-        assert "ECSWATCH_RETENTION_DAYS" in env
+        # An Fn::If entry is a Datadog key, there when a Datadog secret is given.
+        secrets = {_unless_if(entry)["Name"] for entry in container["Secrets"]}
+        one_off = MIGRATE_SECRETS if name == MIGRATE_TASK else INSTALL_SECRETS
+        assert secrets == (SECRET_VARIABLES if name in services else one_off), name
+        assert not env & (SECRET_VARIABLES | INSTALL_SECRETS), name
+        if name in services:
+            assert "ECSWATCH_RETENTION_DAYS" in env
+
+
+def test_only_the_install_task_gets_the_application_key(template: dict[str, Any]) -> None:
+    install = template["Resources"][INSTALL_TASK]
+    assert install["Condition"] == "HasDatadog"
+    assert _container(install)["Command"] == ["datadog", "install"]
+    assert INSTALL_TASK not in _service_tasks(template)
+    assert "TaskRoleArn" not in install["Properties"]
+    assert "DD_APP_KEY" not in json.dumps(
+        {k: v for k, v in template["Resources"].items() if k != INSTALL_TASK}
+    )
+    assert template["Outputs"][INSTALL_TASK]["Value"] == {"Ref": INSTALL_TASK}
+
+
+def test_queues_and_log_group_outlive_the_stack(template: dict[str, Any]) -> None:
+    for name in ("EventsQueue", "EventsDeadLetterQueue", "LogGroup"):
+        resource = template["Resources"][name]
+        assert resource["DeletionPolicy"] == "Retain", name
+        assert resource["UpdateReplacePolicy"] == "Retain", name
 
 
 def _tool(name: str) -> str:
@@ -303,7 +332,7 @@ def test_template_defaults_agree_with_the_settings(
 
     defaults = load_settings()
     assert int(template["Parameters"]["RetentionDays"]["Default"]) == defaults.retention_days
-    for task in _resources(template, "AWS::ECS::TaskDefinition").values():
+    for task in _service_tasks(template).values():
         container = _container(task)
         env = {
             e["Name"]: e["Value"]

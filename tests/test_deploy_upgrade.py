@@ -56,16 +56,18 @@ def test_alarms_without_a_topic_say_so_in_an_output(template: dict[str, Any]) ->
         }, name
 
 
-def test_every_task_gets_the_pool_sizes_the_settings_accept(
+def test_every_service_task_gets_the_pool_sizes_the_settings_accept(
     template: dict[str, Any], clean_env: pytest.MonkeyPatch
 ) -> None:
     default = template["Parameters"]["DatabasePoolSize"]["Default"]
     clean_env.setenv("ECSWATCH_DB_POOL_SIZE", default)
     assert load_settings().db_pool_sizes(("consumer", "api")) == (4, 5)
-    for name, resource in template["Resources"].items():
-        if resource["Type"] != "AWS::ECS::TaskDefinition":
-            continue
-        (container,) = resource["Properties"]["ContainerDefinitions"]
+    resources = template["Resources"]
+    services = [r for r in resources.values() if r["Type"] == "AWS::ECS::Service"]
+    assert len(services) == 4
+    for service in services:
+        name = service["Properties"]["TaskDefinition"]["Ref"]
+        (container,) = resources[name]["Properties"]["ContainerDefinitions"]
         assert {"Name": "ECSWATCH_DB_POOL_SIZE", "Value": {"Ref": "DatabasePoolSize"}} in container[
             "Environment"
         ], name

@@ -220,7 +220,7 @@ SERVICE_EXAMPLE: dict[str, Any] = {
     "desired_count": 4,
     "running_count": 4,
     "pending_count": 0,
-    "launch_type": "FARGATE",
+    "launch_type": "EC2",
     "task_definition": TASK_DEFINITION,
     "deployment_controller": "ECS",
     "tags": {"team": "web"},
@@ -318,7 +318,7 @@ class LoadBalancer(BaseModel):
 SERVICE_DETAIL_EXAMPLE: dict[str, Any] = {
     **SERVICE_EXAMPLE,
     "deployments": [DEPLOYMENT_EXAMPLE],
-    "capacity_provider_strategy": [{"capacity_provider": "FARGATE", "weight": 1, "base": 0}],
+    "capacity_provider_strategy": [],
     "deployment_configuration": {
         "circuit_breaker": {"enable": True, "rollback": True},
         "alarms": {"names": ["web-5xx"], "enable": True, "rollback": True},
@@ -337,7 +337,7 @@ SERVICE_DETAIL_EXAMPLE: dict[str, Any] = {
             "failed_tasks": 0,
             "rollout_state": "COMPLETED",
             "rollout_state_reason": "ECS deployment ecs-svc/1234567890123456789 completed.",
-            "launch_type": "FARGATE",
+            "launch_type": "EC2",
             "created_at": "2025-03-01T10:00:00Z",
             "updated_at": "2025-03-01T10:14:03.120000Z",
         }
@@ -398,14 +398,14 @@ TASK_EXAMPLE: dict[str, Any] = {
     "service_arn": SERVICE_ARN,
     "family": "web",
     "revision": 42,
-    "launch_type": "FARGATE",
+    "launch_type": "EC2",
     "last_status": "STOPPED",
     "desired_status": "STOPPED",
     "health_status": "UNKNOWN",
     "stop_code": "EssentialContainerExited",
     "stopped_reason": "Essential container in task exited",
     "version": 5,
-    "container_instance_arn": None,
+    "container_instance_arn": INSTANCE_ARN,
     "availability_zone": "us-east-1a",
     "containers": [
         {

@@ -64,6 +64,9 @@ MAX_POINT_AGE_S = 3_540.0
 MAX_EVENT_TITLE = 100
 MAX_EVENT_TEXT = 4_000
 MAX_AGGREGATION_KEY = 100
+# ecswatch's own event source: never a Datadog integration's ("amazon ecs" is the
+# official ECS integration's), so ecswatch's events are not taken for its.
+SOURCE_TYPE_NAME = "ecswatch"
 # Datadog takes events at most 18 hours old; older ones are dropped, with the reason.
 MAX_EVENT_AGE_S = 17.5 * 3_600
 # Requests in flight per send() call.
@@ -477,7 +480,7 @@ class DatadogEventSender(_ClientOwner):
             text=truncate(str(payload.get("text") or ""), MAX_EVENT_TEXT),
             alert_type=EventAlertType(alert_type),  # type: ignore[no-untyped-call]
             tags=tags,
-            source_type_name="amazon ecs",
+            source_type_name=SOURCE_TYPE_NAME,
             **extra,
         )
 

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import telemetry
 from service.datadog.facts import Contribution, Derived, EventSpec, Fact
 from service.datadog.forwarder import MAX_POINT_AGE_S
-from service.datadog.metrics import CLOUDWATCH_NAMES, MetricName
+from service.datadog.metrics import MetricName, cloudwatch_name
 from service.datadog.outbox import record_facts
 from service.datadog.tags import EcsContext, ecs_tags, tag
 from service.logging import get_logger
@@ -266,7 +266,8 @@ def point_series(rows: Iterable[Mapping[str, Any]], *, now: datetime) -> PointSe
     dropped: Counter[str] = Counter()
     grouped: dict[tuple[str, tuple[str, ...]], Series] = {}
     for row in rows:
-        metric = CLOUDWATCH_NAMES.get((row["namespace"], row["name"]))
+        dims = row.get("dimensions") or {}
+        metric = cloudwatch_name(row["namespace"], row["name"], dims)
         if metric is None:
             dropped["unregistered"] += 1
             continue
@@ -280,11 +281,10 @@ def point_series(rows: Iterable[Mapping[str, Any]], *, now: datetime) -> PointSe
             service_name=row.get("service_name"),
             launch_type=row.get("launch_type"),
         )
-        dims = row.get("dimensions") or {}
         tags = ecs_tags(context) + _extra(
             ("statistic", str(row["statistic"]).lower()),
-            ("target_group", _dimension_suffix(dims.get("TargetGroup"))),
-            ("load_balancer", _dimension_suffix(dims.get("LoadBalancer"))),
+            ("targetgroup", _dimension_suffix(dims.get("TargetGroup"))),
+            ("loadbalancer", _dimension_suffix(dims.get("LoadBalancer"))),
         )
         key = (metric.value, tuple(tags))
         series = grouped.get(key)

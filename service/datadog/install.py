@@ -122,6 +122,37 @@ def load_assets(prefix: str = DEFAULT_PREFIX) -> list[Wanted]:
     return wanted
 
 
+#: The fields install writes, per kind: only these are compared with what Datadog holds.
+#: Datadog adds its own (ids, authors, dates, option defaults) and may reorder tags.
+OWNED_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.DASHBOARD: ("title", "description", "layout_type", "template_variables", "widgets"),
+    Kind.MONITOR: ("name", "type", "query", "message", "tags", "priority", "options"),
+}
+_SPACES = re.compile(r"\s+")
+
+
+def owned(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``body`` install writes for ``kind``, in a canonical form.
+
+    Tags are a set (compared sorted); query texts compare with their whitespace
+    collapsed, as Datadog stores a monitor query without the spacing it was sent with.
+    """
+    return {k: _canonical(k, body[k]) for k in OWNED_FIELDS[kind] if k in body}
+
+
+def _canonical(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(k, v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_canonical(key, v) for v in value]
+        if key == "tags" and all(isinstance(v, str) for v in items):
+            return sorted(items)
+        return items
+    if key == "query" and isinstance(value, str):
+        return _SPACES.sub(" ", value).strip()
+    return value
+
+
 def _contains(have: Any, want: Any) -> bool:
     """True when everything in ``want`` is in ``have`` (the server adds defaults and ids)."""
     if isinstance(want, dict):
@@ -133,6 +164,11 @@ def _contains(have: Any, want: Any) -> bool:
             and all(_contains(h, w) for h, w in zip(have, want, strict=True))
         )
     return bool(have == want)
+
+
+def unchanged(kind: Kind, have: dict[str, Any], want: dict[str, Any]) -> bool:
+    """True when Datadog's copy holds every field install owns, as wanted."""
+    return _contains(owned(kind, have), owned(kind, want))
 
 
 def plan(wanted: list[Wanted], existing: list[Existing]) -> list[Action]:
@@ -147,7 +183,7 @@ def plan(wanted: list[Wanted], existing: list[Existing]) -> list[Action]:
             actions.append(Action(Verb.CREATE, item.kind, item.key, item.title, body=item.body))
             continue
         first, *others = found
-        verb = Verb.UNCHANGED if _contains(first.body, item.body) else Verb.UPDATE
+        verb = Verb.UNCHANGED if unchanged(item.kind, first.body, item.body) else Verb.UPDATE
         actions.append(Action(verb, item.kind, item.key, item.title, first.id, item.body))
         for other in others:
             actions.append(Action(Verb.DUPLICATE, item.kind, item.key, item.title, other.id))

@@ -7,6 +7,7 @@ dashboard and monitors in ``service/datadog/assets`` may only use these names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Literal
@@ -30,10 +31,12 @@ class MetricName(StrEnum):
     DEPLOYMENTS_FINISHED = "deployments.finished"
     DEPLOYMENT_DURATION = "deployment.duration"
     ALERTS = "alerts"
-    # CloudWatch AWS/ECS.
-    ECS_CPU_UTILIZATION = "aws.ecs.cpu_utilization"
-    ECS_MEMORY_UTILIZATION = "aws.ecs.memory_utilization"
-    # CloudWatch ECS/ContainerInsights.
+    # CloudWatch AWS/ECS, per cluster and per service (two names, as Datadog keeps them).
+    CLUSTER_CPU_UTILIZATION = "aws.ecs.cluster.cpu_utilization"
+    CLUSTER_MEMORY_UTILIZATION = "aws.ecs.cluster.memory_utilization"
+    SERVICE_CPU_UTILIZATION = "aws.ecs.service.cpu_utilization"
+    SERVICE_MEMORY_UTILIZATION = "aws.ecs.service.memory_utilization"
+    # CloudWatch ECS/ContainerInsights, per service.
     CI_CPU_UTILIZED = "aws.ecs.containerinsights.cpu_utilized"
     CI_CPU_RESERVED = "aws.ecs.containerinsights.cpu_reserved"
     CI_MEMORY_UTILIZED = "aws.ecs.containerinsights.memory_utilized"
@@ -49,7 +52,6 @@ class MetricName(StrEnum):
     ALB_HEALTHY_HOSTS = "aws.alb.healthy_host_count"
     ALB_UNHEALTHY_HOSTS = "aws.alb.unhealthy_host_count"
     ALB_TARGET_5XX = "aws.alb.target_5xx_count"
-    ALB_ELB_5XX = "aws.alb.elb_5xx_count"
     ALB_REQUESTS = "aws.alb.request_count"
     ALB_RESPONSE_TIME = "aws.alb.target_response_time"
     # ecswatch's own health, from Postgres and this process.
@@ -103,8 +105,11 @@ def _spec(
     return MetricSpec(name, kind, unit, tags, meaning)
 
 
+_CLUSTER_CW = (*ECS_TAGS, "statistic")
 _CW = (*SERVICE_TAGS, "statistic")
-_ALB = (*_CW, "target_group", "load_balancer")
+# Datadog's AWS integration tags ALB series ``targetgroup`` and ``loadbalancer``
+# (the CloudWatch dimension values): the same names let ecswatch's series join them.
+_ALB = (*_CW, "targetgroup", "loadbalancer")
 
 REGISTRY: dict[MetricName, MetricSpec] = {
     s.name: s
@@ -182,9 +187,33 @@ REGISTRY: dict[MetricName, MetricSpec] = {
             (*SERVICE_TAGS, "alert_type"),
             "Alerts raised, by type",
         ),
-        _spec(MetricName.ECS_CPU_UTILIZATION, "gauge", "percent", _CW, "AWS/ECS CPUUtilization"),
         _spec(
-            MetricName.ECS_MEMORY_UTILIZATION, "gauge", "percent", _CW, "AWS/ECS MemoryUtilization"
+            MetricName.CLUSTER_CPU_UTILIZATION,
+            "gauge",
+            "percent",
+            _CLUSTER_CW,
+            "AWS/ECS CPUUtilization of a cluster",
+        ),
+        _spec(
+            MetricName.CLUSTER_MEMORY_UTILIZATION,
+            "gauge",
+            "percent",
+            _CLUSTER_CW,
+            "AWS/ECS MemoryUtilization of a cluster",
+        ),
+        _spec(
+            MetricName.SERVICE_CPU_UTILIZATION,
+            "gauge",
+            "percent",
+            _CW,
+            "AWS/ECS CPUUtilization of a service",
+        ),
+        _spec(
+            MetricName.SERVICE_MEMORY_UTILIZATION,
+            "gauge",
+            "percent",
+            _CW,
+            "AWS/ECS MemoryUtilization of a service",
         ),
         _spec(
             MetricName.CI_CPU_UTILIZED,
@@ -223,8 +252,20 @@ REGISTRY: dict[MetricName, MetricSpec] = {
         _spec(
             MetricName.CI_DESIRED_TASKS, "gauge", "task", _CW, "Container Insights DesiredTaskCount"
         ),
-        _spec(MetricName.CI_NETWORK_RX, "gauge", "byte", _CW, "Container Insights NetworkRxBytes"),
-        _spec(MetricName.CI_NETWORK_TX, "gauge", "byte", _CW, "Container Insights NetworkTxBytes"),
+        _spec(
+            MetricName.CI_NETWORK_RX,
+            "gauge",
+            "byte",
+            _CW,
+            "Container Insights NetworkRxBytes (bytes a second)",
+        ),
+        _spec(
+            MetricName.CI_NETWORK_TX,
+            "gauge",
+            "byte",
+            _CW,
+            "Container Insights NetworkTxBytes (bytes a second)",
+        ),
         _spec(
             MetricName.CI_STORAGE_READ, "gauge", "byte", _CW, "Container Insights StorageReadBytes"
         ),
@@ -252,7 +293,6 @@ REGISTRY: dict[MetricName, MetricSpec] = {
         _spec(
             MetricName.ALB_TARGET_5XX, "gauge", "response", _ALB, "ALB HTTPCode_Target_5XX_Count"
         ),
-        _spec(MetricName.ALB_ELB_5XX, "gauge", "response", _ALB, "ALB HTTPCode_ELB_5XX_Count"),
         _spec(MetricName.ALB_REQUESTS, "gauge", "request", _ALB, "ALB RequestCount"),
         _spec(MetricName.ALB_RESPONSE_TIME, "gauge", "second", _ALB, "ALB TargetResponseTime"),
         _spec(
@@ -282,29 +322,49 @@ REGISTRY: dict[MetricName, MetricSpec] = {
     )
 }
 
-# CloudWatch (namespace, metric name) -> registry name. A point of a metric not
-# listed here is not forwarded (counted as dropped, reason "unregistered").
-CLOUDWATCH_NAMES: dict[tuple[str, str], MetricName] = {
-    ("AWS/ECS", "CPUUtilization"): MetricName.ECS_CPU_UTILIZATION,
-    ("AWS/ECS", "MemoryUtilization"): MetricName.ECS_MEMORY_UTILIZATION,
-    ("ECS/ContainerInsights", "CpuUtilized"): MetricName.CI_CPU_UTILIZED,
-    ("ECS/ContainerInsights", "CpuReserved"): MetricName.CI_CPU_RESERVED,
-    ("ECS/ContainerInsights", "MemoryUtilized"): MetricName.CI_MEMORY_UTILIZED,
-    ("ECS/ContainerInsights", "MemoryReserved"): MetricName.CI_MEMORY_RESERVED,
-    ("ECS/ContainerInsights", "RunningTaskCount"): MetricName.CI_RUNNING_TASKS,
-    ("ECS/ContainerInsights", "PendingTaskCount"): MetricName.CI_PENDING_TASKS,
-    ("ECS/ContainerInsights", "DesiredTaskCount"): MetricName.CI_DESIRED_TASKS,
-    ("ECS/ContainerInsights", "NetworkRxBytes"): MetricName.CI_NETWORK_RX,
-    ("ECS/ContainerInsights", "NetworkTxBytes"): MetricName.CI_NETWORK_TX,
-    ("ECS/ContainerInsights", "StorageReadBytes"): MetricName.CI_STORAGE_READ,
-    ("ECS/ContainerInsights", "StorageWriteBytes"): MetricName.CI_STORAGE_WRITE,
-    ("AWS/ApplicationELB", "HealthyHostCount"): MetricName.ALB_HEALTHY_HOSTS,
-    ("AWS/ApplicationELB", "UnHealthyHostCount"): MetricName.ALB_UNHEALTHY_HOSTS,
-    ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count"): MetricName.ALB_TARGET_5XX,
-    ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count"): MetricName.ALB_ELB_5XX,
-    ("AWS/ApplicationELB", "RequestCount"): MetricName.ALB_REQUESTS,
-    ("AWS/ApplicationELB", "TargetResponseTime"): MetricName.ALB_RESPONSE_TIME,
+#: The scopes a CloudWatch point belongs to, from its dimensions.
+CloudWatchScope = Literal["cluster", "service", "target_group"]
+
+# CloudWatch (namespace, metric name, scope) -> registry name. A point of a metric
+# not listed here is not forwarded (counted as dropped, reason "unregistered").
+CLOUDWATCH_NAMES: dict[tuple[str, str, CloudWatchScope], MetricName] = {
+    ("AWS/ECS", "CPUUtilization", "cluster"): MetricName.CLUSTER_CPU_UTILIZATION,
+    ("AWS/ECS", "MemoryUtilization", "cluster"): MetricName.CLUSTER_MEMORY_UTILIZATION,
+    ("AWS/ECS", "CPUUtilization", "service"): MetricName.SERVICE_CPU_UTILIZATION,
+    ("AWS/ECS", "MemoryUtilization", "service"): MetricName.SERVICE_MEMORY_UTILIZATION,
+    ("ECS/ContainerInsights", "CpuUtilized", "service"): MetricName.CI_CPU_UTILIZED,
+    ("ECS/ContainerInsights", "CpuReserved", "service"): MetricName.CI_CPU_RESERVED,
+    ("ECS/ContainerInsights", "MemoryUtilized", "service"): MetricName.CI_MEMORY_UTILIZED,
+    ("ECS/ContainerInsights", "MemoryReserved", "service"): MetricName.CI_MEMORY_RESERVED,
+    ("ECS/ContainerInsights", "RunningTaskCount", "service"): MetricName.CI_RUNNING_TASKS,
+    ("ECS/ContainerInsights", "PendingTaskCount", "service"): MetricName.CI_PENDING_TASKS,
+    ("ECS/ContainerInsights", "DesiredTaskCount", "service"): MetricName.CI_DESIRED_TASKS,
+    ("ECS/ContainerInsights", "NetworkRxBytes", "service"): MetricName.CI_NETWORK_RX,
+    ("ECS/ContainerInsights", "NetworkTxBytes", "service"): MetricName.CI_NETWORK_TX,
+    ("ECS/ContainerInsights", "StorageReadBytes", "service"): MetricName.CI_STORAGE_READ,
+    ("ECS/ContainerInsights", "StorageWriteBytes", "service"): MetricName.CI_STORAGE_WRITE,
+    ("AWS/ApplicationELB", "HealthyHostCount", "target_group"): MetricName.ALB_HEALTHY_HOSTS,
+    ("AWS/ApplicationELB", "UnHealthyHostCount", "target_group"): MetricName.ALB_UNHEALTHY_HOSTS,
+    ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "target_group"): MetricName.ALB_TARGET_5XX,
+    ("AWS/ApplicationELB", "RequestCount", "target_group"): MetricName.ALB_REQUESTS,
+    ("AWS/ApplicationELB", "TargetResponseTime", "target_group"): MetricName.ALB_RESPONSE_TIME,
 }
+
+
+def cloudwatch_scope(dimensions: Mapping[str, object]) -> CloudWatchScope:
+    """Whether a CloudWatch point is a target group's, a service's or a cluster's."""
+    if "TargetGroup" in dimensions:
+        return "target_group"
+    if "ServiceName" in dimensions:
+        return "service"
+    return "cluster"
+
+
+def cloudwatch_name(
+    namespace: str, name: str, dimensions: Mapping[str, object]
+) -> MetricName | None:
+    """The registry name of a CloudWatch point; None when it is not forwarded."""
+    return CLOUDWATCH_NAMES.get((namespace, name, cloudwatch_scope(dimensions)))
 
 
 def spec_of(name: str) -> MetricSpec:

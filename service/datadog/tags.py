@@ -32,6 +32,44 @@ RESERVED_KEYS = frozenset(
         "launch_type",
         "region",
         "aws_account",
+        "targetgroup",
+        "loadbalancer",
+    }
+)
+
+
+# Tag names ecswatch writes that are Datadog's own, and where Datadog writes them
+# (docs/metrics.md, "Tag names"): a series tagged so joins the user's series of that
+# integration on the same tag.
+DATADOG_TAG_NAMES: dict[str, str] = {
+    "ecs_cluster_name": "Datadog Agent on ECS",
+    "ecs_service": "Datadog Agent on ECS",
+    "task_family": "Datadog Agent on ECS",
+    "task_version": "Datadog Agent on ECS",
+    "clustername": "AWS integration, Amazon ECS",
+    "servicename": "AWS integration, Amazon ECS",
+    "region": "AWS integration and Datadog Agent on ECS",
+    "aws_account": "AWS integration and Datadog Agent on ECS",
+    "targetgroup": "AWS integration, Application ELB",
+    "loadbalancer": "AWS integration, Application ELB",
+}
+# Tag names that are ecswatch's own: Datadog's integrations write none of them (the
+# Agent's launch type tag is ``ecs_launch_type``; the AWS integration puts the
+# statistic in the metric name).
+OWN_TAG_NAMES = frozenset(
+    {
+        "launch_type",
+        "statistic",
+        "task_status",
+        "stop_code",
+        "exit_class",
+        "outcome",
+        "deployment_kind",
+        "alert_type",
+        "status",
+        "agent_connected",
+        "outbox_kind",
+        "operation",
     }
 )
 

@@ -263,7 +263,8 @@ class DatadogIntake(LocalServer[IntakeRequest]):
                 number = 5_000 + len(self.monitors)
                 # Datadog fills options the request did not give.
                 options = {"notify_audit": False, "new_group_delay": 60, **body.get("options", {})}
-                self.monitors[number] = {**body, "id": number, "options": options}
+                stored = {**body, "id": number, "options": options}
+                self.monitors[number] = _as_datadog_stores(stored)
                 return web.json_response(self.monitors[number])
             if ident is not None and ident.isdigit() and int(ident) in self.monitors:
                 current = self.monitors[int(ident)]
@@ -272,6 +273,7 @@ class DatadogIntake(LocalServer[IntakeRequest]):
                 if request.method == "PUT":
                     options = {**current.get("options", {}), **body.get("options", {})}
                     current.update({**body, "options": options, "id": int(ident)})
+                    current.update(_as_datadog_stores(current))
                     return web.json_response(current)
             return web.json_response({"errors": ["Monitor not found"]}, status=404)
         return web.json_response({"errors": ["Not found"]}, status=404)
@@ -287,6 +289,11 @@ class DatadogIntake(LocalServer[IntakeRequest]):
 
         stored: dict[str, Any] = json.loads(json.dumps(body))
         number(stored.get("widgets", []), 1)
+        # Datadog fills fields the request did not give.
+        stored.setdefault("reflow_type", "auto")
+        stored.setdefault("is_read_only", False)
+        for variable in stored.get("template_variables", []):
+            variable.setdefault("available_values", [])
         stored["id"] = ident
         stored["url"] = f"/dashboard/{ident}"
         self.dashboards[ident] = stored
@@ -300,3 +307,17 @@ class DatadogIntake(LocalServer[IntakeRequest]):
         created |= {"id": event_id, "id_str": str(event_id)}
         created["url"] = f"https://app.datadoghq.com/event/event?id={event_id}"
         return {"status": "ok", "event": created}
+
+
+def _as_datadog_stores(monitor: dict[str, Any]) -> dict[str, Any]:
+    """A monitor as Datadog hands it back: tags sorted, thresholds as floats."""
+    out = dict(monitor)
+    out["tags"] = sorted(monitor.get("tags") or [])
+    options = dict(monitor.get("options") or {})
+    thresholds = options.get("thresholds")
+    if isinstance(thresholds, dict):
+        options["thresholds"] = {
+            k: float(v) if isinstance(v, int | float) else v for k, v in thresholds.items()
+        }
+    out["options"] = options
+    return out

@@ -36,6 +36,10 @@ class Numbers:
     datadog_series: int = 0
     datadog_points: int = 0
     datadog_events: int = 0
+    # CloudWatch series names the intake received (prefix included), and the tag keys
+    # on their points: the names Datadog's own integrations use show here.
+    datadog_cloudwatch_names: tuple[str, ...] = ()
+    datadog_cloudwatch_tag_keys: tuple[str, ...] = ()
     aws_calls: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
@@ -82,6 +86,7 @@ async def collect(
         points = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["metrics"]))}
         alerts = (await conn.execute(text(_QUERIES["alerts"]), p)).scalar() or 0
     series = intake.series()
+    cloudwatch = [s for s in series if ".aws." in str(s.get("metric", ""))]
     delivered = sum(1 for d in receiver.deliveries if d.verified and 200 <= d.status < 300)
     return Numbers(
         events_processed=int(events),
@@ -94,6 +99,10 @@ async def collect(
         datadog_series=len(series),
         datadog_points=sum(len(s.get("points", [])) for s in series),
         datadog_events=len(intake.events()),
+        datadog_cloudwatch_names=tuple(sorted({str(s["metric"]) for s in cloudwatch})),
+        datadog_cloudwatch_tag_keys=tuple(
+            sorted({str(t).split(":", 1)[0] for s in cloudwatch for t in s.get("tags") or []})
+        ),
         aws_calls=aws_calls(),
         elapsed_s=elapsed_s,
     )
@@ -116,6 +125,8 @@ def rows(n: Numbers) -> list[tuple[str, str]]:
             "Datadog intake",
             f"{n.datadog_series} series ({n.datadog_points} points), {n.datadog_events} events",
         ),
+        ("Datadog CloudWatch names", ", ".join(n.datadog_cloudwatch_names) or "-"),
+        ("Datadog CloudWatch tags", ", ".join(n.datadog_cloudwatch_tag_keys) or "-"),
         ("AWS calls by ecswatch", f"{sum(n.aws_calls.values())} ({_counts(n.aws_calls)})"),
     ]
 

@@ -42,7 +42,9 @@ ECS = "AWS/ECS"
 INSIGHTS = "ECS/ContainerInsights"
 ALB = "AWS/ApplicationELB"
 
-#: (metric, statistic, unit) per namespace and level.
+#: (metric, statistic, unit) per namespace and level. Every metric here has a registry
+#: name (``service.datadog.metrics.CLOUDWATCH_NAMES``), and every CloudWatch name in
+#: the registry is queried here: a test holds the two together.
 ECS_METRICS: tuple[tuple[str, str, str], ...] = (
     ("CPUUtilization", "Average", "Percent"),
     ("CPUUtilization", "Maximum", "Percent"),
@@ -55,7 +57,12 @@ INSIGHTS_METRICS: tuple[tuple[str, str, str], ...] = (
     ("MemoryUtilized", "Average", "Megabytes"),
     ("MemoryReserved", "Average", "Megabytes"),
     ("RunningTaskCount", "Average", "Count"),
+    ("PendingTaskCount", "Average", "Count"),
     ("DesiredTaskCount", "Average", "Count"),
+    ("NetworkRxBytes", "Average", "Bytes/Second"),
+    ("NetworkTxBytes", "Average", "Bytes/Second"),
+    ("StorageReadBytes", "Average", "Bytes"),
+    ("StorageWriteBytes", "Average", "Bytes"),
 )
 ALB_METRICS: tuple[tuple[str, str, str], ...] = (
     ("HealthyHostCount", "Minimum", "Count"),

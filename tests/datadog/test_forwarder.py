@@ -268,6 +268,8 @@ async def test_event_deserialises_with_tags_and_limits(
     assert len(model.title) <= 100
     assert len(model.text) <= 4_000
     assert model.tags == ["ecs_cluster_name:prod", "ecs_service:web", "team:payments"]
+    # ecswatch's own source, never the official ECS integration's ("amazon ecs").
+    assert model.source_type_name == "ecswatch"
 
 
 async def test_bad_event_row_is_dead(senders: DatadogSenders) -> None:

@@ -224,15 +224,17 @@ async def test_cloudwatch_points_are_forwarded_once_with_their_timestamps(
     rows = [r for r in await _rows(engine) if r[0].startswith("dd:points:")]
     assert len(rows) == 2  # 4 points a row
     series = [s for _, p in rows for s in p["series"]]
-    cpu = [s for s in series if s["metric"] == "aws.ecs.cpu_utilization"]
+    cpu = [s for s in series if s["metric"] == "aws.ecs.service.cpu_utilization"]
     points = sorted(p for s in cpu for p in s["points"])
     assert points == [[int(t1.timestamp()), 41.5], [int(t1.timestamp()) + 60, 42.5]]
     assert "statistic:average" in cpu[0]["tags"]
     assert "launch_type:fargate" in cpu[0]["tags"]
     assert cpu[0]["resource_tags"] == {"team": "payments"}
     [unhealthy] = [s for s in series if s["metric"] == "aws.alb.unhealthy_host_count"]
-    assert "target_group:targetgroup/web-blue/abc" in unhealthy["tags"]
-    assert "load_balancer:app/lb/123" in unhealthy["tags"]
+    # Datadog's ALB integration names: the series join the user's ALB dashboards.
+    assert "targetgroup:targetgroup/web-blue/abc" in unhealthy["tags"]
+    assert "loadbalancer:app/lb/123" in unhealthy["tags"]
+    assert not [t for t in unhealthy["tags"] if t.startswith(("target_group:", "load_balancer:"))]
     # A point stored later is forwarded by the next run, and only it.
     await _insert_point(engine, "CPUUtilization", NOW - timedelta(seconds=30), 50.0)
     assert await forward_points(sessionmaker, now=NOW) == 1
@@ -241,31 +243,66 @@ async def test_cloudwatch_points_are_forwarded_once_with_their_timestamps(
     assert [s["points"] for s in rows[-1][1]["series"]] == [[[int(NOW.timestamp()) - 30, 50.0]]]
 
 
+_SERVICE = {"ClusterName": "prod", "ServiceName": "web"}
+_CLUSTER = {"ClusterName": "prod"}
+_TARGET_GROUP = {"LoadBalancer": "app/lb/123", "TargetGroup": "targetgroup/web/abc"}
+
+
 @pytest.mark.parametrize(
-    ("namespace", "name", "age_s", "kept", "reason"),
+    ("namespace", "name", "dims", "age_s", "metric", "reason"),
     [
-        ("AWS/ECS", "CPUUtilization", 60, True, None),
-        ("AWS/ECS", "CPUUtilization", 7_200, False, "too_old"),
-        ("AWS/ECS", "NotAMetric", 60, False, "unregistered"),
-        ("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", 0, True, None),
-        ("ECS/ContainerInsights", "RunningTaskCount", 600, True, None),
+        ("AWS/ECS", "CPUUtilization", _SERVICE, 60, "aws.ecs.service.cpu_utilization", None),
+        ("AWS/ECS", "CPUUtilization", _CLUSTER, 60, "aws.ecs.cluster.cpu_utilization", None),
+        ("AWS/ECS", "MemoryUtilization", _CLUSTER, 0, "aws.ecs.cluster.memory_utilization", None),
+        ("AWS/ECS", "CPUUtilization", _SERVICE, 7_200, None, "too_old"),
+        ("AWS/ECS", "NotAMetric", _SERVICE, 60, None, "unregistered"),
+        (
+            "AWS/ApplicationELB",
+            "HTTPCode_Target_5XX_Count",
+            _TARGET_GROUP,
+            0,
+            "aws.alb.target_5xx_count",
+            None,
+        ),
+        ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", _TARGET_GROUP, 0, None, "unregistered"),
+        (
+            "ECS/ContainerInsights",
+            "RunningTaskCount",
+            _SERVICE,
+            600,
+            "aws.ecs.containerinsights.running_task_count",
+            None,
+        ),
+        (
+            "ECS/ContainerInsights",
+            "StorageWriteBytes",
+            _SERVICE,
+            0,
+            "aws.ecs.containerinsights.storage_write_bytes",
+            None,
+        ),
     ],
 )
 def test_point_series_table(
-    namespace: str, name: str, age_s: int, kept: bool, reason: str | None
+    namespace: str,
+    name: str,
+    dims: dict[str, str],
+    age_s: int,
+    metric: str | None,
+    reason: str | None,
 ) -> None:
     row = {
         "namespace": namespace,
         "name": name,
         "statistic": "Sum",
         "cluster_name": "prod",
-        "service_name": "web",
-        "dimensions": {},
+        "service_name": "web" if "ServiceName" in dims or "TargetGroup" in dims else None,
+        "dimensions": dims,
         "timestamp": NOW - timedelta(seconds=age_s),
         "value": 1.0,
     }
     built = point_series([row], now=NOW)
-    assert bool(built.series) is kept
+    assert [s["metric"] for s in built.series] == ([metric] if metric else [])
     if reason:
         assert built.dropped == {reason: 1}
 

@@ -180,3 +180,23 @@ def test_assets_follow_the_metric_prefix() -> None:
 def test_plan_table(existing: list[Existing], expected: list[tuple[str, str]]) -> None:
     wanted = [Wanted(Kind.MONITOR, "m", "M", {"query": "q"})]
     assert _verbs(plan(wanted, existing)) == expected
+
+
+@pytest.mark.parametrize(
+    ("have", "verb"),
+    [
+        # What Datadog adds or normalises on its side is not a change.
+        ({"query": "a  >  1", "tags": ["y", "x"], "options": {"t": 1.0, "d": 60}}, "unchanged"),
+        ({"query": "a > 1", "tags": ["x", "y"], "options": {"t": 1}, "id": 5}, "unchanged"),
+        # A field install owns that differs is.
+        ({"query": "a > 2", "tags": ["x", "y"], "options": {"t": 1}}, "update"),
+        ({"query": "a > 1", "tags": ["x"], "options": {"t": 1}}, "update"),
+        ({"query": "a > 1", "tags": ["x", "y"], "options": {"t": 2}}, "update"),
+    ],
+)
+def test_install_compares_only_the_fields_it_owns(have: dict[str, Any], verb: str) -> None:
+    wanted = [
+        Wanted(Kind.MONITOR, "m", "M", {"query": "a > 1", "tags": ["x", "y"], "options": {"t": 1}})
+    ]
+    [action] = plan(wanted, [Existing(Kind.MONITOR, "m", "1", have)])
+    assert action.verb.value == verb

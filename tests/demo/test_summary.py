@@ -22,6 +22,11 @@ NUMBERS = Numbers(
     datadog_series=410,
     datadog_points=574,
     datadog_events=20,
+    datadog_cloudwatch_names=(
+        "ecswatch.aws.alb.request_count",
+        "ecswatch.aws.ecs.cluster.cpu_utilization",
+    ),
+    datadog_cloudwatch_tag_keys=("loadbalancer", "statistic", "targetgroup"),
     aws_calls={"ecs": 82, "cloudwatch": 7},
     elapsed_s=75.2,
 )
@@ -35,6 +40,10 @@ def test_rows_say_every_number() -> None:
     assert shown["Alerts"] == "13 raised, 12 delivered (verified)"
     assert shown["Datadog intake"] == "410 series (574 points), 20 events"
     assert shown["AWS calls by ecswatch"] == "89 (ecs 82, cloudwatch 7)"
+    assert shown["Datadog CloudWatch names"] == (
+        "ecswatch.aws.alb.request_count, ecswatch.aws.ecs.cluster.cpu_utilization"
+    )
+    assert shown["Datadog CloudWatch tags"] == "loadbalancer, statistic, targetgroup"
     assert dict(rows(Numbers()))["Tasks by status"] == "-"
 
 

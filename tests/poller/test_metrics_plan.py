@@ -36,7 +36,7 @@ def test_plan_covers_every_namespace_and_level() -> None:
     for q in queries:
         by_ns[q.namespace] = by_ns.get(q.namespace, 0) + 1
     # cluster 4 + two services 4 each; insights only for web; 7 per target group.
-    assert by_ns == {ECS: 12, INSIGHTS: 6, ALB: 14}
+    assert by_ns == {ECS: 12, INSIGHTS: 11, ALB: 14}
     assert len({q.id for q in queries}) == len(queries)
     alb = [q for q in queries if q.namespace == ALB]
     assert {dict(q.dimensions)["TargetGroup"] for q in alb} == {

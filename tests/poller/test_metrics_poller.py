@@ -85,14 +85,24 @@ async def test_ecs_and_alb_points_reach_v1_metrics(
         at,
         40.0,
     )
-    await _put(
-        endpoint,
-        "ECS/ContainerInsights",
-        "RunningTaskCount",
-        {"ClusterName": fleet.cluster, "ServiceName": "web"},
-        at,
-        3.0,
-    )
+    # Every Container Insights metric the registry lists is queried and stored.
+    insight_values = {
+        "RunningTaskCount": 3.0,
+        "PendingTaskCount": 1.0,
+        "NetworkRxBytes": 2048.0,
+        "NetworkTxBytes": 1024.0,
+        "StorageReadBytes": 4096.0,
+        "StorageWriteBytes": 512.0,
+    }
+    for name, value in insight_values.items():
+        await _put(
+            endpoint,
+            "ECS/ContainerInsights",
+            name,
+            {"ClusterName": fleet.cluster, "ServiceName": "web"},
+            at,
+            value,
+        )
     for tg, value in ((blue, 100.0), (green, 7.0)):
         await _put(
             endpoint,
@@ -122,7 +132,7 @@ async def test_ecs_and_alb_points_reach_v1_metrics(
     insights = await _metrics(
         proxied_runtime, f"namespace=ECS/ContainerInsights&service=web&cluster={fleet.cluster}"
     )
-    assert [(p["name"], p["value"]) for p in insights] == [("RunningTaskCount", 3.0)]
+    assert {p["name"]: p["value"] for p in insights} == insight_values
     # Re-reading the same minutes updates, never duplicates; the cache spares ELBv2.
     async with proxied_runtime.engine.connect() as conn:
         count = (await conn.execute(text("SELECT count(*) FROM metric_points"))).scalar()
