@@ -14,6 +14,10 @@ that opens them; a value that is no token at all is left as it is) and drops the
 two columns: a secret still in its rotation overlap is lost (deliveries are then
 signed with the new secret only). Nothing else is lost.
 
+Not expand/contract: the previous release's dispatcher cannot use the encrypted
+URLs; roll back past this revision with ``ecswatch db downgrade 0007`` first
+(docs/deploy.md, "The schema rule").
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-05
