@@ -591,7 +591,7 @@ def test_the_organization_bus_admits_the_organization_and_nothing_wider(
     assert bus["Policy"] == organization_bus_policy(bus_arn, organization)
 
     rule = created["OrganizationEventsRule"]["Properties"]
-    assert rule["EventBusName"] == {"Ref": "OrganizationEventBus"}
+    assert rule["EventBusName"] == {"Fn::GetAtt": ["OrganizationEventBus", "Name"]}
     assert rule["EventPattern"] == ORGANIZATION_EVENT_PATTERN
     default_rule = created["EcsEventsRule"]["Properties"]
     # The same delivery to the queue as the default bus's rule.

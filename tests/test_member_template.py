@@ -12,12 +12,16 @@
   under a central account set up by ``ecswatch aws setup --organization``: the
   role exists once, each region forwards, and an ECS event of the member account
   reaches the central queue. moto evaluates neither the bus policy nor the
-  trust policy: those are checked as documents above.
+  trust policy: those are checked as documents above. The central template is
+  deployed too, with an organization: its bus, its rule to the queue, and the
+  scope settings of the tasks that call AWS.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -31,6 +35,8 @@ from tests.cfn_template import MEMBER_TEMPLATE, load_template, resources
 from tests.conftest import REPO_ROOT
 from tests.rig.fixtures import REGION
 from tests.test_cli import _run
+from tests.test_deploy_template import REGION as CENTRAL_REGION
+from tests.test_deploy_template import _deploy, _network, _physical
 
 #: Actions on the central account's own resources, never granted in a member account.
 CENTRAL_ONLY = ("sqs:", "sts:", "organizations:")
@@ -236,3 +242,76 @@ def test_a_member_account_forwards_from_every_region_to_the_central_queue(
     assert sorted((b["detail-type"], b["detail"]["region"]) for b in bodies) == [
         ("ECS Task State Change", region) for region in sorted(MEMBER_REGIONS)
     ]
+
+
+def test_the_central_template_deploys_with_an_organization(moto_server: MotoServer) -> None:
+    # The central side on moto's CloudFormation, as tests/test_deploy_template.py
+    # deploys it (moto cannot create the queue policy: its document is checked in
+    # tests/test_deploy.py).
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=CENTRAL_REGION
+    )
+
+    def aws(service: str) -> Any:
+        return session.client(service, endpoint_url=moto_server.endpoint_url)
+
+    parameters = {
+        **_network(aws),
+        "OrganizationId": "o-a1b2c3d4e5",
+        "MemberRoleName": "ecswatch-read",
+        "ExternalId": "ecswatch-7f3a",
+        "DiscoverAccounts": "true",
+        "WatchedRegions": f"{CENTRAL_REGION},eu-west-1",
+    }
+    stack = _deploy(aws, parameters)
+    created = _physical(aws, stack)
+    events = aws("events")
+    bus = events.describe_event_bus(Name=f"{stack}-organization")
+    rules = events.list_rules(EventBusName=bus["Name"])["Rules"]
+    (rule,) = [r for r in rules if r["Name"] == created["OrganizationEventsRule"]]
+    assert json.loads(rule["EventPattern"]) == ORGANIZATION_EVENT_PATTERN
+    (target,) = events.list_targets_by_rule(Rule=rule["Name"], EventBusName=bus["Name"])["Targets"]
+    queue_url = aws("sqs").get_queue_url(QueueName=f"{stack}-events")["QueueUrl"]
+    queue_arn = aws("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    assert target["Arn"] == queue_arn["Attributes"]["QueueArn"]
+
+    # The runtime role may assume the organization's member roles, and list accounts.
+    role = created["RuntimeTaskRole"].split("/")[-1]
+    found = aws("iam").get_role_policy(RoleName=role, PolicyName="ecswatch-member-accounts")
+    document = found["PolicyDocument"]
+    if not isinstance(document, dict):  # moto keeps CloudFormation's mapping as text
+        text = urllib.parse.unquote(str(document))
+        document = json.loads(text) if text.startswith('{"') else ast.literal_eval(text)
+    assert document["Statement"] == [
+        {
+            "Sid": "AssumeMemberRoles",
+            "Effect": "Allow",
+            "Action": "sts:AssumeRole",
+            "Resource": "arn:aws:iam::*:role/ecswatch-read",
+            "Condition": {"StringEquals": {"aws:ResourceOrgID": "o-a1b2c3d4e5"}},
+        },
+        {
+            "Sid": "ListOrganizationAccounts",
+            "Effect": "Allow",
+            "Action": "organizations:ListAccounts",
+            "Resource": "*",
+        },
+    ]
+
+    # The consumer and the poller get the scope settings; the API does not.
+    ecs = aws("ecs")
+    for name, expected in (
+        (
+            "ConsumerTaskDefinition",
+            {
+                "ECSWATCH_REGIONS": f"{CENTRAL_REGION},eu-west-1",
+                "ECSWATCH_ORGANIZATION_ROLE_NAME": "ecswatch-read",
+                "ECSWATCH_EXTERNAL_ID": "ecswatch-7f3a",
+            },
+        ),
+        ("ApiTaskDefinition", {}),
+    ):
+        task = ecs.describe_task_definition(taskDefinition=created[name])["taskDefinition"]
+        (container,) = task["containerDefinitions"]
+        env = {e["name"]: e["value"] for e in container["environment"] if e is not None}
+        assert {k: v for k, v in env.items() if k in expected or "ACCOUNTS" in k} == expected
