@@ -253,14 +253,14 @@ def _contention(r: dict[str, Any]) -> list[Headline]:
         (
             f"Describe writes lost to deadlocks beside the consumer"
             f" ({ordered['describe_transactions']:,} transactions;"
-            f" main's order lost {before['describe_lost']:,} of"
+            f" writes without the lock order lost {before['describe_lost']:,} of"
             f" {before['describe_transactions']:,})",
             f"{ordered['describe_lost']:,}",
             "0",
             ordered["describe_lost"] == 0,
         ),
         (
-            "deadlocks per 1,000 Describe writes, lock order vs main's order",
+            "deadlocks per 1,000 Describe writes, with the lock order vs without",
             f"{ordered['deadlocks_per_1000_describes']}"
             f" vs {before['deadlocks_per_1000_describes']}",
             "",
@@ -292,7 +292,7 @@ def render_table(results: dict[str, dict[str, Any]], run: dict[str, Any]) -> str
     """
     lines = [
         f"Last `bench/run_all.py --size {run.get('size', '?')}` run: {run.get('date', '?')}."
-        " The machine (2 vCPUs) is shared with other engineers' tests while it runs, so"
+        " The machine (2 vCPUs) is shared with other workloads while it runs, so"
         " absolute rates vary by ±30% between runs; compare the ratios, each taken"
         " within one run.",
         "",

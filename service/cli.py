@@ -176,7 +176,8 @@ async def _run(
     from service.runtime import open_runtime
 
     async def main(stop: asyncio.Event) -> None:
-        async with open_runtime(settings) as runtime:
+        writes, reads = settings.db_pool_sizes(roles)
+        async with open_runtime(settings, pool_size=writes, read_pool_size=reads) as runtime:
             if migrate:
                 await upgrade(runtime.engine)
             else:

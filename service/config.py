@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.errors import ConfigError
 
 Scope = Literal["read", "admin"]
+#: The roles one process can run (``ecswatch run --roles``).
+ROLES = ("consumer", "poller", "dispatcher", "api")
+#: Database pool size of a role that ECSWATCH_DB_POOL_SIZE does not name.
+DEFAULT_DB_POOL_SIZE = 10
 _SCOPES: tuple[Scope, ...] = ("read", "admin")
 
 
@@ -130,6 +134,9 @@ class Settings(BaseSettings):
     # ---- CodeDeploy checks of the poller's leader (configuration.md):
     # group mapping and BatchGetDeployments of in-progress CodeDeploy deployments.
     codedeploy_interval_s: int = Field(default=30, ge=1, le=3600)
+    # Database pool per role (docs/configuration.md, docs/deploy.md "Sizing the
+    # database"): "" = the default for every role.
+    db_pool_size: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
 
     # ---- the edge (docs/security.md; each documented in configuration.md)
     api_max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
@@ -236,6 +243,43 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected application/group=cluster/service, got {pair!r}")
             groups[f"{app}/{name}"] = ServiceRef(cluster=cluster, service=service)
         return groups
+
+    @field_validator("db_pool_size", mode="before")
+    @classmethod
+    def _parse_pool_size(cls, value: object) -> dict[str, int]:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, int):
+            value = str(value)
+        parts = _split_csv(value)
+        if len(parts) > len(ROLES) + 1:
+            raise ValueError(f"at most {len(ROLES) + 1} entries: one per role and a default")
+        sizes: dict[str, int] = {}
+        for part in parts:
+            role, sep, number = part.rpartition("=")
+            role = role.strip() if sep else "*"
+            if role != "*" and role not in ROLES:
+                raise ValueError(f"unknown role {role!r} (expected {', '.join(ROLES)})")
+            number = number.strip()
+            if not number.isdigit() or not 1 <= int(number) <= 100:
+                raise ValueError(f"pool sizes are whole numbers from 1 to 100, got {number[:20]!r}")
+            sizes[role] = int(number)
+        return sizes
+
+    def db_pool_sizes(self, roles: tuple[str, ...]) -> tuple[int, int]:
+        """Pool sizes (writes, REST reads) of a process that runs ``roles``.
+
+        ``ECSWATCH_DB_POOL_SIZE`` is one number for every role, or ``role=size``
+        pairs with an optional bare number for the roles it does not name. The
+        write pool takes the largest size of the process's roles other than
+        ``api`` (``api``'s when it runs alone: webhook writes, health); the pool
+        of REST reads takes ``api``'s. Each pool opens up to twice its size
+        (overflow): docs/deploy.md, "Sizing the database".
+        """
+        default = self.db_pool_size.get("*", DEFAULT_DB_POOL_SIZE)
+        api = self.db_pool_size.get("api", default)
+        workers = [self.db_pool_size.get(role, default) for role in roles if role != "api"]
+        return (max(workers) if workers else api), api
 
     @property
     def datadog_enabled(self) -> bool:

@@ -1,4 +1,10 @@
-"""Run Alembic migrations from inside the event loop, on an open async engine."""
+"""Run Alembic migrations from inside the event loop, on an open async engine.
+
+Migrations follow expand/contract (docs/deploy.md, "Upgrade and roll back"):
+every release keeps the previous one working on its schema. So a release that
+finds the database at a revision it does not know (a newer release migrated it,
+then was rolled back) starts on it as it is instead of refusing.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
+from service.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def migrations_dir() -> Path:
@@ -46,11 +55,24 @@ MIGRATION_LOCK_KEY = 0x6563_7377_6D69_67  # "ecswmig"
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Alembic ``upgrade`` to ``revision`` (head by default), one process at a time."""
+    """Alembic ``upgrade`` to ``revision`` (head by default), one process at a time.
+
+    A database at a revision newer than this build's migrations is left as it is
+    (logged as ``database_newer_than_code``): see the module's docstring.
+    """
 
     def _run(connection: Connection) -> None:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
+        if revision == "head":
+            newer = unknown_revisions(connection)
+            if newer:
+                log.warning(
+                    "database_newer_than_code",
+                    database=list(newer),
+                    code_head=list(head_revisions()),
+                )
+                return
         command.upgrade(cfg, revision)
 
     async with engine.begin() as conn:
@@ -76,6 +98,17 @@ def head_revisions() -> tuple[str, ...]:
     from alembic.script import ScriptDirectory
 
     return tuple(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def unknown_revisions(connection: Connection) -> tuple[str, ...]:
+    """The database's revisions that this build's migrations do not contain."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    heads = MigrationContext.configure(connection).get_current_heads()
+    return tuple(rev for rev in heads if rev not in known)
 
 
 async def current(engine: AsyncEngine) -> tuple[str, ...]:

@@ -211,8 +211,15 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[Runtime]:
-    """Build the runtime; everything it opened is closed when the block exits."""
+async def open_runtime(
+    settings: Settings, *, pool_size: int = 10, read_pool_size: int | None = None
+) -> AsyncIterator[Runtime]:
+    """Build the runtime; everything it opened is closed when the block exits.
+
+    ``pool_size`` sizes the engine of writes, ``read_pool_size`` (``pool_size``
+    when not given) the one of REST reads (``Settings.db_pool_sizes``).
+    """
+    read_size = pool_size if read_pool_size is None else read_pool_size
     async with AsyncExitStack() as stack:
         runtime = Runtime(settings, stack)
         url = settings.database_url
@@ -227,9 +234,9 @@ async def open_runtime(settings: Settings, *, pool_size: int = 10) -> AsyncItera
         stack.push_async_callback(runtime.engine.dispose)
         # Connects lazily: processes without the API role never open it.
         runtime.read_engine = create_engine(
-            url, pool_size=pool_size, pre_ping=False, autocommit=True, sslmode=sslmode
+            url, pool_size=read_size, pre_ping=False, autocommit=True, sslmode=sslmode
         )
         stack.push_async_callback(runtime.read_engine.dispose)
-        runtime.read_slots = asyncio.Semaphore(2 * pool_size)  # create_engine: overflow = size
+        runtime.read_slots = asyncio.Semaphore(2 * read_size)  # create_engine: overflow = size
         runtime.sessionmaker = create_sessionmaker(runtime.engine)
         yield runtime

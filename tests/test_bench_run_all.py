@@ -45,7 +45,7 @@ def test_table_from_fixture() -> None:
     results, run = run_all.load_results(FIXTURE)
     table = run_all.render_table(results, run)
     assert "2026-12-01 23:00 UTC" in table
-    assert "shared with other engineers" in table
+    assert "shared with other workloads" in table
     rows = {line.split("|")[3].strip(): line for line in table.splitlines() if line.count("|") > 5}
     fair = next(v for k, v in rows.items() if k.startswith("in-process pipeline ÷ same rows"))
     assert "| 59% | ≥ 70% | ✗ |" in fair

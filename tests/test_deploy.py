@@ -46,6 +46,9 @@ SCOPE_VARIABLES = {
     "ECSWATCH_ORGANIZATION_ROLE_NAME",
     "ECSWATCH_EXTERNAL_ID",
 }
+#: The one-off migration task (`ecswatch db upgrade`): the database URL, nothing more.
+MIGRATE_TASK = "MigrationTaskDefinition"
+MIGRATE_SECRETS = {"ECSWATCH_DATABASE_URL"}
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +162,7 @@ def test_only_consumers_and_pollers_run_with_the_runtime_role(template: dict[str
         "DispatcherTaskDefinition": None,
         "ApiTaskDefinition": None,
         INSTALL_TASK: None,
-        "MigrationTaskDefinition": None,
+        MIGRATE_TASK: None,
     }
     # The only other role is ECS's execution role: image, logs and the secrets.
     others = set(_resources(template, "AWS::IAM::Role")) - {"RuntimeTaskRole"}
@@ -296,11 +299,9 @@ def test_secrets_come_from_secrets_manager(template: dict[str, Any]) -> None:
         env = {e["Name"] for e in container["Environment"] if isinstance(e, dict) and "Name" in e}
         # An Fn::If entry is a Datadog key, there when a Datadog secret is given.
         secrets = {_unless_if(entry)["Name"] for entry in container["Secrets"]}
+        one_off = MIGRATE_SECRETS if name == MIGRATE_TASK else INSTALL_SECRETS
+        assert secrets == (SECRET_VARIABLES if name in services else one_off), name
         assert not env & (SECRET_VARIABLES | INSTALL_SECRETS), name
-        if name == "MigrationTaskDefinition":  # the schema owner's URL, nothing more
-            assert secrets == {"ECSWATCH_DATABASE_URL"}
-            continue
-        assert secrets == (SECRET_VARIABLES if name in services else INSTALL_SECRETS), name
         if name in services:
             assert "ECSWATCH_RETENTION_DAYS" in env
 
@@ -530,12 +531,16 @@ def test_the_image_trusts_the_rds_certificate_authorities() -> None:
 
 def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) -> None:
     migrate = template["Resources"]["MigrationTaskDefinition"]
-    assert migrate["Condition"] == "HasMigrationUser"
     assert "TaskRoleArn" not in migrate["Properties"]  # it calls no AWS API
     container = _container(migrate)
     assert container["Command"] == ["db", "upgrade"]
+    # The schema owner's URL when one is given, else the services' own.
+    owner = {"Ref": "MigrationDatabaseUrlSecretArn"}
     assert container["Secrets"] == [
-        {"Name": "ECSWATCH_DATABASE_URL", "ValueFrom": {"Ref": "MigrationDatabaseUrlSecretArn"}}
+        {
+            "Name": "ECSWATCH_DATABASE_URL",
+            "ValueFrom": {"Fn::If": ["HasMigrationUser", owner, {"Ref": "DatabaseUrlSecretArn"}]},
+        }
     ]
     # No service runs it: it is run once per update, before the services change.
     services = _resources(template, "AWS::ECS::Service").values()
@@ -543,7 +548,12 @@ def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) 
         s["Properties"]["TaskDefinition"] for s in services
     ]
     execution = template["Resources"]["TaskExecutionRole"]["Properties"]
-    (statement,) = [s for p in execution["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    (statement,) = [
+        s
+        for p in execution["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+        if "Fn::If" not in s and s["Action"] == "secretsmanager:GetSecretValue"
+    ]
     assert {
         "Fn::If": [
             "HasMigrationUser",
@@ -552,13 +562,7 @@ def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) 
         ]
     } in statement["Resource"]
     output = template["Outputs"]["MigrationTaskDefinition"]["Value"]
-    assert output == {
-        "Fn::If": [
-            "HasMigrationUser",
-            {"Ref": "MigrationTaskDefinition"},
-            {"Ref": "PollerTaskDefinition"},
-        ]
-    }
+    assert output == {"Ref": "MigrationTaskDefinition"}
 
 
 # ---------------------------------------------------------------- an organization

@@ -1,4 +1,7 @@
-"""initial schema
+"""initial schema: state, history, alerts, outbox and webhook subscriptions.
+
+Downgrade loses data: it drops every ecswatch table, so all state, history,
+alerts, outbox rows and webhook subscriptions (with their secrets) are gone.
 
 Revision ID: 0001
 Revises:

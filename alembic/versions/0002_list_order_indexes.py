@@ -4,6 +4,9 @@
 (started_at DESC, id DESC), optionally within one outcome. The updated_at
 indexes of deployments served an order the API no longer uses.
 
+Downgrade loses no data: it drops these indexes and recreates the ones the
+upgrade dropped.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-26

@@ -9,6 +9,10 @@
 * ``deployments.stuck``: a deployment with no running task of its task
   definition after ``ECSWATCH_STUCK_AFTER_S``.
 
+Downgrade loses data: ``deployments.stuck`` and ``webhook_subscriptions.format``
+are dropped, so Slack subscriptions become Standard Webhooks ones (delete or
+fix them by hand); the trigger carries no data.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01

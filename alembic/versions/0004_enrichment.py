@@ -6,6 +6,9 @@ load balancers; clusters, services, tasks and container instances a ``gone_at``
 (ECS no longer lists or describes them: marked, never deleted). Task definitions
 are immutable and described once.
 
+Downgrade loses data that the next enrichment and reconcile rebuild: the
+Describe* columns, the ``gone_at`` markers and ``task_definitions``.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01

@@ -1,5 +1,8 @@
 """Datadog forwarding: facts counted once, and forwarding cursors.
 
+Downgrade loses data: ``datadog_facts`` and ``datadog_cursors`` are dropped, so
+facts already counted may be counted again after a later upgrade.
+
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01

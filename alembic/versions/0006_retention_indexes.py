@@ -5,6 +5,8 @@ batches; without this index every batch would scan the whole delivery log. The
 other pruned tables already have a time index (raw_events.time, metric_points.timestamp,
 alerts.created_at, outbox (status, created_at), tasks (last_status, arn)).
 
+Downgrade loses no data: it drops an index.
+
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01

@@ -1,9 +1,12 @@
-"""CodeDeploy deployment groups as the poller maps them (issue 10 with issue 9).
+"""CodeDeploy deployment groups as the poller maps them.
 
 ``codedeploy_groups`` keeps what GetDeploymentGroup said about each group (the ECS
 cluster and service of ``ecsServices``, the blue/green target group pair), so the
 consumer names the service of a CodeDeploy deployment at once and alerts carry the
 target groups. A partial index finds a group's deployments for the mapper's back-fill.
+
+Downgrade loses data that the poller rebuilds: ``codedeploy_groups`` is dropped
+and read again from GetDeploymentGroup for the groups that deployments name.
 
 Revision ID: 0007
 Revises: 0006

@@ -10,7 +10,9 @@ never import a role.
 
 from __future__ import annotations
 
-ALL_ROLES = ("consumer", "poller", "dispatcher", "api")
+from service.config import ROLES
+
+ALL_ROLES = ROLES
 
 
 def parse_roles(value: str) -> tuple[str, ...]:
