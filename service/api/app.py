@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from service.api.errors import install_error_handlers, install_problem_openapi
 from service.api.routes import (
+    accounts,
     alerts,
     clusters,
     container_instances,
@@ -39,6 +40,7 @@ points, the alerts it raised and the webhook subscriptions that receive them.
 """
 
 OPENAPI_TAGS = [
+    {"name": "accounts", "description": "Watched accounts and regions, and their status."},
     {"name": "clusters", "description": "ECS clusters."},
     {"name": "services", "description": "ECS services and their recent deployments."},
     {"name": "tasks", "description": "ECS tasks and their containers."},
@@ -68,6 +70,7 @@ def create_app(runtime: Runtime, roles: RoleStatus | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(prometheus.router)
     for module in (
+        accounts,
         clusters,
         services,
         tasks,
