@@ -17,8 +17,8 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -306,18 +306,14 @@ class Settings(BaseSettings):
 
     @field_validator("organization_role_name")
     @classmethod
-    def _check_role_name(cls, value: str | None) -> str | None:
+    def _check_role_name(cls, value: str | None, info: ValidationInfo) -> str | None:
         if not value:
             return None
         if not ROLE_NAME.match(value):
             raise ValueError(f"not an IAM role name: {value[:80]!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _check_scopes(self) -> Settings:
-        if self.accounts and self.organization_role_name:
+        if info.data.get("accounts"):
             raise ValueError("set ECSWATCH_ACCOUNTS or ECSWATCH_ORGANIZATION_ROLE_NAME, not both")
-        return self
+        return value
 
     @property
     def scope_regions(self) -> tuple[str, ...]:
