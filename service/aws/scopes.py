@@ -168,7 +168,7 @@ class AwsScopes:
             await self.refresh_accounts()
         else:
             identity = await self._home_call(
-                "sts", lambda sts: sts.get_caller_identity(), "GetCallerIdentity"
+                "sts", "GetCallerIdentity", lambda sts: sts.get_caller_identity()
             )
             self.home_account = str(identity["Account"])
             self.roles = {self.home_account: None}
@@ -183,7 +183,7 @@ class AwsScopes:
         while len(accounts) < MAX_ACCOUNTS:
             kwargs: dict[str, Any] = {"NextToken": token} if token else {}
             page = await self._home_call(
-                "organizations", partial(_list_accounts, kwargs=kwargs), "ListAccounts"
+                "organizations", "ListAccounts", partial(_list_accounts, kwargs=kwargs)
             )
             accounts.extend(page.get("Accounts", []))
             token = page.get("NextToken")
@@ -252,7 +252,7 @@ class AwsScopes:
             if self._external_id:
                 request["ExternalId"] = self._external_id
             answer = await self._home_call(
-                "sts", lambda sts: sts.assume_role(**request), "AssumeRole"
+                "sts", "AssumeRole", lambda sts: sts.assume_role(**request)
             )
             self.assumed[account] = self.assumed.get(account, 0) + 1
             credentials = answer["Credentials"]
@@ -268,7 +268,7 @@ class AwsScopes:
 
         return refresh
 
-    async def _home_call(self, service: str, call: Callable[[Any], Any], operation: str) -> Any:
+    async def _home_call(self, service: str, operation: str, call: Callable[[Any], Any]) -> Any:
         """One STS or Organizations call with the process's own credentials."""
         client = self._home_clients.get(service)
         if client is None:

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
+from service.aws.backoff import backoff_delay
 from service.aws.scopes import Scope
 from service.logging import get_logger
 
@@ -181,7 +182,7 @@ class ScopeRounds:
         error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
         previous = self._failing.get(scope)
         failures = 1 if previous is None else previous.failures + 1
-        delay = min(MAX_BACKOFF_S, self._interval * 2 ** (failures - 1))
+        delay = backoff_delay(failures - 1, initial=self._interval, cap=MAX_BACKOFF_S, jitter=0)
         self._failing[scope] = _Failing(failures, self._clock() + delay)
         self.errors[scope] = error
         telemetry.SCOPE_FAILURES.labels(scope.account, scope.region, self.job).inc()
