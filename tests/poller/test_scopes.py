@@ -29,7 +29,10 @@ from service.consumer.handler import Handler, Message
 from service.demo.aws import MotoServer
 from service.enrich.describer import Describer
 from service.enrich.enricher import Enricher
+from service.poller.codedeploy import CodeDeployMapper
+from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
+from service.roles.consumer import unmonitored_recorder
 from service.runtime import Runtime, open_runtime
 from tests.rig.aws_proxy import AwsProxy
 
@@ -225,7 +228,7 @@ async def test_same_names_in_four_scopes_each_described_in_its_own(
     unmonitored = telemetry.UNMONITORED_EVENTS.labels(accounts[2])._value.get()
     async with Describer(org_runtime.sessionmaker, scopes) as describer:
         reconciler = Reconciler(org_runtime.sessionmaker, scopes, describer)
-        enricher = Enricher(describer)
+        enricher = Enricher(describer, on_unmonitored=unmonitored_recorder(org_runtime))
         handler = Handler(org_runtime.sessionmaker, after_commit=enricher.submit)
         result = await handler.handle(_messages([task_event(f) for f in fleets]))
         assert len(result.done) == len(fleets)
@@ -259,12 +262,33 @@ async def test_same_names_in_four_scopes_each_described_in_its_own(
     # into the unwatched one; each watched account assumed once (credentials reused).
     assert set(scopes.assumed) == set(accounts[:2])
     assert all(n == 1 for n in scopes.assumed.values())
+    # Each scope's calls carry its account and region to the one shared limiter.
+    for fleet in watched:
+        apis = await scopes.apis(fleet.scope)
+        assert apis is not None
+        assert (apis.caller.account, apis.caller.region) == (
+            fleet.scope.account,
+            fleet.scope.region,
+        )
+        assert apis.caller.limiter is scopes.limiter
+    # A metrics round: GetMetricData once in each scope (it is regional).
+    org_proxy.reset()
+    mapper = CodeDeployMapper(org_runtime.sessionmaker, await org_runtime.aws_apis(), {})
+    await MetricsPoller(org_runtime.sessionmaker, scopes, mapper).poll()
+    assert org_proxy.count("GetMetricData") == 4
     status = await _rows(
         org_runtime,
-        "SELECT account_id, region, last_reconcile_at IS NOT NULL, last_error FROM scopes"
-        " ORDER BY 1, 2",
+        "SELECT account_id, region, last_reconcile_at IS NOT NULL,"
+        " last_metrics_at IS NOT NULL, last_error FROM scopes WHERE monitored ORDER BY 1, 2",
     )
-    assert status == sorted((f.scope.account, f.scope.region, True, None) for f in watched)
+    assert status == sorted((f.scope.account, f.scope.region, True, True, None) for f in watched)
+    [(monitored,)] = await _rows(
+        org_runtime,
+        "SELECT monitored FROM scopes WHERE account_id = :a AND region = :r",
+        a=unwatched[0].scope.account,
+        r=unwatched[0].scope.region,
+    )
+    assert monitored is False
 
 
 async def test_a_denied_account_is_isolated(
