@@ -36,6 +36,7 @@ from aiobotocore.session import AioSession
 from botocore.credentials import CredentialProvider
 
 from service.aws.apis import AwsApis, build_aws_apis
+from service.aws.backoff import Backoff
 from service.aws.calls import AwsCaller, AwsCallFailed, error_code
 from service.aws.limiter import Limiter
 from service.events.arns import parse_arn
@@ -49,6 +50,8 @@ SCOPED_SERVICES = ("ecs", "cloudwatch", "elbv2", "codedeploy")
 SESSION_DURATION_S = 3600
 #: Seconds one STS or Organizations call may take.
 CALL_TIMEOUT_S = 20.0
+#: Tries of GetCallerIdentity or ListAccounts at start-up before giving up.
+START_ATTEMPTS = 6
 #: Account ids ListAccounts may return at most (a bound on the input).
 MAX_ACCOUNTS = 10_000
 
@@ -158,21 +161,38 @@ class AwsScopes:
         return scope.account in self.roles and scope.region in self._regions
 
     async def start(self) -> None:
-        """Find the accounts: configured, discovered, or the credentials' own."""
+        """Find the accounts: configured, discovered, or the credentials' own.
+
+        STS or Organizations failing at start-up is retried with the one backoff
+        (0.5 s to 30 s, ``START_ATTEMPTS`` times) before the error is raised.
+        """
         if not self._regions:
             region = self._session.get_config_variable("region") or "us-east-1"
             self._regions = (str(region),)
         if self._fixed_roles:
             self.roles = dict(self._fixed_roles)
-        elif self._organization_role:
-            await self.refresh_accounts()
         else:
-            identity = await self._home_call(
-                "sts", "GetCallerIdentity", lambda sts: sts.get_caller_identity()
-            )
-            self.home_account = str(identity["Account"])
-            self.roles = {self.home_account: None}
+            backoff = Backoff(initial=0.5, cap=30.0)
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    await self._find_accounts()
+                    break
+                except AwsCallFailed as exc:
+                    if attempt == START_ATTEMPTS:
+                        raise
+                    log.warning("scopes_not_found_yet", attempt=attempt, error=str(exc)[:300])
+                    await backoff.sleep()
         log.info("scopes", accounts=len(self.roles), regions=list(self._regions))
+
+    async def _find_accounts(self) -> None:
+        if self._organization_role:
+            await self.refresh_accounts()
+            return
+        identity = await self._home_call(
+            "sts", "GetCallerIdentity", lambda sts: sts.get_caller_identity()
+        )
+        self.home_account = str(identity["Account"])
+        self.roles = {self.home_account: None}
 
     async def refresh_accounts(self, now: datetime | None = None) -> int:
         """Organization discovery: the active accounts of ``organizations:ListAccounts``."""
