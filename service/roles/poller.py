@@ -104,6 +104,7 @@ async def run_poller(
             apis,
             settings.codedeploy_groups,
             rules=rules_from_settings(settings),
+            scopes=scopes,
         )
         metrics = MetricsPoller(
             runtime.sessionmaker,

@@ -338,3 +338,100 @@ async def test_a_denied_account_is_isolated(
         assert err is not None
         assert "AccessDenied" in err
         assert status[healthy, region] == (True, None)
+
+
+async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
+    """A CodeDeploy application, group and deployment in ``scope``: (app, id)."""
+    session: Any = get_session()
+    creds = await _assumed(endpoint, scope.account)
+    app = f"app{uuid.uuid4().hex[:8]}"
+    async with session.create_client(
+        "codedeploy", endpoint_url=endpoint, region_name=scope.region, **creds
+    ) as cd:
+        await cd.create_application(applicationName=app, computePlatform="ECS")
+        await cd.create_deployment_group(
+            applicationName=app,
+            deploymentGroupName="dg",
+            serviceRoleArn=f"arn:aws:iam::{scope.account}:role/codedeploy",
+            ecsServices=[{"clusterName": "prod", "serviceName": "web"}],
+        )
+        created = await cd.create_deployment(
+            applicationName=app,
+            deploymentGroupName="dg",
+            revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
+        )
+    return app, created["deploymentId"]
+
+
+def _codedeploy_event(scope: Scope, app: str, deployment_id: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "CodeDeploy Deployment State-change Notification",
+        "source": "aws.codedeploy",
+        "account": scope.account,
+        "time": (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": scope.region,
+        "resources": [],
+        "detail": {
+            "application": app,
+            "deploymentGroup": "dg",
+            "deploymentId": deployment_id,
+            "state": "START",
+            "region": scope.region,
+        },
+    }
+
+
+async def test_codedeploy_jobs_ask_the_deployments_own_scope(
+    org_runtime: Runtime,
+    moto_server: MotoServer,
+    accounts: tuple[str, str, str],
+    org_proxy: AwsProxy,
+) -> None:
+    """GetDeploymentGroup and BatchGetDeployments go to the scope of the deployment's
+    event (moto knows the deployment only there); an unwatched scope is never asked."""
+    watched = Scope(accounts[1], REGIONS[1])
+    unwatched = Scope(accounts[2], REGIONS[0])
+    app, deployment_id = await _deployment_in(moto_server.endpoint_url, watched)
+    other_app, other_id = await _deployment_in(moto_server.endpoint_url, unwatched)
+    handler = Handler(org_runtime.sessionmaker)
+    await handler.handle(
+        _messages(
+            [
+                _codedeploy_event(watched, app, deployment_id),
+                _codedeploy_event(unwatched, other_app, other_id),
+            ]
+        )
+    )
+    scopes = await org_runtime.aws_scopes()
+    mapper = CodeDeployMapper(
+        org_runtime.sessionmaker, await org_runtime.aws_apis(), {}, scopes=scopes
+    )
+    org_proxy.reset()
+    targets = await mapper.map_known_groups()
+    # Found in its own scope (moto answers DeploymentGroupDoesNotExist elsewhere).
+    service = targets[f"{app}/dg"].service
+    assert service is not None
+    assert (service.cluster, service.service) == ("prod", "web")
+    assert f"{other_app}/dg" not in targets
+    assert org_proxy.count("GetDeploymentGroup") == 1
+
+    def succeeded(body: dict[str, Any]) -> dict[str, Any]:
+        for info in body.get("deploymentsInfo", []):
+            info["status"] = "Succeeded"
+            info["completeTime"] = datetime.now(UTC).timestamp()
+        return body
+
+    org_proxy.rewrite("BatchGetDeployments", succeeded)
+    assert await mapper.check_in_progress() == 1
+    assert org_proxy.count("BatchGetDeployments") == 1
+    outcomes = dict(
+        await _rows(
+            org_runtime,
+            "SELECT id, outcome FROM deployments WHERE id IN (:a, :b)",
+            a=deployment_id,
+            b=other_id,
+        )
+    )
+    assert outcomes == {deployment_id: "succeeded", other_id: "in_progress"}
