@@ -69,6 +69,19 @@ class Scope:
         return f"{self.account}/{self.region}"
 
 
+def partition_of(region: str) -> str:
+    """The ARN partition of a region (``aws``, ``aws-cn``, ``aws-us-gov``, ...)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    if region.startswith("us-iso-"):
+        return "aws-iso"
+    if region.startswith("us-isob-"):
+        return "aws-iso-b"
+    return "aws"
+
+
 def scope_of_arn(arn: str | None) -> Scope | None:
     """The scope an ARN names (its account and region); None for no ARN or a global one."""
     parsed = parse_arn(arn)
@@ -212,7 +225,7 @@ class AwsScopes:
         active = sorted(
             str(a["Id"]) for a in accounts if a.get("Status") == "ACTIVE" and a.get("Id")
         )
-        partition = "aws"
+        partition = partition_of(self._regions[0]) if self._regions else "aws"
         roles: dict[str, str | None] = {}
         for account in active:
             roles[account] = f"arn:{partition}:iam::{account}:role/{self._organization_role}"

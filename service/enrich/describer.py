@@ -35,7 +35,7 @@ from service.aws.ecs import (
     Described,
     EcsApi,
 )
-from service.aws.scopes import AwsScopes, Scope, scope_of_arn
+from service.aws.scopes import AwsScopes, Scope, partition_of, scope_of_arn
 from service.db import retry_on_contention
 from service.enrich import writes
 from service.enrich.batcher import CoalescingBatcher
@@ -91,9 +91,9 @@ class Lookup:
 OnUnknown = Callable[[str, str, str], None]
 
 
-def scope_key(scope: Scope, partition: str = "aws") -> str:
+def scope_key(scope: Scope) -> str:
     """The batcher's group of a scope's clusters and task definitions: an ARN prefix."""
-    return f"arn:{partition}:ecs:{scope.region}:{scope.account}:"
+    return f"arn:{partition_of(scope.region)}:ecs:{scope.region}:{scope.account}:"
 
 
 def group_of(kind: str, cluster: str, arn: str) -> str | None:

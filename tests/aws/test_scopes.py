@@ -21,7 +21,7 @@ import pytest
 from aiobotocore.session import get_session
 from dateutil.tz import tzlocal
 
-from service.aws.scopes import AwsScopes, Scope, scope_of_arn, session_name
+from service.aws.scopes import AwsScopes, Scope, partition_of, scope_of_arn, session_name
 from service.config import load_settings
 from service.demo.aws import MotoServer
 from service.errors import ConfigError
@@ -104,6 +104,11 @@ def test_scope_of_arn_and_session_name() -> None:
     assert scope_of_arn("arn:aws:iam::111111111111:role/x") is None
     assert scope_of_arn("prod") is None
     assert session_name("111111111111") == "ecswatch-111111111111"
+    assert [partition_of(r) for r in ("eu-west-1", "cn-north-1", "us-gov-west-1")] == [
+        "aws",
+        "aws-cn",
+        "aws-us-gov",
+    ]
 
 
 class Clock:
