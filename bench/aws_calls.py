@@ -271,12 +271,13 @@ async def measure(
     build_s: float,
 ) -> dict[str, Any]:
     apis = await runtime.aws_apis()
+    scopes = await runtime.aws_scopes()
     results: dict[str, Any] = {
         "size": [clusters, services, tasks],
         "fleet_build_s": round(build_s, 1),
     }
-    async with Describer(runtime.sessionmaker, apis) as describer:
-        reconciler = Reconciler(runtime.sessionmaker, apis, describer, clusters=fleet["clusters"])
+    async with Describer(runtime.sessionmaker, scopes) as describer:
+        reconciler = Reconciler(runtime.sessionmaker, scopes, describer, clusters=fleet["clusters"])
         # 1. A full reconcile (ListClusters is skipped: ECSWATCH_CLUSTERS names them).
         started = time.perf_counter()
         await reconciler.reconcile_all()
@@ -299,7 +300,7 @@ async def measure(
         # 2. Metrics: first poll fills the target group cache, the second is steady.
         proxy.reset()
         codedeploy = CodeDeployMapper(runtime.sessionmaker, apis, {})
-        poller = MetricsPoller(runtime.sessionmaker, apis, codedeploy)
+        poller = MetricsPoller(runtime.sessionmaker, scopes, codedeploy)
         await poller.poll()
         first = Counter({op: n for (_, op), n in proxy.calls.items()})
         proxy.reset()

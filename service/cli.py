@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         "setup", help="create the SQS queue, DLQ, queue policy and EventBridge rule"
     )
     setup.add_argument("--queue-name", required=True)
+    setup.add_argument(
+        "--organization",
+        metavar="ORG_ID",
+        default=None,
+        help="also an event bus for this AWS Organization's accounts (o-...), "
+        "with a rule to the queue (docs/deploy.md, An organization)",
+    )
 
     replay = sub.add_parser(
         "replay", help="feed event JSON files (object, array or JSON lines) through the pipeline"
@@ -265,7 +272,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_aws_setup(args: argparse.Namespace, settings: Settings) -> int:
     from aiobotocore.session import get_session
 
-    from service.aws.setup import setup_event_pipeline
+    from service.aws.setup import ORGANIZATION_ID, setup_event_pipeline
     from service.runtime import aws_client_kwargs
 
     if args.aws_command != "setup":
@@ -276,6 +283,12 @@ def _cmd_aws_setup(args: argparse.Namespace, settings: Settings) -> int:
             "--queue-name: 1 to 76 letters, digits, '-' or '_' (the DLQ adds '-dlq')",
             EXIT_USAGE,
         )
+    organization = args.organization
+    if organization is not None and not ORGANIZATION_ID.match(organization):
+        return _fail(
+            "--organization: an organization id is o- and 10 to 32 lowercase letters or digits",
+            EXIT_USAGE,
+        )
 
     async def setup() -> str:
         session: Any = get_session()
@@ -284,14 +297,17 @@ def _cmd_aws_setup(args: argparse.Namespace, settings: Settings) -> int:
             session.create_client("sqs", **kwargs) as sqs,
             session.create_client("events", **kwargs) as events,
         ):
-            resources = await setup_event_pipeline(sqs, events, name)
+            resources = await setup_event_pipeline(sqs, events, name, organization)
+        if resources.organization_bus_arn:
+            # What deploy/member-account.yaml needs as CentralEventBusArn.
+            return f"{resources.queue_url}\n{resources.organization_bus_arn}"
         return resources.queue_url
 
     try:
-        queue_url = eventloop.run(setup())
+        printed = eventloop.run(setup())
     except Exception as exc:  # botocore: credentials, access denied, endpoint
         return _fail(f"aws setup: {type(exc).__name__}: {exc}")
-    print(queue_url)
+    print(printed)
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ Every variable of docs/configuration.md lives here; nothing else in ecswatch rea
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -71,6 +73,36 @@ RESERVED_METRIC_NAMESPACES = frozenset(
         "otel",
     }
 )
+
+
+#: ``arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME``: the role ecswatch assumes in an account.
+ROLE_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov|aws-iso[a-z-]*):iam::(\d{12}):role/[\w+=,.@/-]{1,512}$"
+)
+#: An IAM role name (no path).
+ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+def known_regions() -> frozenset[str]:
+    """Every region botocore's bundled partition data names (read locally, no network)."""
+    from botocore.loaders import create_loader
+
+    loader = create_loader()
+    regions: set[str] = set()
+    for partition in loader.load_data("endpoints").get("partitions", []):
+        regions.update(partition.get("regions", {}))
+    try:
+        for partition in loader.load_data("partitions").get("partitions", []):
+            regions.update(partition.get("regions", {}))
+    except Exception:  # older botocore without partitions.json: endpoints.json suffices
+        pass
+    return frozenset(regions)
+
+
+def role_arn(account: str, role_name: str, partition: str = "aws") -> str:
+    """The ARN of role ``role_name`` in ``account``."""
+    return f"arn:{partition}:iam::{account}:role/{role_name}"
 
 
 def _split_csv(value: object) -> list[str]:
@@ -166,6 +198,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    # ---- scopes: accounts and regions watched (docs/aws.md, "Accounts and regions").
+    regions: Annotated[tuple[str, ...], NoDecode] = ()
+    accounts: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    external_id: str | None = Field(default=None, min_length=2, max_length=1224)
+    organization_role_name: str | None = None
+    #: Scopes reconciled or polled at the same time within one round.
+    scope_concurrency: int = Field(default=4, ge=1, le=64)
 
     @field_validator("secret_key")
     @classmethod
@@ -319,6 +359,59 @@ class Settings(BaseSettings):
         api = self.db_pool_size.get("api", default)
         workers = [self.db_pool_size.get(role, default) for role in roles if role != "api"]
         return (max(workers) if workers else api), api
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _parse_regions(cls, value: object) -> tuple[str, ...]:
+        regions = tuple(dict.fromkeys(_split_csv(value)))
+        if regions:
+            known = known_regions()
+            unknown = [r for r in regions if r not in known]
+            if unknown:
+                raise ValueError(f"unknown region {unknown[0]!r}")
+        return regions
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _parse_accounts(cls, value: object) -> dict[str, str]:
+        if isinstance(value, dict):
+            pairs = [f"{k}={v}" for k, v in value.items()]
+        else:
+            pairs = _split_csv(value)
+        accounts: dict[str, str] = {}
+        for pair in pairs:
+            account, sep, arn = (part.strip() for part in pair.partition("="))
+            if not sep or not ACCOUNT_ID.match(account):
+                raise ValueError(f"expected account_id=role_arn pairs, got {pair[:80]!r}")
+            match = ROLE_ARN.match(arn)
+            if match is None:
+                raise ValueError(f"malformed role ARN for account {account}: {arn[:120]!r}")
+            if match.group(2) != account:
+                raise ValueError(
+                    f"the role for account {account} is in account {match.group(2)}: {arn}"
+                )
+            if account in accounts:
+                raise ValueError(f"account {account} is listed twice")
+            accounts[account] = arn
+        return accounts
+
+    @field_validator("organization_role_name")
+    @classmethod
+    def _check_role_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            return None
+        if not ROLE_NAME.match(value):
+            raise ValueError(f"not an IAM role name: {value[:80]!r}")
+        if info.data.get("accounts"):
+            raise ValueError("set ECSWATCH_ACCOUNTS or ECSWATCH_ORGANIZATION_ROLE_NAME, not both")
+        return value
+
+    @property
+    def scope_regions(self) -> tuple[str, ...]:
+        """The regions watched: ``ECSWATCH_REGIONS``, else ``AWS_REGION`` (may be empty)."""
+        if self.regions:
+            return self.regions
+        return (self.aws_region,) if self.aws_region else ()
 
     @property
     def datadog_enabled(self) -> bool:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
     from service.aws.apis import AwsApis
+    from service.aws.scopes import AwsScopes
 
 log = get_logger(__name__)
 
@@ -147,7 +148,7 @@ class Runtime:
         self.aws_session: AioSession = get_session()
         self._clients: dict[str, Any] = {}
         self._client_lock = asyncio.Lock()
-        self._aws_apis: AwsApis | None = None
+        self._aws_scopes: AwsScopes | None = None
 
     @asynccontextmanager
     async def read_connection(self) -> AsyncIterator[AsyncConnection]:
@@ -187,27 +188,47 @@ class Runtime:
         client: CloudWatchClient = await self._client("cloudwatch")
         return client
 
-    async def aws_apis(self) -> AwsApis:
-        """The typed ECS, CloudWatch, ELBv2 and CodeDeploy adapters, with one shared limiter.
+    async def aws_scopes(self) -> AwsScopes:
+        """Every watched (account, region) and its adapters (docs/aws.md, "Accounts and
+        regions"); the accounts are resolved on first use.
 
-        Their clients make one attempt per call: throttling is retried by ecswatch's
-        own backoff (service.aws.calls), which counts it and paces every caller.
+        The adapters' clients make one attempt per call: throttling is retried by
+        ecswatch's own backoff (service.aws.calls), which counts it and paces every
+        caller of the same scope.
         """
-        from service.aws.apis import build_aws_apis
+        from service.aws.scopes import AwsScopes
 
         async with self._client_lock:
-            if self._aws_apis is None:
-                session: Any = self.aws_session
-                kwargs = aws_client_kwargs(self.settings)
-                kwargs["config"] = kwargs["config"].merge(
-                    AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+            if self._aws_scopes is None:
+                settings = self.settings
+
+                def client_kwargs(region: str) -> dict[str, Any]:
+                    kwargs = aws_client_kwargs(settings)
+                    kwargs["region_name"] = region
+                    kwargs["config"] = kwargs["config"].merge(
+                        AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+                    )
+                    return kwargs
+
+                scopes = AwsScopes(
+                    session=self.aws_session,
+                    stack=self._stack,
+                    client_kwargs=client_kwargs,
+                    regions=settings.scope_regions,
+                    roles=settings.accounts,
+                    organization_role_name=settings.organization_role_name,
+                    external_id=settings.external_id,
                 )
-                clients = {}
-                for service in ("ecs", "cloudwatch", "elbv2", "codedeploy"):
-                    creator = session.create_client(service, **kwargs)
-                    clients[service] = await self._stack.enter_async_context(creator)
-                self._aws_apis = build_aws_apis(clients, region=self.settings.aws_region)
-            return self._aws_apis
+                await scopes.start()
+                self._aws_scopes = scopes
+            return self._aws_scopes
+
+    async def aws_apis(self) -> AwsApis:
+        """The adapters of the home scope (the credentials' own account, first region)."""
+        scopes = await self.aws_scopes()
+        apis = await scopes.apis(scopes.home)
+        assert apis is not None  # the home scope is always watched
+        return apis
 
 
 @asynccontextmanager

@@ -226,6 +226,20 @@ METRIC_POINTS_STORED = Counter(
     ["namespace"],
     registry=REGISTRY,
 )
+UNMONITORED_EVENTS = Counter(
+    "ecswatch_unmonitored_events",
+    "Events from an account and region ecswatch holds no credentials for: kept, never"
+    ' described (docs/aws.md, "Accounts and regions"), by account',
+    ["account_id"],
+    registry=REGISTRY,
+)
+SCOPE_FAILURES = Counter(
+    "ecswatch_scope_failures",
+    "Reconcile or metrics rounds of one scope that failed (access denied, expired trust,"
+    " region not enabled, ...), by account, region and job",
+    ["account_id", "region", "job"],
+    registry=REGISTRY,
+)
 
 
 def precreate() -> None:

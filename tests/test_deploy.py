@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,17 @@ from typing import Any
 import pytest
 import yaml
 
-from service.aws.setup import EVENT_PATTERN, MAX_RECEIVE_COUNT, queue_policy
+from service.aws.setup import (
+    EVENT_PATTERN,
+    MAX_RECEIVE_COUNT,
+    ORGANIZATION_EVENT_PATTERN,
+    ORGANIZATION_ID,
+    organization_bus_policy,
+    queue_policy,
+)
 from service.roles import ALL_ROLES
-from tests.cfn_template import CfnLoader
+from tests.cfn_template import MEMBER_TEMPLATE, CfnLoader
+from tests.cfn_template import resources as cfn_resources
 from tests.conftest import REPO_ROOT
 
 TEMPLATE = REPO_ROOT / "deploy" / "cloudformation.yaml"
@@ -30,6 +39,18 @@ SECRET_VARIABLES = {
 }
 INSTALL_SECRETS = {"DD_API_KEY", "DD_APP_KEY"}
 INSTALL_TASK = "DatadogInstallTaskDefinition"
+ORGANIZATION = "o-a1b2c3d4e5"
+#: The organization's parts of the template, made only with OrganizationId (the
+#: bus and its rule) or MemberRoleName (the runtime role's access to other accounts).
+ORGANIZATION_RESOURCES = {"OrganizationEventBus", "OrganizationEventsRule"}
+MEMBER_ROLE_RESOURCES = {"OrganizationAccessPolicy"}
+#: The settings of the accounts and regions watched, for the roles that call AWS.
+SCOPE_VARIABLES = {
+    "ECSWATCH_REGIONS",
+    "ECSWATCH_ACCOUNTS",
+    "ECSWATCH_ORGANIZATION_ROLE_NAME",
+    "ECSWATCH_EXTERNAL_ID",
+}
 #: The one-off migration task (`ecswatch db upgrade`): the database URL and the key that
 #: migration 0008 encrypts webhook secrets with.
 MIGRATE_TASK = "MigrationTaskDefinition"
@@ -85,16 +106,19 @@ def _service_tasks(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: t for n, t in tasks.items() if n in names}
 
 
-def _runtime_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
-    role = template["Resources"]["RuntimeTaskRole"]
+def _runtime_statements(template: dict[str, Any], **given: str) -> list[dict[str, Any]]:
+    """The runtime role's statements for parameters ``given`` (the others at their default)."""
+    created = cfn_resources(template, **given)
+    role = created["RuntimeTaskRole"]
     statements = [
         s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]
     ]
-    # Policies attached from outside the role count too.
-    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-        for policy in _resources(template, kind).values():
-            if {"Ref": "RuntimeTaskRole"} in policy["Properties"].get("Roles", []):
-                statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    # Policies attached from outside the role count too (when their condition holds).
+    for policy in created.values():
+        if policy["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and {
+            "Ref": "RuntimeTaskRole"
+        } in policy["Properties"].get("Roles", []):
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
     return statements
 
 
@@ -106,8 +130,16 @@ def test_policy_heading_is_followed_by_one_json_block() -> None:
     assert policy["Version"] == "2012-10-17"
 
 
+#: Statements of docs/aws.md's policy that only a multi-account setup needs
+#: (ECSWATCH_ACCOUNTS or ECSWATCH_ORGANIZATION_ROLE_NAME); the single-account
+#: template does not grant them.
+MULTI_ACCOUNT_SIDS = {"AssumeTheMemberRoles", "DiscoverTheOrganizationsAccounts"}
+
+
 def test_runtime_role_actions_are_exactly_the_documented_ones(template: dict[str, Any]) -> None:
-    documented = _actions(documented_policy(AWS_DOC.read_text())["Statement"])
+    statements = documented_policy(AWS_DOC.read_text())["Statement"]
+    assert {s.get("Sid") for s in statements} >= MULTI_ACCOUNT_SIDS
+    documented = _actions([s for s in statements if s.get("Sid") not in MULTI_ACCOUNT_SIDS])
     granted = _actions(_runtime_statements(template))
     assert len(documented) == len(set(documented)), "an action listed twice in docs/aws.md"
     assert len(granted) == len(set(granted)), "an action granted twice in the template"
@@ -175,8 +207,13 @@ def test_event_pipeline_matches_ecswatch_aws_setup(template: dict[str, Any]) -> 
     assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": ["EventsQueue", "Arn"]}]
     queue_arn: Any = {"Fn::GetAtt": ["EventsQueue", "Arn"]}
     rule_arn: Any = {"Fn::GetAtt": ["EcsEventsRule", "Arn"]}
-    document = resources["EventsQueuePolicy"]["Properties"]["PolicyDocument"]
-    assert document == queue_policy(queue_arn, rule_arn)
+    organization_rule_arn: Any = {"Fn::GetAtt": ["OrganizationEventsRule", "Arn"]}
+    # Without an organization the queue admits the one rule; with one, both rules.
+    alone = cfn_resources(template)["EventsQueuePolicy"]["Properties"]["PolicyDocument"]
+    assert alone == queue_policy(queue_arn, rule_arn)
+    with_organization = cfn_resources(template, OrganizationId=ORGANIZATION)
+    document = with_organization["EventsQueuePolicy"]["Properties"]["PolicyDocument"]
+    assert document == queue_policy(queue_arn, rule_arn, organization_rule_arn)
 
 
 def test_queue_policy_admits_an_organization_rule_too() -> None:
@@ -309,9 +346,10 @@ def _tool(name: str) -> str:
     return found
 
 
-def test_cfn_lint_passes() -> None:
+@pytest.mark.parametrize("path", [TEMPLATE, MEMBER_TEMPLATE], ids=lambda p: p.name)
+def test_cfn_lint_passes(path: Path) -> None:
     result = subprocess.run(
-        [_tool("cfn-lint"), str(TEMPLATE)], capture_output=True, text=True, timeout=300
+        [_tool("cfn-lint"), str(path)], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -541,3 +579,137 @@ def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) 
     } in statement["Resource"]
     output = template["Outputs"]["MigrationTaskDefinition"]["Value"]
     assert output == {"Ref": "MigrationTaskDefinition"}
+
+
+# ---------------------------------------------------------------- an organization
+
+
+def test_an_organization_is_off_by_default(template: dict[str, Any]) -> None:
+    created = cfn_resources(template)
+    assert not (ORGANIZATION_RESOURCES | MEMBER_ROLE_RESOURCES) & set(created)
+    assert set(template["Resources"]) >= ORGANIZATION_RESOURCES | MEMBER_ROLE_RESOURCES
+    for name, task in created.items():
+        if task["Type"] == "AWS::ECS::TaskDefinition":
+            assert not SCOPE_VARIABLES & set(_environment(_container(task))), name
+
+
+def test_the_organization_bus_admits_the_organization_and_nothing_wider(
+    template: dict[str, Any],
+) -> None:
+    created = cfn_resources(template, OrganizationId=ORGANIZATION)
+    assert set(created) >= ORGANIZATION_RESOURCES
+    assert not MEMBER_ROLE_RESOURCES & set(created)  # receiving events assumes no role
+    bus = created["OrganizationEventBus"]["Properties"]
+    name = "${AWS::StackName}-organization"
+    assert bus["Name"] == {"Fn::Sub": name}
+    bus_arn: Any = {
+        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/" + name
+    }
+    organization: Any = {"Ref": "OrganizationId"}
+    # The document `ecswatch aws setup --organization` writes: one statement,
+    # PutEvents for the organization's principals only.
+    assert bus["Policy"] == organization_bus_policy(bus_arn, organization)
+
+    rule = created["OrganizationEventsRule"]["Properties"]
+    assert rule["EventBusName"] == {"Fn::GetAtt": ["OrganizationEventBus", "Name"]}
+    assert rule["EventPattern"] == ORGANIZATION_EVENT_PATTERN
+    default_rule = created["EcsEventsRule"]["Properties"]
+    # The same delivery to the queue as the default bus's rule.
+    assert rule["Targets"] == default_rule["Targets"]
+    assert template["Outputs"]["OrganizationEventBusArn"] == {
+        "Condition": "HasOrganization",
+        "Description": "deploy/member-account.yaml's CentralEventBusArn",
+        "Value": {"Fn::GetAtt": ["OrganizationEventBus", "Arn"]},
+    }
+
+
+def test_the_runtime_role_may_assume_the_member_roles_only(template: dict[str, Any]) -> None:
+    base = _runtime_statements(template)
+    member_role = {"MemberRoleName": "ecswatch-read", "ExternalId": "ecswatch-7f3a"}
+    assume: dict[str, Any] = {
+        "Sid": "AssumeMemberRoles",
+        "Effect": "Allow",
+        "Action": "sts:AssumeRole",
+        "Resource": {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${MemberRoleName}"},
+    }
+    in_organization = {
+        **assume,
+        "Condition": {"StringEquals": {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}},
+    }
+    list_accounts = {
+        "Sid": "ListOrganizationAccounts",
+        "Effect": "Allow",
+        "Action": "organizations:ListAccounts",
+        "Resource": "*",
+    }
+    # A list of accounts, no organization: roles of that name, in any account.
+    assert _runtime_statements(template, **member_role) == [*base, assume]
+    # In an organization: only its accounts' roles of that name.
+    assert _runtime_statements(template, **member_role, OrganizationId=ORGANIZATION) == [
+        *base,
+        in_organization,
+    ]
+    # Discovery adds ListAccounts, and nothing else.
+    discovery = _runtime_statements(
+        template, **member_role, OrganizationId=ORGANIZATION, DiscoverAccounts="true"
+    )
+    assert discovery == [*base, in_organization, list_accounts]
+
+
+def _scope_environment(template: dict[str, Any], **given: str) -> dict[str, dict[str, Any]]:
+    created = cfn_resources(template, **given)
+    return {
+        name: {k: v for k, v in _environment(_container(task)).items() if k in SCOPE_VARIABLES}
+        for name, task in created.items()
+        if task["Type"] == "AWS::ECS::TaskDefinition"
+    }
+
+
+def test_the_scope_settings_reach_the_roles_that_call_aws(template: dict[str, Any]) -> None:
+    aws_roles = {"ConsumerTaskDefinition", "PollerTaskDefinition"}
+    listed = {
+        "MemberRoleName": "ecswatch-read",
+        "ExternalId": "ecswatch-7f3a",
+        "WatchedAccounts": "222222222222=arn:aws:iam::222222222222:role/ecswatch-read",
+        "WatchedRegions": "eu-west-1,us-east-1",
+    }
+    for name, env in _scope_environment(template, **listed).items():
+        expected = {
+            "ECSWATCH_REGIONS": {"Ref": "WatchedRegions"},
+            "ECSWATCH_ACCOUNTS": {"Ref": "WatchedAccounts"},
+            "ECSWATCH_EXTERNAL_ID": {"Ref": "ExternalId"},
+        }
+        assert env == (expected if name in aws_roles else {}), name
+    discovered = {
+        "MemberRoleName": "ecswatch-read",
+        "ExternalId": "ecswatch-7f3a",
+        "DiscoverAccounts": "true",
+    }
+    for name, env in _scope_environment(template, **discovered).items():
+        expected = {
+            "ECSWATCH_ORGANIZATION_ROLE_NAME": {"Ref": "MemberRoleName"},
+            "ECSWATCH_EXTERNAL_ID": {"Ref": "ExternalId"},
+        }
+        assert env == (expected if name in aws_roles else {}), name
+
+
+def test_scope_settings_ecswatch_refuses_are_refused_before_deploying(
+    template: dict[str, Any],
+) -> None:
+    role = {"MemberRoleName": "ecswatch-read"}
+    assert _rules_refuse(template, **role) == ["MemberRoleNeedsExternalId"]
+    assert _rules_refuse(template, **role, ExternalId="ecswatch-7f3a") == []
+    assert _rules_refuse(template, DiscoverAccounts="true") == ["DiscoveryNeedsMemberRoleAndNoList"]
+    accounts = "222222222222=arn:aws:iam::222222222222:role/ecswatch-read"
+    assert _rules_refuse(template, WatchedAccounts=accounts) == ["WatchedAccountsNeedMemberRole"]
+    both = {**role, "ExternalId": "x-1", "DiscoverAccounts": "true", "WatchedAccounts": accounts}
+    assert _rules_refuse(template, **both) == ["DiscoveryNeedsMemberRoleAndNoList"]
+    # The organization id has AWS Organizations' own format.
+    pattern = re.compile(template["Parameters"]["OrganizationId"]["AllowedPattern"])
+    assert [bool(pattern.match(v)) for v in ("", ORGANIZATION, "o-short", "O-A1B2C3D4E5")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert pattern.pattern.removeprefix("^$|") == ORGANIZATION_ID.pattern

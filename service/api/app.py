@@ -8,6 +8,7 @@ from service.api.docs import install_docs
 from service.api.errors import install_error_handlers, install_problem_openapi
 from service.api.limits import EdgeLimits
 from service.api.routes import (
+    accounts,
     alerts,
     clusters,
     container_instances,
@@ -42,6 +43,7 @@ it raised and the webhook subscriptions that receive them.
 """
 
 OPENAPI_TAGS = [
+    {"name": "accounts", "description": "Watched accounts and regions, and their status."},
     {"name": "clusters", "description": "ECS clusters."},
     {"name": "services", "description": "ECS services and their recent deployments."},
     {"name": "tasks", "description": "ECS tasks and their containers."},
@@ -84,6 +86,7 @@ def create_app(
     if serve_metrics:
         app.include_router(prometheus.router)
     for module in (
+        accounts,
         clusters,
         services,
         tasks,

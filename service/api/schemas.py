@@ -1028,6 +1028,57 @@ def _page_example(item: dict[str, Any]) -> ConfigDict:
     return _example({"items": [item], "next_cursor": NEXT_CURSOR})
 
 
+# ---------------------------------------------------------------- accounts
+
+ACCOUNT_EXAMPLE: dict[str, Any] = {
+    "account_id": "123456789012",
+    "region": "us-east-1",
+    "monitored": True,
+    "last_reconcile_at": "2025-03-01T10:10:00Z",
+    "last_metrics_at": "2025-03-01T10:14:00Z",
+    "last_error": None,
+    "last_error_at": None,
+    "clusters_count": 2,
+    "services_count": 14,
+    "running_tasks_count": 57,
+}
+
+
+class AccountScope(BaseModel):
+    """One account in one region (a scope): watched or only seen in events."""
+
+    account_id: str
+    region: str
+    monitored: bool = Field(
+        description="True when ecswatch holds credentials for this scope and describes its"
+        " resources; false for a scope only seen in events (kept, never described)."
+    )
+    last_reconcile_at: datetime | None = Field(
+        default=None, description="The end of the last successful reconcile of this scope."
+    )
+    last_metrics_at: datetime | None = Field(
+        default=None,
+        description="The end of the last successful CloudWatch metrics poll of this scope.",
+    )
+    last_error: str | None = Field(
+        default=None,
+        description="The last error of this scope's reconcile or metrics poll (access"
+        " denied, an expired trust, a region not enabled, ...); kept after a later success.",
+    )
+    last_error_at: datetime | None = Field(default=None, description="When it happened.")
+    clusters_count: int = Field(description="Clusters of this scope that exist now.")
+    services_count: int = Field(description="Services of this scope that exist now.")
+    running_tasks_count: int = Field(description="Tasks of this scope that are RUNNING now.")
+
+    model_config = _example(ACCOUNT_EXAMPLE)
+
+
+class AccountPage(Page[AccountScope]):
+    """A page of scopes, by account and region."""
+
+    model_config = _page_example(ACCOUNT_EXAMPLE)
+
+
 class ClusterPage(Page[Cluster]):
     """A page of clusters, by name."""
 

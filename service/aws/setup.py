@@ -1,5 +1,9 @@
 """``ecswatch aws setup``: the SQS queue, its DLQ, the queue policy and the EventBridge rule.
 
+With an organization id it also makes the receiving side of an organization
+(docs/deploy.md, "An organization"): an event bus that the organization's
+accounts may send to, and a rule from it to the same queue.
+
 Every step converges (create, or bring an existing resource in line), so the
 command can run again at any time.
 """
@@ -7,6 +11,7 @@ command can run again at any time.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +24,11 @@ if TYPE_CHECKING:
 EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy"]}
 #: Messages a consumer may fail to process before SQS moves them to the DLQ.
 MAX_RECEIVE_COUNT = 5
+#: What the organization's bus passes to the queue, and what deploy/member-account.yaml
+#: forwards: AWS's own sources only, which no account can send with PutEvents.
+ORGANIZATION_EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy"]}
+#: An AWS Organizations id (the Organizations API's own pattern).
+ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,31 +39,104 @@ class PipelineResources:
     queue_arn: str
     dlq_url: str
     rule_arn: str
+    #: The organization's event bus and its rule, when an organization id was given.
+    organization_bus_arn: str | None = None
+    organization_rule_arn: str | None = None
+
+
+def organization_bus_name(queue_name: str) -> str:
+    """The name of the organization's event bus that ``aws setup`` makes for a queue."""
+    return f"ecswatch-{queue_name}-organization"
 
 
 async def setup_event_pipeline(
-    sqs: SQSClient, events: EventBridgeClient, queue_name: str
+    sqs: SQSClient,
+    events: EventBridgeClient,
+    queue_name: str,
+    organization_id: str | None = None,
 ) -> PipelineResources:
     """Queue + DLQ (redrive), a rule for ECS and CodeDeploy events, and the policy
-    that lets only that rule send to the queue."""
+    that lets only that rule send to the queue.
+
+    With ``organization_id``, also the organization's event bus (its policy admits
+    that organization alone) and a rule from it to the queue, which the queue
+    policy then admits too.
+    """
+    if organization_id is not None and not ORGANIZATION_ID.match(organization_id):
+        raise ValueError("an organization id is o- and 10 to 32 lowercase letters or digits")
     queue_url, dlq_url, _ = await create_queue_with_dlq(sqs, queue_name, MAX_RECEIVE_COUNT)
     attrs = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
     queue_arn = attrs["Attributes"]["QueueArn"]
+    rule_name = f"ecswatch-{queue_name}"[:64]
     rule = await events.put_rule(
-        Name=f"ecswatch-{queue_name}"[:64],
+        Name=rule_name,
         EventPattern=json.dumps(EVENT_PATTERN),
         State="ENABLED",
         Description="ECS and CodeDeploy events for ecswatch",
     )
     rule_arn = rule["RuleArn"]
-    policy = queue_policy(queue_arn, rule_arn)
+    bus_arn = organization_rule_arn = None
+    if organization_id is not None:
+        bus_name = organization_bus_name(queue_name)
+        bus_arn = await _converge_event_bus(events, bus_name)
+        policy_document = organization_bus_policy(bus_arn, organization_id)
+        await events.put_permission(EventBusName=bus_name, Policy=json.dumps(policy_document))
+        organization_rule = await events.put_rule(
+            Name=rule_name,
+            EventBusName=bus_name,
+            EventPattern=json.dumps(ORGANIZATION_EVENT_PATTERN),
+            State="ENABLED",
+            Description="ECS and CodeDeploy events of the organization's accounts, for ecswatch",
+        )
+        organization_rule_arn = organization_rule["RuleArn"]
+    more = [organization_rule_arn] if organization_rule_arn else []
+    policy = queue_policy(queue_arn, rule_arn, *more)
     await sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
-    await events.put_targets(
-        Rule=f"ecswatch-{queue_name}"[:64], Targets=[{"Id": "ecswatch-sqs", "Arn": queue_arn}]
-    )
+    await events.put_targets(Rule=rule_name, Targets=[{"Id": "ecswatch-sqs", "Arn": queue_arn}])
+    if organization_id is not None:
+        await events.put_targets(
+            Rule=rule_name,
+            EventBusName=organization_bus_name(queue_name),
+            Targets=[{"Id": "ecswatch-sqs", "Arn": queue_arn}],
+        )
     return PipelineResources(
-        queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url, rule_arn=rule_arn
+        queue_url=queue_url,
+        queue_arn=queue_arn,
+        dlq_url=dlq_url,
+        rule_arn=rule_arn,
+        organization_bus_arn=bus_arn,
+        organization_rule_arn=organization_rule_arn,
     )
+
+
+async def _converge_event_bus(events: EventBridgeClient, name: str) -> str:
+    try:
+        created = await events.create_event_bus(Name=name)
+        return created["EventBusArn"]
+    except events.exceptions.ResourceAlreadyExistsException:
+        return (await events.describe_event_bus(Name=name))["Arn"]
+
+
+def organization_bus_policy(bus_arn: str, organization_id: str) -> dict[str, Any]:
+    """The organization bus's resource policy; deploy/cloudformation.yaml writes the same.
+
+    Any principal may put events, on the condition that its account belongs to
+    the organization (``aws:PrincipalOrgID``): the member accounts' forwarding
+    roles, and nobody outside the organization. It is the bus's only statement.
+    """
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ecswatch-organization",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "events:PutEvents",
+                "Resource": bus_arn,
+                "Condition": {"StringEquals": {"aws:PrincipalOrgID": organization_id}},
+            }
+        ],
+    }
 
 
 def queue_policy(queue_arn: str, rule_arn: str, *more_rule_arns: str) -> dict[str, Any]:

@@ -6,10 +6,17 @@ turns concurrent asks into full Describe calls, and each call's results are
 written in one short transaction of their own (:mod:`service.enrich.writes`),
 run again from the start if it loses a lock race with the consumer or another
 writer (:func:`service.db.retry_on_contention`).
+
+Every Describe goes to the scope (account, region) of the resource's ARN, with
+that scope's clients; requests are grouped by the cluster's full ARN, so two
+clusters of the same name in two scopes never share a call. A resource of a scope
+ecswatch does not watch is never described (its lookup is ``failed``), and a
+Describe marks gone only resources of its own scope.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,17 +27,19 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
-from service.aws.apis import AwsApis
 from service.aws.ecs import (
     DESCRIBE_CLUSTERS_LIMIT,
     DESCRIBE_CONTAINER_INSTANCES_LIMIT,
     DESCRIBE_SERVICES_LIMIT,
     DESCRIBE_TASKS_LIMIT,
     Described,
+    EcsApi,
 )
+from service.aws.scopes import AwsScopes, Scope, partition_of, scope_of_arn
 from service.db import retry_on_contention
 from service.enrich import writes
 from service.enrich.batcher import CoalescingBatcher
+from service.events.arns import parse_arn
 from service.logging import get_logger
 
 log = get_logger(__name__)
@@ -82,6 +91,26 @@ class Lookup:
 OnUnknown = Callable[[str, str, str], None]
 
 
+def scope_key(scope: Scope) -> str:
+    """The batcher's group of a scope's clusters and task definitions: an ARN prefix."""
+    return f"arn:{partition_of(scope.region)}:ecs:{scope.region}:{scope.account}:"
+
+
+def group_of(kind: str, cluster: str, arn: str) -> str | None:
+    """The batcher group of one request: the full cluster ARN (its scope and name), the
+    scope's prefix for clusters and task definitions; None when no scope can be told."""
+    parsed = parse_arn(arn)
+    if kind in (Kind.CLUSTERS, Kind.TASK_DEFINITIONS):
+        if parsed is None or not parsed.account or not parsed.region:
+            return None
+        return parsed.sibling("")
+    if scope_of_arn(cluster) is not None:
+        return cluster
+    if parsed is None or not parsed.account or not parsed.region or not cluster:
+        return None
+    return parsed.sibling(f"cluster/{cluster.rpartition('/')[2]}")
+
+
 def _matches(requested: str, returned: str) -> bool:
     # ECS answers with full ARNs; a request may name a resource by ARN, name or id.
     return returned == requested or returned.rpartition("/")[2] == requested.rpartition("/")[2]
@@ -93,7 +122,7 @@ class Describer:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        apis: AwsApis,
+        scopes: AwsScopes,
         *,
         window_s: float = 0.05,
         max_pending: int = 10_000,
@@ -101,7 +130,7 @@ class Describer:
         on_unknown: OnUnknown | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._apis = apis
+        self.scopes = scopes
         self.on_unknown = on_unknown
         self.batcher = CoalescingBatcher(
             self._fetch,
@@ -124,22 +153,50 @@ class Describer:
         """Describe ``arns`` (batched with whatever else is pending) and write the results."""
         if not arns:
             return {}
-        results = await self.batcher.get_many(kind, cluster, arns)
-        return {arn: value or Lookup(State.FAILED) for arn, value in results.items()}
+        by_group: dict[str, list[str]] = {}
+        results: dict[str, Lookup] = {}
+        for arn in arns:
+            group = group_of(kind, cluster, arn)
+            if group is None:
+                results[arn] = Lookup(State.FAILED)
+            else:
+                by_group.setdefault(group, []).append(arn)
+        for group, members in by_group.items():
+            found = await self.batcher.get_many(kind, group, members)
+            results.update({a: value or Lookup(State.FAILED) for a, value in found.items()})
+        return results
+
+    def monitors(self, arn: str | None) -> bool:
+        """True when ecswatch watches the scope of ``arn``."""
+        scope = scope_of_arn(arn)
+        return scope is not None and self.scopes.monitors(scope)
+
+    def submit(self, kind: str, cluster: str, arn: str) -> asyncio.Future[Any] | None:
+        """Queue one Describe in the background; None when the batcher is full or the
+        resource's scope cannot be told."""
+        group = group_of(kind, cluster, arn)
+        if group is None:
+            return None
+        return self.batcher.submit(kind, group, arn)
 
     def want_definition(self, arn: str) -> None:
         """Describe this task definition once, in the background (fire and forget)."""
         if arn in self._known_definitions:
             return
-        future = self.batcher.submit(Kind.TASK_DEFINITIONS, "", arn)
+        future = self.submit(Kind.TASK_DEFINITIONS, "", arn)
         if future is not None:
             future.add_done_callback(_retrieve)
 
     async def _fetch(self, kind: str, cluster: str, arns: list[str]) -> Mapping[str, Lookup]:
         now = datetime.now(UTC)
+        scope = scope_of_arn(cluster)
+        apis = None if scope is None else await self.scopes.apis(scope)
+        if apis is None:
+            # Not a watched scope: never described, never marked gone.
+            return {arn: Lookup(State.FAILED) for arn in arns}
+        ecs = apis.ecs
         if kind == Kind.TASK_DEFINITIONS:
-            return await self._fetch_definition(arns[0], now)
-        ecs = self._apis.ecs
+            return await self._fetch_definition(ecs, arns[0], now)
         described: Described[Any]
         if kind == Kind.TASKS:
             described = await ecs.describe_tasks(cluster, arns)
@@ -165,6 +222,8 @@ class Describer:
         # Not returned and not failed for another reason: ECS no longer knows it
         # (MISSING; moto leaves a missing task out altogether).
         missing = [a for a in arns if a not in found and not any(_matches(a, f) for f in failed)]
+        # Only this scope's own resources can be gone from this scope's answer.
+        gone_candidates = [a for a in _full_arns(missing) if scope_of_arn(a) == scope]
         items = list(found.values())
         find_unknown = kind in (Kind.SERVICES, Kind.CLUSTERS) and self.on_unknown is not None
 
@@ -173,9 +232,7 @@ class Describer:
             unknown: set[str] = set()
             if find_unknown:
                 unknown = await writes.never_described(session, kind, [str(i[key]) for i in items])
-            changed, gone = await writes.write_described(
-                session, kind, items, _full_arns(missing), now
-            )
+            changed, gone = await writes.write_described(session, kind, items, gone_candidates, now)
             return changed, gone, unknown
 
         changed, gone, unknown = await retry_on_contention(
@@ -199,12 +256,12 @@ class Describer:
             results.setdefault(arn, Lookup(State.FAILED))
         return results
 
-    async def _fetch_definition(self, arn: str, now: datetime) -> Mapping[str, Lookup]:
+    async def _fetch_definition(self, ecs: EcsApi, arn: str, now: datetime) -> Mapping[str, Lookup]:
         async with self._sessionmaker() as session:
             stored = await writes.stored_definitions(session, [arn])
         definition: Mapping[str, Any] | None = None
         if arn not in stored:
-            definition = await self._apis.ecs.describe_task_definition(arn)
+            definition = await ecs.describe_task_definition(arn)
 
         async def write(session: AsyncSession) -> int:
             if definition is not None:

@@ -15,6 +15,11 @@ BatchGetDeployments (25 a call) about the CodeDeploy deployments still in progre
 here, and applies a terminal status through the events' ordered upsert
 (:func:`service.deployments.lifecycle.apply_polled`): the alerts of the
 snapshots follow, in the same transaction.
+
+**Scopes.** Both calls go to the scope (account, region) of the deployment's
+first event (``raw_events``); a deployment whose event is no longer stored is
+asked in the home scope, and one of a scope ecswatch does not watch is not asked.
+A scope whose call fails is logged and skipped; the others carry on.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from service.alerts.raising import raise_alerts, release_held
 from service.alerts.rules import AlertDraft, AlertRules
 from service.aws.apis import AwsApis
 from service.aws.calls import AwsCallFailed, AwsThrottled
+from service.aws.scopes import AwsScopes, Scope
 from service.config import ServiceRef
 from service.db import retry_on_contention
 from service.deployments.lifecycle import apply_polled
@@ -103,10 +109,19 @@ _FILL_DEPLOYMENTS = text(
     " AND d.service_name IS NULL RETURNING d.id"
 )
 _IN_PROGRESS = text(
-    f"SELECT id FROM deployments WHERE kind = '{DeploymentKind.CODEDEPLOY}'"
-    f" AND outcome = '{Outcome.IN_PROGRESS}'"
-    " AND codedeploy_application IS NOT NULL AND started_at >= :since"
-    " ORDER BY started_at, id LIMIT :limit"
+    "SELECT d.id, r.account, r.region FROM deployments AS d"
+    " LEFT JOIN raw_events AS r ON r.id = d.event_ids->>0"
+    f" WHERE d.kind = '{DeploymentKind.CODEDEPLOY}' AND d.outcome = '{Outcome.IN_PROGRESS}'"
+    " AND d.codedeploy_application IS NOT NULL AND d.started_at >= :since"
+    " ORDER BY d.started_at, d.id LIMIT :limit"
+)
+# The scope of each group: that of the latest deployment naming it.
+_GROUP_SCOPES = text(
+    "SELECT DISTINCT ON (d.codedeploy_application, d.codedeploy_group)"
+    " d.codedeploy_application, d.codedeploy_group, r.account, r.region"
+    " FROM deployments AS d JOIN raw_events AS r ON r.id = d.event_ids->>0"
+    " WHERE d.codedeploy_application IS NOT NULL AND d.codedeploy_group IS NOT NULL"
+    " ORDER BY d.codedeploy_application, d.codedeploy_group, d.started_at DESC NULLS LAST"
 )
 
 
@@ -172,9 +187,11 @@ class CodeDeployMapper:
         rules: AlertRules | None = None,
         ttl_s: float = MAPPING_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        scopes: AwsScopes | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._apis = apis
+        self._scopes = scopes
         self._overrides = overrides
         self._rules = rules or AlertRules()
         self._ttl = ttl_s
@@ -182,11 +199,20 @@ class CodeDeployMapper:
         self._failed: dict[str, float] = {}  # group -> when GetDeploymentGroup last failed
         self.targets: dict[str, GroupTarget] = {}
 
-    async def _lookup(self, application: str, group: str) -> tuple[bool, GroupTarget]:
+    async def _apis_of(self, account: str | None, region: str | None) -> AwsApis | None:
+        """The adapters of a deployment's scope: the home scope's when it is not known,
+        None when ecswatch does not watch it."""
+        if self._scopes is None or not account or not region:
+            return self._apis
+        return await self._scopes.apis(Scope(account, region))
+
+    async def _lookup(
+        self, application: str, group: str, apis: AwsApis | None = None
+    ) -> tuple[bool, GroupTarget]:
         """(answered, target): a failed call maps through the override only."""
         override = self._overrides.get(_key(application, group))
         try:
-            info = await self._apis.codedeploy.get_deployment_group(application, group)
+            info = await (apis or self._apis).codedeploy.get_deployment_group(application, group)
         except (AwsCallFailed, AwsThrottled) as exc:
             log.info(
                 "codedeploy_group_lookup_failed", group=_key(application, group), error=exc.detail
@@ -201,6 +227,7 @@ class CodeDeployMapper:
         async with self._sessionmaker() as session:
             groups = {(r[0], r[1]) for r in await session.execute(_TO_MAP, {"stale": stale})}
             fresh = {(r[0], r[1]) for r in await session.execute(_FRESH, {"stale": stale})}
+            where = {(r[0], r[1]): (r[2], r[3]) for r in await session.execute(_GROUP_SCOPES)}
         for key in self._overrides:
             app, _, grp = key.partition("/")
             if (app, grp) not in fresh:
@@ -210,7 +237,10 @@ class CodeDeployMapper:
             key = _key(app, grp)
             if clock - self._failed.get(key, -FAILURE_RETRY_S) < FAILURE_RETRY_S:
                 continue
-            answered, target = await self._lookup(app, grp)
+            apis = await self._apis_of(*where.get((app, grp), (None, None)))
+            if apis is None:
+                continue  # a group of a scope ecswatch does not watch
+            answered, target = await self._lookup(app, grp, apis)
             if not answered:
                 self._failed[key] = clock
                 continue
@@ -277,16 +307,28 @@ class CodeDeployMapper:
         ones (alerts follow). Returns how many ended."""
         now = now or datetime.now(UTC)
         async with self._sessionmaker() as session:
-            ids = [
-                row[0]
-                for row in await session.execute(
-                    _IN_PROGRESS, {"since": now - CHECK_HORIZON, "limit": CHECK_LIMIT}
-                )
-            ]
+            by_scope: dict[tuple[str | None, str | None], list[str]] = {}
+            for found_row in await session.execute(
+                _IN_PROGRESS, {"since": now - CHECK_HORIZON, "limit": CHECK_LIMIT}
+            ):
+                by_scope.setdefault((found_row[1], found_row[2]), []).append(found_row[0])
+            ids = [i for scope_ids in by_scope.values() for i in scope_ids]
             if not ids:
                 return 0
             targets = await self._load_targets(session)
-        found = await self._apis.codedeploy.batch_get_deployments(ids)
+        found: list[Any] = []
+        for (account, region), scope_ids in by_scope.items():
+            apis = await self._apis_of(account, region)
+            if apis is None:
+                continue  # deployments of a scope ecswatch does not watch
+            try:
+                found += await apis.codedeploy.batch_get_deployments(scope_ids)
+            except (AwsCallFailed, AwsThrottled) as exc:
+                if len(by_scope) == 1:
+                    raise
+                log.info(
+                    "codedeploy_check_failed", account_id=account, region=region, error=exc.detail
+                )
         groups = {k: t.service for k, t in targets.items() if t.service is not None}
         rows = [row for info in found if (row := status_row(info, groups, now)) is not None]
         if not rows:

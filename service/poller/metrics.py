@@ -11,6 +11,12 @@
 * **Fetch**: one GetMetricData call per batch (more only when CloudWatch pages).
 * **Store**: ``INSERT … ON CONFLICT … DO UPDATE``: re-reading a minute updates
   its point, never duplicates it. Each point carries the cluster and service.
+
+GetMetricData and DescribeTargetGroups are regional: a round polls every watched
+scope (account, region) with its own clients, for the clusters and services whose
+ARNs are in that scope (:class:`~service.poller.scopes.ScopeRounds`: bounded
+concurrency, a failing scope isolated and backing off). CodeDeploy's target group
+pairs are looked up in the home scope only.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import telemetry
-from service.aws.apis import AwsApis
 from service.aws.cloudwatch import QUERIES_PER_CALL
-from service.aws.elbv2 import DESCRIBE_TARGET_GROUPS_LIMIT
+from service.aws.elbv2 import DESCRIBE_TARGET_GROUPS_LIMIT, Elbv2Api
+from service.aws.scopes import AwsScopes, Scope
 from service.logging import get_logger
 from service.poller.codedeploy import CodeDeployMapper
+from service.poller.scopes import ScopeRounds
 from service.state.bulk import bulk_insert, execute, payload
 from service.state.models import MetricPoint
 
@@ -261,12 +268,14 @@ def target_group_dimension(target_group_arn: str) -> str | None:
 _CLUSTERS = text(
     "SELECT name, coalesce(container_insights, 'disabled') FROM clusters"
     " WHERE gone_at IS NULL AND coalesce(status, 'ACTIVE') = 'ACTIVE'"
+    " AND split_part(arn, ':', 4) = :region AND split_part(arn, ':', 5) = :account"
 )
 _SERVICES = text(
     "SELECT s.cluster_name, s.name, s.load_balancers, coalesce(c.container_insights, 'disabled')"
     " FROM services AS s LEFT JOIN clusters AS c ON c.arn = s.cluster_arn"
     " WHERE s.gone_at IS NULL AND s.cluster_name IS NOT NULL"
     " AND coalesce(s.status, 'ACTIVE') <> 'INACTIVE'"
+    " AND split_part(s.arn, ':', 4) = :region AND split_part(s.arn, ':', 5) = :account"
 )
 
 
@@ -280,30 +289,41 @@ class MetricsPoller:
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
-        apis: AwsApis,
+        scopes: AwsScopes,
         codedeploy: CodeDeployMapper,
         *,
         clusters: Sequence[str] = (),
         target_group_ttl_s: float = 600.0,
+        interval_s: float = 60.0,
+        concurrency: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._apis = apis
+        self._scopes = scopes
+        self.rounds = ScopeRounds(
+            sessionmaker, "metrics", interval_s=interval_s, concurrency=concurrency
+        )
         self._codedeploy = codedeploy
         self._watched = set(clusters)
         self._tg_ttl = target_group_ttl_s
         self._clock = clock
         # target group ARN -> (when asked, its ALB dimensions); names -> ARN for CodeDeploy.
         self._tg_cache: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._tg_by_name: dict[str, tuple[float, str | None]] = {}
+        self._tg_by_name: dict[tuple[Scope, str], tuple[float, str | None]] = {}
         self.calls = 0
 
     async def discover(
-        self,
+        self, scope: Scope | None = None
     ) -> tuple[list[ClusterTarget], list[ServiceTarget], list[TargetGroupTarget]]:
+        """What to poll in ``scope`` (by default the home scope)."""
+        scope = scope or self._scopes.home
+        apis = await self._scopes.apis(scope)
+        if apis is None:
+            raise LookupError(f"scope {scope} is not watched")
+        where = {"account": scope.account, "region": scope.region}
         async with self._sessionmaker() as session:
-            cluster_rows = list(await session.execute(_CLUSTERS))
-            service_rows = list(await session.execute(_SERVICES))
+            cluster_rows = list(await session.execute(_CLUSTERS, where))
+            service_rows = list(await session.execute(_SERVICES, where))
         clusters = [
             ClusterTarget(name, _insights_on(ci))
             for name, ci in cluster_rows
@@ -322,11 +342,13 @@ class MetricsPoller:
                         wanted.setdefault(arn, set()).add((cluster, name))
         # CodeDeploy blue/green: both target groups of each deployment group's pair.
         for target in self._codedeploy.targets.values():
+            if scope != self._scopes.home:
+                break
             if target.service is None or not target.target_group_names:
                 continue
-            for arn in await self._arns_of_names(target.target_group_names):
+            for arn in await self._arns_of_names(apis.elbv2, scope, target.target_group_names):
                 wanted.setdefault(arn, set()).add((target.service.cluster, target.service.service))
-        dims = await self._load_balancers_of(sorted(wanted))
+        dims = await self._load_balancers_of(apis.elbv2, sorted(wanted))
         target_groups = [
             TargetGroupTarget(cluster, service, tg_dim, lb_dim)
             for arn, owners in wanted.items()
@@ -336,14 +358,16 @@ class MetricsPoller:
         ]
         return clusters, services, target_groups
 
-    async def _load_balancers_of(self, arns: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    async def _load_balancers_of(
+        self, elbv2: Elbv2Api, arns: Sequence[str]
+    ) -> dict[str, tuple[str, ...]]:
         now = self._clock()
         stale = [
             a for a in arns if a not in self._tg_cache or now - self._tg_cache[a][0] >= self._tg_ttl
         ]
         for start in range(0, len(stale), DESCRIBE_TARGET_GROUPS_LIMIT):
             chunk = stale[start : start + DESCRIBE_TARGET_GROUPS_LIMIT]
-            groups = await self._apis.elbv2.describe_target_groups(arns=chunk)
+            groups = await elbv2.describe_target_groups(arns=chunk)
             found = {g.get("TargetGroupArn", ""): g for g in groups}
             for arn in chunk:
                 lbs = found.get(arn, {}).get("LoadBalancerArns", [])
@@ -351,36 +375,49 @@ class MetricsPoller:
                 self._tg_cache[arn] = (now, dims)
         return {a: self._tg_cache[a][1] for a in arns if a in self._tg_cache}
 
-    async def _arns_of_names(self, names: Sequence[str]) -> list[str]:
+    async def _arns_of_names(
+        self, elbv2: Elbv2Api, scope: Scope, names: Sequence[str]
+    ) -> list[str]:
         now = self._clock()
         stale = [
             n
             for n in names
-            if n not in self._tg_by_name or now - self._tg_by_name[n][0] >= self._tg_ttl
+            if (scope, n) not in self._tg_by_name
+            or now - self._tg_by_name[scope, n][0] >= self._tg_ttl
         ]
         for start in range(0, len(stale), DESCRIBE_TARGET_GROUPS_LIMIT):
             chunk = stale[start : start + DESCRIBE_TARGET_GROUPS_LIMIT]
-            groups = await self._apis.elbv2.describe_target_groups(names=chunk)
+            groups = await elbv2.describe_target_groups(names=chunk)
             by_name = {g.get("TargetGroupName", ""): g for g in groups}
             for name in chunk:
                 group = by_name.get(name)
                 arn = group.get("TargetGroupArn") if group else None
-                self._tg_by_name[name] = (now, arn)
+                self._tg_by_name[scope, name] = (now, arn)
                 if group is not None and arn:
                     lbs = group.get("LoadBalancerArns", [])
                     dims = tuple(d for lb in lbs if (d := load_balancer_dimension(lb)) is not None)
                     self._tg_cache[arn] = (now, dims)
-        return [arn for n in names if (arn := self._tg_by_name.get(n, (0.0, None))[1])]
+        return [arn for n in names if (arn := self._tg_by_name.get((scope, n), (0.0, None))[1])]
 
     async def poll(self, now: datetime | None = None) -> int:
-        """One metrics round; returns the points stored."""
+        """One metrics round over every watched scope; returns the points stored."""
         now = now or datetime.now(UTC)
-        clusters, services, target_groups = await self.discover()
+        done = await self.rounds.run(self._scopes.scopes, lambda scope: self.poll_scope(scope, now))
+        if done:
+            telemetry.LAST_POLL.set(datetime.now(UTC).timestamp())
+        return sum(done.values())
+
+    async def poll_scope(self, scope: Scope, now: datetime) -> int:
+        """Discover, plan, fetch and store the points of one scope."""
+        apis = await self._scopes.apis(scope)
+        if apis is None:
+            raise LookupError(f"scope {scope} is not watched")
+        clusters, services, target_groups = await self.discover(scope)
         batches = plan_queries(clusters, services, target_groups)
         start, end = window(now)
         stored = 0
         for batch in batches:
-            results = await self._apis.cloudwatch.get_metric_data(
+            results = await apis.cloudwatch.get_metric_data(
                 [q.as_cloudwatch() for q in batch], start, end
             )
             self.calls += 1
@@ -393,9 +430,9 @@ class MetricsPoller:
                         sum(1 for r in rows if r["namespace"] == namespace)
                     )
             stored += len(rows)
-        telemetry.LAST_POLL.set(datetime.now(UTC).timestamp())
         log.info(
             "metrics_polled",
+            scope=str(scope),
             queries=sum(len(b) for b in batches),
             calls=len(batches),
             points=stored,

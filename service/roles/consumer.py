@@ -11,8 +11,30 @@ from service.consumer.handler import Handler
 from service.consumer.loop import Consumer
 from service.enrich.describer import Describer
 from service.enrich.enricher import Enricher
+from service.logging import get_logger
 from service.poller.reconcile import Reconciler
+from service.poller.scopes import record_unmonitored
 from service.runtime import Runtime
+
+log = get_logger(__name__)
+
+
+def unmonitored_recorder(runtime: Runtime) -> Callable[[str, str], None]:
+    """Record, in the background, a scope whose events ecswatch cannot describe."""
+    background: set[asyncio.Task[None]] = set()
+
+    def record(account: str, region: str) -> None:
+        task = asyncio.create_task(_record(account, region))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    async def _record(account: str, region: str) -> None:
+        try:
+            await record_unmonitored(runtime.sessionmaker, account, region)
+        except Exception as exc:  # informative only: the event itself is committed
+            log.info("unmonitored_not_recorded", error=f"{type(exc).__name__}: {exc}"[:300])
+
+    return record
 
 
 async def run_consumer(
@@ -32,10 +54,14 @@ async def run_consumer(
         await Consumer(runtime, queue_url, on_started=on_started).run(stop)
         return
     # Enrichment after commit: Describe calls never on the critical path.
-    apis = await runtime.aws_apis()
-    async with Describer(runtime.sessionmaker, apis) as describer:
-        reconciler = Reconciler(runtime.sessionmaker, apis, describer, clusters=settings.clusters)
-        enricher = Enricher(describer, reconcile_one=reconciler.reconcile_one)
+    scopes = await runtime.aws_scopes()
+    async with Describer(runtime.sessionmaker, scopes) as describer:
+        reconciler = Reconciler(runtime.sessionmaker, scopes, describer, clusters=settings.clusters)
+        enricher = Enricher(
+            describer,
+            reconcile_one=reconciler.reconcile_one,
+            on_unmonitored=unmonitored_recorder(runtime),
+        )
         handler = Handler(
             runtime.sessionmaker,
             codedeploy_groups=settings.codedeploy_groups,

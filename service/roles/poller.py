@@ -1,7 +1,8 @@
 """The ``poller`` role: one leader among the replicas runs the periodic jobs.
 
-The jobs are a plain list (:func:`poller_jobs`): CodeDeploy mapping,
-reconciliation, CloudWatch metrics, retention pruning and the CodeDeploy
+The jobs are a plain list (:func:`poller_jobs`): the watched scopes (and the
+organization's accounts, hourly), CodeDeploy mapping, reconciliation and
+CloudWatch metrics over every scope, retention pruning and the CodeDeploy
 status check (BatchGetDeployments), each a
 :class:`~service.poller.leader.Job`.
 The role never blocks readiness: it counts as running from the start, leader
@@ -15,12 +16,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from service.alerts.raising import rules_from_settings
+from service.aws.scopes import AwsScopes
 from service.enrich.describer import Describer
 from service.logging import get_logger
 from service.poller.codedeploy import CodeDeployMapper
 from service.poller.leader import Job, LeaderLock, run_as_leader
 from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
+from service.poller.scopes import record_watched
 from service.retention import PruneReport, prune
 from service.runtime import Runtime
 
@@ -29,6 +32,8 @@ log = get_logger(__name__)
 #: How often the leader prunes history past ECSWATCH_RETENTION_DAYS. Each run
 #: deletes what aged out since the last one: about an hour of a fleet's history.
 RETENTION_INTERVAL_S = 3600.0
+#: How often the organization's accounts are listed again (and the scopes recorded).
+ACCOUNTS_INTERVAL_S = 3600.0
 
 
 def poller_jobs(
@@ -37,6 +42,7 @@ def poller_jobs(
     """The leader's periodic work, in the order it first runs on taking over."""
     settings = runtime.settings
     return [
+        scopes_job(runtime, reconciler.scopes),
         Job("codedeploy_groups", settings.codedeploy_interval_s, codedeploy.map_known_groups),
         Job("reconcile", settings.reconcile_interval_s, reconciler.reconcile_all),
         Job("metrics", settings.metrics_interval_s, metrics.poll),
@@ -44,6 +50,18 @@ def poller_jobs(
         # CodeDeploy delivers its events best effort: ask about what is still in progress.
         Job("codedeploy_deployments", settings.codedeploy_interval_s, codedeploy.check_in_progress),
     ]
+
+
+def scopes_job(runtime: Runtime, scopes: AwsScopes) -> Job:
+    """List the organization's accounts again (when discovery is on) and record which
+    scopes are watched, hourly."""
+
+    async def run(now: datetime) -> int:
+        count = await scopes.refresh_accounts(now)
+        await record_watched(runtime.sessionmaker, scopes.scopes)
+        return count
+
+    return Job("accounts", ACCOUNTS_INTERVAL_S, run)
 
 
 def retention_job(runtime: Runtime) -> Job:
@@ -70,16 +88,32 @@ async def run_poller(
 ) -> None:
     """The ``poller`` role: returns when ``stop`` is set."""
     settings = runtime.settings
+    scopes = await runtime.aws_scopes()
     apis = await runtime.aws_apis()
-    async with Describer(runtime.sessionmaker, apis) as describer:
-        reconciler = Reconciler(runtime.sessionmaker, apis, describer, clusters=settings.clusters)
+    async with Describer(runtime.sessionmaker, scopes) as describer:
+        reconciler = Reconciler(
+            runtime.sessionmaker,
+            scopes,
+            describer,
+            clusters=settings.clusters,
+            interval_s=settings.reconcile_interval_s,
+            concurrency=settings.scope_concurrency,
+        )
         codedeploy = CodeDeployMapper(
             runtime.sessionmaker,
             apis,
             settings.codedeploy_groups,
             rules=rules_from_settings(settings),
+            scopes=scopes,
         )
-        metrics = MetricsPoller(runtime.sessionmaker, apis, codedeploy, clusters=settings.clusters)
+        metrics = MetricsPoller(
+            runtime.sessionmaker,
+            scopes,
+            codedeploy,
+            clusters=settings.clusters,
+            interval_s=settings.metrics_interval_s,
+            concurrency=settings.scope_concurrency,
+        )
         jobs = poller_jobs(runtime, reconciler, metrics, codedeploy)
         lock = LeaderLock.for_engine(runtime.engine)
         log.info("poller_started", jobs=[j.name for j in jobs])

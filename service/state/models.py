@@ -372,3 +372,23 @@ class CodeDeployGroup(Base):
     # [{"name": ..., "arn": null}] of the group's blue/green target group pair.
     target_groups: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     resolved_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ScopeStatus(Base):
+    """One watched (account, region) and how its AWS jobs last went (0008).
+
+    Written by the poller (reconcile and metrics rounds) and, for a scope that
+    ecswatch holds no credentials for, by the enricher when its first event
+    arrives (``monitored`` false). Read by ``GET /v1/accounts``.
+    """
+
+    __tablename__ = "scopes"
+
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    region: Mapped[str] = mapped_column(Text, primary_key=True)
+    monitored: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    last_reconcile_at: Mapped[datetime | None]
+    last_metrics_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -204,6 +204,7 @@ TABLES: dict[str, Table] = {
     "metric_points": state.MetricPoint.__table__,  # type: ignore[dict-item]
     "resource_tags": state.ResourceTags.__table__,  # type: ignore[dict-item]
     "quarantine": state.QuarantinedMessage.__table__,  # type: ignore[dict-item]
+    "scopes": state.ScopeStatus.__table__,  # type: ignore[dict-item]
     "alerts": alerts.Alert.__table__,  # type: ignore[dict-item]
     "webhook_subscriptions": alerts.WebhookSubscription.__table__,  # type: ignore[dict-item]
     "webhook_deliveries": alerts.WebhookDelivery.__table__,  # type: ignore[dict-item]

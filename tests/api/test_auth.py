@@ -19,6 +19,7 @@ from service.runtime import Runtime, open_runtime
 from tests.api.conftest import ADMIN, ADMIN_TOKEN, READ, READ_TOKEN
 
 READ_ROUTES = [
+    ("GET", "/v1/accounts"),
     ("GET", "/v1/clusters"),
     ("GET", "/v1/services"),
     ("GET", "/v1/services/prod/web"),

@@ -1,8 +1,10 @@
 """docs/aws.md's least-privilege policy allows exactly what ecswatch calls at run time.
 
 The operations are found in the source, not listed by hand: every
-``caller.call("<service>", "<Operation>", ...)`` of the adapters, and every
-``sqs.<method>(...)`` of the consumer.
+``caller.call("<service>", "<Operation>", ...)`` of the adapters, every call with
+the process's own credentials (``_home_call("<service>", "<Operation>", ...)``:
+sts:AssumeRole, organizations:ListAccounts) and every ``sqs.<method>(...)`` of the
+consumer.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ IAM_PREFIX = {
     "elbv2": "elasticloadbalancing",
     "codedeploy": "codedeploy",
     "sqs": "sqs",
+    "sts": "sts",
+    "organizations": "organizations",
 }
+#: Operations every principal may call without a permission.
+NEEDS_NO_PERMISSION = {("sts", "GetCallerIdentity")}
 #: SQS batch operations are authorised by their single-message action.
 IAM_ACTION_OF = {
     "DeleteMessageBatch": "DeleteMessage",
@@ -59,7 +65,7 @@ def adapter_operations() -> set[tuple[str, str]]:
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "call"
+                and node.func.attr in ("call", "_home_call")
                 and len(node.args) >= 2
                 and all(
                     isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args[:2]
@@ -87,7 +93,11 @@ def consumer_sqs_operations() -> set[tuple[str, str]]:
 
 
 def iam_actions(operations: set[tuple[str, str]]) -> set[str]:
-    return {f"{IAM_PREFIX[s]}:{IAM_ACTION_OF.get(op, op)}" for s, op in operations}
+    return {
+        f"{IAM_PREFIX[s]}:{IAM_ACTION_OF.get(op, op)}"
+        for s, op in operations
+        if (s, op) not in NEEDS_NO_PERMISSION
+    }
 
 
 def test_policy_allows_exactly_the_runtime_calls() -> None:
@@ -96,6 +106,8 @@ def test_policy_allows_exactly_the_runtime_calls() -> None:
     assert ("ecs", "DescribeTasks") in operations
     assert ("sqs", "ReceiveMessage") in operations
     assert ("cloudwatch", "GetMetricData") in operations
+    assert ("sts", "AssumeRole") in operations
+    assert ("organizations", "ListAccounts") in operations
     documented = policy_actions((REPO / "docs" / "aws.md").read_text())
     assert documented == iam_actions(operations)
 

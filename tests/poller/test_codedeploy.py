@@ -292,9 +292,11 @@ async def test_native_blue_green_hook_failure_names_both_target_groups(
     proxied_runtime: Runtime, engine: AsyncEngine, moto_server: Any
 ) -> None:
     fleet = await build_fleet(moto_server.endpoint_url, tasks=0, native_blue_green=True)
-    apis = await proxied_runtime.aws_apis()
-    async with Describer(proxied_runtime.sessionmaker, apis) as describer:
-        await Reconciler(proxied_runtime.sessionmaker, apis, describer).reconcile_one(fleet.cluster)
+    scopes = await proxied_runtime.aws_scopes()
+    async with Describer(proxied_runtime.sessionmaker, scopes) as describer:
+        await Reconciler(proxied_runtime.sessionmaker, scopes, describer).reconcile_one(
+            fleet.cluster
+        )
     event = sc.hook_failed(_now())
     detail = event["detail"]
     detail["clusterArn"] = fleet.cluster_arn

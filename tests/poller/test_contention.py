@@ -53,8 +53,8 @@ def _count(transaction: str, result: str) -> float:
 
 @pytest.fixture
 async def describer(proxied_runtime: Runtime) -> AsyncIterator[Describer]:
-    apis = await proxied_runtime.aws_apis()
-    async with Describer(proxied_runtime.sessionmaker, apis) as d:
+    scopes = await proxied_runtime.aws_scopes()
+    async with Describer(proxied_runtime.sessionmaker, scopes) as d:
         yield d
 
 
@@ -251,8 +251,8 @@ async def test_reconcile_completes_after_a_deadlock(
     proxied_runtime: Runtime, describer: Describer, fleet: Fleet
 ) -> None:
     retried = _count("describe_clusters", "retried")
-    apis = await proxied_runtime.aws_apis()
-    reconciler = Reconciler(proxied_runtime.sessionmaker, apis, describer)
+    scopes = await proxied_runtime.aws_scopes()
+    reconciler = Reconciler(proxied_runtime.sessionmaker, scopes, describer)
     # The first tags a Describe writes (``known``) meet a deadlock.
     async with provoked_deadlocks(proxied_runtime.engine, "resource_tags", "NEW.known", 1):
         report = await reconciler.reconcile_one(fleet.cluster)
@@ -278,8 +278,8 @@ async def test_a_last_failure_is_logged_and_neither_role_fails(
     gave_up = _count("describe_tasks", "gave_up")
     enricher = Enricher(describer)
     handler = Handler(proxied_runtime.sessionmaker, after_commit=enricher.submit)
-    apis = await proxied_runtime.aws_apis()
-    reconciler = Reconciler(proxied_runtime.sessionmaker, apis, describer)
+    scopes = await proxied_runtime.aws_scopes()
+    reconciler = Reconciler(proxied_runtime.sessionmaker, scopes, describer)
     # Every tag write of a Describe meets a deadlock.
     always = provoked_deadlocks(proxied_runtime.engine, "resource_tags", "NEW.known", 10**6)
     with structlog.testing.capture_logs() as logs:
@@ -290,12 +290,12 @@ async def test_a_last_failure_is_logged_and_neither_role_fails(
             async with asyncio.timeout(10):
                 while not any(e["event"] == "enrich_failed" for e in logs):
                     await asyncio.sleep(0.05)
-            # The poller's job fails this run, logged, and the poller carries on.
+            # The scope's reconcile fails this run, logged, and the poller carries on.
             await run_job(Job("reconcile", 600, reconciler.reconcile_all))
     failed = [e for e in logs if e["event"] == "enrich_failed"]
     assert failed
     assert "provoked by the test" in failed[0]["error"]
-    assert any(e["event"] == "poller_job_failed" and e["job"] == "reconcile" for e in logs)
+    assert any(e["event"] == "scope_failed" and e["job"] == "reconcile" for e in logs)
     assert telemetry.ENRICH_DROPPED.labels("error")._value.get() - dropped >= 1
     assert _count("describe_tasks", "gave_up") - gave_up == 1
     assert (

@@ -29,8 +29,8 @@ def _messages(events: list[dict[str, Any]]) -> list[Message]:
 
 @pytest.fixture
 async def describer(proxied_runtime: Runtime) -> AsyncIterator[Describer]:
-    apis = await proxied_runtime.aws_apis()
-    async with Describer(proxied_runtime.sessionmaker, apis) as d:
+    scopes = await proxied_runtime.aws_scopes()
+    async with Describer(proxied_runtime.sessionmaker, scopes) as d:
         yield d
 
 
@@ -159,8 +159,8 @@ async def test_throttled_lookups_succeed_after_backoff(
 async def test_unknown_service_triggers_a_reconcile_of_just_that_one(
     proxied_runtime: Runtime, describer: Describer, fleet: Fleet, aws_proxy: AwsProxy
 ) -> None:
-    apis = await proxied_runtime.aws_apis()
-    reconciler = Reconciler(proxied_runtime.sessionmaker, apis, describer)
+    scopes = await proxied_runtime.aws_scopes()
+    reconciler = Reconciler(proxied_runtime.sessionmaker, scopes, describer)
     enricher = Enricher(describer, reconcile_one=reconciler.reconcile_one)
     handler = Handler(proxied_runtime.sessionmaker, after_commit=enricher.submit)
     # One event names one task: the service and cluster are new, so their other
@@ -195,8 +195,8 @@ async def test_a_full_enrichment_queue_drops_and_counts(proxied_runtime: Runtime
                 "source": "aws.ecs",
                 "time": "2026-03-01T10:00:00Z",
                 "detail": {
-                    "taskArn": f"arn:aws:ecs:us-east-1:1:task/prod/{task}",
-                    "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/prod",
+                    "taskArn": f"arn:aws:ecs:us-east-1:123456789012:task/prod/{task}",
+                    "clusterArn": "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
                     "group": "service:web",
                     "version": 1,
                 },
@@ -212,9 +212,9 @@ async def test_a_full_enrichment_queue_drops_and_counts(proxied_runtime: Runtime
         ("services", "web", False),
     ]
     dropped = telemetry.ENRICH_DROPPED.labels("queue_full")._value.get()
-    apis = await proxied_runtime.aws_apis()
+    scopes = await proxied_runtime.aws_scopes()
     async with Describer(
-        proxied_runtime.sessionmaker, apis, window_s=30, max_pending=3
+        proxied_runtime.sessionmaker, scopes, window_s=30, max_pending=3
     ) as describer:
         enricher = Enricher(describer)
         enricher.submit([first, event("b")])

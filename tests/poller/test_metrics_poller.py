@@ -25,8 +25,8 @@ from tests.rig.aws_proxy import AwsProxy
 
 @pytest.fixture
 async def describer(proxied_runtime: Runtime) -> AsyncIterator[Describer]:
-    apis = await proxied_runtime.aws_apis()
-    async with Describer(proxied_runtime.sessionmaker, apis) as d:
+    scopes = await proxied_runtime.aws_scopes()
+    async with Describer(proxied_runtime.sessionmaker, scopes) as d:
         yield d
 
 
@@ -68,7 +68,8 @@ async def test_ecs_and_alb_points_reach_v1_metrics(
     moto_server: Any,
 ) -> None:
     apis = await proxied_runtime.aws_apis()
-    await Reconciler(proxied_runtime.sessionmaker, apis, describer).reconcile_one(fleet.cluster)
+    scopes = await proxied_runtime.aws_scopes()
+    await Reconciler(proxied_runtime.sessionmaker, scopes, describer).reconcile_one(fleet.cluster)
     now = datetime.now(UTC)
     _, end = window(now)
     at = end - timedelta(minutes=2)
@@ -113,7 +114,9 @@ async def test_ecs_and_alb_points_reach_v1_metrics(
             value,
         )
     codedeploy = CodeDeployMapper(proxied_runtime.sessionmaker, apis, {})
-    poller = MetricsPoller(proxied_runtime.sessionmaker, apis, codedeploy, clusters=[fleet.cluster])
+    poller = MetricsPoller(
+        proxied_runtime.sessionmaker, scopes, codedeploy, clusters=[fleet.cluster]
+    )
     aws_proxy.reset()
     stored = await poller.poll(now)
     assert stored >= 5
@@ -161,8 +164,11 @@ async def test_one_get_metric_data_call_per_500_queries(
                 },
             )
     apis = await proxied_runtime.aws_apis()
+    scopes = await proxied_runtime.aws_scopes()
     poller = MetricsPoller(
-        proxied_runtime.sessionmaker, apis, CodeDeployMapper(proxied_runtime.sessionmaker, apis, {})
+        proxied_runtime.sessionmaker,
+        scopes,
+        CodeDeployMapper(proxied_runtime.sessionmaker, apis, {}),
     )
     await poller.poll()
     queries = 4 + 130 * 4
@@ -202,7 +208,8 @@ async def test_codedeploy_group_maps_to_its_service_and_target_group_pair(
             {"app": app},
         )
     apis = await proxied_runtime.aws_apis()
-    await Reconciler(proxied_runtime.sessionmaker, apis, describer).reconcile_one(fleet.cluster)
+    scopes = await proxied_runtime.aws_scopes()
+    await Reconciler(proxied_runtime.sessionmaker, scopes, describer).reconcile_one(fleet.cluster)
     mapper = CodeDeployMapper(
         proxied_runtime.sessionmaker, apis, {"other/dg": ServiceRef("elsewhere", "api")}
     )
@@ -222,7 +229,7 @@ async def test_codedeploy_group_maps_to_its_service_and_target_group_pair(
     await mapper.map_known_groups()
     assert aws_proxy.count("GetDeploymentGroup") == calls
     # Metrics cover both target groups of the pair, though the service names one.
-    poller = MetricsPoller(proxied_runtime.sessionmaker, apis, mapper, clusters=[fleet.cluster])
+    poller = MetricsPoller(proxied_runtime.sessionmaker, scopes, mapper, clusters=[fleet.cluster])
     _, _, groups = await poller.discover()
     assert {g.target_group for g in groups} == {
         fleet.blue_tg_arn.rpartition(":")[2],

@@ -22,9 +22,9 @@ from tests.rig.aws_proxy import AwsProxy
 
 @pytest.fixture
 async def reconciler(proxied_runtime: Runtime) -> AsyncIterator[Reconciler]:
-    apis = await proxied_runtime.aws_apis()
-    async with Describer(proxied_runtime.sessionmaker, apis) as describer:
-        yield Reconciler(proxied_runtime.sessionmaker, apis, describer)
+    scopes = await proxied_runtime.aws_scopes()
+    async with Describer(proxied_runtime.sessionmaker, scopes) as describer:
+        yield Reconciler(proxied_runtime.sessionmaker, scopes, describer)
 
 
 async def _scalar(runtime: Runtime, sql: str) -> object:

@@ -76,6 +76,7 @@ def test_run_starts_the_poller_by_default_without_a_warning(
         if line.startswith("{") and '"poller_started"' in line
     ]
     assert started["jobs"] == [
+        "accounts",
         "codedeploy_groups",
         "reconcile",
         "metrics",

@@ -6,7 +6,9 @@ service (from the SigV4 credential scope: ``ecs``, ``monitoring``,
 ``X-Amz-Target``, the RPC v2 path, or the query ``Action``). :meth:`throttle`
 makes the next N calls of an operation answer the way AWS does when it throttles;
 :meth:`rewrite` edits the JSON answers of an operation (a state moto cannot reach,
-such as a CodeDeploy deployment that failed).
+such as a CodeDeploy deployment that failed). :meth:`deny_account` answers
+``sts:AssumeRole`` into an account with STS's real ``AccessDenied`` (moto cannot
+refuse one account while serving the others).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class AwsProxy:
         self.throttled: Counter[tuple[str, str]] = Counter()
         self._throttle: dict[str, int] = {}
         self._rewrite: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self._denied: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
@@ -73,6 +76,10 @@ class AwsProxy:
         """Pass every JSON answer of ``operation`` through ``edit`` on its way back."""
         self._rewrite[operation] = edit
 
+    def deny_account(self, account: str) -> None:
+        """Refuse every ``sts:AssumeRole`` into ``account`` (HTTP 403 AccessDenied)."""
+        self._denied.add(account)
+
     def count(self, operation: str, service: str | None = None) -> int:
         return sum(
             n for (s, op), n in self.calls.items() if op == operation and service in (None, s)
@@ -83,6 +90,7 @@ class AwsProxy:
         self.throttled.clear()
         self._throttle.clear()
         self._rewrite.clear()
+        self._denied.clear()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -92,6 +100,10 @@ class AwsProxy:
             self._throttle[operation] -= 1
             self.throttled[service, operation] += 1
             return _throttling(request)
+        if operation == "AssumeRole" and self._denied:
+            role = (parse_qs(body.decode(errors="replace")).get("RoleArn") or [""])[0]
+            if role.split(":")[4:5] and role.split(":")[4] in self._denied:
+                return _access_denied(role)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(
@@ -121,6 +133,21 @@ def _identify(request: web.Request, body: bytes) -> tuple[str, str]:
         "Action", []
     )
     return service, (action[0] if action else "?")
+
+
+def _access_denied(role: str) -> web.Response:
+    """STS's answer when the caller may not assume ``role``."""
+    return web.Response(
+        status=403,
+        content_type="text/xml",
+        text=(
+            '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+            "<Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::"
+            "123456789012:user/ecswatch is not authorized to perform: sts:AssumeRole on"
+            f" resource: {role}</Message></Error><RequestId>ecswatch-test</RequestId>"
+            "</ErrorResponse>"
+        ),
+    )
 
 
 def _throttling(request: web.Request) -> web.Response:

@@ -1,0 +1,437 @@
+"""Several accounts and regions on moto: every resource described in its own scope.
+
+moto gives each account its own resources when called with credentials from
+``sts:AssumeRole`` into that account, separately per region. Each scope here has
+a cluster ``prod`` with a service ``web`` and one task, and every resource carries
+a ``scope`` tag naming its own account and region: a Describe in the wrong scope
+(moto answers it with the same-named resource there) would show as a wrong tag.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import telemetry
+from service.aws.scopes import Scope
+from service.config import Settings
+from service.consumer.handler import Handler, Message
+from service.demo.aws import MotoServer
+from service.enrich.describer import Describer
+from service.enrich.enricher import Enricher
+from service.poller.codedeploy import CodeDeployMapper
+from service.poller.metrics import MetricsPoller
+from service.poller.reconcile import Reconciler
+from service.roles.consumer import unmonitored_recorder
+from service.runtime import Runtime, open_runtime
+from tests.rig.aws_proxy import AwsProxy
+
+REGIONS = ("us-east-1", "eu-west-1")
+ROLE = "ecswatch-read"
+
+
+@dataclass
+class ScopeFleet:
+    scope: Scope
+    cluster_arn: str
+    service_arn: str
+    task_arn: str
+    task_definition_arn: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.scope.account}-{self.scope.region}"
+
+
+def _account() -> str:
+    return str(random.randrange(10**11, 10**12))
+
+
+async def _assumed(endpoint: str, account: str) -> dict[str, str]:
+    session: Any = get_session()
+    async with session.create_client(
+        "sts",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ) as sts:
+        answer = await sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/{ROLE}", RoleSessionName="fixture"
+        )
+    creds = answer["Credentials"]
+    return {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+
+
+async def build_scope(endpoint: str, scope: Scope) -> ScopeFleet:
+    """Cluster ``prod``, service ``web`` and one task in ``scope``, tagged with the scope."""
+    session: Any = get_session()
+    creds = await _assumed(endpoint, scope.account)
+    tag = [{"key": "scope", "value": f"{scope.account}-{scope.region}"}]
+    kwargs = {"endpoint_url": endpoint, "region_name": scope.region, **creds}
+    async with (
+        session.create_client("ecs", **kwargs) as ecs,
+        session.create_client("ec2", **kwargs) as ec2,
+    ):
+        cluster = (await ecs.create_cluster(clusterName="prod", tags=tag))["cluster"]
+        td = await ecs.register_task_definition(
+            family="web",
+            networkMode="bridge",
+            containerDefinitions=[{"name": "app", "image": "nginx", "memory": 128}],
+        )
+        td_arn = td["taskDefinition"]["taskDefinitionArn"]
+        images = await ec2.describe_images()
+        instance = await ec2.run_instances(
+            ImageId=images["Images"][0]["ImageId"], MinCount=1, MaxCount=1
+        )
+        document = json.dumps(
+            {"instanceId": instance["Instances"][0]["InstanceId"], "region": scope.region}
+        )
+        await ecs.register_container_instance(cluster="prod", instanceIdentityDocument=document)
+        service = await ecs.create_service(
+            cluster="prod", serviceName="web", taskDefinition=td_arn, desiredCount=1, tags=tag
+        )
+        ran = await ecs.run_task(
+            cluster="prod",
+            taskDefinition=td_arn,
+            count=1,
+            group="service:web",
+            startedBy="ecs-svc/1",
+            tags=tag,
+        )
+    return ScopeFleet(
+        scope,
+        cluster["clusterArn"],
+        service["service"]["serviceArn"],
+        ran["tasks"][0]["taskArn"],
+        td_arn,
+    )
+
+
+@pytest.fixture
+async def org_proxy(moto_server: MotoServer, aws_env: str) -> AsyncIterator[AwsProxy]:
+    async with AwsProxy(moto_server.endpoint_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def accounts() -> tuple[str, str, str]:
+    """Two watched accounts and one that is not, fresh for each test."""
+    return _account(), _account(), _account()
+
+
+@pytest.fixture
+async def fleets(moto_server: MotoServer, accounts: tuple[str, str, str]) -> list[ScopeFleet]:
+    return [
+        await build_scope(moto_server.endpoint_url, Scope(account, region))
+        for account in accounts
+        for region in REGIONS
+    ]
+
+
+def org_settings(settings: Settings, proxy: AwsProxy, watched: tuple[str, ...]) -> Settings:
+    return settings.model_copy(
+        update={
+            "aws_endpoint_url": proxy.url,
+            "aws_region": REGIONS[0],
+            "regions": REGIONS,
+            "accounts": {a: f"arn:aws:iam::{a}:role/{ROLE}" for a in watched},
+            "external_id": "ecswatch-test-external-id",
+        }
+    )
+
+
+@pytest.fixture
+async def org_runtime(
+    settings: Settings,
+    org_proxy: AwsProxy,
+    accounts: tuple[str, str, str],
+    engine: AsyncEngine,
+) -> AsyncIterator[Runtime]:
+    async with open_runtime(org_settings(settings, org_proxy, accounts[:2]), pool_size=5) as rt:
+        yield rt
+
+
+def _messages(events: list[dict[str, Any]]) -> list[Message]:
+    return [Message(message_id=str(uuid.uuid4()), body=json.dumps(e)) for e in events]
+
+
+def task_event(fleet: ScopeFleet) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": fleet.scope.account,
+        "region": fleet.scope.region,
+        "time": "2026-12-01T10:00:00Z",
+        "resources": [fleet.task_arn],
+        "detail": {
+            "taskArn": fleet.task_arn,
+            "clusterArn": fleet.cluster_arn,
+            "taskDefinitionArn": fleet.task_definition_arn,
+            "group": "service:web",
+            "startedBy": "ecs-svc/1",
+            "lastStatus": "RUNNING",
+            "desiredStatus": "RUNNING",
+            "launchType": "EC2",
+            "version": 1,
+            "containers": [{"name": "app", "lastStatus": "RUNNING"}],
+            "updatedAt": "2026-12-01T10:00:00Z",
+        },
+    }
+
+
+async def _rows(runtime: Runtime, sql: str, **params: Any) -> list[Any]:
+    async with runtime.engine.connect() as conn:
+        return list(await conn.execute(text(sql), params))
+
+
+async def _tag_of(runtime: Runtime, arn: str) -> str | None:
+    rows = await _rows(
+        runtime,
+        "SELECT tags->>'scope' FROM resource_tags WHERE resource_arn = :arn AND known",
+        arn=arn,
+    )
+    return rows[0][0] if rows else None
+
+
+async def test_same_names_in_four_scopes_each_described_in_its_own(
+    org_runtime: Runtime,
+    fleets: list[ScopeFleet],
+    accounts: tuple[str, str, str],
+    org_proxy: AwsProxy,
+) -> None:
+    """Two accounts x two regions, all with cluster prod / service web: a reconcile of
+    every scope writes each scope's resources with that scope's tags, marks nothing
+    gone, and a task of an unwatched account (same names) is kept and not marked gone."""
+    watched = [f for f in fleets if f.scope.account in accounts[:2]]
+    unwatched = [f for f in fleets if f.scope.account == accounts[2]]
+    assert len(watched) == 4
+    assert len(unwatched) == 2
+    scopes = await org_runtime.aws_scopes()
+    assert scopes.scopes == sorted(f.scope for f in watched)
+    # Every task is known from its events first: the unwatched one is kept as well.
+    unmonitored = telemetry.UNMONITORED_EVENTS.labels(accounts[2])._value.get()
+    async with Describer(org_runtime.sessionmaker, scopes) as describer:
+        reconciler = Reconciler(org_runtime.sessionmaker, scopes, describer)
+        enricher = Enricher(describer, on_unmonitored=unmonitored_recorder(org_runtime))
+        handler = Handler(org_runtime.sessionmaker, after_commit=enricher.submit)
+        result = await handler.handle(_messages([task_event(f) for f in fleets]))
+        assert len(result.done) == len(fleets)
+        assert telemetry.UNMONITORED_EVENTS.labels(accounts[2])._value.get() == unmonitored + 2
+        report = await reconciler.reconcile_all(datetime.now(UTC) + timedelta(seconds=1))
+        # Round two: rows of every scope are now older than the round's start, so any
+        # cross-scope doubt would describe (and mark gone) another scope's rows.
+        report2 = await reconciler.reconcile_all(datetime.now(UTC) + timedelta(seconds=1))
+    assert reconciler.rounds.errors == {}
+    assert report.described["tasks"] == 4
+    assert report.gone.total() == 0
+    assert report2.gone.total() == 0
+    for fleet in watched:
+        for arn in (fleet.cluster_arn, fleet.service_arn, fleet.task_arn):
+            assert await _tag_of(org_runtime, arn) == fleet.tag, arn
+    gone = await _rows(
+        org_runtime,
+        "SELECT arn FROM tasks WHERE gone_at IS NOT NULL UNION ALL"
+        " SELECT arn FROM services WHERE gone_at IS NOT NULL UNION ALL"
+        " SELECT arn FROM clusters WHERE gone_at IS NOT NULL",
+    )
+    assert gone == []
+    # The unwatched account's tasks: kept, never described, never gone.
+    for fleet in unwatched:
+        [(gone_at,)] = await _rows(
+            org_runtime, "SELECT gone_at FROM tasks WHERE arn = :arn", arn=fleet.task_arn
+        )
+        assert gone_at is None
+        assert await _tag_of(org_runtime, fleet.task_arn) is None
+    # AssumeRole only into the watched accounts, never with the home account's keys
+    # into the unwatched one; each watched account assumed once (credentials reused).
+    assert set(scopes.assumed) == set(accounts[:2])
+    assert all(n == 1 for n in scopes.assumed.values())
+    # Each scope's calls carry its account and region to the one shared limiter.
+    for fleet in watched:
+        apis = await scopes.apis(fleet.scope)
+        assert apis is not None
+        assert (apis.caller.account, apis.caller.region) == (
+            fleet.scope.account,
+            fleet.scope.region,
+        )
+        assert apis.caller.limiter is scopes.limiter
+    # A metrics round: GetMetricData once in each scope (it is regional).
+    org_proxy.reset()
+    mapper = CodeDeployMapper(org_runtime.sessionmaker, await org_runtime.aws_apis(), {})
+    await MetricsPoller(org_runtime.sessionmaker, scopes, mapper).poll()
+    assert org_proxy.count("GetMetricData") == 4
+    status = await _rows(
+        org_runtime,
+        "SELECT account_id, region, last_reconcile_at IS NOT NULL,"
+        " last_metrics_at IS NOT NULL, last_error FROM scopes WHERE monitored ORDER BY 1, 2",
+    )
+    assert status == sorted((f.scope.account, f.scope.region, True, True, None) for f in watched)
+    [(monitored,)] = await _rows(
+        org_runtime,
+        "SELECT monitored FROM scopes WHERE account_id = :a AND region = :r",
+        a=unwatched[0].scope.account,
+        r=unwatched[0].scope.region,
+    )
+    assert monitored is False
+
+
+async def test_a_denied_account_is_isolated(
+    org_runtime: Runtime,
+    fleets: list[ScopeFleet],
+    accounts: tuple[str, str, str],
+    org_proxy: AwsProxy,
+) -> None:
+    """AssumeRole into one account answers AccessDenied: its scopes record the error and
+    back off, the other account's scopes are reconciled in full, and nothing of the
+    denied account is marked gone."""
+    denied, healthy = accounts[0], accounts[1]
+    org_proxy.deny_account(denied)
+    scopes = await org_runtime.aws_scopes()
+    async with Describer(org_runtime.sessionmaker, scopes) as describer:
+        reconciler = Reconciler(org_runtime.sessionmaker, scopes, describer)
+        handler = Handler(org_runtime.sessionmaker)
+        denied_fleets = [f for f in fleets if f.scope.account == denied]
+        await handler.handle(_messages([task_event(f) for f in denied_fleets]))
+        report = await reconciler.reconcile_all(datetime.now(UTC) + timedelta(seconds=1))
+        assert set(reconciler.rounds.errors) == {Scope(denied, r) for r in REGIONS}
+        assert all("AccessDenied" in e for e in reconciler.rounds.errors.values())
+        assert report.described["tasks"] == 2  # the healthy account's two scopes
+        # Backing off: the next round does not ask the denied account again.
+        assumes = org_proxy.count("AssumeRole")
+        await reconciler.reconcile_all(datetime.now(UTC) + timedelta(seconds=1))
+        assert org_proxy.count("AssumeRole") == assumes
+        assert all(reconciler.rounds.backing_off(Scope(denied, r)) for r in REGIONS)
+    for fleet in fleets:
+        if fleet.scope.account == healthy:
+            assert await _tag_of(org_runtime, fleet.task_arn) == fleet.tag
+    for fleet in denied_fleets:
+        [(gone_at,)] = await _rows(
+            org_runtime, "SELECT gone_at FROM tasks WHERE arn = :arn", arn=fleet.task_arn
+        )
+        assert gone_at is None
+    status = {
+        (a, r): (ok, err)
+        for a, r, ok, err in await _rows(
+            org_runtime,
+            "SELECT account_id, region, last_reconcile_at IS NOT NULL, last_error FROM scopes",
+        )
+    }
+    for region in REGIONS:
+        ok, err = status[denied, region]
+        assert not ok
+        assert err is not None
+        assert "AccessDenied" in err
+        assert status[healthy, region] == (True, None)
+
+
+async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
+    """A CodeDeploy application, group and deployment in ``scope``: (app, id)."""
+    session: Any = get_session()
+    creds = await _assumed(endpoint, scope.account)
+    app = f"app{uuid.uuid4().hex[:8]}"
+    async with session.create_client(
+        "codedeploy", endpoint_url=endpoint, region_name=scope.region, **creds
+    ) as cd:
+        await cd.create_application(applicationName=app, computePlatform="ECS")
+        await cd.create_deployment_group(
+            applicationName=app,
+            deploymentGroupName="dg",
+            serviceRoleArn=f"arn:aws:iam::{scope.account}:role/codedeploy",
+            ecsServices=[{"clusterName": "prod", "serviceName": "web"}],
+        )
+        created = await cd.create_deployment(
+            applicationName=app,
+            deploymentGroupName="dg",
+            revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
+        )
+    return app, created["deploymentId"]
+
+
+def _codedeploy_event(scope: Scope, app: str, deployment_id: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "CodeDeploy Deployment State-change Notification",
+        "source": "aws.codedeploy",
+        "account": scope.account,
+        "time": (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": scope.region,
+        "resources": [],
+        "detail": {
+            "application": app,
+            "deploymentGroup": "dg",
+            "deploymentId": deployment_id,
+            "state": "START",
+            "region": scope.region,
+        },
+    }
+
+
+async def test_codedeploy_jobs_ask_the_deployments_own_scope(
+    org_runtime: Runtime,
+    moto_server: MotoServer,
+    accounts: tuple[str, str, str],
+    org_proxy: AwsProxy,
+) -> None:
+    """GetDeploymentGroup and BatchGetDeployments go to the scope of the deployment's
+    event (moto knows the deployment only there); an unwatched scope is never asked."""
+    watched = Scope(accounts[1], REGIONS[1])
+    unwatched = Scope(accounts[2], REGIONS[0])
+    app, deployment_id = await _deployment_in(moto_server.endpoint_url, watched)
+    other_app, other_id = await _deployment_in(moto_server.endpoint_url, unwatched)
+    handler = Handler(org_runtime.sessionmaker)
+    await handler.handle(
+        _messages(
+            [
+                _codedeploy_event(watched, app, deployment_id),
+                _codedeploy_event(unwatched, other_app, other_id),
+            ]
+        )
+    )
+    scopes = await org_runtime.aws_scopes()
+    mapper = CodeDeployMapper(
+        org_runtime.sessionmaker, await org_runtime.aws_apis(), {}, scopes=scopes
+    )
+    org_proxy.reset()
+    targets = await mapper.map_known_groups()
+    # Found in its own scope (moto answers DeploymentGroupDoesNotExist elsewhere).
+    service = targets[f"{app}/dg"].service
+    assert service is not None
+    assert (service.cluster, service.service) == ("prod", "web")
+    assert f"{other_app}/dg" not in targets
+    assert org_proxy.count("GetDeploymentGroup") == 1
+
+    def succeeded(body: dict[str, Any]) -> dict[str, Any]:
+        for info in body.get("deploymentsInfo", []):
+            info["status"] = "Succeeded"
+            info["completeTime"] = datetime.now(UTC).timestamp()
+        return body
+
+    org_proxy.rewrite("BatchGetDeployments", succeeded)
+    assert await mapper.check_in_progress() == 1
+    assert org_proxy.count("BatchGetDeployments") == 1
+    outcomes = dict(
+        await _rows(
+            org_runtime,
+            "SELECT id, outcome FROM deployments WHERE id IN (:a, :b)",
+            a=deployment_id,
+            b=other_id,
+        )
+    )
+    assert outcomes == {deployment_id: "succeeded", other_id: "in_progress"}
