@@ -857,9 +857,14 @@ WEBHOOK_EXAMPLE: dict[str, Any] = {
     "created_at": "2025-03-01T08:00:00Z",
 }
 WEBHOOK_SECRET_EXAMPLE = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-# `whsec_` + standard base64 of at least 24 bytes: eight full groups of four
-# characters (24 bytes), more groups, then at most one padded group.
-SECRET_PATTERN = r"^whsec_(?:[A-Za-z0-9+/]{4}){8,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# `whsec_` + standard base64 of 24 to 64 bytes: 8 to 20 full groups of four
+# characters (24 to 60 bytes) and at most one padded group (1 or 2 bytes more), or
+# 21 full groups (63 bytes) and at most one byte more.
+_B64 = "[A-Za-z0-9+/]"
+SECRET_PATTERN = (
+    rf"^whsec_(?:(?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}==|{_B64}{{3}}=)?"
+    rf"|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}==)?)$"
+)
 #: Key sizes Standard Webhooks allows (bytes, after base64 decoding).
 SECRET_MIN_BYTES = 24
 SECRET_MAX_BYTES = 64
