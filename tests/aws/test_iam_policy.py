@@ -1,4 +1,5 @@
-"""docs/aws.md's least-privilege policy allows exactly what ecswatch calls at run time.
+"""docs/aws.md's least-privilege policy, and the template's runtime task role, allow
+exactly what ecswatch calls at run time.
 
 The operations are found in the source, not listed by hand: every
 ``caller.call("<service>", "<Operation>", ...)`` of the adapters, and every
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import botocore.session
 from botocore import xform_name
+
+from tests.cfn_template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
 HEADING = "## Least-privilege IAM policy"
@@ -105,3 +108,22 @@ def test_setup_permissions_are_kept_out_of_the_runtime_policy() -> None:
     actions = policy_actions(text)
     assert not {a for a in actions if a.startswith("events:") or a == "sqs:CreateQueue"}
     assert "## `ecswatch aws setup`" in text
+
+
+def template_runtime_actions() -> set[str]:
+    """The actions deploy/cloudformation.yaml gives the runtime task role."""
+    role = load_template()["Resources"]["RuntimeTaskRole"]["Properties"]
+    actions: set[str] = set()
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow"
+            value = statement["Action"]
+            actions.update([value] if isinstance(value, str) else value)
+    return actions
+
+
+def test_template_task_role_allows_exactly_the_runtime_calls() -> None:
+    operations = adapter_operations() | consumer_sqs_operations()
+    assert ("ecs", "ListServiceDeployments") in operations
+    assert ("ecs", "DescribeServiceDeployments") in operations
+    assert template_runtime_actions() == iam_actions(operations)

@@ -6,7 +6,9 @@ service (from the SigV4 credential scope: ``ecs``, ``monitoring``,
 ``X-Amz-Target``, the RPC v2 path, or the query ``Action``). :meth:`throttle`
 makes the next N calls of an operation answer the way AWS does when it throttles;
 :meth:`rewrite` edits the JSON answers of an operation (a state moto cannot reach,
-such as a CodeDeploy deployment that failed).
+such as a CodeDeploy deployment that failed). ECS's service deployment operations,
+which moto lacks, are answered by :attr:`service_deployments`
+(:mod:`tests.rig.service_deployments`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
+
+from tests.rig.service_deployments import OPERATIONS as SERVICE_DEPLOYMENT_OPERATIONS
+from tests.rig.service_deployments import ApiError, ServiceDeploymentStore
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _RPC_V2 = re.compile(r"/service/[^/]+/operation/([A-Za-z0-9]+)")
@@ -38,6 +43,7 @@ class AwsProxy:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
+        self.service_deployments = ServiceDeploymentStore()
 
     @property
     def url(self) -> str:
@@ -92,6 +98,8 @@ class AwsProxy:
             self._throttle[operation] -= 1
             self.throttled[service, operation] += 1
             return _throttling(request)
+        if service == "ecs" and operation in SERVICE_DEPLOYMENT_OPERATIONS:
+            return _json_answer(self.service_deployments, operation, body)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(
@@ -121,6 +129,20 @@ def _identify(request: web.Request, body: bytes) -> tuple[str, str]:
         "Action", []
     )
     return service, (action[0] if action else "?")
+
+
+def _json_answer(store: ServiceDeploymentStore, operation: str, body: bytes) -> web.Response:
+    """An ECS JSON 1.1 answer from ``store``: 200 with the shape, or 400 with ``__type``."""
+    try:
+        answer = store.answer(operation, json.loads(body or b"{}"))
+    except ApiError as exc:
+        return web.json_response(
+            {"__type": exc.code, "message": exc.message},
+            status=400,
+            headers={"x-amzn-ErrorType": exc.code},
+            content_type="application/x-amz-json-1.1",
+        )
+    return web.json_response(answer, content_type="application/x-amz-json-1.1")
 
 
 def _throttling(request: web.Request) -> web.Response:
