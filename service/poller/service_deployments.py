@@ -87,7 +87,7 @@ _UNSETTLED = text(
     f" WHERE outcome IN ('{Outcome.IN_PROGRESS}', '{Outcome.FAILED}')"
     f" AND kind IN ('{DeploymentKind.ROLLING}', '{DeploymentKind.BLUE_GREEN}')"
     " AND cluster_name IS NOT NULL AND service_name IS NOT NULL"
-    " AND id NOT LIKE '%:daemon-deployment/%' AND started_at >= :since"
+    " AND id NOT LIKE :daemon AND started_at >= :since"
     " ORDER BY started_at, id LIMIT :limit"
 )
 # The service deployments already matched to (or keyed as) another deployment here.
@@ -332,7 +332,13 @@ class ServiceDeploymentChecker:
         async with self._sessionmaker() as session:
             found = list(
                 await session.execute(
-                    _UNSETTLED, {"since": now - CHECK_HORIZON, "limit": CHECK_LIMIT}
+                    _UNSETTLED,
+                    {
+                        "since": now - CHECK_HORIZON,
+                        "limit": CHECK_LIMIT,
+                        # Daemon deployments have no service deployment record.
+                        "daemon": "%:daemon-deployment/%",
+                    },
                 )
             )
         by_service: dict[tuple[str, str], list[Any]] = defaultdict(list)
