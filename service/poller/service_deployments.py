@@ -25,8 +25,9 @@ service deployment matches one deployment at most.
 **Degrading.** The API is missing in older regions and partitions, and an older
 IAM policy may lack it. A refusal (access denied, unknown or unsupported
 operation) is logged once and the check rests for :data:`UNAVAILABLE_BACKOFF_S`
-before it tries again; any other failure ends that run only. Either way the
-other jobs of the poll go on.
+before it tries again; a service whose listing fails otherwise (deleted, say) is
+skipped for that run, and throttling ends the run. Either way the other jobs of
+the poll go on.
 """
 
 from __future__ import annotations
@@ -346,7 +347,15 @@ class ServiceDeploymentChecker:
             by_service[row.cluster_name, row.service_name].append(row)
         matched: dict[str, tuple[str, str | None]] = {}  # id -> (arn, task definition)
         for (cluster, service), rows in sorted(by_service.items()):
-            matched.update(await self._match_service(cluster, service, rows))
+            try:
+                matched.update(await self._match_service(cluster, service, rows))
+            except AwsCallFailed as exc:  # e.g. the service was deleted: the others go on
+                log.info(
+                    "service_deployments_list_failed",
+                    cluster=cluster,
+                    service=service,
+                    error=exc.detail[:300],
+                )
         if not matched:
             return []
         by_arn = {arn: (deployment_id, td) for deployment_id, (arn, td) in matched.items()}

@@ -418,3 +418,61 @@ async def test_a_refused_api_is_logged_once_and_rests_without_failing_the_poll(
     assert await checker.check() == 1
     assert not checker.resting
     assert (await deployment(engine, "ecs-svc/7002"))["outcome"] == "succeeded"
+
+
+async def test_a_service_ecs_no_longer_knows_does_not_hold_up_the_others(
+    proxied_runtime: Runtime,
+    engine: AsyncEngine,
+    checker: ServiceDeploymentChecker,
+    store: ServiceDeploymentStore,
+) -> None:
+    """ServiceNotFoundException for one service (deleted meanwhile): that service is
+    skipped for the run, the next one is still applied, and the check does not rest."""
+    cluster = unique("prod")
+    for service, deployment_id in (("gone", "ecs-svc/7003"), ("web", "ecs-svc/7004")):
+        await rolling_in_progress(proxied_runtime, cluster, service, deployment_id, START)
+        store.add(
+            sd_arn(cluster, service),
+            service_arn=service_arn(cluster, service),
+            status="STOPPED",
+            created_at=START,
+            finished_at=START + timedelta(minutes=3),
+            task_definition=TD,
+        )
+    store.gone.add(service_arn(cluster, "gone"))
+
+    assert await checker.check() == 1
+
+    assert (await deployment(engine, "ecs-svc/7003"))["outcome"] == "in_progress"
+    assert (await deployment(engine, "ecs-svc/7004"))["outcome"] == "stopped"
+    assert not checker.resting
+
+
+async def test_the_adapter_pages_the_list_and_keeps_describes_to_twenty(
+    proxied_runtime: Runtime, store: ServiceDeploymentStore, aws_proxy: AwsProxy
+) -> None:
+    """150 service deployments since the cut-off: two pages of 100 (newest first), the
+    older ones left out; a Describe of 21 ARNs is refused before any call."""
+    cluster, service = unique("prod"), "web"
+    svc = service_arn(cluster, service)
+    for n in range(160):
+        store.add(
+            sd_arn(cluster, service),
+            service_arn=svc,
+            status="SUCCESSFUL",
+            created_at=START + timedelta(minutes=n),
+            task_definition=TD,
+        )
+    ecs = (await proxied_runtime.aws_apis()).ecs
+    listed = await ecs.list_service_deployments(
+        cluster, svc, created_after=START + timedelta(minutes=9, seconds=30)
+    )
+    assert aws_proxy.count("ListServiceDeployments") == 2
+    assert len(listed) == 150
+    starts = [item["createdAt"] for item in listed]
+    assert starts == sorted(starts, reverse=True)
+    assert min(starts) == START + timedelta(minutes=10)
+
+    with pytest.raises(ValueError, match="1 to 20"):
+        await ecs.describe_service_deployments([f"arn:{n}" for n in range(21)])
+    assert aws_proxy.count("DescribeServiceDeployments") == 0

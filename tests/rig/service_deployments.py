@@ -57,6 +57,8 @@ class ServiceDeploymentStore:
     described: list[list[str]] = field(default_factory=list)
     #: Operation -> the error code every call of it answers (e.g. AccessDeniedException).
     refuse: dict[str, str] = field(default_factory=dict)
+    #: Service ARNs ListServiceDeployments answers ServiceNotFoundException for.
+    gone: set[str] = field(default_factory=set)
 
     def add(
         self,
@@ -136,6 +138,8 @@ class ServiceDeploymentStore:
         if not isinstance(service, str) or not service:
             raise ApiError("InvalidParameterException", "service is required")
         cluster = request.get("cluster") or "default"
+        if any(service == arn or arn.endswith(f"/{cluster}/{service}") for arn in self.gone):
+            raise ApiError("ServiceNotFoundException", "Service not found.")
         size = int(request.get("maxResults") or LIST_DEFAULT_PAGE)
         if not 1 <= size <= LIST_MAX_PAGE:
             raise ApiError("InvalidParameterException", "maxResults must be 1 to 100")
