@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -55,6 +55,8 @@ from service.events.arns import family_and_revision
 from service.logging import get_logger
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 #: How often the leader checks (seconds).
 INTERVAL_S = 60.0
@@ -321,9 +323,10 @@ class ServiceDeploymentChecker:
         )
         return len(rows)
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, call: Awaitable[T]) -> T:
+        """``await call``; a refusal of the API becomes :class:`Unavailable`."""
         try:
-            return await coro
+            return await call
         except AwsCallFailed as exc:
             if exc.code in UNAVAILABLE_CODES:
                 raise Unavailable(exc.detail) from exc
