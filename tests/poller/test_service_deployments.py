@@ -33,6 +33,7 @@ from service.poller.service_deployments import (
     Ours,
     ServiceDeploymentChecker,
     Theirs,
+    described_row,
     match,
 )
 from service.runtime import Runtime
@@ -476,3 +477,80 @@ async def test_the_adapter_pages_the_list_and_keeps_describes_to_twenty(
     with pytest.raises(ValueError, match="1 to 20"):
         await ecs.describe_service_deployments([f"arn:{n}" for n in range(21)])
     assert aws_proxy.count("DescribeServiceDeployments") == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "ordered", "finished"),
+    [
+        ("SUCCESSFUL", "succeeded", True, True),
+        ("STOPPED", "stopped", True, True),
+        ("ROLLBACK_IN_PROGRESS", "failed", True, False),
+        ("ROLLBACK_SUCCESSFUL", "rolled_back", True, True),
+        ("ROLLBACK_FAILED", "rollback_failed", True, True),
+        ("PENDING", "in_progress", False, False),
+        ("IN_PROGRESS", "in_progress", False, False),
+        ("STOP_REQUESTED", "in_progress", False, False),
+        ("ROLLBACK_REQUESTED", "in_progress", False, False),
+    ],
+)
+def test_each_status_maps_to_an_outcome_and_only_an_end_is_ordered(
+    status: str, outcome: str, ordered: bool, finished: bool
+) -> None:
+    at = START + timedelta(minutes=5)
+    info = {
+        "serviceDeploymentArn": "arn:sd",
+        "status": status,
+        "updatedAt": at,
+        "startedAt": START,
+        "deploymentConfiguration": {},
+    }
+    row = described_row("ecs-svc/1", info, TD, now=START + timedelta(hours=1))
+    assert row["outcome"] == outcome
+    assert row["last_event_at"] == (at if ordered else None)
+    assert row["finished_at"] == (at if finished else None)
+    assert row["strategy"] == "ROLLING"  # ECS's default when none is named
+    assert row["triggered_alarms"] is None  # the answer had no alarms block
+
+
+async def test_a_circuit_breaker_failure_ends_rolled_back_by_ecs_record_alone(
+    proxied_runtime: Runtime,
+    engine: AsyncEngine,
+    checker: ServiceDeploymentChecker,
+    store: ServiceDeploymentStore,
+) -> None:
+    """FAILED by its event, and the rollback target's events never came: an older
+    IN_PROGRESS description changes nothing, ROLLBACK_SUCCESSFUL makes it rolled_back."""
+    cluster, service = unique("prod"), "web"
+    await rolling_in_progress(proxied_runtime, cluster, service, "ecs-svc/7005", START)
+    failed_at = START + timedelta(minutes=6)
+    await apply(
+        proxied_runtime,
+        [
+            sc.deployment_event(
+                cluster,
+                service,
+                "ecs-svc/7005",
+                "SERVICE_DEPLOYMENT_FAILED",
+                failed_at,
+                "ECS deployment circuit breaker: task failed to start.",
+            )
+        ],
+    )
+    arn = sd_arn(cluster, service)
+    common: dict[str, Any] = {
+        "service_arn": service_arn(cluster, service),
+        "created_at": START,
+        "task_definition": TD,
+    }
+    store.add(arn, status="IN_PROGRESS", updated_at=failed_at + timedelta(minutes=1), **common)
+    await checker.check()
+    row = await deployment(engine, "ecs-svc/7005")
+    assert (row["outcome"], row["finished_at"]) == ("failed", failed_at)
+    assert row["reason"] == "ECS deployment circuit breaker: task failed to start."
+
+    ended = START + timedelta(minutes=11)
+    store.add(arn, status="ROLLBACK_SUCCESSFUL", finished_at=ended, **common)
+    assert await checker.check() == 1
+    row = await deployment(engine, "ecs-svc/7005")
+    assert (row["outcome"], row["finished_at"]) == ("rolled_back", ended)
+    assert row["service_deployment_arn"] == arn
