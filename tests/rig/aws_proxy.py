@@ -89,6 +89,7 @@ class AwsProxy:
         self.throttled.clear()
         self._throttle.clear()
         self._rewrite.clear()
+        self.service_deployments = ServiceDeploymentStore()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
