@@ -159,6 +159,11 @@ class Deployment(Base):
     codedeploy_application: Mapped[str | None] = mapped_column(Text)
     codedeploy_group: Mapped[str | None] = mapped_column(Text)
     failed_tasks: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # ECS's service deployment record (docs/events.md, "Service deployments"): the
+    # strategy, the CloudWatch alarms that triggered, the matched service deployment.
+    strategy: Mapped[str | None] = mapped_column(Text)
+    triggered_alarms: Mapped[list[Any] | None]
+    service_deployment_arn: Mapped[str | None] = mapped_column(Text)
     # No running task of its task definition ECSWATCH_STUCK_AFTER_S after it started.
     stuck: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     # Ordering key of versionless deployment events (detail.updatedAt, then time).
