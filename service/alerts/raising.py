@@ -2,22 +2,28 @@
 stuck sweep's).
 
 After the deployment step of a transaction (:mod:`service.deployments.lifecycle`),
-:func:`raise_alerts`:
+:func:`with_causes` puts the cause on the snapshots whose ``deployment.failed``,
+``rolled_back`` or ``stuck`` alert is still owed (one look-up of their dedupe keys,
+and evidence gathered only for those), then :func:`raise_alerts`:
 
 1. asks the pure rules (:mod:`service.alerts.rules`) which alerts the deployment
    snapshots deserve, plus the noisy per-event alerts;
 2. inserts the alerts (``ON CONFLICT DO NOTHING`` on their dedupe key: a repeat
    raises nothing) and, for each alert that is new, one ``webhook`` outbox row
    per matching active subscription. The outbox trigger notifies the dispatcher
-   when the transaction commits.
+   when the transaction commits;
+3. for each new ``deployment.succeeded``, asks whether it closes a failure
+   (:func:`service.deployments.reads.closed_failures`) and raises
+   ``deployment.recovered`` the same way.
 
 It only flushes: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -25,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.alerts.rules import (
+    CAUSE_ALERTS,
     AlertDraft,
     AlertRules,
     AlertType,
@@ -32,10 +39,12 @@ from service.alerts.rules import (
     deployment_alerts,
     matches,
     noisy_alert,
+    recovery_alert,
 )
 from service.config import Settings
+from service.deployments.causes import attach_causes, needs_cause
 from service.deployments.outcome import DeploymentKind, Outcome
-from service.deployments.reads import read_snapshots
+from service.deployments.reads import closed_failures, read_snapshots
 from service.deployments.rules import is_failed_start
 from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot
 from service.deployments.transitions import mark_stuck
@@ -83,13 +92,66 @@ async def raise_alerts(
     now: datetime | None = None,
 ) -> list[AlertDraft]:
     """Decide and write the alerts of ``snapshots`` (deployments as they stand after
-    the transaction's writes) and of ``events``, with their outbox rows; the new alerts."""
+    the transaction's writes, with their causes from :func:`with_causes`) and of
+    ``events``, with their outbox rows; the new alerts (``deployment.recovered``
+    included)."""
     now = now or datetime.now(UTC)
     drafts: list[AlertDraft] = []
     for snapshot in snapshots:
         drafts.extend(deployment_alerts(snapshot, now=now, hold_s=rules.codedeploy_hold_s))
     drafts.extend(event_alerts(events, rules=rules, now=now))
-    return await insert_alerts(session, drafts)
+    new = await insert_alerts(session, drafts)
+    # Rare (a deployment's success, once): which failure it closes.
+    succeeded = {a.deployment_id for a in new if a.type is AlertType.DEPLOYMENT_SUCCEEDED}
+    if succeeded:
+        closes = await closed_failures(session, sorted(d for d in succeeded if d))
+        recovered = [recovery_alert(d, closes[d.id], now=now) for d in snapshots if d.id in closes]
+        new += await insert_alerts(session, recovered)
+    return new
+
+
+_EXISTING = text("SELECT dedupe_key FROM alerts WHERE dedupe_key = ANY(:keys)")
+
+
+async def with_causes(
+    session: AsyncSession, snapshots: Sequence[DeploymentSnapshot], *, now: datetime
+) -> list[DeploymentSnapshot]:
+    """``snapshots``, with the cause (:mod:`service.deployments.causes`) on those whose
+    ``deployment.failed``, ``rolled_back`` or ``stuck`` alert is not raised yet. A
+    batch with no failed or stuck deployment reads nothing; one whose alerts are all
+    raised reads their dedupe keys only (no evidence gathered)."""
+    owed_keys: dict[str, list[str]] = {}
+    for d in snapshots:
+        if needs_cause(d) and d.cause is None:
+            keys = [a.dedupe_key for a in deployment_alerts(d, now=now) if a.type in CAUSE_ALERTS]
+            if keys:
+                owed_keys[d.id] = keys
+    if not owed_keys:
+        return list(snapshots)
+    wanted = sorted(k for keys in owed_keys.values() for k in keys)
+    existing = {row[0] for row in await session.execute(_EXISTING, {"keys": wanted})}
+    owed = {i for i, keys in owed_keys.items() if any(k not in existing for k in keys)}
+    if not owed:
+        return list(snapshots)
+    return await attach_causes(session, snapshots, owed, now=now)
+
+
+def recoveries(alerts: Sequence[AlertDraft]) -> dict[str, str]:
+    """Deployment id -> the failed deployment it closes, of the new ``deployment.recovered``."""
+    return {
+        a.deployment_id: str(a.body["recovers"])
+        for a in alerts
+        if a.type is AlertType.DEPLOYMENT_RECOVERED and a.deployment_id
+    }
+
+
+def with_recoveries(
+    snapshots: Sequence[DeploymentSnapshot], closes: Mapping[str, str]
+) -> list[DeploymentSnapshot]:
+    """``snapshots`` with :attr:`~DeploymentSnapshot.recovers` set from ``closes``."""
+    return [
+        dataclasses.replace(d, recovers=closes[d.id]) if d.id in closes else d for d in snapshots
+    ]
 
 
 def event_alerts(
@@ -258,6 +320,7 @@ async def sweep_stuck(session: AsyncSession, *, rules: AlertRules, now: datetime
     role does), in the caller's transaction.
     """
     stuck = await mark_stuck(session, now=now, after_s=rules.stuck_after_s)
+    stuck = await with_causes(session, stuck, now=now)
     drafts = [
         a
         for d in stuck
@@ -298,6 +361,5 @@ async def release_held(
     wanted = sorted(set(held) | set(ids))
     if not wanted:
         return []
-    return await raise_alerts(
-        session, [], await read_snapshots(session, wanted), rules=rules, now=now
-    )
+    snapshots = await with_causes(session, await read_snapshots(session, wanted), now=now)
+    return await raise_alerts(session, [], snapshots, rules=rules, now=now)

@@ -5,9 +5,12 @@
 2. **deployments** (:func:`service.deployments.lifecycle.apply_events`): the
    ordered upsert, crash loops and Service Action reasons, then one snapshot of
    each deployment touched;
-3. **alerts** (:func:`service.alerts.raising.raise_alerts`) of those snapshots and
-   of the batch's events, with their webhook outbox rows;
-4. **Datadog facts** (:func:`service.datadog.outbox.write_datadog_rows`) of the
+3. **causes** (:func:`service.alerts.raising.with_causes`): the classified cause
+   on the snapshots whose failure or stuck alert is raised now, gathered once;
+4. **alerts** (:func:`service.alerts.raising.raise_alerts`) of those snapshots and
+   of the batch's events, with their webhook outbox rows (``deployment.recovered``
+   included, which sets the snapshot's ``recovers``);
+5. **Datadog facts** (:func:`service.datadog.outbox.write_datadog_rows`) of the
    same events and snapshots, with their outbox rows, when forwarding is on.
 
 Tables are first written in :data:`service.db.WRITE_ORDER`. Lower packages never
@@ -18,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.alerts.raising import raise_alerts
+from service.alerts.raising import raise_alerts, recoveries, with_causes, with_recoveries
 from service.alerts.rules import AlertDraft, AlertRules
 from service.config import ServiceRef
 from service.datadog.outbox import write_datadog_rows
@@ -50,7 +54,7 @@ async def commit_events(
     datadog: bool = False,
 ) -> BatchResult:
     """Write everything ``events`` (any order, duplicates allowed) cause, in the
-    session's transaction: state, deployments, alerts, Datadog facts."""
+    session's transaction: state, deployments, causes, alerts, Datadog facts."""
     rules = alert_rules or AlertRules()
     state = await apply_events(session, events)
     result = BatchResult(outcomes=state.outcomes)
@@ -65,7 +69,10 @@ async def commit_events(
         crashloop_tasks=rules.crashloop_tasks,
         crashloop_window_s=rules.crashloop_window_s,
     )
-    result.alerts = await raise_alerts(session, changed, snapshots, rules=rules)
+    now = datetime.now(UTC)
+    snapshots = await with_causes(session, snapshots, now=now)
+    result.alerts = await raise_alerts(session, changed, snapshots, rules=rules, now=now)
     if datadog:
+        snapshots = with_recoveries(snapshots, recoveries(result.alerts))
         await write_datadog_rows(session, state.fresh, state.outcomes, snapshots)
     return result
