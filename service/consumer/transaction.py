@@ -5,12 +5,11 @@
 2. **deployments** (:func:`service.deployments.lifecycle.apply_events`): the
    ordered upsert, crash loops and Service Action reasons, then one snapshot of
    each deployment touched;
-3. **causes** (:func:`service.alerts.raising.with_causes`): the classified cause
-   on the snapshots whose failure or stuck alert is raised now, gathered once;
-4. **alerts** (:func:`service.alerts.raising.raise_alerts`) of those snapshots and
-   of the batch's events, with their webhook outbox rows (``deployment.recovered``
-   included, which sets the snapshot's ``recovers``);
-5. **Datadog facts** (:func:`service.datadog.outbox.write_datadog_rows`) of the
+3. **alerts** (:func:`service.alerts.raising.raise_alerts`) of those snapshots and
+   of the batch's events, with their webhook outbox rows: the classified cause of
+   a failure or stuck deployment whose alert is raised now, gathered once and put
+   on its snapshot, and ``deployment.recovered`` (the snapshot's ``recovers``);
+4. **Datadog facts** (:func:`service.datadog.outbox.write_datadog_rows`) of the
    same events and snapshots, with their outbox rows, when forwarding is on.
 
 Tables are first written in :data:`service.db.WRITE_ORDER`. Lower packages never
@@ -21,11 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.alerts.raising import raise_alerts, recoveries, with_causes, with_recoveries
+from service.alerts.raising import raise_alerts
 from service.alerts.rules import AlertDraft, AlertRules
 from service.config import ServiceRef
 from service.datadog.outbox import write_datadog_rows
@@ -54,7 +52,7 @@ async def commit_events(
     datadog: bool = False,
 ) -> BatchResult:
     """Write everything ``events`` (any order, duplicates allowed) cause, in the
-    session's transaction: state, deployments, causes, alerts, Datadog facts."""
+    session's transaction: state, deployments, alerts, Datadog facts."""
     rules = alert_rules or AlertRules()
     state = await apply_events(session, events)
     result = BatchResult(outcomes=state.outcomes)
@@ -69,10 +67,9 @@ async def commit_events(
         crashloop_tasks=rules.crashloop_tasks,
         crashloop_window_s=rules.crashloop_window_s,
     )
-    now = datetime.now(UTC)
-    snapshots = await with_causes(session, snapshots, now=now)
-    result.alerts = await raise_alerts(session, changed, snapshots, rules=rules, now=now)
+    raised = await raise_alerts(session, changed, snapshots, rules=rules)
+    result.alerts = raised.alerts
     if datadog:
-        snapshots = with_recoveries(snapshots, recoveries(result.alerts))
-        await write_datadog_rows(session, state.fresh, state.outcomes, snapshots)
+        # The snapshots as the alerts left them: with the causes they classified.
+        await write_datadog_rows(session, state.fresh, state.outcomes, raised.snapshots)
     return result

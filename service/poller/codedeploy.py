@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.alerts.raising import raise_alerts, release_held, with_causes
+from service.alerts.raising import raise_alerts, release_held
 from service.alerts.rules import AlertDraft, AlertRules
 from service.aws.apis import AwsApis
 from service.aws.calls import AwsCallFailed, AwsThrottled
@@ -293,8 +293,8 @@ class CodeDeployMapper:
             return 0
 
         async def write(session: AsyncSession) -> list[AlertDraft]:
-            snapshots = await with_causes(session, await apply_polled(session, rows), now=now)
-            return await raise_alerts(session, [], snapshots, rules=self._rules)
+            snapshots = await apply_polled(session, rows)
+            return (await raise_alerts(session, [], snapshots, rules=self._rules)).alerts
 
         # The consumer writes the same deployments: run again after a deadlock.
         raised = await retry_on_contention(self._sessionmaker, write, name="codedeploy_deployments")

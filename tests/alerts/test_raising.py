@@ -295,19 +295,21 @@ async def test_a_success_after_a_crash_loop_recovers_it(
     assert recovered["payload"]["recovers"] == "ecs-svc/77"
 
 
-async def test_evidence_is_gathered_only_for_alerts_still_owed(
+async def test_evidence_is_gathered_only_for_alerts_raised_now(
     runtime: Runtime, engine: AsyncEngine
 ) -> None:
     """The ingestion cost: once a failure's alerts are raised, a batch touching the
-    failed deployment reads one dedupe-key look-up more, and a batch touching only
-    succeeded deployments reads nothing more."""
+    failed deployment (or a succeeded one) runs the alerts' one insert, which finds
+    them there, and nothing more: no evidence read, no payload rewritten."""
     from sqlalchemy import event
 
-    from service.alerts.raising import with_causes
+    from service.alerts.raising import raise_alerts
     from service.deployments.reads import read_snapshots
 
     await handle(runtime, sc.crash_loop("prod", "web", "ecs-svc/77", START))
     await handle(runtime, _fix("ecs-svc/78", START + timedelta(hours=1)))
+    [failed] = await alerts(engine, type="deployment.failed")
+    assert failed["payload"]["deployment"]["cause"]["category"] == "out_of_memory"
     statements: list[str] = []
 
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -317,13 +319,12 @@ async def test_evidence_is_gathered_only_for_alerts_still_owed(
     event.listen(sync_engine, "before_cursor_execute", seen)
     try:
         async with runtime.sessionmaker() as session, session.begin():
-            [failed, fixed] = await read_snapshots(session, ["ecs-svc/77", "ecs-svc/78"])
+            snapshots = await read_snapshots(session, ["ecs-svc/77", "ecs-svc/78"])
             statements.clear()
-            assert await with_causes(session, [fixed], now=START) == [fixed]
-            assert statements == []
-            [same] = await with_causes(session, [failed], now=START)
-            assert same.cause is None  # its deployment.failed is raised already
-            assert len(statements) == 1
-            assert "FROM alerts WHERE dedupe_key" in statements[0]
+            raised = await raise_alerts(session, [], snapshots, rules=AlertRules(), now=START)
     finally:
         event.remove(sync_engine, "before_cursor_execute", seen)
+    assert raised.alerts == []
+    assert [d.cause for d in raised.snapshots] == [None, None]
+    assert len(statements) == 1
+    assert statements[0].startswith("INSERT INTO alerts")
