@@ -63,6 +63,7 @@ class WebhookEventType(StrEnum):
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     DEPLOYMENT_STUCK = "deployment.stuck"
     DEPLOYMENT_SUCCEEDED = "deployment.succeeded"
+    DEPLOYMENT_RECOVERED = "deployment.recovered"
     TASK_FAILED_TO_START = "task.failed_to_start"
     SERVICE_PLACEMENT_FAILURE = "service.placement_failure"
     CONTAINER_INSTANCE_DISCONNECTED = "container_instance.disconnected"

@@ -35,7 +35,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Executable
 
 from service.deployments.cause import (
@@ -204,6 +204,18 @@ def connection_reader(conn: AsyncConnection) -> Reader:
 
     async def read(stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         result = await conn.execute(stmt, dict(params))
+        keys = list(result.keys())
+        return [dict(zip(keys, row, strict=True)) for row in result]
+
+    return read
+
+
+def session_reader(session: AsyncSession) -> Reader:
+    """A :data:`Reader` inside a session's transaction: it sees the transaction's
+    own writes (the alerts' cause is gathered before they commit)."""
+
+    async def read(stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        result = await session.execute(stmt, dict(params))
         keys = list(result.keys())
         return [dict(zip(keys, row, strict=True)) for row in result]
 
