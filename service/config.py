@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     # ---- CodeDeploy checks of the poller's leader (configuration.md):
     # group mapping and BatchGetDeployments of in-progress CodeDeploy deployments.
     codedeploy_interval_s: int = Field(default=30, ge=1, le=3600)
+    # ---- the poller leader's heartbeat through the event path (configuration.md)
+    heartbeat_interval_s: int = Field(default=120, ge=10, le=3600)
 
     # ---- the edge (docs/security.md; each documented in configuration.md)
     api_max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)

@@ -27,6 +27,7 @@ class Category(StrEnum):
     CLOUDWATCH_GET_METRIC_DATA = "cloudwatch_get_metric_data"
     ELBV2_DESCRIBE = "elbv2_describe"
     CODEDEPLOY_READ = "codedeploy_read"
+    EVENTS_PUT = "events_put"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ RATES: dict[Category, Rate] = {
     Category.CLOUDWATCH_GET_METRIC_DATA: Rate(burst=50, per_second=10),
     Category.ELBV2_DESCRIBE: Rate(burst=10, per_second=5),
     Category.CODEDEPLOY_READ: Rate(burst=10, per_second=5),
+    Category.EVENTS_PUT: Rate(burst=10, per_second=5),
 }
 
 #: Which category each operation ecswatch calls belongs to.
@@ -63,6 +65,7 @@ OPERATION_CATEGORY: dict[tuple[str, str], Category] = {
     ("elbv2", "DescribeTargetGroups"): Category.ELBV2_DESCRIBE,
     ("codedeploy", "GetDeploymentGroup"): Category.CODEDEPLOY_READ,
     ("codedeploy", "BatchGetDeployments"): Category.CODEDEPLOY_READ,
+    ("events", "PutEvents"): Category.EVENTS_PUT,
 }
 
 

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
-#: The event sources ecswatch consumes.
-EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy"]}
+#: The event sources ecswatch consumes: ECS, CodeDeploy and ecswatch's own heartbeat.
+EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy", "ecswatch.heartbeat"]}
 #: Messages a consumer may fail to process before SQS moves them to the DLQ.
 MAX_RECEIVE_COUNT = 5
 
@@ -34,7 +34,8 @@ class PipelineResources:
 async def setup_event_pipeline(
     sqs: SQSClient, events: EventBridgeClient, queue_name: str
 ) -> PipelineResources:
-    """Queue + DLQ (redrive), a rule for ECS and CodeDeploy events, and the policy
+    """Queue + DLQ (redrive), a rule for ECS and CodeDeploy events and ecswatch's
+    heartbeat, and the policy
     that lets only that rule send to the queue."""
     queue_url, dlq_url, _ = await create_queue_with_dlq(sqs, queue_name, MAX_RECEIVE_COUNT)
     attrs = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
@@ -43,7 +44,7 @@ async def setup_event_pipeline(
         Name=f"ecswatch-{queue_name}"[:64],
         EventPattern=json.dumps(EVENT_PATTERN),
         State="ENABLED",
-        Description="ECS and CodeDeploy events for ecswatch",
+        Description="ECS and CodeDeploy events, and its heartbeat, for ecswatch",
     )
     rule_arn = rule["RuleArn"]
     policy = queue_policy(queue_arn, rule_arn)

@@ -372,3 +372,19 @@ class CodeDeployGroup(Base):
     # [{"name": ..., "arn": null}] of the group's blue/green target group pair.
     target_groups: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     resolved_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Heartbeat(Base):
+    """The newest heartbeat the consumer took off the queue, per scope (0008).
+
+    ``last_at`` is the heartbeat's own time (when the poller's leader put it on
+    the bus), never later than when it was consumed; ``consumed_at`` is when a
+    consumer recorded it. ``/metrics`` and the Datadog gauges report
+    ``now - last_at`` (docs/runbook.md, "ecswatch is blind").
+    """
+
+    __tablename__ = "heartbeats"
+
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_at: Mapped[datetime]
+    consumed_at: Mapped[datetime] = mapped_column(server_default=func.now())
