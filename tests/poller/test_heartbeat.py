@@ -40,11 +40,13 @@ from service.aws.setup import EVENT_PATTERN, setup_event_pipeline
 from service.config import load_settings
 from service.consumer.handler import Handler, Message
 from service.datadog.forwarder import open_datadog_senders
-from service.datadog.gauges import DatadogJob
+from service.datadog.gauges import DatadogJob, collect_gauges
+from service.datadog.metrics import MetricName
 from service.demo.intake import DatadogIntake
 from service.outbox.dispatcher import Dispatcher, build_registry
 from service.outbox.retry import RetryPolicy
 from service.poller.heartbeat import Heartbeat, heartbeat_job
+from service.poller.leader import LeaderLock
 from service.runtime import Runtime
 from service.state.heartbeats import heartbeat_age_s
 from tests.cfn_template import load_template
@@ -374,3 +376,73 @@ def test_the_template_rule_and_aws_setup_match_the_same_sources() -> None:
     [put] = [s for s in statements if s["Action"] == "events:PutEvents"]
     assert put["Condition"] == {"StringEquals": {"events:source": HEARTBEAT_SOURCE}}
     assert put["Resource"]["Fn::Sub"].endswith(":event-bus/default")
+
+
+def _heartbeat_body(at: datetime) -> str:
+    return json.dumps(
+        {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": HEARTBEAT_DETAIL_TYPE,
+            "source": HEARTBEAT_SOURCE,
+            "account": "123456789012",
+            "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [],
+            "detail": {},
+        }
+    )
+
+
+async def test_a_heartbeat_the_database_refuses_stays_in_the_queue(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    handler = Handler(sessionmaker)
+    message = Message("m-1", _heartbeat_body(datetime.now(UTC)))
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE heartbeats RENAME TO heartbeats_away"))
+    try:
+        result = await handler.handle([message])
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE heartbeats_away RENAME TO heartbeats"))
+    assert (result.done, result.retry) == ([], [message])
+    result = await handler.handle([message])
+    assert (result.done, result.outcomes) == ([message], {"m-1": "heartbeat"})
+
+
+async def test_a_future_heartbeat_is_recorded_as_consumed_now(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    # A clock ahead (or a forged time) never hides an age that grows.
+    now = datetime.now(UTC).replace(microsecond=0)
+    result = await Handler(sessionmaker).handle(
+        [Message("m-2", _heartbeat_body(now + timedelta(hours=1)))], now=now
+    )
+    assert result.outcomes == {"m-2": "heartbeat"}
+    async with engine.connect() as conn:
+        last_at = (await conn.execute(text("SELECT last_at FROM heartbeats"))).scalar_one()
+    assert last_at == now
+
+
+async def test_the_leaders_gauge_counts_the_lock_holder(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    async def leaders() -> list[float]:
+        async with sessionmaker() as session:
+            series = await collect_gauges(session, now=datetime.now(UTC), interval_s=60)
+        return [
+            p[1]
+            for s in series
+            if s["metric"] == MetricName.SELF_POLLER_LEADERS.value
+            for p in s["points"]
+        ]
+
+    assert await leaders() == [0.0]
+    lock = LeaderLock.for_engine(engine)
+    assert await lock.try_acquire()
+    try:
+        assert await leaders() == [1.0]
+    finally:
+        await lock.release()
+    assert await leaders() == [0.0]
