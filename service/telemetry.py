@@ -42,6 +42,7 @@ AWS_OPERATIONS: tuple[tuple[str, str], ...] = (
     ("ecs", "ListServices"),
     ("ecs", "ListTasks"),
     ("elbv2", "DescribeTargetGroups"),
+    ("events", "PutEvents"),
 )
 AWS_OUTCOMES: tuple[str, ...] = ("ok", "throttled", "error")
 DATADOG_RESULTS: tuple[str, ...] = ("sent", "retried", "dropped", "dead")
@@ -221,6 +222,12 @@ DRIFT_REPAIRED = Counter(
 POLLER_LEADER = Gauge(
     "ecswatch_poller_leader",
     "1 while this process holds the poller's leader lock",
+    registry=REGISTRY,
+)
+HEARTBEAT_AGE = Gauge(
+    "ecswatch_heartbeat_age_seconds",
+    "Seconds since the time of the newest heartbeat consumed off the queue"
+    " (read from the database at each scrape; +Inf when none was ever recorded)",
     registry=REGISTRY,
 )
 METRIC_POINTS_STORED = Counter(

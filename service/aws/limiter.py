@@ -28,6 +28,7 @@ class Category(StrEnum):
     ELBV2_DESCRIBE = "elbv2_describe"
     CODEDEPLOY_READ = "codedeploy_read"
     ECS_SERVICE_DEPLOYMENT_READ = "ecs_service_deployment_read"
+    EVENTS_PUT = "events_put"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ RATES: dict[Category, Rate] = {
     Category.CODEDEPLOY_READ: Rate(burst=10, per_second=5),
     # Not in ECS's throttling table: a conservative share, like the other reads.
     Category.ECS_SERVICE_DEPLOYMENT_READ: Rate(burst=20, per_second=5),
+    Category.EVENTS_PUT: Rate(burst=10, per_second=5),
 }
 
 #: Which category each operation ecswatch calls belongs to.
@@ -69,6 +71,7 @@ OPERATION_CATEGORY: dict[tuple[str, str], Category] = {
     ("ecs", "ListServiceDeployments"): Category.ECS_SERVICE_DEPLOYMENT_READ,
     ("ecs", "DescribeServiceDeployments"): Category.ECS_SERVICE_DEPLOYMENT_READ,
     ("ecs", "DescribeServiceRevisions"): Category.ECS_SERVICE_DEPLOYMENT_READ,
+    ("events", "PutEvents"): Category.EVENTS_PUT,
 }
 
 

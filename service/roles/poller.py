@@ -5,7 +5,8 @@ organization's accounts, hourly), CodeDeploy mapping, reconciliation and
 CloudWatch metrics over every scope, retention pruning, the CodeDeploy status
 check (BatchGetDeployments) and ECS's service deployment check
 (ListServiceDeployments, DescribeServiceDeployments), each a
-:class:`~service.poller.leader.Job`.
+:class:`~service.poller.leader.Job`; the heartbeat (service.poller.heartbeat)
+joins them in :func:`run_poller`.
 The role never blocks readiness: it counts as running from the start, leader
 or not, and a failed job waits for its next turn.
 """
@@ -17,10 +18,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from service.alerts.raising import rules_from_settings
+from service.aws.events import EventsApi
 from service.aws.scopes import AwsScopes
 from service.enrich.describer import Describer
 from service.logging import get_logger
 from service.poller.codedeploy import CodeDeployMapper
+from service.poller.heartbeat import Heartbeat, heartbeat_job
 from service.poller.leader import Job, LeaderLock, run_as_leader
 from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
@@ -136,6 +139,9 @@ async def run_poller(
             runtime.sessionmaker, apis, rules=rules_from_settings(settings)
         )
         jobs = poller_jobs(runtime, reconciler, metrics, codedeploy, service_deployments)
+        # The heartbeat through the event path (service.poller.heartbeat).
+        heartbeat = Heartbeat(EventsApi(await runtime.events(), apis.caller))
+        jobs.append(heartbeat_job(heartbeat, settings.heartbeat_interval_s))
         lock = LeaderLock.for_engine(runtime.engine)
         log.info("poller_started", jobs=[j.name for j in jobs])
         await run_as_leader(

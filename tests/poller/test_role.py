@@ -82,4 +82,5 @@ def test_run_starts_the_poller_by_default_without_a_warning(
         "retention",
         "codedeploy_deployments",
         "service_deployments",
+        "heartbeat",
     ]
