@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     # Database pool per role (docs/configuration.md, docs/deploy.md "Sizing the
     # database"): "" = the default for every role.
     db_pool_size: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    # ---- the poller leader's heartbeat through the event path (configuration.md)
+    heartbeat_interval_s: int = Field(default=120, ge=10, le=3600)
 
     # ---- the edge (docs/security.md; each documented in configuration.md)
     api_max_body_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)

@@ -31,14 +31,18 @@ AWS_OPERATIONS: tuple[tuple[str, str], ...] = (
     ("codedeploy", "GetDeploymentGroup"),
     ("ecs", "DescribeClusters"),
     ("ecs", "DescribeContainerInstances"),
+    ("ecs", "DescribeServiceDeployments"),
+    ("ecs", "DescribeServiceRevisions"),
     ("ecs", "DescribeServices"),
     ("ecs", "DescribeTaskDefinition"),
     ("ecs", "DescribeTasks"),
     ("ecs", "ListClusters"),
     ("ecs", "ListContainerInstances"),
+    ("ecs", "ListServiceDeployments"),
     ("ecs", "ListServices"),
     ("ecs", "ListTasks"),
     ("elbv2", "DescribeTargetGroups"),
+    ("events", "PutEvents"),
 )
 AWS_OUTCOMES: tuple[str, ...] = ("ok", "throttled", "error")
 DATADOG_RESULTS: tuple[str, ...] = ("sent", "retried", "dropped", "dead")
@@ -218,6 +222,12 @@ DRIFT_REPAIRED = Counter(
 POLLER_LEADER = Gauge(
     "ecswatch_poller_leader",
     "1 while this process holds the poller's leader lock",
+    registry=REGISTRY,
+)
+HEARTBEAT_AGE = Gauge(
+    "ecswatch_heartbeat_age_seconds",
+    "Seconds since the time of the newest heartbeat consumed off the queue"
+    " (read from the database at each scrape; +Inf when none was ever recorded)",
     registry=REGISTRY,
 )
 METRIC_POINTS_STORED = Counter(

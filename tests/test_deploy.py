@@ -52,7 +52,7 @@ SCOPE_VARIABLES = {
     "ECSWATCH_EXTERNAL_ID",
 }
 #: The one-off migration task (`ecswatch db upgrade`): the database URL and the key that
-#: migration 0009 encrypts webhook secrets with.
+#: migration 0011 encrypts webhook secrets with.
 MIGRATE_TASK = "MigrationTaskDefinition"
 MIGRATE_SECRETS = {"ECSWATCH_DATABASE_URL", "ECSWATCH_SECRET_KEY"}
 
@@ -555,7 +555,7 @@ def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) 
             "Name": "ECSWATCH_DATABASE_URL",
             "ValueFrom": {"Fn::If": ["HasMigrationUser", owner, {"Ref": "DatabaseUrlSecretArn"}]},
         },
-        # Migration 0009 encrypts webhook secrets and URLs.
+        # Migration 0011 encrypts webhook secrets and URLs.
         {"Name": "ECSWATCH_SECRET_KEY", "ValueFrom": {"Ref": "SecretKeySecretArn"}},
     ]
     # No service runs it: it is run once per update, before the services change.

@@ -39,7 +39,8 @@ from tests.test_deploy_template import REGION as CENTRAL_REGION
 from tests.test_deploy_template import _deploy, _network, _physical
 
 #: Actions on the central account's own resources, never granted in a member account.
-CENTRAL_ONLY = ("sqs:", "sts:", "organizations:")
+# The heartbeat (events:PutEvents) is put on the central account's default bus.
+CENTRAL_ONLY = ("sqs:", "sts:", "organizations:", "events:")
 CENTRAL_ACCOUNT = "123456789012"  # moto's default account
 MEMBER_REGIONS = ("eu-west-1", "eu-central-1")
 

@@ -9,15 +9,27 @@ After the deployment step of a transaction (:mod:`service.deployments.lifecycle`
 2. inserts the alerts (``ON CONFLICT DO NOTHING`` on their dedupe key: a repeat
    raises nothing) and, for each alert that is new, one ``webhook`` outbox row
    per matching active subscription. The outbox trigger notifies the dispatcher
-   when the transaction commits.
+   when the transaction commits (it reads the body then);
+3. for each new ``deployment.failed``, ``rolled_back`` or ``stuck``, classifies
+   the deployment's cause (:mod:`service.deployments.causes`: evidence gathered in
+   this session, for these deployments only) and writes it into the new alert's
+   body and onto the snapshot; a repeat reads nothing;
+4. for each new ``deployment.succeeded``, asks whether it closes a failure
+   (:func:`service.deployments.reads.closed_failures`) and raises
+   ``deployment.recovered`` the same way.
+
+The snapshots come back with the cause and the recovery (:class:`Raised`), for
+the Datadog facts of the same transaction.
 
 It only flushes: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -25,6 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.alerts.rules import (
+    CAUSE_ALERTS,
     AlertDraft,
     AlertRules,
     AlertType,
@@ -32,10 +45,12 @@ from service.alerts.rules import (
     deployment_alerts,
     matches,
     noisy_alert,
+    recovery_alert,
 )
 from service.config import Settings
+from service.deployments.causes import attach_causes
 from service.deployments.outcome import DeploymentKind, Outcome
-from service.deployments.reads import read_snapshots
+from service.deployments.reads import closed_failures, read_snapshots
 from service.deployments.rules import is_failed_start
 from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot
 from service.deployments.transitions import mark_stuck
@@ -74,6 +89,17 @@ _SUBSCRIPTIONS = text(
 _TAGS = text("SELECT resource_arn, tags FROM resource_tags WHERE resource_arn = ANY(:arns)")
 
 
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """The new alerts of a transaction, and its snapshots with what those alerts found
+    (the :attr:`~DeploymentSnapshot.cause` of a failure or stuck deployment alerted
+    now, the failure a success :attr:`~DeploymentSnapshot.recovers` from): the
+    Datadog facts read the same."""
+
+    alerts: list[AlertDraft]
+    snapshots: list[DeploymentSnapshot]
+
+
 async def raise_alerts(
     session: AsyncSession,
     events: Sequence[NormalisedEvent],
@@ -81,15 +107,73 @@ async def raise_alerts(
     *,
     rules: AlertRules,
     now: datetime | None = None,
-) -> list[AlertDraft]:
+) -> Raised:
     """Decide and write the alerts of ``snapshots`` (deployments as they stand after
-    the transaction's writes) and of ``events``, with their outbox rows; the new alerts."""
+    the transaction's writes) and of ``events``, with their outbox rows (see the
+    module doc); the new alerts (``deployment.recovered`` included)."""
     now = now or datetime.now(UTC)
     drafts: list[AlertDraft] = []
     for snapshot in snapshots:
         drafts.extend(deployment_alerts(snapshot, now=now, hold_s=rules.codedeploy_hold_s))
     drafts.extend(event_alerts(events, rules=rules, now=now))
-    return await insert_alerts(session, drafts)
+    return await _raise(session, drafts, snapshots, rules=rules, now=now)
+
+
+async def _raise(
+    session: AsyncSession,
+    drafts: Sequence[AlertDraft],
+    snapshots: Sequence[DeploymentSnapshot],
+    *,
+    rules: AlertRules,
+    now: datetime,
+) -> Raised:
+    new = await insert_alerts(session, drafts)
+    new, caused = await _with_causes(session, new, snapshots, rules=rules, now=now)
+    # Rare (a deployment's success, once): which failure it closes.
+    succeeded = {a.deployment_id for a in new if a.type is AlertType.DEPLOYMENT_SUCCEEDED}
+    if succeeded:
+        closes = await closed_failures(session, sorted(d for d in succeeded if d))
+        recovered = [recovery_alert(d, closes[d.id], now=now) for d in caused if d.id in closes]
+        new += await insert_alerts(session, recovered)
+        caused = [
+            dataclasses.replace(d, recovers=closes[d.id]) if d.id in closes else d for d in caused
+        ]
+    return Raised(new, caused)
+
+
+_SET_PAYLOAD = text("UPDATE alerts SET payload = CAST(:payload AS JSONB) WHERE id = :id")
+
+
+async def _with_causes(
+    session: AsyncSession,
+    new: list[AlertDraft],
+    snapshots: Sequence[DeploymentSnapshot],
+    *,
+    rules: AlertRules,
+    now: datetime,
+) -> tuple[list[AlertDraft], list[DeploymentSnapshot]]:
+    """The cause (:mod:`service.deployments.causes`) of each deployment whose
+    ``deployment.failed``, ``rolled_back`` or ``stuck`` alert is among the ``new``
+    ones, written into those alerts' bodies and put on its snapshot. Nothing is read
+    for a batch that raised no such alert: a repeat of a raised one costs nothing."""
+    owed = {a.deployment_id for a in new if a.type in CAUSE_ALERTS and a.deployment_id}
+    if not owed:
+        return new, list(snapshots)
+    caused = await attach_causes(session, snapshots, owed, now=now)
+    # The same bodies, built again from the snapshots that now carry the cause.
+    rebuilt = {
+        a.id: a
+        for d in caused
+        if d.id in owed and d.cause is not None
+        for a in deployment_alerts(d, now=now, hold_s=rules.codedeploy_hold_s)
+    }
+    updated = [rebuilt.get(a.id, a) if a.type in CAUSE_ALERTS else a for a in new]
+    changed = [a for a in updated if a.type in CAUSE_ALERTS and a.id in rebuilt]
+    if changed:
+        await session.execute(
+            _SET_PAYLOAD, [{"id": a.id, "payload": json.dumps(a.body)} for a in changed]
+        )
+    return updated, caused
 
 
 def event_alerts(
@@ -264,7 +348,7 @@ async def sweep_stuck(session: AsyncSession, *, rules: AlertRules, now: datetime
         for a in deployment_alerts(d, now=now, hold_s=rules.codedeploy_hold_s)
         if a.type is AlertType.DEPLOYMENT_STUCK
     ]
-    await insert_alerts(session, drafts)
+    await _raise(session, drafts, stuck, rules=rules, now=now)
     return [d.id for d in stuck]
 
 
@@ -298,6 +382,5 @@ async def release_held(
     wanted = sorted(set(held) | set(ids))
     if not wanted:
         return []
-    return await raise_alerts(
-        session, [], await read_snapshots(session, wanted), rules=rules, now=now
-    )
+    snapshots = await read_snapshots(session, wanted)
+    return (await raise_alerts(session, [], snapshots, rules=rules, now=now)).alerts

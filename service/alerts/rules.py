@@ -4,7 +4,8 @@ Every alert has a **dedupe key** that names what it is about, never when it was
 seen or under which EventBridge id, so re-deliveries and re-sends find the alert
 already there (``alerts.dedupe_key`` is unique) and raise nothing new:
 
-* deployment alerts: ``<type>:<deployment id>``, one per deployment and type;
+* deployment alerts: ``<type>:<deployment id>``, one per deployment and type
+  (``deployment.recovered`` is keyed by the deployment that succeeded);
 * noisy alerts (task failures, placement failures, disconnections): the scope
   (service, or container instance) and the cool-down window the *event's own*
   time falls in, ``<type>:<scope>:<window>``: at most one per scope and window,
@@ -41,6 +42,7 @@ class AlertType(StrEnum):
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     DEPLOYMENT_STUCK = "deployment.stuck"
     DEPLOYMENT_SUCCEEDED = "deployment.succeeded"
+    DEPLOYMENT_RECOVERED = "deployment.recovered"
     TASK_FAILED_TO_START = "task.failed_to_start"
     SERVICE_PLACEMENT_FAILURE = "service.placement_failure"
     CONTAINER_INSTANCE_DISCONNECTED = "container_instance.disconnected"
@@ -127,7 +129,14 @@ def deployment_body(d: DeploymentSnapshot) -> dict[str, Any]:
         "codedeploy_application": d.codedeploy_application,
         "codedeploy_group": d.codedeploy_group,
         "target_groups": [dict(tg) for tg in d.target_groups],
+        "cause": None if d.cause is None else d.cause.as_dict(),
     }
+
+
+#: The alerts whose ``deployment.cause`` is classified (docs/alerts.md, "Why it failed").
+CAUSE_ALERTS = frozenset(
+    {AlertType.DEPLOYMENT_FAILED, AlertType.DEPLOYMENT_ROLLED_BACK, AlertType.DEPLOYMENT_STUCK}
+)
 
 
 def awaiting_service(d: DeploymentSnapshot, *, now: datetime, hold_s: float) -> bool:
@@ -196,6 +205,29 @@ def deployment_alerts(
             AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
         )
     return drafts
+
+
+def recovery_alert(d: DeploymentSnapshot, closes: str, *, now: datetime) -> AlertDraft:
+    """``deployment.recovered``: ``d`` succeeded after the service's last deployment
+    ``closes`` failed (a roll-forward fix). Once per succeeding deployment; the body's
+    ``recovers`` names the failed deployment."""
+    kind = AlertType.DEPLOYMENT_RECOVERED
+    key = f"{kind.value}:{d.id}"
+    place = where(d.cluster, d.service)
+    summary = f"{place} recovered: deployment {d.id} succeeded after {closes} failed"
+    body = _body(
+        kind,
+        key,
+        now=now,
+        cluster=d.cluster,
+        service=d.service,
+        service_arn=d.service_arn,
+        summary=summary,
+        deployment=deployment_body(d),
+        events=d.event_ids,
+        extra={"recovers": closes},
+    )
+    return AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
 
 
 # ------------------------------------------------------------------ noisy alerts

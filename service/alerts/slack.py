@@ -39,6 +39,7 @@ _ICONS = {
     "deployment.rolled_back": ":leftwards_arrow_with_hook:",
     "deployment.stuck": ":hourglass:",
     "deployment.succeeded": ":large_green_circle:",
+    "deployment.recovered": ":white_check_mark:",
     "task.failed_to_start": ":warning:",
     "service.placement_failure": ":warning:",
     "container_instance.disconnected": ":electric_plug:",
@@ -99,6 +100,10 @@ def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
         fields.append(("ARN", arn))
     fields = fields[:FIELDS_MAX]
     icon = _ICONS.get(kind, ":bell:")
+    # A failure's message leads with its classified cause (docs/alerts.md, "Why it failed").
+    cause = (deployment.get("cause") or {}).get("summary")
+    if cause:
+        summary = f"{cause} — {summary}"
 
     text = cut(f"{icon} {escape(summary)}", TEXT_MAX)
     headline = f"{icon} *" + cut(escape(summary), SECTION_TEXT_MAX - len(icon) - 3) + "*"

@@ -64,6 +64,7 @@ class WebhookEventType(StrEnum):
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     DEPLOYMENT_STUCK = "deployment.stuck"
     DEPLOYMENT_SUCCEEDED = "deployment.succeeded"
+    DEPLOYMENT_RECOVERED = "deployment.recovered"
     TASK_FAILED_TO_START = "task.failed_to_start"
     SERVICE_PLACEMENT_FAILURE = "service.placement_failure"
     CONTAINER_INSTANCE_DISCONNECTED = "container_instance.disconnected"
@@ -175,7 +176,14 @@ DEPLOYMENT_EXAMPLE: dict[str, Any] = {
     "finished_at": "2025-03-01T10:14:03.120000Z",
     "failed_tasks": 3,
     "stuck": False,
+    "strategy": "ROLLING",
 }
+
+
+STRATEGY_DESCRIPTION = (
+    "ROLLING, BLUE_GREEN, LINEAR or CANARY, as ECS's service deployment record says "
+    "(DescribeServiceDeployments); null until the poller has matched one."
+)
 
 
 class Deployment(BaseModel):
@@ -205,6 +213,10 @@ class Deployment(BaseModel):
             "In progress with no running task of its task definition after "
             "ECSWATCH_STUCK_AFTER_S seconds."
         ),
+    )
+    strategy: str | None = Field(
+        default=None,
+        description=STRATEGY_DESCRIPTION,
     )
 
     model_config = _example(DEPLOYMENT_EXAMPLE)
@@ -365,6 +377,7 @@ class DeploymentDetail(BaseModel):
     updated_at: datetime
     finished_at: datetime | None
     stuck: bool
+    strategy: str | None = Field(description=STRATEGY_DESCRIPTION)
     cause: DeploymentCause | None = Field(
         description="Why it failed; null unless failed, rolled back or stuck."
     )

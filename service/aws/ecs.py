@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
         ClusterTypeDef,
         ContainerInstanceTypeDef,
         FailureTypeDef,
+        ServiceDeploymentBriefTypeDef,
+        ServiceDeploymentTypeDef,
+        ServiceRevisionTypeDef,
         ServiceTypeDef,
         TaskDefinitionTypeDef,
         TaskTypeDef,
@@ -33,8 +37,12 @@ DESCRIBE_CLUSTERS_LIMIT = 100
 DESCRIBE_SERVICES_LIMIT = 10
 DESCRIBE_TASKS_LIMIT = 100
 DESCRIBE_CONTAINER_INSTANCES_LIMIT = 100
+#: Service deployments (and service revisions) one Describe call takes.
+DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT = 20
 #: The largest page of the List calls.
 LIST_PAGE_SIZE = 100
+#: At most this many pages of ListServiceDeployments a service (newest first).
+SERVICE_DEPLOYMENT_PAGES = 2
 
 
 @dataclass
@@ -184,6 +192,63 @@ class EcsApi:
             lambda: self._client.describe_task_definition(taskDefinition=arn),
         )
         return response.get("taskDefinition")
+
+    async def list_service_deployments(
+        self, cluster: str, service: str, *, created_after: datetime
+    ) -> list[ServiceDeploymentBriefTypeDef]:
+        """The service's deployments created after ``created_after``, newest first
+        (at most :data:`SERVICE_DEPLOYMENT_PAGES` pages of 100)."""
+        found: list[ServiceDeploymentBriefTypeDef] = []
+        token: str | None = None
+        for _ in range(SERVICE_DEPLOYMENT_PAGES):
+            request: dict[str, Any] = {
+                "cluster": cluster,
+                "service": service,
+                "createdAt": {"after": created_after},
+                "maxResults": LIST_PAGE_SIZE,
+            }
+            if token:
+                request["nextToken"] = token
+            response = await self._caller.call(
+                "ecs",
+                "ListServiceDeployments",
+                partial(self._client.list_service_deployments, **request),
+            )
+            found.extend(response.get("serviceDeployments", []))
+            token = response.get("nextToken")
+            if not token:
+                break
+        return found
+
+    async def describe_service_deployments(
+        self, arns: Sequence[str]
+    ) -> Described[ServiceDeploymentTypeDef]:
+        _check(arns, DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT)
+        response = await self._caller.call(
+            "ecs",
+            "DescribeServiceDeployments",
+            lambda: self._client.describe_service_deployments(serviceDeploymentArns=list(arns)),
+        )
+        described: Described[ServiceDeploymentTypeDef] = Described(
+            found=list(response.get("serviceDeployments", []))
+        )
+        _sort_failures(described, response.get("failures", []))
+        return described
+
+    async def describe_service_revisions(
+        self, arns: Sequence[str]
+    ) -> Described[ServiceRevisionTypeDef]:
+        _check(arns, DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT)
+        response = await self._caller.call(
+            "ecs",
+            "DescribeServiceRevisions",
+            lambda: self._client.describe_service_revisions(serviceRevisionArns=list(arns)),
+        )
+        described: Described[ServiceRevisionTypeDef] = Described(
+            found=list(response.get("serviceRevisions", []))
+        )
+        _sort_failures(described, response.get("failures", []))
+        return described
 
 
 def _check(items: Sequence[str], limit: int) -> None:

@@ -27,6 +27,8 @@ class Category(StrEnum):
     CLOUDWATCH_GET_METRIC_DATA = "cloudwatch_get_metric_data"
     ELBV2_DESCRIBE = "elbv2_describe"
     CODEDEPLOY_READ = "codedeploy_read"
+    ECS_SERVICE_DEPLOYMENT_READ = "ecs_service_deployment_read"
+    EVENTS_PUT = "events_put"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,9 @@ RATES: dict[Category, Rate] = {
     Category.CLOUDWATCH_GET_METRIC_DATA: Rate(burst=50, per_second=10),
     Category.ELBV2_DESCRIBE: Rate(burst=10, per_second=5),
     Category.CODEDEPLOY_READ: Rate(burst=10, per_second=5),
+    # Not in ECS's throttling table: a conservative share, like the other reads.
+    Category.ECS_SERVICE_DEPLOYMENT_READ: Rate(burst=20, per_second=5),
+    Category.EVENTS_PUT: Rate(burst=10, per_second=5),
 }
 
 #: Which category each operation ecswatch calls belongs to.
@@ -63,6 +68,10 @@ OPERATION_CATEGORY: dict[tuple[str, str], Category] = {
     ("elbv2", "DescribeTargetGroups"): Category.ELBV2_DESCRIBE,
     ("codedeploy", "GetDeploymentGroup"): Category.CODEDEPLOY_READ,
     ("codedeploy", "BatchGetDeployments"): Category.CODEDEPLOY_READ,
+    ("ecs", "ListServiceDeployments"): Category.ECS_SERVICE_DEPLOYMENT_READ,
+    ("ecs", "DescribeServiceDeployments"): Category.ECS_SERVICE_DEPLOYMENT_READ,
+    ("ecs", "DescribeServiceRevisions"): Category.ECS_SERVICE_DEPLOYMENT_READ,
+    ("events", "PutEvents"): Category.EVENTS_PUT,
 }
 
 

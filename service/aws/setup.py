@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
-#: The event sources ecswatch consumes.
-EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy"]}
+#: The event sources ecswatch consumes: ECS, CodeDeploy and ecswatch's own heartbeat.
+EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy", "ecswatch.heartbeat"]}
 #: Messages a consumer may fail to process before SQS moves them to the DLQ.
 MAX_RECEIVE_COUNT = 5
 #: What the organization's bus passes to the queue, and what deploy/member-account.yaml
@@ -55,8 +55,8 @@ async def setup_event_pipeline(
     queue_name: str,
     organization_id: str | None = None,
 ) -> PipelineResources:
-    """Queue + DLQ (redrive), a rule for ECS and CodeDeploy events, and the policy
-    that lets only that rule send to the queue.
+    """Queue + DLQ (redrive), a rule for ECS and CodeDeploy events and ecswatch's
+    heartbeat, and the policy that lets only that rule send to the queue.
 
     With ``organization_id``, also the organization's event bus (its policy admits
     that organization alone) and a rule from it to the queue, which the queue
@@ -72,7 +72,7 @@ async def setup_event_pipeline(
         Name=rule_name,
         EventPattern=json.dumps(EVENT_PATTERN),
         State="ENABLED",
-        Description="ECS and CodeDeploy events for ecswatch",
+        Description="ECS and CodeDeploy events, and its heartbeat, for ecswatch",
     )
     rule_arn = rule["RuleArn"]
     bus_arn = organization_rule_arn = None

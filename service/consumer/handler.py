@@ -30,6 +30,7 @@ from service.events.models import NormalisedEvent
 from service.events.normalise import HEARTBEAT_SOURCE, parse_message
 from service.logging import get_logger
 from service.state.apply import Applied
+from service.state.heartbeats import record_heartbeat
 from service.state.quarantine import Poison, quarantine
 
 log = get_logger(__name__)
@@ -97,7 +98,7 @@ class Handler:
         parsed: list[tuple[Message, NormalisedEvent]] = []
         poison: list[tuple[Message, Poison, str]] = []
         received: Counter[str] = Counter()
-        heartbeats = HandleResult()
+        heartbeats: list[tuple[Message, datetime]] = []
         for index, message in enumerate(messages):
             if index % _PARSE_SLICE == _PARSE_SLICE - 1:
                 # Parsing is the longest stretch of Python in a batch (~20 ms for
@@ -113,29 +114,48 @@ class Handler:
                 continue
             received[_detail_type_label(event)] += 1
             if event.envelope.source == HEARTBEAT_SOURCE:
-                # Proof that the path from the bus works: counted above, then
-                # acknowledged; never stored as an ECS event (docs/events.md).
-                heartbeats.done.append(message)
-                heartbeats.outcomes[message.message_id] = "heartbeat"
+                # Proof that the path from the bus works: counted above, its time
+                # recorded; never stored as an ECS event (docs/events.md).
+                heartbeats.append((message, event.envelope.time))
                 continue
             parsed.append((message, event))
         for label, count in received.items():
             telemetry.EVENTS_RECEIVED.labels(label).inc(count)
+        beats = await self._record_heartbeats(heartbeats, now) if heartbeats else HandleResult()
         try:
             committed = await self._commit(parsed, poison)
         except Exception as exc:
             if is_transient_db_error(exc):
                 log.warning("batch_transient_failure", error=type(exc).__name__, size=len(messages))
-                return HandleResult(retry=list(messages))
+                retry = HandleResult(retry=[m for m, _ in parsed] + [m for m, _, _ in poison])
+                retry.merge(beats)
+                return retry
             log.warning("batch_failed_falling_back", error=_short(exc), size=len(messages))
         else:
-            committed.merge(heartbeats)
+            committed.merge(beats)
             return committed
-        result = heartbeats
+        result = beats
         for message, event in parsed:
             result.merge(await self._one(message, event))
         for message, item, label in poison:
             result.merge(await self._one_poison(message, item, label))
+        return result
+
+    async def _record_heartbeats(
+        self, heartbeats: list[tuple[Message, datetime]], now: datetime
+    ) -> HandleResult:
+        """Record the newest heartbeat's time; on failure the heartbeats stay queued."""
+        result = HandleResult()
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await record_heartbeat(session, max(at for _, at in heartbeats), now=now)
+        except Exception as exc:
+            log.warning("heartbeat_not_recorded", error=_short(exc))
+            result.retry.extend(m for m, _ in heartbeats)
+            return result
+        for message, _ in heartbeats:
+            result.done.append(message)
+            result.outcomes[message.message_id] = "heartbeat"
         return result
 
     async def _commit(

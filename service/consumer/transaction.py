@@ -6,7 +6,9 @@
    ordered upsert, crash loops and Service Action reasons, then one snapshot of
    each deployment touched;
 3. **alerts** (:func:`service.alerts.raising.raise_alerts`) of those snapshots and
-   of the batch's events, with their webhook outbox rows;
+   of the batch's events, with their webhook outbox rows: the classified cause of
+   a failure or stuck deployment whose alert is raised now, gathered once and put
+   on its snapshot, and ``deployment.recovered`` (the snapshot's ``recovers``);
 4. **Datadog facts** (:func:`service.datadog.outbox.write_datadog_rows`) of the
    same events and snapshots, with their outbox rows, when forwarding is on.
 
@@ -65,7 +67,9 @@ async def commit_events(
         crashloop_tasks=rules.crashloop_tasks,
         crashloop_window_s=rules.crashloop_window_s,
     )
-    result.alerts = await raise_alerts(session, changed, snapshots, rules=rules)
+    raised = await raise_alerts(session, changed, snapshots, rules=rules)
+    result.alerts = raised.alerts
     if datadog:
-        await write_datadog_rows(session, state.fresh, state.outcomes, snapshots)
+        # The snapshots as the alerts left them: with the causes they classified.
+        await write_datadog_rows(session, state.fresh, state.outcomes, raised.snapshots)
     return result

@@ -306,7 +306,10 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
     Each outcome a deployment reaches is counted once (a failed deployment that
     then rolls back counts as failed and as rolled back) and announced once, with
     ``aggregation_key`` the deployment id so Datadog groups its events. A failure's
-    event text leads with :func:`~service.deployments.snapshot.failure_summary`.
+    event text leads with :func:`~service.deployments.snapshot.failure_summary`,
+    then the snapshot's classified cause where it carries one. A success that closes
+    a failure (``recovers``) is announced once more, as a recovery grouped with the
+    failed deployment.
     """
     family, revision = family_and_revision(d.task_definition)
     context = EcsContext(cluster_arn=d.cluster_arn, cluster_name=d.cluster, service_name=d.service)
@@ -352,6 +355,8 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
                 )
             )
     summary = [("summary", failure_summary(d))] if outcome in FAILED_OUTCOMES else []
+    if d.cause is not None:
+        summary.append(("cause", f"{d.cause.category}: {d.cause.summary}"))
     spec = EventSpec(
         title=f"ECS deployment {outcome.replace('_', ' ')}: {where}",
         text=_lines(
@@ -369,6 +374,15 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
         at=finished_at,
     )
     facts.append(Fact(f"deployment:{d.id}:{outcome}", context, tuple(contributions), spec))
+    if outcome == Outcome.SUCCEEDED and d.recovers is not None:
+        recovered = EventSpec(
+            title=f"ECS deployment recovered: {where}",
+            text=_lines([*body, ("recovers", d.recovers), ("service ARN", d.service_arn)]),
+            alert_type="success",
+            aggregation_key=d.recovers,
+            at=finished_at,
+        )
+        facts.append(Fact(f"deployment:{d.id}:recovered", context, (), recovered))
     return facts
 
 

@@ -4,7 +4,8 @@ Every ``ECSWATCH_METRICS_INTERVAL_S`` it writes, each in one short transaction:
 
 * **state gauges** computed from Postgres (desired, running and pending tasks per
   service; tasks by status; container instances by status and agent connection;
-  deployments in progress; ecswatch's own lag and outbox), as one
+  deployments in progress; ecswatch's own lag, outbox, dead rows, heartbeat age
+  and poller leaders), as one
   ``datadog_metrics`` row per interval bucket (``dd:gauges:<bucket>``: replicas
   running the job write it once);
 * **CloudWatch and ALB points** from ``metric_points``, read past a high-water
@@ -40,6 +41,8 @@ from service.datadog.tags import EcsContext, ecs_tags, tag
 from service.deployments.outcome import Outcome
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind
+from service.poller.leader import COUNT_LEADERS_SQL
+from service.state.heartbeats import heartbeat_age_s
 
 log = get_logger(__name__)
 
@@ -99,6 +102,8 @@ _OUTBOX = text(
     "SELECT kind, count(*) AS n, min(created_at) AS oldest FROM outbox"
     " WHERE status = 'pending' GROUP BY kind"
 )
+_DEAD = text("SELECT kind, count(*) AS n FROM outbox WHERE status = 'dead' GROUP BY kind")
+_LEADERS = text(COUNT_LEADERS_SQL)
 _LAG = text(
     "SELECT max(extract(epoch FROM received_at - time)) FROM raw_events"
     " WHERE received_at > :since AND time > :recent"
@@ -209,6 +214,19 @@ async def _self_gauges(
         )
     age = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
     out.append(_series(MetricName.SELF_OUTBOX_OLDEST_AGE, ts, age, [], {}))
+    dead = {kind.value: 0 for kind in OutboxKind}
+    for row in await session.execute(_DEAD):
+        dead[row.kind] = int(row.n)
+    for kind, n in sorted(dead.items()):
+        out.append(
+            _series(MetricName.SELF_OUTBOX_DEAD, ts, float(n), _extra(("outbox_kind", kind)), {})
+        )
+    # No heartbeat ever recorded: no point, so the monitor's no-data alert speaks.
+    heartbeat = await heartbeat_age_s(session, now=now)
+    if heartbeat is not None:
+        out.append(_series(MetricName.SELF_HEARTBEAT_AGE, ts, heartbeat, [], {}))
+    leaders = (await session.execute(_LEADERS)).scalar()
+    out.append(_series(MetricName.SELF_POLLER_LEADERS, ts, float(leaders or 0), [], {}))
     since = now - timedelta(seconds=interval_s)
     lag = (
         await session.execute(_LAG, {"since": since, "recent": now - timedelta(hours=1)})

@@ -59,6 +59,9 @@ class MetricName(StrEnum):
     SELF_OUTBOX_PENDING = "self.outbox.pending"
     SELF_OUTBOX_OLDEST_AGE = "self.outbox.oldest_age"
     SELF_AWS_THROTTLES = "self.aws_throttles"
+    SELF_OUTBOX_DEAD = "self.outbox.dead"
+    SELF_HEARTBEAT_AGE = "self.heartbeat.age"
+    SELF_POLLER_LEADERS = "self.poller.leaders"
 
 
 class SeriesType(IntEnum):
@@ -318,6 +321,27 @@ REGISTRY: dict[MetricName, MetricSpec] = {
             "request",
             ("operation",),
             "AWS calls throttled in this process",
+        ),
+        _spec(
+            MetricName.SELF_OUTBOX_DEAD,
+            "gauge",
+            "item",
+            ("outbox_kind",),
+            "Outbox rows whose retry budget is spent (status dead)",
+        ),
+        _spec(
+            MetricName.SELF_HEARTBEAT_AGE,
+            "gauge",
+            "second",
+            (),
+            "Seconds since the time of the newest heartbeat consumed off the queue",
+        ),
+        _spec(
+            MetricName.SELF_POLLER_LEADERS,
+            "gauge",
+            "process",
+            (),
+            "Processes holding the poller's leader lock (1 when healthy)",
         ),
     )
 }

@@ -27,6 +27,60 @@ _PIN_ECS_TASKS = {
 }
 
 
+#: ECS operations moto does not implement, answered as ECS answers an account that
+#: has no such record: ECS's service deployments (docs/events.md, "Service
+#: deployments"). The JSON 1.1 target prefix of ECS.
+_ECS_TARGET = "AmazonEC2ContainerServiceV20141113"
+_MAX_BODY = 1024 * 1024
+
+
+def _no_service_deployments(operation: str, body: dict[str, Any]) -> dict[str, Any]:
+    if operation == "ListServiceDeployments":
+        return {"serviceDeployments": []}
+    key, arns_key = (
+        ("serviceDeployments", "serviceDeploymentArns")
+        if operation == "DescribeServiceDeployments"
+        else ("serviceRevisions", "serviceRevisionArns")
+    )
+    arns = body.get(arns_key)
+    missing = [
+        {"arn": str(a), "reason": "MISSING"} for a in (arns if isinstance(arns, list) else [])
+    ]
+    return {key: [], "failures": missing}
+
+
+_UNIMPLEMENTED = frozenset(
+    {"ListServiceDeployments", "DescribeServiceDeployments", "DescribeServiceRevisions"}
+)
+
+
+def _answer_unimplemented(app: Any) -> Any:
+    """moto's WSGI app, with :data:`_UNIMPLEMENTED` answered instead of a 500."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        prefix, _, operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")
+        if prefix != _ECS_TARGET or operation not in _UNIMPLEMENTED:
+            return app(environ, start_response)
+        length = min(int(environ.get("CONTENT_LENGTH") or 0), _MAX_BODY)
+        try:
+            body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+        except ValueError:
+            body = {}
+        payload = json.dumps(
+            _no_service_deployments(operation, body if isinstance(body, dict) else {})
+        ).encode()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("Content-Length", str(len(payload))),
+            ],
+        )
+        return [payload]
+
+    return wsgi
+
+
 class _Handler(MotoRequestHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         # moto's responses carry `server: amazon.com`; the stdlib adds a second Server
@@ -58,7 +112,7 @@ class MotoServer:
         if werkzeug_log.level == logging.NOTSET:
             werkzeug_log.setLevel(logging.WARNING)
         # What ThreadedMotoServer does, with our handler (see _Handler) and port 0.
-        app = DomainDispatcherApplication(create_backend_app)
+        app = _answer_unimplemented(DomainDispatcherApplication(create_backend_app))
         self._httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Handler)
         # A short poll interval keeps stop() (and so test teardown) quick.
         self._thread = threading.Thread(

@@ -75,13 +75,18 @@ def task_lifecycle(
     stopped_reason: str | None = None,
     only_stop: bool = False,
     first_version: int | None = None,
+    container_reason: str | None = None,
+    container_ran: bool = True,
 ) -> list[Event]:
     """Every state-change event of one task, in order, versions with gaps.
 
     ``fail`` makes the essential container exit 137 (OOM) after running briefly.
     ``task_arn`` names an existing task (the demo's tasks live in moto);
     ``stop_code``, ``exit_code`` and ``stopped_reason`` override the stop's;
-    ``only_stop`` leaves out the events up to RUNNING (the task already runs).
+    ``only_stop`` leaves out the events up to RUNNING (the task already runs);
+    ``container_reason`` is the stopped container's reason, and a container that
+    never ran (``container_ran`` false, e.g. its image could not be pulled) has no
+    exit code.
     """
     start = start or datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
     task_id = uuid.UUID(int=rng.getrandbits(128)).hex
@@ -112,10 +117,12 @@ def task_lifecycle(
             "cpu": "256",
             "memory": "null",
         }
-        if exited:
+        if exited and container_ran:
             container["exitCode"] = exit_code if exit_code is not None else (137 if fail else 0)
             if fail and exit_code is None:
                 container["reason"] = "OutOfMemoryError: Container killed due to memory usage"
+        if exited and container_reason:
+            container["reason"] = container_reason
         detail: Event = {
             "clusterArn": cluster_arn(cluster),
             "taskArn": task_arn,

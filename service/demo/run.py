@@ -6,7 +6,9 @@ setup`` makes them), a simulated fleet emitting ECS events through EventBridge,
 a local Datadog intake and a webhook receiver; then the consumer, the dispatcher
 and the API, exactly as ``ecswatch run`` runs them. The receiver is subscribed to
 every alert type; each alert it receives with a valid signature is printed as a
-``Webhook:`` line (the failing deployment's ``deployment.failed`` among them).
+``Webhook:`` line (the failing deployments' ``deployment.failed`` among them, each
+ending with its classified cause: an image that cannot be pulled, a container
+killed for memory).
 Datadog forwarding is on (a demo key, the local intake, a 10 s metrics interval),
 and the demo prints what the intake receives: ``Datadog intake: …`` lines with
 the series and events so far, and one ``Datadog event: …`` line per event.
@@ -35,6 +37,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from aiobotocore.session import get_session
 from pydantic import SecretStr
@@ -57,7 +60,7 @@ from service.demo.fleet import (
 )
 from service.demo.intake import DatadogIntake
 from service.demo.receiver import WebhookReceiver
-from service.demo.simulator import FleetSimulator, put_events_entries
+from service.demo.simulator import BAD_ROLLOUT, FleetSimulator, put_events_entries
 from service.logging import get_logger
 from service.migrate import upgrade
 from service.readiness import RoleStatus
@@ -262,6 +265,20 @@ async def _subscribe_receiver(runtime: Runtime, receiver: WebhookReceiver) -> No
         )
 
 
+def alert_line(body: dict[str, Any], *, verified: str = " (signature verified)") -> str:
+    """The ``Webhook:`` line of a verified alert body: its type, deployment and summary,
+    and the classified cause of a failure (docs/alerts.md, "Why it failed")."""
+    deployment = body.get("deployment") or {}
+    what = f"{body.get('type')} {deployment.get('id') or '-'}"
+    line = f"Webhook: {what}{verified}: {body.get('summary')}"
+    cause = deployment.get("cause") or {}
+    if cause.get("category"):
+        line += f" | cause: {cause['category']}: {cause.get('summary')}"
+    if body.get("recovers"):
+        line += f" | recovers {body['recovers']}"
+    return line
+
+
 async def _print_alerts(receiver: WebhookReceiver, stop: asyncio.Event) -> None:
     """Print each alert the receiver verified, as it arrives."""
     shown = 0
@@ -270,12 +287,7 @@ async def _print_alerts(receiver: WebhookReceiver, stop: asyncio.Event) -> None:
         for delivery in records[shown:]:
             body = delivery.json if isinstance(delivery.json, dict) else {}
             if delivery.verified and 200 <= delivery.status < 300:
-                deployment = body.get("deployment") or {}
-                print(
-                    f"Webhook: {body.get('type')} {deployment.get('id') or '-'}"
-                    f" (signature verified): {body.get('summary')}",
-                    flush=True,
-                )
+                print(alert_line(body), flush=True)
         shown = len(records)
         await asyncio.sleep(0.2)
 
@@ -313,6 +325,8 @@ def how_to_try(api: str, token: str) -> list[str]:
         "/v1/tasks?last_status=STOPPED",
         "/v1/container-instances?cluster=demo-ec2",
         "/v1/deployments?outcome=rolled_back",
+        # The rolled-back deployment with its cause, timeline and failed tasks.
+        f"/v1/deployments/{quote(BAD_ROLLOUT, safe='')}",
         "/v1/metrics?namespace=AWS/ApplicationELB",
         "/v1/alerts",
     )
@@ -393,7 +407,7 @@ async def _draw_live(
             for delivery in receiver.deliveries[shown_alerts:]:
                 body = delivery.json if isinstance(delivery.json, dict) else {}
                 if delivery.verified and 200 <= delivery.status < 300:
-                    recent.append(f"Webhook: {body.get('type')}: {body.get('summary')}")
+                    recent.append(alert_line(body, verified=""))
             shown_alerts = len(receiver.deliveries)
             for event in intake.events()[shown_events:]:
                 recent.append(f"Datadog event: [{event.get('alert_type')}] {event.get('title')}")

@@ -9,9 +9,11 @@ poller describe the same resources. The story:
 1. the fleet comes up: container instances, stable deployments, running tasks;
 2. one container instance drains, another loses its ECS agent;
 3. ``api`` rolls out a new deployment that succeeds (old tasks stop, exit 0);
-4. ``web`` rolls out one whose tasks crash (exit 137, 139, 1): the circuit
-   breaker fails it and rolls back;
-5. ``batch`` (no circuit breaker) rolls out one that crash-loops;
+4. ``web`` rolls out an image that does not exist: its tasks fail to start
+   (``CannotPullContainerError``), the circuit breaker fails the deployment and
+   rolls back; its alerts' cause is ``image_pull``;
+5. ``batch`` (no circuit breaker) rolls out one that crash-loops, its container
+   killed for memory (exit 137, ``OutOfMemoryError``): cause ``out_of_memory``;
 6. ``checkout`` goes blue/green through CodeDeploy, which succeeds;
 7. then churn: Spot interruptions, tasks stopped by a user, replacements and
    steady-state notices.
@@ -54,16 +56,21 @@ GOOD_ROLLOUT = "ecs-svc/1000000000000000002"
 BAD_ROLLOUT = "ecs-svc/1000000000000000003"
 CRASH_ROLLOUT = "ecs-svc/1000000000000000004"
 
-#: (stop code, exit code, stopped reason) of the web rollout's crashing tasks.
-_CRASHES = (
-    (
-        "EssentialContainerExited",
-        137,
-        "Essential container in task exited",
-        "OutOfMemoryError: Container killed due to memory usage",
-    ),
-    ("EssentialContainerExited", 139, "Essential container in task exited", None),
-    ("EssentialContainerExited", 1, "Essential container in task exited", None),
+#: (stop code, exit code, stopped reason, container reason) of a rollout's failing
+#: tasks, worded as ECS words them; no exit code: the container never ran.
+Crash = tuple[str, int | None, str, str | None]
+_PULL_FAILURE: Crash = (
+    "TaskFailedToStart",
+    None,
+    "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to"
+    " resolve ref 123456789012.dkr.ecr.us-east-1.amazonaws.com/web:v2: not found",
+    None,
+)
+_OOM_KILL: Crash = (
+    "EssentialContainerExited",
+    137,
+    "Essential container in task exited",
+    "OutOfMemoryError: Container killed due to memory usage",
 )
 
 
@@ -206,11 +213,9 @@ class FleetSimulator:
             )
         )
 
-    async def _crash(
-        self, svc: DemoService, deployment: str, crashes: tuple[tuple[Any, ...], ...]
-    ) -> None:
+    async def _crash(self, svc: DemoService, deployment: str, crashes: tuple[Crash, ...]) -> None:
         """Tasks of ``deployment`` that start, crash and stop (in moto too)."""
-        for stop_code, exit_code, reason, _ in crashes:
+        for stop_code, exit_code, reason, container_reason in crashes:
             tasks = await run_tasks(self._ecs, self._fleet, svc, 1, started_by=deployment)
             arns = [t["taskArn"] for t in tasks]
             await stop_tasks(self._ecs, svc.cluster, arns, reason)
@@ -225,13 +230,15 @@ class FleetSimulator:
                         deployment_id=deployment,
                         start=datetime.now(UTC),
                         launch_type=svc.launch,
-                        fail=True,
+                        fail=exit_code is not None,
                         stop=True,
                         task_arn=task["taskArn"],
                         container_instance_arn=task.get("containerInstanceArn"),
                         stop_code=stop_code,
                         exit_code=exit_code,
                         stopped_reason=reason,
+                        container_reason=container_reason,
+                        container_ran=exit_code is not None,
                     )
                 )
             await self._sleep(1)
@@ -339,7 +346,7 @@ class FleetSimulator:
             rollback_to=stable,
         )
         await self._send(events[:1])
-        await self._crash(svc, BAD_ROLLOUT, _CRASHES)
+        await self._crash(svc, BAD_ROLLOUT, (_PULL_FAILURE,) * 3)
         await self._send(events[1:3])  # circuit breaker: FAILED, rolling back to stable
         # The synthetic rollback notice is stamped start+4 min: the restored
         # deployment completes after it.
@@ -361,8 +368,7 @@ class FleetSimulator:
             start=datetime.now(UTC),
         )
         await self._send(events[:1])  # in progress, and no circuit breaker to end it
-        crash = ("EssentialContainerExited", 1, "Essential container in task exited", None)
-        await self._crash(svc, CRASH_ROLLOUT, (crash, crash, crash))
+        await self._crash(svc, CRASH_ROLLOUT, (_OOM_KILL,) * 3)
         log.info("simulator_rollout_crash_looping", service=svc.name, deployment=CRASH_ROLLOUT)
 
     async def _codedeploy_blue_green(self) -> None:

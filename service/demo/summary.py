@@ -32,6 +32,8 @@ class Numbers:
     container_instances: int = 0
     metric_points: dict[str, int] = field(default_factory=dict)
     alerts_raised: int = 0
+    # The classified causes of this run's deployment.failed alerts, by category.
+    failure_causes: dict[str, int] = field(default_factory=dict)
     alerts_delivered: int = 0
     datadog_series: int = 0
     datadog_points: int = 0
@@ -54,6 +56,9 @@ _QUERIES = {
     "instances": "SELECT count(*) FROM container_instances WHERE gone_at IS NULL",
     "metrics": "SELECT namespace, count(*) FROM metric_points GROUP BY 1 ORDER BY 1",
     "alerts": "SELECT count(*) FROM alerts WHERE created_at >= :since",
+    "causes": "SELECT payload->'deployment'->'cause'->>'category', count(*) FROM alerts"
+    " WHERE created_at >= :since AND type = 'deployment.failed'"
+    " AND payload->'deployment'->'cause'->>'category' IS NOT NULL GROUP BY 1 ORDER BY 1",
 }
 
 
@@ -85,6 +90,7 @@ async def collect(
         instances = (await conn.execute(text(_QUERIES["instances"]))).scalar() or 0
         points = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["metrics"]))}
         alerts = (await conn.execute(text(_QUERIES["alerts"]), p)).scalar() or 0
+        causes = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["causes"]), p)}
     series = intake.series()
     cloudwatch = [s for s in series if ".aws." in str(s.get("metric", ""))]
     delivered = sum(1 for d in receiver.deliveries if d.verified and 200 <= d.status < 300)
@@ -95,6 +101,7 @@ async def collect(
         container_instances=int(instances),
         metric_points=points,
         alerts_raised=int(alerts),
+        failure_causes=causes,
         alerts_delivered=delivered,
         datadog_series=len(series),
         datadog_points=sum(len(s.get("points", [])) for s in series),
@@ -121,6 +128,7 @@ def rows(n: Numbers) -> list[tuple[str, str]]:
         ("Container instances", str(n.container_instances)),
         ("Metric points", _counts(n.metric_points)),
         ("Alerts", f"{n.alerts_raised} raised, {n.alerts_delivered} delivered (verified)"),
+        ("Failure causes", _counts(n.failure_causes)),
         (
             "Datadog intake",
             f"{n.datadog_series} series ({n.datadog_points} points), {n.datadog_events} events",

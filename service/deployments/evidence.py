@@ -35,7 +35,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import Executable
 
 from service.deployments.cause import (
@@ -104,6 +104,8 @@ DEPLOYMENT = (
         D.event_ids,
         D.codedeploy_application,
         D.codedeploy_group,
+        D.strategy,
+        D.triggered_alarms,
         _SERVICE.c.load_balancers,
         _SERVICE.c.deployment_configuration,
     )
@@ -202,6 +204,18 @@ def connection_reader(conn: AsyncConnection) -> Reader:
 
     async def read(stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         result = await conn.execute(stmt, dict(params))
+        keys = list(result.keys())
+        return [dict(zip(keys, row, strict=True)) for row in result]
+
+    return read
+
+
+def session_reader(session: AsyncSession) -> Reader:
+    """A :data:`Reader` inside a session's transaction: it sees the transaction's
+    own writes (the alerts' cause is gathered before they commit)."""
+
+    async def read(stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        result = await session.execute(stmt, dict(params))
         keys = list(result.keys())
         return [dict(zip(keys, row, strict=True)) for row in result]
 
@@ -335,6 +349,15 @@ def configured_alarms(deployment_configuration: Any) -> tuple[str, ...]:
     return tuple(n for n in (names if isinstance(names, list) else []) if isinstance(n, str))
 
 
+#: The reason of an alarm fact that ECS's service deployment record gives.
+TRIGGERED = "triggered, as ECS's service deployment reports (DescribeServiceDeployments)"
+
+
+def triggered_alarm_names(value: Any) -> tuple[str, ...]:
+    """The stored ``deployments.triggered_alarms`` JSON as alarm names."""
+    return tuple(n for n in (value if isinstance(value, list) else []) if isinstance(n, str))
+
+
 def build_facts(
     deployment: Mapping[str, Any],
     tasks: Sequence[Mapping[str, Any]],
@@ -359,6 +382,11 @@ def build_facts(
         ):
             alarms.append(_alarm(event["time"], event["reason"], configured))
     reason = deployment.get("reason")
+    triggered = triggered_alarm_names(deployment.get("triggered_alarms"))
+    if triggered:
+        # ECS's service deployment names the alarms that triggered: they replace the
+        # names guessed from the configured ones.
+        alarms = [AlarmFact(deployment.get("last_event_at"), triggered, TRIGGERED)]
     if not alarms and reason and _ALARM.search(reason) and deployment.get("kind") != "codedeploy":
         alarms.append(_alarm(deployment.get("last_event_at"), reason, configured))
     codedeploy: list[CodeDeployFact] = []

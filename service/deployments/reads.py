@@ -1,7 +1,8 @@
 """Deployment snapshots read back after a transaction's writes.
 
 :func:`read_snapshots` is the one read of a deployment that alerts and Datadog
-facts share. Only executes: the caller owns the transaction.
+facts share; :func:`closed_failures` finds the failure a success recovers from.
+Only executes: the caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.deployments.outcome import DeploymentKind, Outcome
-from service.deployments.snapshot import DeploymentSnapshot, target_groups
+from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot, target_groups
 
 _SNAPSHOT_COLUMNS = (
     "d.id, d.kind, d.outcome, d.cluster_arn, d.cluster_name, d.service_name, d.service_arn,"
@@ -87,3 +88,35 @@ async def read_snapshots(session: AsyncSession, ids: Sequence[str]) -> list[Depl
         return []
     found = await session.execute(_SNAPSHOTS, {"ids": sorted(set(ids))})
     return [snapshot_of(row) for row in found]
+
+
+def _in(outcomes: frozenset[Outcome]) -> str:
+    return ", ".join(f"'{o}'" for o in sorted(outcomes))
+
+
+# The service's last deployment with a verdict (succeeded or a failure) started
+# before this one, restores left out (another deployment of the service rolls back
+# to it), when that verdict is a failure. ix_deployments_service serves both reads.
+_CLOSED_FAILURES = text(
+    "SELECT d.id AS recovering, p.id, p.outcome FROM deployments AS d"
+    " CROSS JOIN LATERAL (SELECT p.id, p.outcome FROM deployments AS p"
+    "  WHERE p.cluster_name = d.cluster_name AND p.service_name = d.service_name"
+    "  AND p.id <> d.id AND p.started_at < d.started_at"
+    f"  AND p.outcome IN ({_in(FAILED_OUTCOMES | {Outcome.SUCCEEDED})})"
+    "  AND NOT EXISTS (SELECT 1 FROM deployments AS o WHERE o.cluster_name = d.cluster_name"
+    "   AND o.service_name = d.service_name AND o.rollback_target = p.id)"
+    "  ORDER BY p.started_at DESC, p.id DESC LIMIT 1) AS p"
+    f" WHERE d.id = ANY(:ids) AND d.outcome = '{Outcome.SUCCEEDED}'"
+    f" AND p.outcome IN ({_in(FAILED_OUTCOMES)})"
+)
+
+
+async def closed_failures(session: AsyncSession, ids: Sequence[str]) -> dict[str, str]:
+    """For the succeeded deployments of ``ids`` that fix a failure, the id of the
+    failed deployment each closes: the service's last deployment with a verdict
+    before it (restores left out) failed, rolled back or failed to roll back
+    (docs/alerts.md, ``deployment.recovered``)."""
+    if not ids:
+        return {}
+    found = await session.execute(_CLOSED_FAILURES, {"ids": sorted(set(ids))})
+    return {row.recovering: row.id for row in found}

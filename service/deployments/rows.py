@@ -107,6 +107,66 @@ def codedeploy_deployment_row(
     }
 
 
+#: A service deployment's ``status`` (DescribeServiceDeployments) -> the step it means.
+#: The statuses before an end (PENDING, IN_PROGRESS, STOP_REQUESTED,
+#: ROLLBACK_REQUESTED) order nothing: the deployment's events say as much, sooner.
+SERVICE_DEPLOYMENT_STEPS: dict[str, Step] = {
+    "SUCCESSFUL": Step(Outcome.SUCCEEDED, True),
+    "STOPPED": Step(Outcome.STOPPED, True),
+    "ROLLBACK_IN_PROGRESS": Step(Outcome.FAILED, False),
+    "ROLLBACK_SUCCESSFUL": Step(Outcome.ROLLED_BACK, True),
+    "ROLLBACK_FAILED": Step(Outcome.ROLLBACK_FAILED, True),
+}
+
+
+def service_deployment_row(
+    *,
+    deployment_id: str,
+    arn: str,
+    status: str,
+    at: datetime | None,
+    started_at: datetime | None,
+    reason: str | None,
+    strategy: str | None,
+    triggered_alarms: list[str] | None,
+    lifecycle_stage: str | None,
+    task_definition: str | None,
+    cluster_arn: str | None,
+    service_arn: str | None,
+    now: datetime,
+) -> Row:
+    """The deployment upsert of what ECS's service deployment ``arn`` says about the
+    deployment ``deployment_id`` (matched to it: docs/events.md, "Service deployments").
+
+    A status of :data:`SERVICE_DEPLOYMENT_STEPS` is ordered like an event stamped
+    ``at`` (the service deployment's ``updatedAt``); any other status has no ordering
+    key, so it never changes the outcome and only adds the strategy, the triggered
+    alarms and the matched ARN.
+    """
+    step = SERVICE_DEPLOYMENT_STEPS.get(status)
+    ordered = step is not None and at is not None
+    step = step or Step(Outcome.IN_PROGRESS, False)
+    return {
+        "id": deployment_id,
+        "cluster_arn": cluster_arn,
+        "service_arn": service_arn,
+        "outcome": step.outcome.value,
+        "reason": reason,
+        "lifecycle_stage": lifecycle_stage,
+        "task_definition": task_definition,
+        "service_deployment_arn": arn,
+        "strategy": strategy,
+        "triggered_alarms": triggered_alarms,
+        "last_event_at": at if ordered else None,
+        "last_event_name": status if ordered else None,
+        "event_ids": [],
+        "started_at": started_at,
+        "updated_at": at or now,
+        "finished_at": at if ordered and step.finished else None,
+        "rank": RANK[step.outcome],
+    }
+
+
 def deployment_row(event: NormalisedEvent, codedeploy_groups: dict[str, ServiceRef]) -> Row | None:
     """The deployment upsert of a deployment-related event, or None for other types.
 

@@ -2,8 +2,10 @@
 
 The lifecycle (:mod:`service.deployments.lifecycle`) reads the snapshot back once,
 after the state, deployment and transition writes of a transaction; the alerts
-and the Datadog facts both read it, neither recomputes it. A failure is worded
-by :func:`failure_summary` alone. Pure: no I/O.
+and the Datadog facts both read it, neither recomputes it. The same holds for a
+failure's :attr:`DeploymentSnapshot.cause`, attached once by
+:mod:`service.deployments.causes`. A failure is worded by :func:`failure_summary`
+alone. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from service.deployments.cause import Cause
 from service.deployments.outcome import DeploymentKind, Outcome
 from service.events.arns import target_group_name
 
@@ -55,6 +58,12 @@ class DeploymentSnapshot:
     # [{"name", "arn"}] of the deployment's target groups, where the poller knows them.
     target_groups: tuple[dict[str, str | None], ...] = ()
     cluster_arn: str | None = None
+    # Why it failed or is stuck: set (service.deployments.causes) only while an
+    # alert that carries it is being raised; alerts and Datadog both read it.
+    cause: Cause | None = None
+    # The failed deployment that this success closes (``deployment.recovered``): set
+    # only while that alert is being raised.
+    recovers: str | None = None
 
 
 def where(cluster: str | None, service: str | None) -> str:

@@ -66,6 +66,10 @@ DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
         _first_known("codedeploy_application"),
         _first_known("codedeploy_group"),
         _first_known("task_definition"),
+        _first_known("service_deployment_arn"),
+        # ECS's service deployment record, as last described (events carry none).
+        "strategy = coalesce(excluded.strategy, deployments.strategy)",
+        "triggered_alarms = coalesce(excluded.triggered_alarms, deployments.triggered_alarms)",
         f"rollback_target = {_DEPLOYMENT_ROLLBACK}",
         # Rollback targets are sticky: a late rollback notice still turns a
         # completion into rolled_back.
@@ -177,8 +181,10 @@ async def upsert_deployments(
 
 async def upsert_deployment_rows(session: AsyncSession, rows: Sequence[Row]) -> list[str]:
     """Apply deployment rows that no event carried (the poller's BatchGetDeployments
-    check builds them with :func:`service.deployments.rows.codedeploy_deployment_row`)
-    through the same ordered upsert as the events. The ids written."""
+    check builds them with :func:`service.deployments.rows.codedeploy_deployment_row`,
+    its service deployment check with
+    :func:`service.deployments.rows.service_deployment_row`) through the same ordered
+    upsert as the events. The ids written."""
     latest: dict[str, Row] = {}
     for row in rows:
         latest.setdefault(row["id"], row)  # one row per deployment a statement

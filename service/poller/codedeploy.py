@@ -336,7 +336,7 @@ class CodeDeployMapper:
 
         async def write(session: AsyncSession) -> list[AlertDraft]:
             snapshots = await apply_polled(session, rows)
-            return await raise_alerts(session, [], snapshots, rules=self._rules)
+            return (await raise_alerts(session, [], snapshots, rules=self._rules)).alerts
 
         # The consumer writes the same deployments: run again after a deadlock.
         raised = await retry_on_contention(self._sessionmaker, write, name="codedeploy_deployments")

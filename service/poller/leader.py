@@ -40,6 +40,17 @@ class Job:
     run: Callable[[datetime], Awaitable[Any]]
 
 
+#: How many sessions of this database hold the leader lock (0 or 1), from
+#: ``pg_locks``: a bigint advisory key is split in ``classid`` (high 32 bits) and
+#: ``objid`` (low 32 bits), with ``objsubid`` 1. Any session may read it.
+COUNT_LEADERS_SQL = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND objsubid = 1 AND database = (SELECT oid FROM pg_database"
+    " WHERE datname = current_database())"
+    f" AND classid::bigint = {LOCK_KEY >> 32} AND objid::bigint = {LOCK_KEY & 0xFFFFFFFF}"
+)
+
+
 def connect_kwargs(engine: AsyncEngine) -> dict[str, Any]:
     """asyncpg.connect() arguments of the engine's database (host, socket, credentials)."""
     _, kwargs = engine.sync_engine.dialect.create_connect_args(engine.url)

@@ -2,9 +2,11 @@
 
 The jobs are a plain list (:func:`poller_jobs`): the watched scopes (and the
 organization's accounts, hourly), CodeDeploy mapping, reconciliation and
-CloudWatch metrics over every scope, retention pruning and the CodeDeploy
-status check (BatchGetDeployments), each a
-:class:`~service.poller.leader.Job`.
+CloudWatch metrics over every scope, retention pruning, the CodeDeploy status
+check (BatchGetDeployments) and ECS's service deployment check
+(ListServiceDeployments, DescribeServiceDeployments), each a
+:class:`~service.poller.leader.Job`; the heartbeat (service.poller.heartbeat)
+joins them in :func:`run_poller`.
 The role never blocks readiness: it counts as running from the start, leader
 or not, and a failed job waits for its next turn.
 """
@@ -16,14 +18,18 @@ from collections.abc import Callable
 from datetime import datetime
 
 from service.alerts.raising import rules_from_settings
+from service.aws.events import EventsApi
 from service.aws.scopes import AwsScopes
 from service.enrich.describer import Describer
 from service.logging import get_logger
 from service.poller.codedeploy import CodeDeployMapper
+from service.poller.heartbeat import Heartbeat, heartbeat_job
 from service.poller.leader import Job, LeaderLock, run_as_leader
 from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
 from service.poller.scopes import record_watched
+from service.poller.service_deployments import INTERVAL_S as SERVICE_DEPLOYMENTS_INTERVAL_S
+from service.poller.service_deployments import ServiceDeploymentChecker
 from service.retention import PruneReport, prune
 from service.runtime import Runtime
 
@@ -37,11 +43,15 @@ ACCOUNTS_INTERVAL_S = 3600.0
 
 
 def poller_jobs(
-    runtime: Runtime, reconciler: Reconciler, metrics: MetricsPoller, codedeploy: CodeDeployMapper
+    runtime: Runtime,
+    reconciler: Reconciler,
+    metrics: MetricsPoller,
+    codedeploy: CodeDeployMapper,
+    service_deployments: ServiceDeploymentChecker | None = None,
 ) -> list[Job]:
     """The leader's periodic work, in the order it first runs on taking over."""
     settings = runtime.settings
-    return [
+    jobs = [
         scopes_job(runtime, reconciler.scopes),
         Job("codedeploy_groups", settings.codedeploy_interval_s, codedeploy.map_known_groups),
         Job("reconcile", settings.reconcile_interval_s, reconciler.reconcile_all),
@@ -50,6 +60,17 @@ def poller_jobs(
         # CodeDeploy delivers its events best effort: ask about what is still in progress.
         Job("codedeploy_deployments", settings.codedeploy_interval_s, codedeploy.check_in_progress),
     ]
+    if service_deployments is not None:
+        # ECS's own record of service deployments: the authoritative status, the
+        # strategy and the alarms that triggered.
+        jobs.append(
+            Job(
+                "service_deployments",
+                SERVICE_DEPLOYMENTS_INTERVAL_S,
+                service_deployments.check,
+            )
+        )
+    return jobs
 
 
 def scopes_job(runtime: Runtime, scopes: AwsScopes) -> Job:
@@ -114,7 +135,13 @@ async def run_poller(
             interval_s=settings.metrics_interval_s,
             concurrency=settings.scope_concurrency,
         )
-        jobs = poller_jobs(runtime, reconciler, metrics, codedeploy)
+        service_deployments = ServiceDeploymentChecker(
+            runtime.sessionmaker, apis, rules=rules_from_settings(settings)
+        )
+        jobs = poller_jobs(runtime, reconciler, metrics, codedeploy, service_deployments)
+        # The heartbeat through the event path (service.poller.heartbeat).
+        heartbeat = Heartbeat(EventsApi(await runtime.events(), apis.caller))
+        jobs.append(heartbeat_job(heartbeat, settings.heartbeat_interval_s))
         lock = LeaderLock.for_engine(runtime.engine)
         log.info("poller_started", jobs=[j.name for j in jobs])
         await run_as_leader(

@@ -159,6 +159,11 @@ class Deployment(Base):
     codedeploy_application: Mapped[str | None] = mapped_column(Text)
     codedeploy_group: Mapped[str | None] = mapped_column(Text)
     failed_tasks: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # ECS's service deployment record (docs/events.md, "Service deployments"): the
+    # strategy, the CloudWatch alarms that triggered, the matched service deployment.
+    strategy: Mapped[str | None] = mapped_column(Text)
+    triggered_alarms: Mapped[list[Any] | None]
+    service_deployment_arn: Mapped[str | None] = mapped_column(Text)
     # No running task of its task definition ECSWATCH_STUCK_AFTER_S after it started.
     stuck: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     # Ordering key of versionless deployment events (detail.updatedAt, then time).
@@ -375,7 +380,7 @@ class CodeDeployGroup(Base):
 
 
 class ScopeStatus(Base):
-    """One watched (account, region) and how its AWS jobs last went (0008).
+    """One watched (account, region) and how its AWS jobs last went (migration 0008).
 
     Written by the poller (reconcile and metrics rounds) and, for a scope that
     ecswatch holds no credentials for, by the enricher when its first event
@@ -392,3 +397,19 @@ class ScopeStatus(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Heartbeat(Base):
+    """The newest heartbeat the consumer took off the queue, per scope (migration 0010).
+
+    ``last_at`` is the heartbeat's own time (when the poller's leader put it on
+    the bus), never later than when it was consumed; ``consumed_at`` is when a
+    consumer recorded it. ``/metrics`` and the Datadog gauges report
+    ``now - last_at`` (docs/runbook.md, "ecswatch is blind").
+    """
+
+    __tablename__ = "heartbeats"
+
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_at: Mapped[datetime]
+    consumed_at: Mapped[datetime] = mapped_column(server_default=func.now())

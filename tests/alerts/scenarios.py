@@ -121,3 +121,56 @@ def hook_failed(at: datetime) -> Event:
     event["detail"]["updatedAt"] = iso(at, 9)
     event["time"] = iso(at, 0)
     return event
+
+
+ECR_NOT_FOUND = (
+    "CannotPullContainerError: pull image manifest has been retried 5 time(s): failed to"
+    " resolve ref 123456789012.dkr.ecr.us-east-1.amazonaws.com/web:v9: not found"
+)
+ELB_UNHEALTHY = (
+    "Task failed ELB health checks in (target-group arn:aws:elasticloadbalancing:us-east-1:"
+    "123456789012:targetgroup/web-tg/73e2d6bc24d8a067)"
+)
+
+
+def stopped_tasks(
+    cluster: str,
+    service: str,
+    deployment_id: str,
+    start: datetime,
+    *,
+    stop_code: str,
+    stopped_reason: str,
+    exit_code: int | None = None,
+    tasks: int = 3,
+) -> list[Event]:
+    """``tasks`` tasks of a deployment that stop one after another with ``stop_code``
+    and ``stopped_reason`` (the wording ECS writes)."""
+    rng = random.Random(f"{deployment_id}:{stopped_reason}")
+    events: list[Event] = []
+    for n in range(tasks):
+        events += task_lifecycle(
+            rng,
+            cluster=cluster,
+            service=service,
+            deployment_id=deployment_id,
+            start=start + timedelta(minutes=n),
+            stop_code=stop_code,
+            stopped_reason=stopped_reason,
+            exit_code=exit_code,
+        )
+    return events
+
+
+def placement_failure(cluster: str, service: str, at: datetime, resource: str) -> Event:
+    """``SERVICE_TASK_PLACEMENT_FAILURE`` of a service (``reason`` ``RESOURCE:<resource>``)."""
+    event = sample("service_action_task_placement_failure_ec2_cpu.json")
+    event["id"] = str(uuid.uuid4())
+    event["account"], event["region"] = "123456789012", "us-east-1"
+    event["time"] = iso(at, 0)
+    event["resources"] = [service_arn(cluster, service)]
+    event["detail"]["clusterArn"] = cluster_arn(cluster)
+    event["detail"]["containerInstanceArns"] = []
+    event["detail"]["reason"] = f"RESOURCE:{resource}"
+    event["detail"]["createdAt"] = iso(at, 3)
+    return event

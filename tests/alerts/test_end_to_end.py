@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from types_aiobotocore_sqs import SQSClient
 
+from service.alerts.raising import sweep_stuck
+from service.alerts.rules import AlertRules
 from service.api.app import create_app
 from service.cipher import cipher_for
 from service.config import ServiceRef, Settings
@@ -427,3 +429,220 @@ async def test_codedeploy_failure_of_a_group_only_the_poller_maps_reaches_a_filt
         fleet.blue_tg_arn.split("/")[-2],
         fleet.green_tg_arn.split("/")[-2],
     ]
+
+
+# ----------------------------------------------------------- why it failed (cause)
+
+
+async def wait_until_stopped(engine: AsyncEngine, deployment_id: str, n: int) -> None:
+    """Until ``n`` stopped tasks of the deployment are stored (the failure comes after)."""
+    async with asyncio.timeout(30):
+        while True:
+            async with engine.connect() as conn:
+                stopped = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM tasks WHERE deployment_id = :d"
+                        " AND last_status = 'STOPPED'"
+                    ),
+                    {"d": deployment_id},
+                )
+            if stopped is not None and stopped >= n:
+                return
+            await asyncio.sleep(0.05)
+
+
+def delivered_once(receiver: WebhookReceiver, path: str) -> list[Any]:
+    """The bodies delivered on ``path``: every delivery signed and verified, each alert once."""
+    got = [d for d in receiver.deliveries if d.path == path]
+    assert got
+    assert all(d.verified for d in got)
+    assert all(d.headers["webhook-signature"].startswith("v1,") for d in got)
+    bodies = receiver.verified(path)
+    assert len({b["id"] for b in bodies}) == len(bodies) == len(got)
+    return bodies
+
+
+async def circuit_breaker_failure(
+    sqs: SQSClient,
+    queue_url: str,
+    engine: AsyncEngine,
+    failed: str,
+    tasks: list[dict[str, Any]],
+    *,
+    service: str = "web",
+) -> list[dict[str, Any]]:
+    """A rollout of ``failed`` whose tasks stop (stored first, as ECS stops them before
+    the circuit breaker trips), then the breaker's failure and the restore of
+    ecs-svc/1; every event twice, then all again under new ids. The events sent."""
+    rollout = sc.circuit_breaker_rollback("prod", service, failed, "ecs-svc/1", START)
+    begun, ended = rollout[:3], rollout[3:]
+    await send(sqs, queue_url, begun + tasks)
+    await wait_until_stopped(engine, failed, 3)
+    await send(sqs, queue_url, [e for e in ended for _ in range(2)])
+    await send(sqs, queue_url, sc.with_new_ids(begun + tasks + ended))
+    return begun + tasks + ended
+
+
+async def test_image_pull_failure_alerts_with_its_cause_and_the_fix_recovers_once(
+    e2e_settings: Settings,
+    engine: AsyncEngine,
+    sqs_client: SQSClient,
+    sqs_queue: SqsQueue,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    secret = new_secret()
+    url = webhook_receiver.expect("/pull", secret)
+    tasks = sc.stopped_tasks(
+        "prod",
+        "web",
+        "ecs-svc/2",
+        START + timedelta(minutes=1),
+        stop_code="TaskFailedToStart",
+        stopped_reason=sc.ECR_NOT_FOUND,
+    )
+    fix = (
+        sc.deployment_event(
+            "prod",
+            "web",
+            "ecs-svc/3",
+            "SERVICE_DEPLOYMENT_IN_PROGRESS",
+            START + timedelta(hours=1),
+            "",
+        ),
+        sc.deployment_event(
+            "prod",
+            "web",
+            "ecs-svc/3",
+            "SERVICE_DEPLOYMENT_COMPLETED",
+            START + timedelta(hours=1, minutes=4),
+            "",
+        ),
+    )
+    events = ["deployment.failed", "deployment.rolled_back", "deployment.recovered"]
+    async with running(e2e_settings) as runtime:
+        await subscribe(runtime, url, secret, events)
+        await circuit_breaker_failure(sqs_client, sqs_queue.queue_url, engine, "ecs-svc/2", tasks)
+        await wait_until(lambda: len(webhook_receiver.verified("/pull")) >= 2)
+        # The roll-forward fix, twice, and again under new ids.
+        await send(sqs_client, sqs_queue.queue_url, [*fix, *fix, *sc.with_new_ids(list(fix))])
+        await wait_until(lambda: len(webhook_receiver.verified("/pull")) >= 3)
+        await asyncio.sleep(2)  # time for any duplicate to show up
+    bodies = delivered_once(webhook_receiver, "/pull")
+    assert sorted(b["type"] for b in bodies) == sorted(events)
+    by_type = {b["type"]: b for b in bodies}
+    for kind in ("deployment.failed", "deployment.rolled_back"):
+        cause = by_type[kind]["deployment"]["cause"]
+        assert cause["category"] == "image_pull", cause
+        assert "not found" in cause["summary"]
+        assert [e["kind"] for e in cause["evidence"]] == ["task_stopped"] * 3
+    recovered = by_type["deployment.recovered"]
+    assert recovered["recovers"] == "ecs-svc/2"
+    assert recovered["deployment"]["id"] == "ecs-svc/3"
+    assert recovered["deployment"]["cause"] is None
+    assert (recovered["cluster"], recovered["service"]) == ("prod", "web")
+
+
+async def test_oom_crash_loop_alerts_out_of_memory_once(
+    e2e_settings: Settings,
+    engine: AsyncEngine,
+    sqs_client: SQSClient,
+    sqs_queue: SqsQueue,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    secret = new_secret()
+    url = webhook_receiver.expect("/oom", secret)
+    events = sc.crash_loop("prod", "worker", "ecs-svc/78", START)  # exit 137, OutOfMemoryError
+    async with running(e2e_settings) as runtime:
+        await subscribe(runtime, url, secret, ["deployment.failed"])
+        await send(sqs_client, sqs_queue.queue_url, events + sc.with_new_ids(events))
+        await wait_until(lambda: len(webhook_receiver.verified("/oom")) >= 1)
+        await asyncio.sleep(2)
+    [body] = delivered_once(webhook_receiver, "/oom")
+    cause = body["deployment"]["cause"]
+    assert cause["category"] == "out_of_memory", cause
+    assert (cause["container"], cause["exit_code"]) == ("app", 137)
+    assert cause["evidence"]
+    assert all(e["kind"] == "task_stopped" for e in cause["evidence"])
+    stamps = [e["at"] for e in cause["evidence"]]
+    assert stamps == sorted(stamps)  # oldest first
+
+
+async def test_elb_health_check_failure_alerts_health_check_once(
+    e2e_settings: Settings,
+    engine: AsyncEngine,
+    sqs_client: SQSClient,
+    sqs_queue: SqsQueue,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    secret = new_secret()
+    url = webhook_receiver.expect("/elb", secret)
+    tasks = sc.stopped_tasks(
+        "prod",
+        "api",
+        "ecs-svc/5",
+        START + timedelta(minutes=1),
+        stop_code="ServiceSchedulerInitiated",
+        stopped_reason=sc.ELB_UNHEALTHY,
+        exit_code=143,
+    )
+    async with running(e2e_settings) as runtime:
+        await subscribe(runtime, url, secret, ["deployment.failed"])
+        await circuit_breaker_failure(
+            sqs_client, sqs_queue.queue_url, engine, "ecs-svc/5", tasks, service="api"
+        )
+        await wait_until(lambda: len(webhook_receiver.verified("/elb")) >= 1)
+        await asyncio.sleep(2)
+    [body] = delivered_once(webhook_receiver, "/elb")
+    cause = body["deployment"]["cause"]
+    assert cause["category"] == "health_check", cause
+    assert "web-tg" in cause["summary"]
+
+
+async def test_placement_failure_of_a_stuck_deployment_alerts_placement_once(
+    e2e_settings: Settings,
+    engine: AsyncEngine,
+    sqs_client: SQSClient,
+    sqs_queue: SqsQueue,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    """No task of the rollout can be placed: the deployment never fails, it is stuck,
+    and its ``deployment.stuck`` says why."""
+    secret = new_secret()
+    url = webhook_receiver.expect("/place", secret)
+    begun = sc.deployment_event(
+        "prod", "batch", "ecs-svc/6", "SERVICE_DEPLOYMENT_IN_PROGRESS", START, ""
+    )
+    actions = [
+        sc.placement_failure("prod", "batch", START + timedelta(minutes=m), "MEMORY")
+        for m in (1, 2)
+    ]
+    events = [begun, *actions]
+    async with running(e2e_settings) as runtime:
+        await subscribe(runtime, url, secret, ["deployment.stuck"])
+        await send(sqs_client, sqs_queue.queue_url, events + sc.with_new_ids(events))
+        async with asyncio.timeout(30):
+            while True:
+                async with engine.connect() as conn:
+                    stored = await conn.scalar(
+                        text(
+                            "SELECT count(*) FROM raw_events"
+                            " WHERE detail_type = 'ECS Service Action' AND EXISTS"
+                            " (SELECT 1 FROM deployments WHERE id = 'ecs-svc/6')"
+                        )
+                    )
+                if stored and stored >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        # What the dispatcher's sweep does every 30 s, now, twice.
+        rules = AlertRules(stuck_after_s=1800)
+        for _ in range(2):
+            async with runtime.sessionmaker() as session, session.begin():
+                await sweep_stuck(session, rules=rules, now=datetime.now(UTC))
+        await wait_until(lambda: len(webhook_receiver.verified("/place")) >= 1)
+        await asyncio.sleep(2)
+    [body] = delivered_once(webhook_receiver, "/place")
+    assert body["type"] == "deployment.stuck"
+    cause = body["deployment"]["cause"]
+    assert cause["category"] == "placement", cause
+    assert "memory" in cause["summary"]
+    assert [e["kind"] for e in cause["evidence"]] == ["service_action", "service_action"]

@@ -246,3 +246,85 @@ async def test_deployment_samples_raise_their_alerts(runtime: Runtime, engine: A
     assert failed["payload"]["deployment"]["rollback_target"] == "deploymentID"
     assert failed["cluster_name"] == "default"
     assert failed["service_name"] == "servicetest"
+
+
+def _fix(deployment_id: str, at: datetime) -> list[dict[str, Any]]:
+    """A later deployment of prod/web that completes (a roll-forward fix)."""
+    return [
+        sc.deployment_event("prod", "web", deployment_id, name, at + timedelta(minutes=m), "")
+        for name, m in (("SERVICE_DEPLOYMENT_IN_PROGRESS", 0), ("SERVICE_DEPLOYMENT_COMPLETED", 4))
+    ]
+
+
+async def test_a_fix_after_a_rollback_recovers_once(runtime: Runtime, engine: AsyncEngine) -> None:
+    wid = await subscribe(engine, ["deployment.recovered"])
+    failing = sc.circuit_breaker_rollback("prod", "web", "ecs-svc/2", "ecs-svc/1", START)
+    await handle(runtime, failing[:4])
+    await handle(runtime, failing[4:])
+    # The restore of ecs-svc/1 completed: no recovery (it is the rollback's end).
+    assert await alerts(engine, type="deployment.recovered") == []
+    fix = _fix("ecs-svc/3", START + timedelta(hours=1))
+    await handle(runtime, fix + fix)
+    await handle(runtime, sc.with_new_ids(fix))
+    [recovered] = await alerts(engine, type="deployment.recovered")
+    assert recovered["deployment_id"] == "ecs-svc/3"
+    assert recovered["payload"]["recovers"] == "ecs-svc/2"
+    assert recovered["summary"] == (
+        "prod/web recovered: deployment ecs-svc/3 succeeded after ecs-svc/2 failed"
+    )
+    assert [r["payload"]["alert_id"] for r in await outbox(engine)] == [recovered["id"]]
+    assert {r["payload"]["webhook_id"] for r in await outbox(engine)} == {wid}
+    # The next success closes nothing: its last deployment with a verdict succeeded.
+    await handle(runtime, _fix("ecs-svc/4", START + timedelta(hours=2)))
+    assert len(await alerts(engine, type="deployment.recovered")) == 1
+    assert len(await alerts(engine, type="deployment.succeeded")) == 2
+
+
+async def test_a_success_after_a_crash_loop_recovers_it(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    begun = sc.deployment_event(
+        "prod", "web", "ecs-svc/77", "SERVICE_DEPLOYMENT_IN_PROGRESS", START, ""
+    )
+    await handle(runtime, [begun, *sc.crash_loop("prod", "web", "ecs-svc/77", START)])
+    [failed] = await alerts(engine, type="deployment.failed")
+    cause = failed["payload"]["deployment"]["cause"]
+    assert cause["category"] == "out_of_memory"
+    await handle(runtime, _fix("ecs-svc/78", START + timedelta(hours=1)))
+    [recovered] = await alerts(engine, type="deployment.recovered")
+    assert recovered["payload"]["recovers"] == "ecs-svc/77"
+
+
+async def test_evidence_is_gathered_only_for_alerts_raised_now(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    """The ingestion cost: once a failure's alerts are raised, a batch touching the
+    failed deployment (or a succeeded one) runs the alerts' one insert, which finds
+    them there, and nothing more: no evidence read, no payload rewritten."""
+    from sqlalchemy import event
+
+    from service.alerts.raising import raise_alerts
+    from service.deployments.reads import read_snapshots
+
+    await handle(runtime, sc.crash_loop("prod", "web", "ecs-svc/77", START))
+    await handle(runtime, _fix("ecs-svc/78", START + timedelta(hours=1)))
+    [failed] = await alerts(engine, type="deployment.failed")
+    assert failed["payload"]["deployment"]["cause"]["category"] == "out_of_memory"
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sync_engine = runtime.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", seen)
+    try:
+        async with runtime.sessionmaker() as session, session.begin():
+            snapshots = await read_snapshots(session, ["ecs-svc/77", "ecs-svc/78"])
+            statements.clear()
+            raised = await raise_alerts(session, [], snapshots, rules=AlertRules(), now=START)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", seen)
+    assert raised.alerts == []
+    assert [d.cause for d in raised.snapshots] == [None, None]
+    assert len(statements) == 1
+    assert statements[0].startswith("INSERT INTO alerts")

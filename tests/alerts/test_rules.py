@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.alerts.rules import (
+    CAUSE_ALERTS,
     AlertRules,
     AlertType,
     Subscription,
@@ -18,7 +19,10 @@ from service.alerts.rules import (
     deployment_alerts,
     matches,
     noisy_alert,
+    recovery_alert,
 )
+from service.alerts.slack import slack_message
+from service.deployments.cause import Category, Cause, Evidence, EvidenceKind
 from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.rules import crash_looping, is_failed_start, is_stuck
 from service.deployments.snapshot import DeploymentSnapshot, target_groups
@@ -273,3 +277,66 @@ def test_blue_green_summaries_name_the_target_groups_rolling_ones_do_not() -> No
     [rolling] = deployment_alerts(snap("failed", target_groups=tgs), now=NOW)
     assert "target groups" not in rolling.summary
     assert rolling.body["deployment"]["target_groups"] == [dict(t) for t in tgs]
+
+
+# ------------------------------------------------------------------ the cause
+
+
+OOM = Cause(
+    Category.OUT_OF_MEMORY,
+    "container web was killed for memory (exit 137, OutOfMemoryError) in 3 of 3 failed tasks",
+    container="web",
+    exit_code=137,
+    evidence=(Evidence(NOW, EvidenceKind.TASK_STOPPED, "task 1 stopped"),),
+)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "stuck", "types"),
+    [
+        ("failed", False, {"deployment.failed"}),
+        ("rolled_back", False, {"deployment.failed", "deployment.rolled_back"}),
+        ("in_progress", True, {"deployment.stuck"}),
+    ],
+)
+def test_failure_and_stuck_bodies_carry_the_cause(
+    outcome: str, stuck: bool, types: set[str]
+) -> None:
+    drafts = deployment_alerts(snap(outcome, stuck=stuck, cause=OOM), now=NOW)
+    assert {d.type.value for d in drafts} == types
+    for draft in drafts:
+        assert draft.type in CAUSE_ALERTS
+        assert draft.body["deployment"]["cause"] == {
+            "category": "out_of_memory",
+            "summary": OOM.summary,
+            "container": "web",
+            "exit_code": 137,
+            "evidence": [
+                {"at": NOW.isoformat(), "kind": "task_stopped", "detail": "task 1 stopped"}
+            ],
+        }
+
+
+def test_a_success_body_has_a_null_cause() -> None:
+    [draft] = deployment_alerts(snap("succeeded"), now=NOW)
+    assert draft.body["deployment"]["cause"] is None
+
+
+def test_a_recovery_names_the_failure_it_closes_and_is_keyed_by_the_fix() -> None:
+    draft = recovery_alert(snap("succeeded", id="ecs-svc/3"), "ecs-svc/2", now=NOW)
+    assert draft.type is AlertType.DEPLOYMENT_RECOVERED
+    assert draft.dedupe_key == "deployment.recovered:ecs-svc/3"
+    assert draft.body["recovers"] == "ecs-svc/2"
+    assert draft.body["deployment"]["id"] == "ecs-svc/3"
+    assert (
+        draft.summary == "prod/web recovered: deployment ecs-svc/3 succeeded after ecs-svc/2 failed"
+    )
+
+
+def test_slack_leads_with_the_cause_summary() -> None:
+    [draft] = deployment_alerts(snap("failed", reason="circuit breaker", cause=OOM), now=NOW)
+    message = slack_message(draft.body)
+    assert message["text"].startswith(f":red_circle: {OOM.summary} — Deployment ecs-svc/2")
+    assert message["blocks"][0]["text"]["text"].startswith(f":red_circle: *{OOM.summary} — ")
+    [plain] = [d for d in deployment_alerts(snap("succeeded"), now=NOW)]
+    assert slack_message(plain.body)["text"] == f":large_green_circle: {plain.summary}"

@@ -1,5 +1,5 @@
 """Webhook secrets and URLs at rest: the cipher and its keys, the settings that hold
-them, ``ecswatch secrets``, the refusal to run unprotected, and migration 0009."""
+them, ``ecswatch secrets``, the refusal to run unprotected, and migration 0011."""
 
 from __future__ import annotations
 
@@ -198,14 +198,14 @@ async def test_rotate_key_reencrypts_every_row(database_url: str, engine: AsyncE
     ]
 
 
-async def test_migration_0009_encrypts_and_its_downgrade_decrypts(
+async def test_migration_0011_encrypts_and_its_downgrade_decrypts(
     empty_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = generate_key()
     monkeypatch.setenv("ECSWATCH_SECRET_KEY", key)
     engine = create_engine(empty_database_url, pool_size=1)
     try:
-        await upgrade(engine, "0008")
+        await upgrade(engine, "0010")
         async with engine.begin() as conn:
             await conn.execute(
                 text(
@@ -227,7 +227,7 @@ async def test_migration_0009_encrypts_and_its_downgrade_decrypts(
         assert cipher.decrypt(rows["wh_a"].secret) == SECRET
         assert cipher.decrypt(rows["wh_b"].url) == "https://example.com/b"
         assert rows["wh_a"].previous_secret is None
-        await downgrade(engine, "0008")
+        await downgrade(engine, "0010")
         async with engine.connect() as conn:
             plain = dict(
                 (await conn.execute(text("SELECT id, url FROM webhook_subscriptions"))).all()
@@ -241,7 +241,7 @@ async def test_migration_0009_encrypts_and_its_downgrade_decrypts(
         await engine.dispose()
 
 
-@pytest.mark.parametrize("command", [["upgrade"], ["downgrade", "0008"]])
+@pytest.mark.parametrize("command", [["upgrade"], ["downgrade", "0010"]])
 async def test_db_migrations_refuse_a_remote_database_without_a_key(command: list[str]) -> None:
     remote = "postgresql+asyncpg://u@db.example.com:5432/ecswatch"
     code, _, err = await _ecswatch("db", *command, ECSWATCH_DATABASE_URL=remote)

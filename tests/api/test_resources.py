@@ -193,6 +193,7 @@ async def test_one_service_with_recent_deployments(client: httpx.AsyncClient) ->
         "finished_at": "2025-03-01T11:15:00Z",
         "failed_tasks": 3,
         "stuck": False,
+        "strategy": None,
     }
     missing = await client.get("/v1/services/prod/nope")
     assert missing.status_code == 404

@@ -1,4 +1,5 @@
-"""docs/aws.md's least-privilege policy allows exactly what ecswatch calls at run time.
+"""docs/aws.md's least-privilege policy, and the template's runtime task role, allow
+exactly what ecswatch calls at run time.
 
 The operations are found in the source, not listed by hand: every
 ``caller.call("<service>", "<Operation>", ...)`` of the adapters, every call with
@@ -17,6 +18,8 @@ from pathlib import Path
 import botocore.session
 from botocore import xform_name
 
+from tests.cfn_template import load_template
+
 REPO = Path(__file__).resolve().parents[2]
 HEADING = "## Least-privilege IAM policy"
 
@@ -29,6 +32,7 @@ IAM_PREFIX = {
     "sqs": "sqs",
     "sts": "sts",
     "organizations": "organizations",
+    "events": "events",
 }
 #: Operations every principal may call without a permission.
 NEEDS_NO_PERMISSION = {("sts", "GetCallerIdentity")}
@@ -115,5 +119,39 @@ def test_policy_allows_exactly_the_runtime_calls() -> None:
 def test_setup_permissions_are_kept_out_of_the_runtime_policy() -> None:
     text = (REPO / "docs" / "aws.md").read_text()
     actions = policy_actions(text)
-    assert not {a for a in actions if a.startswith("events:") or a == "sqs:CreateQueue"}
+    # The heartbeat's PutEvents is the one EventBridge action at run time.
+    assert {a for a in actions if a.startswith("events:")} == {"events:PutEvents"}
+    assert "sqs:CreateQueue" not in actions
     assert "## `ecswatch aws setup`" in text
+
+
+def template_runtime_actions() -> set[str]:
+    """The actions deploy/cloudformation.yaml gives the runtime task role."""
+    resources = load_template()["Resources"]
+    documents = [
+        p["PolicyDocument"] for p in resources["RuntimeTaskRole"]["Properties"]["Policies"]
+    ]
+    # Policies attached to the role on their own, such as the member accounts'
+    # (there when an organization is watched): their actions count as the role's.
+    documents += [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::IAM::Policy"
+        and {"Ref": "RuntimeTaskRole"} in r["Properties"].get("Roles", [])
+    ]
+    actions: set[str] = set()
+    for document in documents:
+        for statement in document["Statement"]:
+            if "Fn::If" in statement:  # a statement there under a condition
+                statement = statement["Fn::If"][1]
+            assert statement["Effect"] == "Allow"
+            value = statement["Action"]
+            actions.update([value] if isinstance(value, str) else value)
+    return actions
+
+
+def test_template_task_role_allows_exactly_the_runtime_calls() -> None:
+    operations = adapter_operations() | consumer_sqs_operations()
+    assert ("ecs", "ListServiceDeployments") in operations
+    assert ("ecs", "DescribeServiceDeployments") in operations
+    assert template_runtime_actions() == iam_actions(operations)

@@ -46,7 +46,9 @@ async def test_setup_creates_everything_and_events_arrive(aws_env: str) -> None:
         assert redrive["deadLetterTargetArn"].endswith(f":{name}-dlq")
         assert int(redrive["maxReceiveCount"]) == 5
         rule = await events.describe_rule(Name=f"ecswatch-{name}")
-        assert json.loads(rule["EventPattern"]) == {"source": ["aws.ecs", "aws.codedeploy"]}
+        assert json.loads(rule["EventPattern"]) == {
+            "source": ["aws.ecs", "aws.codedeploy", "ecswatch.heartbeat"]
+        }
         # The Allow for the rule and the Deny for everyone else, as the template has them.
         assert json.loads(attrs["Policy"]) == queue_policy(attrs["QueueArn"], rule["Arn"])
         targets = (await events.list_targets_by_rule(Rule=f"ecswatch-{name}"))["Targets"]

@@ -26,6 +26,9 @@ from service.datadog.metrics import REGISTRY
 from service.demo.intake import DatadogIntake
 from service.errors import ConfigError
 
+#: The monitors install manages (the set of keys is pinned below).
+MONITORS = sum(1 for w in load_assets() if w.kind is Kind.MONITOR)
+
 
 def _settings(intake: DatadogIntake, **extra: Any) -> Any:
     return load_settings(dd_api_key="k", dd_app_key="a", datadog_url=intake.url, **extra)
@@ -42,7 +45,7 @@ async def test_install_creates_then_updates_and_never_duplicates(
     first = await install(settings)
     assert {a.verb for a in first} == {Verb.CREATE}
     assert len(datadog_intake.dashboards) == 1
-    assert len(datadog_intake.monitors) == 5
+    assert len(datadog_intake.monitors) == MONITORS
     [dashboard] = datadog_intake.dashboards.values()
     assert dashboard["title"] == "ecswatch — ECS overview"
     assert all("managed_by:ecswatch" in m["tags"] for m in datadog_intake.monitors.values())
@@ -50,7 +53,7 @@ async def test_install_creates_then_updates_and_never_duplicates(
     second = await install(settings)
     assert {a.verb for a in second} == {Verb.UNCHANGED}
     assert len(datadog_intake.dashboards) == 1
-    assert len(datadog_intake.monitors) == 5
+    assert len(datadog_intake.monitors) == MONITORS
 
     # Someone edits a monitor and the dashboard in Datadog: install puts them back.
     monitor = next(
@@ -66,7 +69,7 @@ async def test_install_creates_then_updates_and_never_duplicates(
     assert "> 300" in monitor["query"]
     [dashboard] = datadog_intake.dashboards.values()
     assert len(dashboard["widgets"]) == 7
-    assert len(datadog_intake.monitors) == 5
+    assert len(datadog_intake.monitors) == MONITORS
     assert len(datadog_intake.dashboards) == 1
 
     # A copy made by hand (same managed tags) is reported, never deleted or duplicated.
@@ -74,12 +77,12 @@ async def test_install_creates_then_updates_and_never_duplicates(
     datadog_intake.monitors[9_999] = copy
     fourth = await install(settings)
     assert [a.id for a in fourth if a.verb is Verb.DUPLICATE] == ["9999"]
-    assert len(datadog_intake.monitors) == 6
+    assert len(datadog_intake.monitors) == MONITORS + 1
 
 
 async def test_dry_run_changes_nothing(datadog_intake: DatadogIntake) -> None:
     actions = await install(_settings(datadog_intake), dry_run=True)
-    assert len(actions) == 6
+    assert len(actions) == MONITORS + 1
     assert {a.verb for a in actions} == {Verb.CREATE}
     assert datadog_intake.dashboards == {}
     assert datadog_intake.monitors == {}
@@ -107,13 +110,19 @@ async def test_cli_install_and_dry_run(datadog_intake: DatadogIntake) -> None:
     code, out, _ = await run("--dry-run")
     assert code == 0
     assert "would create dashboard 'ecswatch — ECS overview'" in out
-    assert out.strip().endswith("would change 6 of 6 managed objects")
+    assert out.strip().endswith(f"would change {MONITORS + 1} of {MONITORS + 1} managed objects")
     assert datadog_intake.monitors == {}
     code, out, _ = await run()
-    assert (code, out.strip().splitlines()[-1]) == (0, "changed 6 of 6 managed objects")
+    assert (code, out.strip().splitlines()[-1]) == (
+        0,
+        f"changed {MONITORS + 1} of {MONITORS + 1} managed objects",
+    )
     code, out, _ = await run()
-    assert (code, out.strip().splitlines()[-1]) == (0, "changed 0 of 6 managed objects")
-    assert len(datadog_intake.monitors) == 5
+    assert (code, out.strip().splitlines()[-1]) == (
+        0,
+        f"changed 0 of {MONITORS + 1} managed objects",
+    )
+    assert len(datadog_intake.monitors) == MONITORS
 
 
 async def test_install_needs_the_application_key(datadog_intake: DatadogIntake) -> None:
@@ -148,6 +157,11 @@ def test_dashboard_covers_the_documented_list() -> None:
         "service_below_desired",
         "alb_unhealthy_targets",
         "consumer_lag",
+        "heartbeat_stale",
+        "no_poller_leader",
+        "outbox_backlog",
+        "outbox_dead_rows",
+        "webhook_failures",
     }
 
 

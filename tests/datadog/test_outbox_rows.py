@@ -249,3 +249,43 @@ async def test_nothing_is_written_when_forwarding_is_off(
     await _handle(runtime, _fleet(), datadog=False)
     assert await _rows(engine, "datadog_metrics") == []
     assert await _rows(engine, "datadog_event") == []
+
+
+async def test_a_failure_event_carries_the_alert_cause_and_a_fix_is_announced_once(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    rng = random.Random(7)
+    begun = deployment_events(
+        cluster="prod", service="web", deployment_id="ecs-svc/7", start=START
+    )[:1]  # in progress, then a crash loop
+    crashes = [
+        e
+        for n in range(3)
+        for e in task_lifecycle(
+            rng, deployment_id="ecs-svc/7", fail=True, start=START + timedelta(minutes=n)
+        )
+    ]
+    await _handle(runtime, begun + crashes)
+    fix = deployment_events(
+        cluster="prod",
+        service="web",
+        deployment_id="ecs-svc/8",
+        start=START + timedelta(hours=1),
+        outcome="completed",
+    )
+    await _handle(runtime, fix)
+    await _handle(runtime, [{**e, "id": str(uuid.uuid4())} for e in fix])
+    events = await _rows(engine, "datadog_event")
+    [failed] = [e for e in events if e["title"] == "ECS deployment failed: prod/web"]
+    async with engine.connect() as conn:
+        alert = (
+            await conn.execute(text("SELECT payload FROM alerts WHERE type = 'deployment.failed'"))
+        ).scalar_one()
+    cause = alert["deployment"]["cause"]
+    assert cause["category"] == "out_of_memory"
+    # The same cause, read from the same snapshot, not computed again.
+    assert failed["text"].splitlines()[1] == f"cause: out_of_memory: {cause['summary']}"
+    [recovered] = [e for e in events if e["title"] == "ECS deployment recovered: prod/web"]
+    assert recovered["alert_type"] == "success"
+    assert recovered["aggregation_key"] == "ecs-svc/7"
+    assert "recovers: ecs-svc/7" in recovered["text"]

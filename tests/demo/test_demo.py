@@ -158,7 +158,30 @@ async def test_demo_shows_the_whole_system(
                     if FAILING in line and "(signature verified)" in line
                 ]
 
-            await _eventually("the failed deployment's verified alert", verified_alert)
+            [failed_line, *_] = await _eventually(
+                "the failed deployment's verified alert", verified_alert
+            )
+            # Each failing deployment's alert line ends with its classified cause.
+            assert "| cause: image_pull: " in failed_line
+
+            async def oom_alert() -> list[str]:
+                return [
+                    line for line in printed("Webhook: deployment.failed ") if CRASH_LOOPING in line
+                ]
+
+            [oom_line, *_] = await _eventually("the crash loop's verified alert", oom_alert)
+            assert "| cause: out_of_memory: " in oom_line
+
+            # The curl line's deployment URL (encoded) answers with the cause.
+            [detail_path] = [
+                line.strip().rsplit(api, 1)[1].rstrip("'")
+                for line in lines[2:12]
+                if "/v1/deployments/" in line
+            ]
+            detail = await client.get(detail_path)
+            assert detail.status_code == 200, detail.text
+            assert detail.json()["id"] == FAILING
+            assert detail.json()["cause"]["category"] == "image_pull"
 
             async def intake_series() -> list[str]:
                 return [

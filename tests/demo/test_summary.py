@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from service.demo.fleet import EC2_CLUSTER, FARGATE_CLUSTER, SERVICES, Fleet, metric_data
-from service.demo.run import how_to_try
+from service.demo.run import alert_line, how_to_try
 from service.demo.summary import Numbers, lines, render, rows
 
 NUMBERS = Numbers(
@@ -19,6 +19,7 @@ NUMBERS = Numbers(
     metric_points={"AWS/ECS": 168},
     alerts_raised=13,
     alerts_delivered=12,
+    failure_causes={"image_pull": 1, "out_of_memory": 1},
     datadog_series=410,
     datadog_points=574,
     datadog_events=20,
@@ -38,6 +39,7 @@ def test_rows_say_every_number() -> None:
     assert shown["Tasks by status"] == "RUNNING 11, STOPPED 16"
     assert shown["Deployments by outcome"] == "rolled_back 1, succeeded 7"
     assert shown["Alerts"] == "13 raised, 12 delivered (verified)"
+    assert shown["Failure causes"] == "image_pull 1, out_of_memory 1"
     assert shown["Datadog intake"] == "410 series (574 points), 20 events"
     assert shown["AWS calls by ecswatch"] == "89 (ecs 82, cloudwatch 7)"
     assert shown["Datadog CloudWatch names"] == (
@@ -72,6 +74,39 @@ def test_curl_lines_name_the_token_and_the_docs() -> None:
         c.startswith('curl -s -H "Authorization: Bearer tok" \'http://127.0.0.1:8000/v1/')
         for c in curls
     )
+
+
+def test_curl_lines_include_the_rolled_back_deployment_url_encoded() -> None:
+    shown = how_to_try("http://127.0.0.1:8000", "tok")
+    assert any(
+        line.endswith("'http://127.0.0.1:8000/v1/deployments/ecs-svc%2F1000000000000000003'")
+        for line in shown
+    )
+
+
+def test_an_alert_line_ends_with_the_cause_of_a_failure() -> None:
+    failed = {
+        "type": "deployment.failed",
+        "summary": "Deployment ecs-svc/3 of demo/web failed",
+        "deployment": {
+            "id": "ecs-svc/3",
+            "cause": {"category": "image_pull", "summary": "image web:v2 not found"},
+        },
+    }
+    assert alert_line(failed) == (
+        "Webhook: deployment.failed ecs-svc/3 (signature verified):"
+        " Deployment ecs-svc/3 of demo/web failed | cause: image_pull: image web:v2 not found"
+    )
+    recovered = {
+        "type": "deployment.recovered",
+        "summary": "demo/web recovered",
+        "deployment": {"id": "ecs-svc/4", "cause": None},
+        "recovers": "ecs-svc/3",
+    }
+    assert alert_line(recovered, verified="") == (
+        "Webhook: deployment.recovered ecs-svc/4: demo/web recovered | recovers ecs-svc/3"
+    )
+    assert "cause" not in alert_line({"type": "task.failed_to_start", "deployment": None})
 
 
 def test_metric_points_are_whole_minutes_before_now_for_ecs_and_both_colours() -> None:

@@ -245,6 +245,8 @@ async def test_batch_get_deployments_catches_a_failure_whose_event_never_came(
     assert "HEALTH_CONSTRAINTS: too many failed tasks" in row["reason"]
     [alert] = await alerts(engine)
     assert (alert["type"], alert["service_name"]) == ("deployment.failed", "web")
+    # The poller's transaction classifies the cause too: CodeDeploy's error.
+    assert alert["payload"]["deployment"]["cause"]["category"] == "codedeploy"
     assert [r["payload"]["webhook_id"] for r in await outbox(engine)] == [wid]
 
     # No longer in progress: not asked again; the late event changes nothing.

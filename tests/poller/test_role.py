@@ -82,4 +82,6 @@ def test_run_starts_the_poller_by_default_without_a_warning(
         "metrics",
         "retention",
         "codedeploy_deployments",
+        "service_deployments",
+        "heartbeat",
     ]

@@ -8,7 +8,9 @@ makes the next N calls of an operation answer the way AWS does when it throttles
 :meth:`rewrite` edits the JSON answers of an operation (a state moto cannot reach,
 such as a CodeDeploy deployment that failed). :meth:`deny_account` answers
 ``sts:AssumeRole`` into an account with STS's real ``AccessDenied`` (moto cannot
-refuse one account while serving the others).
+refuse one account while serving the others). ECS's service deployment
+operations, which moto lacks, are answered by :attr:`service_deployments`
+(:mod:`tests.rig.service_deployments`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
+
+from tests.rig.service_deployments import OPERATIONS as SERVICE_DEPLOYMENT_OPERATIONS
+from tests.rig.service_deployments import ApiError, ServiceDeploymentStore
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _RPC_V2 = re.compile(r"/service/[^/]+/operation/([A-Za-z0-9]+)")
@@ -41,6 +46,7 @@ class AwsProxy:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
+        self.service_deployments = ServiceDeploymentStore()
 
     @property
     def url(self) -> str:
@@ -91,6 +97,7 @@ class AwsProxy:
         self._throttle.clear()
         self._rewrite.clear()
         self._denied.clear()
+        self.service_deployments = ServiceDeploymentStore()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -104,6 +111,8 @@ class AwsProxy:
             role = (parse_qs(body.decode(errors="replace")).get("RoleArn") or [""])[0]
             if role.split(":")[4:5] and role.split(":")[4] in self._denied:
                 return _access_denied(role)
+        if service == "ecs" and operation in SERVICE_DEPLOYMENT_OPERATIONS:
+            return _json_answer(self.service_deployments, operation, body)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(
@@ -148,6 +157,20 @@ def _access_denied(role: str) -> web.Response:
             "</ErrorResponse>"
         ),
     )
+
+
+def _json_answer(store: ServiceDeploymentStore, operation: str, body: bytes) -> web.Response:
+    """An ECS JSON 1.1 answer from ``store``: 200 with the shape, or 400 with ``__type``."""
+    try:
+        answer = store.answer(operation, json.loads(body or b"{}"))
+    except ApiError as exc:
+        return web.json_response(
+            {"__type": exc.code, "message": exc.message},
+            status=400,
+            headers={"x-amzn-ErrorType": exc.code},
+            content_type="application/x-amz-json-1.1",
+        )
+    return web.json_response(answer, content_type="application/x-amz-json-1.1")
 
 
 def _throttling(request: web.Request) -> web.Response:

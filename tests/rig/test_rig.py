@@ -68,6 +68,21 @@ async def test_create_queue_with_dlq_converges(sqs_client: SQSClient, sqs_queue:
     assert int(policy["maxReceiveCount"]) == 5
 
 
+async def test_moto_answers_service_deployments_as_an_account_with_none(aws_env: str) -> None:
+    """moto implements no service deployments: the demo's server answers them as ECS
+    answers an account without any record, never with a 500."""
+    async with get_session().create_client("ecs", region_name=REGION) as ecs:
+        listed = await ecs.list_service_deployments(cluster="prod", service="web")
+        described = await ecs.describe_service_deployments(serviceDeploymentArns=["arn:sd"])
+        revisions = await ecs.describe_service_revisions(serviceRevisionArns=["arn:rev"])
+        clusters = await ecs.list_clusters()  # everything else is moto's
+    assert listed["serviceDeployments"] == []
+    assert described["serviceDeployments"] == []
+    assert described["failures"] == [{"arn": "arn:sd", "reason": "MISSING"}]
+    assert revisions["failures"] == [{"arn": "arn:rev", "reason": "MISSING"}]
+    assert "clusterArns" in clusters
+
+
 async def test_ecs_tasks_stay_pinned(aws_env: str) -> None:
     session, kw = get_session(), {"endpoint_url": aws_env, "region_name": REGION}
     async with session.create_client("ec2", **kw) as ec2, session.create_client("ecs", **kw) as ecs:

@@ -62,6 +62,7 @@ COLUMNS = (
     D.finished_at,
     D.failed_tasks,
     D.stuck,
+    D.strategy,
 )
 
 # DESC NULLS FIRST is the order of ix_deployments_service (started_at DESC).
@@ -152,6 +153,7 @@ _DETAIL_FIELDS = (
     "updated_at",
     "finished_at",
     "stuck",
+    "strategy",
 )
 
 

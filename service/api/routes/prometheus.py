@@ -2,7 +2,8 @@
 
 Counters are updated where things happen; the outbox gauges describe rows in
 the database, which any replica may have written, so they are refreshed from
-the database on each scrape instead.
+the database on each scrape instead, as is the age of the newest heartbeat
+consumed (service.state.heartbeats).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from service.api.deps import get_runtime
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind, OutboxStatus
 from service.runtime import Runtime
-from service.telemetry import OUTBOX_DEAD, OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, REGISTRY
+from service.state.heartbeats import heartbeat_age_s
+from service.telemetry import (
+    HEARTBEAT_AGE,
+    OUTBOX_DEAD,
+    OUTBOX_DEPTH,
+    OUTBOX_OLDEST_AGE,
+    REGISTRY,
+)
 
 router = APIRouter(tags=["health"])
 
@@ -24,7 +32,8 @@ log = get_logger(__name__)
 
 
 async def refresh_outbox_gauges(runtime: Runtime) -> None:
-    """Set outbox depth and dead rows by kind, and the oldest pending row's age."""
+    """Set outbox depth and dead rows by kind, the oldest pending row's age, and
+    the heartbeat's age."""
     stmt = (
         select(
             OutboxItem.kind,
@@ -37,6 +46,8 @@ async def refresh_outbox_gauges(runtime: Runtime) -> None:
     )
     async with runtime.engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
+        age = await heartbeat_age_s(conn)
+    HEARTBEAT_AGE.set(float("inf") if age is None else age)
     depth = {kind.value: 0 for kind in OutboxKind}
     dead = {kind.value: 0 for kind in OutboxKind}
     oldest = 0.0
@@ -68,4 +79,6 @@ async def metrics(request: Request) -> Response:
         # A scrape must still answer when the database is down: the other
         # metrics are what tells the operator why.
         log.warning("outbox_gauges_stale", error_type=type(exc).__name__)
+        # Whatever the last scrape saw is no longer known.
+        HEARTBEAT_AGE.set(float("nan"))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

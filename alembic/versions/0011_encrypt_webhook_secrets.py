@@ -15,11 +15,11 @@ two columns: a secret still in its rotation overlap is lost (deliveries are then
 signed with the new secret only). Nothing else is lost.
 
 Not expand/contract: the previous release's dispatcher cannot use the encrypted
-URLs; roll back past this revision with ``ecswatch db downgrade 0008`` first
+URLs; roll back past this revision with ``ecswatch db downgrade 0010`` first
 (docs/deploy.md, "The schema rule").
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-05
 """
 
@@ -31,8 +31,8 @@ from alembic import op
 from service.cipher import SecretCipher, SecretDecryptError, cipher_for, looks_encrypted
 from service.config import load_settings
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
