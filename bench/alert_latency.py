@@ -10,9 +10,16 @@ In one run, on moto and a fresh database:
    ``deployment.failed`` to a local receiver that verifies the signature.
 
 Latency = the receiver's verified arrival minus the send call's start. Prints p50,
-p95 and max, and writes bench/results/alert_latency.json. Usage:
+p95 and max, and writes bench/results/alert_latency.json.
+
+``--slow-receiver S`` adds a second subscription to the same alerts whose receiver
+(:mod:`service.demo.trickle`) reads each request and then answers one byte every
+``S`` seconds, never finishing: the healthy receiver's latency must not suffer.
+The run then also reports how many requests the slow one got and whether any row
+was sent to it twice at once. Usage:
 
     .venv/bin/python bench/alert_latency.py [--deployments 100] [--ceiling-messages 300]
+        [--slow-receiver 3]
         [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres]
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -40,11 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchdb  # bench/ is the script's directory, so first on sys.path
 
+from service.cipher import cipher_for
 from service.config import load_settings
 from service.db import create_engine
 from service.demo.aws import MotoServer, create_queue_with_dlq
 from service.demo.events import envelope, iso, service_arn, task_lifecycle
 from service.demo.receiver import Delivery, WebhookReceiver
+from service.demo.trickle import TrickleReceiver
 from service.logging import configure_logging
 from service.migrate import upgrade
 from service.roles.supervisor import run_roles
@@ -153,6 +163,16 @@ async def main() -> dict[str, Any]:
     parser.add_argument("--ceiling-messages", type=int, default=300)
     parser.add_argument("--load", type=float, default=0.5, help="fraction of moto's ceiling")
     parser.add_argument(
+        "--slow-receiver",
+        type=float,
+        default=None,
+        metavar="S",
+        help="also deliver every alert to a receiver answering one byte every S seconds",
+    )
+    parser.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for the last alert"
+    )
+    parser.add_argument(
         "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
     )
     args = parser.parse_args()
@@ -172,6 +192,7 @@ async def main() -> dict[str, Any]:
                     "sqs", endpoint_url=moto.endpoint_url, region_name="us-east-1"
                 ) as sqs,
                 TimedReceiver() as receiver,
+                TrickleReceiver(args.slow_receiver or 1.0) as slow,
             ):
                 filler = [json.dumps({"n": i}) for i in range(args.ceiling_messages)]
                 ceiling = await moto_ceiling(sqs, filler)
@@ -186,15 +207,24 @@ async def main() -> dict[str, Any]:
                     aws_region="us-east-1",
                     webhook_allow_private=True,
                 )
+                cipher = cipher_for(settings)
+                subscriptions = [("wh_bench", url)]
+                if args.slow_receiver is not None:
+                    subscriptions.append(("wh_slow", slow.url + "/slow"))
                 async with open_runtime(settings, pool_size=6) as runtime:
                     async with runtime.sessionmaker() as s, s.begin():
-                        await s.execute(
-                            text(
-                                "INSERT INTO webhook_subscriptions (id, url, events, secret)"
-                                " VALUES ('wh_bench', :url, '[\"deployment.failed\"]', :secret)"
-                            ),
-                            {"url": url, "secret": secret},
-                        )
+                        for wid, target in subscriptions:
+                            await s.execute(
+                                text(
+                                    "INSERT INTO webhook_subscriptions (id, url, events, secret)"
+                                    " VALUES (:id, :url, '[\"deployment.failed\"]', :secret)"
+                                ),
+                                {
+                                    "id": wid,
+                                    "url": cipher.encrypt(target),
+                                    "secret": cipher.encrypt(secret),
+                                },
+                            )
                     stop = asyncio.Event()
                     roles = asyncio.create_task(
                         run_roles(runtime, ("consumer", "dispatcher"), stop)
@@ -212,9 +242,10 @@ async def main() -> dict[str, Any]:
                         sent_at[event["detail"]["deploymentId"]] = time.perf_counter()
                         await sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
                         await asyncio.sleep(args.interval)
-                    async with asyncio.timeout(60):
-                        while len(receiver.arrived_at) < args.deployments:
-                            await asyncio.sleep(0.05)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(args.wait):
+                            while len(receiver.arrived_at) < args.deployments:
+                                await asyncio.sleep(0.05)
                     load_stop.set()
                     await load
                     load_rate = (load_sent[0] - load_before) / (time.perf_counter() - t_load)
@@ -222,9 +253,15 @@ async def main() -> dict[str, Any]:
                     await roles
     finally:
         await benchdb.drop_database(db_url)
-    latencies = sorted(receiver.arrived_at[k] - sent_at[k] for k in sent_at)
+    latencies = sorted(receiver.arrived_at[k] - sent_at[k] for k in receiver.arrived_at)
+    if not latencies:
+        latencies = [float("nan")]
     return {
         "deployments": args.deployments,
+        "arrived": len(receiver.arrived_at),
+        "slow_receiver_interval_s": args.slow_receiver,
+        "slow_receiver_requests": len(slow.requests) if args.slow_receiver else None,
+        "slow_receiver_overlaps": slow.overlaps if args.slow_receiver else None,
         "moto_ceiling_per_s": round(ceiling, 1),
         "background_load_per_s": round(load_rate, 1),
         "background_vs_ceiling": round(load_rate / ceiling, 2),
@@ -238,6 +275,7 @@ def report(results: dict[str, Any]) -> None:
     """Print the table and write bench/results/alert_latency.json."""
     rows = [
         ("failing deployments", f"{results['deployments']}"),
+        ("alerts arrived (healthy receiver)", f"{results['arrived']}"),
         ("moto receive+delete ceiling", f"{results['moto_ceiling_per_s']:,.1f} msg/s"),
         (
             "background task events",
@@ -248,6 +286,13 @@ def report(results: dict[str, Any]) -> None:
         ("latency p95", f"{results['p95_ms']:,.1f} ms"),
         ("latency max", f"{results['max_ms']:,.1f} ms"),
     ]
+    if results["slow_receiver_interval_s"] is not None:
+        rows += [
+            (
+                "slow receiver: requests (overlapping)",
+                f"{results['slow_receiver_requests']} ({results['slow_receiver_overlaps']})",
+            )
+        ]
     for name, value in rows:
         print(f"{name:<42} {value:>28}")
     out = Path(__file__).resolve().parent / "results"

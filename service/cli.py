@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("files", nargs="+", metavar="FILE")
 
+    sec = sub.add_parser("secrets", help="the key that encrypts webhook secrets and URLs")
+    sec_sub = sec.add_subparsers(
+        dest="secrets_command", metavar="SECRETS_COMMAND", parser_class=_Parser
+    )
+    sec_sub.add_parser("generate-key", help="print a new key for ECSWATCH_SECRET_KEY")
+    sec_sub.add_parser(
+        "rotate-key", help="re-encrypt every stored webhook secret and URL under the newest key"
+    )
+
     dd = sub.add_parser("datadog", help="Datadog dashboard and monitors")
     dd_sub = dd.add_subparsers(dest="dd_command", metavar="DD_COMMAND", parser_class=_Parser)
     dd_install = dd_sub.add_parser("install", help="create or update the dashboard and monitors")
@@ -151,9 +160,30 @@ async def _db_current(settings: Settings) -> str:
     return "\n".join(f"{rev} (head)" if rev in heads else rev for rev in revisions)
 
 
+def _database_is_local(settings: Settings) -> bool:
+    """True for the embedded database, a local socket or a loopback host."""
+    if not settings.database_url:
+        return True
+    from sqlalchemy.engine import make_url
+
+    host = make_url(settings.database_url.replace("postgres://", "postgresql://", 1)).host
+    return not host or host.startswith("/") or is_loopback(host)
+
+
 def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from alembic.util import CommandError
 
+    # Migrations encrypt and decrypt webhook secrets: a remote database gets the real key.
+    if (
+        args.db_command in ("upgrade", "downgrade")
+        and settings.secret_key is None
+        and not _database_is_local(settings)
+    ):
+        return _fail(
+            f"refusing to migrate a remote database without ECSWATCH_SECRET_KEY "
+            f"(db {args.db_command} encrypts or decrypts webhook secrets with it)",
+            EXIT_USAGE,
+        )
     try:
         if args.db_command == "upgrade":
             eventloop.run(_db_upgrade(settings))
@@ -208,6 +238,12 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(
             f"refusing to bind the API to {host} without ECSWATCH_API_TOKENS "
             "(set tokens, or bind to 127.0.0.1)",
+            EXIT_USAGE,
+        )
+    if settings.secret_key is None and not (is_loopback(host) and _database_is_local(settings)):
+        return _fail(
+            "refusing to run off loopback without ECSWATCH_SECRET_KEY "
+            "(`ecswatch secrets generate-key` prints one)",
             EXIT_USAGE,
         )
     if "api" in roles and not settings.api_tokens:
@@ -332,6 +368,37 @@ def _cmd_datadog_install(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def _rotate_key(settings: Settings) -> tuple[int, int]:
+    from service.alerts.webhooks import reencrypt_subscriptions
+    from service.cipher import cipher_for
+    from service.runtime import open_runtime
+
+    cipher = cipher_for(settings)
+    async with (
+        open_runtime(settings, pool_size=1) as runtime,
+        runtime.sessionmaker() as session,
+        session.begin(),
+    ):
+        return await reencrypt_subscriptions(session, cipher)
+
+
+def _cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    if args.secrets_command == "generate-key":
+        from service.cipher import generate_key
+
+        print(generate_key())
+        return EXIT_OK
+    if args.secrets_command == "rotate-key":
+        if settings.secret_key is None:
+            return _fail(
+                "set ECSWATCH_SECRET_KEY: the new key first, then the old ones", EXIT_USAGE
+            )
+        rotated, total = eventloop.run(_rotate_key(settings))
+        print(f"re-encrypted {rotated} of {total} webhook subscriptions under the newest key")
+        return EXIT_OK
+    return _fail("secrets needs a subcommand: generate-key or rotate-key", EXIT_USAGE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -354,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_aws_setup(args, settings)
         if args.command == "demo":
             return _cmd_demo(args, settings)
+        if args.command == "secrets":
+            return _cmd_secrets(args, settings)
         if args.command == "datadog" and args.dd_command == "install":
             return _cmd_datadog_install(args, settings)
         return _fail("datadog needs a subcommand: install", EXIT_USAGE)

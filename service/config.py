@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -29,6 +30,8 @@ Scope = Literal["read", "admin"]
 ROLES = ("consumer", "poller", "dispatcher", "api")
 #: Database pool size of a role that ECSWATCH_DB_POOL_SIZE does not name.
 DEFAULT_DB_POOL_SIZE = 10
+#: The dispatcher's lease must be at least this many delivery deadlines long.
+LEASE_MARGIN = 2.0
 _SCOPES: tuple[Scope, ...] = ("read", "admin")
 
 
@@ -162,7 +165,16 @@ class Settings(BaseSettings):
     dispatch_lease_s: float = Field(default=60.0, ge=5, le=3600)
     dispatch_retry_base_s: float = Field(default=1.0, gt=0, le=600)
     dispatch_retry_budget_s: float = Field(default=3600.0, ge=3600, le=7 * 86_400)
-    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # One delivery's overall deadline (Standard Webhooks recommends 15 s); it must stay
+    # well inside the lease (see _check_deadline_within_lease).
+    webhook_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    # Deliveries in flight at once to one subscription; its other rows wait their turn.
+    webhook_max_in_flight: int = Field(default=4, ge=1, le=64)
+    # After POST /v1/webhooks/{id}/rotate-secret, deliveries carry signatures under the
+    # new and the previous secret for this long.
+    webhook_secret_overlap_s: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    # Keys of the encryption at rest, newest first (service/cipher.py).
+    secret_key: SecretStr | None = None
     crashloop_tasks: int = Field(default=3, ge=1, le=1000)
     crashloop_window_s: float = Field(default=600.0, gt=0, le=86_400)
     stuck_after_s: float = Field(default=1800.0, ge=60, le=7 * 86_400)
@@ -196,6 +208,27 @@ class Settings(BaseSettings):
     organization_role_name: str | None = None
     #: Scopes reconciled or polled at the same time within one round.
     scope_concurrency: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from service.cipher import parse_keys
+
+        parse_keys(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _check_deadline_within_lease(self) -> Settings:
+        # A batch's rows are leased while they are sent; a delivery that outlived the
+        # lease would let another dispatcher send the same row at the same time.
+        if self.webhook_timeout_s * LEASE_MARGIN > self.dispatch_lease_s:
+            raise ValueError(
+                f"must be at most 1/{LEASE_MARGIN:g} of ECSWATCH_DISPATCH_LEASE_S "
+                f"({self.dispatch_lease_s:g} s)"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -414,6 +447,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
+        if not err["loc"] and "ECSWATCH_DISPATCH_LEASE_S" in str(err["msg"]):
+            field = "webhook_timeout_s"
         message = str(err["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"invalid {env_name(field)}: {message}") from None
 

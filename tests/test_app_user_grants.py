@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from service.api.app import create_app
+from service.cipher import cipher_for
 from service.config import load_settings
 from service.consumer.handler import Handler, Message
 from service.db import create_engine
@@ -130,7 +131,11 @@ async def test_the_documented_grants_run_every_role_and_no_migration(
         # Dispatcher: claims, sends and marks outbox rows.
         await add_alert(runtime.engine, created.json()["id"])
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
-            await drain(make_dispatcher(runtime.engine, runtime.sessionmaker, http))
+            # The API stored the URL and secret under the runtime's key.
+            dispatcher = make_dispatcher(
+                runtime.engine, runtime.sessionmaker, http, cipher=cipher_for(runtime.settings)
+            )
+            await drain(dispatcher)
         assert [d.status for d in webhook_receiver.deliveries] == [204]
 
         # Retention: deletes what is past it.

@@ -31,7 +31,12 @@ AWS_DOC = REPO_ROOT / "docs" / "aws.md"
 POLICY_HEADING = "## Least-privilege IAM policy"
 # The services' secrets; DD_APP_KEY (dashboards and monitors) goes to the one-off
 # `datadog install` task alone.
-SECRET_VARIABLES = {"ECSWATCH_DATABASE_URL", "ECSWATCH_API_TOKENS", "DD_API_KEY"}
+SECRET_VARIABLES = {
+    "ECSWATCH_DATABASE_URL",
+    "ECSWATCH_API_TOKENS",
+    "ECSWATCH_SECRET_KEY",
+    "DD_API_KEY",
+}
 INSTALL_SECRETS = {"DD_API_KEY", "DD_APP_KEY"}
 INSTALL_TASK = "DatadogInstallTaskDefinition"
 ORGANIZATION = "o-a1b2c3d4e5"
@@ -46,9 +51,10 @@ SCOPE_VARIABLES = {
     "ECSWATCH_ORGANIZATION_ROLE_NAME",
     "ECSWATCH_EXTERNAL_ID",
 }
-#: The one-off migration task (`ecswatch db upgrade`): the database URL, nothing more.
+#: The one-off migration task (`ecswatch db upgrade`): the database URL and the key that
+#: migration 0011 encrypts webhook secrets with.
 MIGRATE_TASK = "MigrationTaskDefinition"
-MIGRATE_SECRETS = {"ECSWATCH_DATABASE_URL"}
+MIGRATE_SECRETS = {"ECSWATCH_DATABASE_URL", "ECSWATCH_SECRET_KEY"}
 
 
 @pytest.fixture(scope="module")
@@ -548,7 +554,9 @@ def test_migrations_can_run_apart_as_the_schema_owner(template: dict[str, Any]) 
         {
             "Name": "ECSWATCH_DATABASE_URL",
             "ValueFrom": {"Fn::If": ["HasMigrationUser", owner, {"Ref": "DatabaseUrlSecretArn"}]},
-        }
+        },
+        # Migration 0011 encrypts webhook secrets and URLs.
+        {"Name": "ECSWATCH_SECRET_KEY", "ValueFrom": {"Ref": "SecretKeySecretArn"}},
     ]
     # No service runs it: it is run once per update, before the services change.
     services = _resources(template, "AWS::ECS::Service").values()

@@ -153,6 +153,7 @@ def _network(aws: Any) -> dict[str, str]:
         "LoadBalancerSubnetIds": ",".join(subnets),
         "DatabaseUrlSecretArn": f"arn:aws:secretsmanager:{REGION}:123456789012:secret:db-AbCdEf",
         "ApiTokensSecretArn": f"arn:aws:secretsmanager:{REGION}:123456789012:secret:tok-AbCdEf",
+        "SecretKeySecretArn": f"arn:aws:secretsmanager:{REGION}:123456789012:secret:key-GhIjKl",
     }
 
 
@@ -213,6 +214,7 @@ def test_the_template_deploys_with_its_defaults(aws: Any) -> None:
     assert _secrets(container) == {
         "ECSWATCH_DATABASE_URL",
         "ECSWATCH_API_TOKENS",
+        "ECSWATCH_SECRET_KEY",
     }
     # No Datadog secret: no install task, and no KMS grant without a key.
     assert "DatadogInstallTaskDefinition" not in resources

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.app import create_app
+from service.cipher import cipher_for
 from service.config import Settings, load_settings
 from service.demo.receiver import WebhookReceiver
 from service.logging import configure_logging
@@ -106,7 +107,11 @@ async def test_no_secret_token_or_webhook_path_in_any_log_line(
         await add_alert(engine, wid)
         webhook_receiver.fail_next(500, count=1)
         async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
-            await drain(make_dispatcher(runtime.engine, runtime.sessionmaker, http))
+            # The API stored the URL and secret under the runtime's key.
+            dispatcher = make_dispatcher(
+                runtime.engine, runtime.sessionmaker, http, cipher=cipher_for(runtime.settings)
+            )
+            await drain(dispatcher)
         assert [d.status for d in webhook_receiver.deliveries] == [500, 204]
 
         # A database error while the next subscription, with its secret, is inserted.

@@ -30,7 +30,12 @@ class Alert(Base):
 
 
 class WebhookSubscription(Base):
-    """Where to POST alerts, for which event types and resources, signed with ``secret``."""
+    """Where to POST alerts, for which event types and resources, signed with ``secret``.
+
+    ``url``, ``secret`` and ``previous_secret`` hold Fernet tokens (service.cipher),
+    never plain text. ``previous_secret`` still signs until ``previous_secret_expires_at``
+    (a rotation's overlap).
+    """
 
     __tablename__ = "webhook_subscriptions"
 
@@ -39,6 +44,8 @@ class WebhookSubscription(Base):
     events: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     filter: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None]
     # ``standard`` (Standard Webhooks JSON) or ``slack`` (incoming-webhook message).
     format: Mapped[str] = mapped_column(Text, server_default=text("'standard'"))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))

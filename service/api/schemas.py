@@ -9,11 +9,12 @@ ecswatch owns (deployment kinds and outcomes, webhook event types) are
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -869,9 +870,17 @@ WEBHOOK_EXAMPLE: dict[str, Any] = {
     "created_at": "2025-03-01T08:00:00Z",
 }
 WEBHOOK_SECRET_EXAMPLE = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-# `whsec_` + standard base64 of at least 24 bytes: eight full groups of four
-# characters (24 bytes), more groups, then at most one padded group.
-SECRET_PATTERN = r"^whsec_(?:[A-Za-z0-9+/]{4}){8,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# `whsec_` + standard base64 of 24 to 64 bytes: 8 to 20 full groups of four
+# characters (24 to 60 bytes) and at most one padded group (1 or 2 bytes more), or
+# 21 full groups (63 bytes) and at most one byte more.
+_B64 = "[A-Za-z0-9+/]"
+SECRET_PATTERN = (
+    rf"^whsec_(?:(?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}==|{_B64}{{3}}=)?"
+    rf"|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}==)?)$"
+)
+#: Key sizes Standard Webhooks allows (bytes, after base64 decoding).
+SECRET_MIN_BYTES = 24
+SECRET_MAX_BYTES = 64
 
 
 class WebhookCreate(BaseModel):
@@ -897,10 +906,22 @@ class WebhookCreate(BaseModel):
         max_length=256,
         pattern=SECRET_PATTERN,
         description=(
-            "Signing secret: `whsec_` and the base64 of a key of at least 24 bytes "
+            "Signing secret: `whsec_` and the base64 of a key of 24 to 64 bytes "
             "(Standard Webhooks). Generated when omitted."
         ),
     )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_size(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        size = len(base64.b64decode(value.removeprefix("whsec_")))
+        if not SECRET_MIN_BYTES <= size <= SECRET_MAX_BYTES:
+            raise ValueError(
+                f"the key must be {SECRET_MIN_BYTES} to {SECRET_MAX_BYTES} bytes, not {size}"
+            )
+        return value
 
     model_config = ConfigDict(
         extra="forbid",
@@ -937,6 +958,27 @@ class WebhookCreated(Webhook):
     secret: str
 
     model_config = _example({**WEBHOOK_EXAMPLE, "secret": WEBHOOK_SECRET_EXAMPLE})
+
+
+class WebhookSecretRotated(BaseModel):
+    """A subscription's new signing secret; it is never shown again."""
+
+    id: str
+    secret: str
+    previous_secret_expires_at: datetime | None = Field(
+        description=(
+            "Until then deliveries are signed with both the new and the previous secret; "
+            "null when there is no overlap (ECSWATCH_WEBHOOK_SECRET_OVERLAP_S=0)."
+        )
+    )
+
+    model_config = _example(
+        {
+            "id": "wh_3b9f1c2d4e5a6b7c8d9e0f1a",
+            "secret": WEBHOOK_SECRET_EXAMPLE,
+            "previous_secret_expires_at": "2025-03-02T08:00:00Z",
+        }
+    )
 
 
 DELIVERY_EXAMPLE: dict[str, Any] = {

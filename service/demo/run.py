@@ -46,6 +46,7 @@ from sqlalchemy import text
 from service.alerts.rules import AlertType
 from service.api.routes.webhooks import new_secret
 from service.aws.setup import setup_event_pipeline
+from service.cipher import cipher_for
 from service.config import ServiceRef, Settings
 from service.demo import summary
 from service.demo.aws import MotoServer
@@ -237,19 +238,21 @@ async def _subscribe_receiver(runtime: Runtime, receiver: WebhookReceiver) -> No
     """Subscribe this run's receiver to every alert type (one row, kept across runs)."""
     secret = new_secret()
     url = receiver.expect(DEMO_WEBHOOK_PATH, secret)
+    cipher = cipher_for(runtime.settings)  # stored encrypted, as the API stores them
     async with runtime.sessionmaker() as session, session.begin():
         await session.execute(
             text(
                 "INSERT INTO webhook_subscriptions (id, url, events, secret, active)"
                 " VALUES (:id, :url, CAST(:events AS jsonb), :secret, true)"
                 " ON CONFLICT (id) DO UPDATE SET url = excluded.url,"
-                " events = excluded.events, secret = excluded.secret, active = true"
+                " events = excluded.events, secret = excluded.secret, active = true,"
+                " previous_secret = NULL, previous_secret_expires_at = NULL"
             ),
             {
                 "id": DEMO_WEBHOOK_ID,
-                "url": url,
+                "url": cipher.encrypt(url),
                 "events": json.dumps([t.value for t in AlertType]),
-                "secret": secret,
+                "secret": cipher.encrypt(secret),
             },
         )
         # Deliveries queued for an earlier run's receiver (gone now) go to this one.

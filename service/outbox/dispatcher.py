@@ -10,17 +10,24 @@ share one database:
   mid-send leaves them to be picked up again once the lease ends. Rows of a kind
   with no registered sender are never claimed: they stay pending.
 * **Send** (no transaction open): each kind's rows go to its :class:`Sender`,
-  the kinds concurrently.
+  the kinds concurrently. Up to ``max_batches`` batches are in flight at once: the
+  loop claims the next batch as soon as one is sent off, so a slow receiver holds
+  up only the batch it is in (and a sender bounds each delivery well inside the
+  lease). The webhook sender also caps what is in flight per subscription (and
+  defers the rest), so one hanging receiver holds at most that many batches: the
+  others keep flowing unless ``max_batches`` / cap receivers hang at once.
 * **Record** (a second short transaction): delivered, retried at the time the
   pure schedule in :mod:`service.outbox.retry` gives (honouring a receiver's
   ``retry_after``), or dead once the retry budget is spent. A sender that also
   implements :class:`AttemptRecorder` writes its own log (the webhook delivery
-  log) in this same transaction.
+  log) in this same transaction. A row the sender *deferred* (it did not try it,
+  e.g. its subscription had too many deliveries in flight) is only made due again
+  after the delay it named; no attempt is counted.
 
 It wakes on ``LISTEN ecswatch_outbox`` (a trigger on ``outbox`` notifies from
 every inserting transaction, at its commit), at the next due retry, and at
-least every ``poll_interval_s`` as the fallback. On stop it lets the batch in
-flight finish for up to ``grace_s`` seconds, then cancels it and releases its
+least every ``poll_interval_s`` as the fallback. On stop it lets the batches in
+flight finish for up to ``grace_s`` seconds, then cancels them and releases their
 rows (due again at once) so that another dispatcher sends them without waiting
 for the lease.
 """
@@ -33,7 +40,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import text
@@ -108,6 +115,7 @@ _DEAD = text(
     "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = :error"
     " WHERE id = :id AND status = 'pending'"
 )
+_DEFER = text("UPDATE outbox SET next_attempt_at = :at WHERE id = :id AND status = 'pending'")
 _RELEASE = text(
     "UPDATE outbox SET next_attempt_at = clock_timestamp()"
     " WHERE id = ANY(:ids) AND status = 'pending'"
@@ -133,6 +141,7 @@ class Dispatcher:
         lease_s: float = 60.0,
         grace_s: float = 10.0,
         metrics_interval_s: float = 5.0,
+        max_batches: int = 16,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._engine = engine
@@ -146,6 +155,8 @@ class Dispatcher:
         self._grace_s = grace_s
         self._metrics_interval_s = metrics_interval_s
         self._jitter = jitter
+        self._max_batches = max(1, max_batches)
+        self._in_flight: set[asyncio.Task[int]] = set()
         self._wake = asyncio.Event()
         self._last_metrics = 0.0
         #: Set once the loop listens (tests and readiness wait on it).
@@ -154,31 +165,23 @@ class Dispatcher:
     # ------------------------------------------------------------------ loop
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until ``stop`` is set, then finish or release the batch in flight."""
+        """Dispatch until ``stop`` is set, then finish or release the batches in flight."""
         listener = asyncio.create_task(self._listen(stop))
         # Outage retries: 0.2 s doubling up to the poll interval (the one backoff).
         outage = Backoff(initial=0.2, cap=self._poll_interval_s, jitter=0.0)
         try:
             while not stop.is_set():
-                batch = asyncio.create_task(self.dispatch_once())
-                stopping = asyncio.create_task(stop.wait())
-                await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                if not batch.done():
-                    await self._finish_or_release(batch)
-                    break
+                if len(self._in_flight) >= self._max_batches:
+                    await self._wait_for_room(stop)
+                    continue
                 try:
-                    handled = batch.result()
+                    rows = await self._claim() if self._kinds else []
                     await self._update_gauges()
-                    if handled:
-                        outage.reset()
-                        continue  # more may be due at once
-                    await self._sleep(stop)
-                    outage.reset()
+                    if not rows:
+                        await self._sleep(stop)
                 except Exception as exc:
                     # The database is down (or refusing us): wait and try again; the
-                    # role must outlive an outage. Rows claimed but not recorded
-                    # are sent again when their lease ends, with the same key.
+                    # role must outlive an outage.
                     delay = outage.next_delay()
                     log.warning(
                         "dispatcher_batch_failed",
@@ -187,23 +190,56 @@ class Dispatcher:
                     )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
+                    continue
+                outage.reset()
+                if rows:
+                    self._start_batch(rows)  # and claim again: more may be due at once
         finally:
+            await self._finish_or_release()
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             await self._update_gauges(force=True)
 
-    async def _finish_or_release(self, batch: asyncio.Task[int]) -> None:
-        """Stop asked mid-batch: wait up to the grace period, then release."""
-        done, _ = await asyncio.wait({batch}, timeout=self._grace_s)
-        if done:
+    def _start_batch(self, rows: list[ClaimedRow]) -> None:
+        """Send and record ``rows`` in a task of their own."""
+        task = asyncio.create_task(self._send_and_record(rows))
+        self._in_flight.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[int]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()  # room for another batch; retries it recorded may be due soon
+        if task.cancelled():
             return
-        batch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await batch
+        exc = task.exception()
+        if exc is not None:
+            # Rows claimed but not recorded are sent again when their lease ends,
+            # with the same key.
+            log.warning("dispatcher_batch_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({stopping, *self._in_flight}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+
+    async def _finish_or_release(self) -> None:
+        """Stopping: wait up to the grace period for the batches in flight, then
+        cancel the rest (each releases its rows)."""
+        batches = set(self._in_flight)
+        if not batches:
+            return
+        _, pending = await asyncio.wait(batches, timeout=self._grace_s)
+        for batch in pending:
+            batch.cancel()
+        await asyncio.gather(*batches, return_exceptions=True)
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         timeout = self._poll_interval_s
+        # Cleared before looking: a wake-up that comes while we look is kept.
+        self._wake.clear()
         async with self._sessionmaker() as session:
             due = (await session.execute(_NEXT_DUE, {"kinds": self._kinds})).scalar()
         if due is not None:
@@ -211,7 +247,6 @@ class Dispatcher:
             timeout = max(0.0, min(timeout, until_due))
         if timeout <= 0:
             return
-        self._wake.clear()
         waiters = {asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())}
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -260,6 +295,9 @@ class Dispatcher:
         rows = await self._claim()
         if not rows:
             return 0
+        return await self._send_and_record(rows)
+
+    async def _send_and_record(self, rows: list[ClaimedRow]) -> int:
         try:
             results = await self._send(rows)
         except asyncio.CancelledError:
@@ -324,6 +362,12 @@ class Dispatcher:
                 result = results[row.id]
                 attempt = row.attempts + 1
                 status, at = OutboxStatus.PENDING, None
+                if result.status is SendStatus.DEFERRED:
+                    # Not tried: due again after the sender's delay, no attempt counted.
+                    wait = timedelta(seconds=max(0.0, result.retry_after or 0.0))
+                    await session.execute(_DEFER, {"id": row.id, "at": now + wait})
+                    telemetry.DISPATCH_RESULTS.labels(row.kind.value, "deferred").inc()
+                    continue
                 if result.status is SendStatus.DELIVERED:
                     status = OutboxStatus.DELIVERED
                     await session.execute(_DELIVERED, {"id": row.id, "now": now})
@@ -351,7 +395,8 @@ class Dispatcher:
                 if isinstance(sender, AttemptRecorder):
                     await sender.record(session, attempts)
         dead = sum(1 for a in recorded.values() for r in a if r.status is OutboxStatus.DEAD)
-        log.info("outbox_dispatched", rows=len(rows), dead=dead)
+        tried = sum(len(a) for a in recorded.values())
+        log.info("outbox_dispatched", rows=tried, dead=dead, deferred=len(rows) - tried)
 
     async def _release(self, ids: list[int]) -> None:
         """Make claimed rows due again at once (their lease was for a send now abandoned)."""

@@ -40,6 +40,9 @@ class SendStatus(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"  # a transient failure: try again later
     DEAD = "dead"  # a permanent failure: never try again
+    # Not tried now (its destination is busy): due again after ``retry_after``
+    # seconds, without counting an attempt.
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True)

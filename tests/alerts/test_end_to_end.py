@@ -24,6 +24,7 @@ from types_aiobotocore_sqs import SQSClient
 from service.alerts.raising import sweep_stuck
 from service.alerts.rules import AlertRules
 from service.api.app import create_app
+from service.cipher import cipher_for
 from service.config import ServiceRef, Settings
 from service.demo.receiver import WebhookReceiver
 from service.roles.dispatcher import build_dispatcher, build_senders
@@ -320,19 +321,21 @@ async def test_a_dispatcher_killed_mid_delivery_delivers_after_restart(
     await proxy.start()
     async with open_runtime(e2e_settings, pool_size=2) as runtime:
         wid = await subscribe(runtime, url, secret, ["deployment.failed"])
+    cipher = cipher_for(e2e_settings)  # URLs are stored encrypted
     async with engine.begin() as conn:
         # Delivery goes through the stalling proxy for the first process.
         await conn.execute(
             text("UPDATE webhook_subscriptions SET url = :u WHERE id = :w"),
-            {"u": f"http://127.0.0.1:{proxy.port}/kill", "w": wid},
+            {"u": cipher.encrypt(f"http://127.0.0.1:{proxy.port}/kill"), "w": wid},
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECSWATCH_", "DD_", "AWS_"))}
     env.update(
         ECSWATCH_DATABASE_URL=database_url,
         ECSWATCH_LOG_FORMAT="json",
         ECSWATCH_WEBHOOK_ALLOW_PRIVATE="true",
+        ECSWATCH_DATA_DIR=str(e2e_settings.data_dir),  # the same derived key
         ECSWATCH_DISPATCH_LEASE_S="5",
-        ECSWATCH_WEBHOOK_TIMEOUT_S="60",
+        ECSWATCH_WEBHOOK_TIMEOUT_S="2.5",
         ECSWATCH_DISPATCH_POLL_INTERVAL_S="0.5",
     )
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, then only signalled
@@ -355,7 +358,8 @@ async def test_a_dispatcher_killed_mid_delivery_delivers_after_restart(
         row = (await conn.execute(text("SELECT status, attempts FROM outbox"))).one()
         assert tuple(row) == ("pending", 0)  # leased, not recorded
         await conn.execute(
-            text("UPDATE webhook_subscriptions SET url = :u WHERE id = :w"), {"u": url, "w": wid}
+            text("UPDATE webhook_subscriptions SET url = :u WHERE id = :w"),
+            {"u": cipher.encrypt(url), "w": wid},
         )
     async with running(e2e_settings, ("dispatcher",)):
         await wait_until(lambda: len(webhook_receiver.deliveries) >= 2, within=30)

@@ -19,11 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.alerts.webhooks import WebhookSender, message_id
 from service.api.routes.alerts import delivery_counts
+from service.cipher import SecretCipher, generate_key
 from service.demo.receiver import WebhookReceiver
 from service.outbox.dispatcher import Dispatcher, build_registry
 from service.outbox.retry import RetryPolicy
 
 FAST = RetryPolicy(base_s=0.02, cap_s=0.05, budget_s=3600)
+#: The key of this module's subscriptions and senders (stored values are encrypted).
+CIPHER = SecretCipher([generate_key()])
 
 
 def new_secret() -> str:
@@ -40,7 +43,12 @@ async def add_subscription(
                 "INSERT INTO webhook_subscriptions (id, url, events, secret, format)"
                 " VALUES (:id, :url, '[\"deployment.failed\"]', :secret, :fmt)"
             ),
-            {"id": wid, "url": url, "secret": secret, "fmt": fmt},
+            {
+                "id": wid,
+                "url": CIPHER.encrypt(url),
+                "secret": CIPHER.encrypt(secret),
+                "fmt": fmt,
+            },
         )
     return wid
 
@@ -115,10 +123,22 @@ def make_dispatcher(
     *,
     allow_private: bool = True,
     resolver: Any = None,
+    deadline_s: float = 15.0,
+    per_subscription: int = 4,
+    cipher: SecretCipher = CIPHER,
+    **kwargs: Any,
 ) -> Dispatcher:
-    sender = WebhookSender(sessionmaker, http, allow_private=allow_private, resolver=resolver)
+    sender = WebhookSender(
+        sessionmaker,
+        http,
+        allow_private=allow_private,
+        cipher=cipher,
+        resolver=resolver,
+        deadline_s=deadline_s,
+        per_subscription=per_subscription,
+    )
     return Dispatcher(
-        engine, sessionmaker, build_registry([sender]), policy=FAST, jitter=lambda: 0.0
+        engine, sessionmaker, build_registry([sender]), policy=FAST, jitter=lambda: 0.0, **kwargs
     )
 
 

@@ -14,12 +14,22 @@ from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.alerts import models as alerts
+from service.cipher import cipher_for
+from service.config import Settings
 from service.outbox import models as outbox
 from service.state import models as state
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 BASE_TIME = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+
+
+def webhook(settings: Settings, wid: str, url: str, **extra: Any) -> dict[str, Any]:
+    """A ``webhook_subscriptions`` row with its URL and secret encrypted as the API
+    stores them (with ``settings``' key)."""
+    cipher = cipher_for(settings)
+    secret = extra.pop("secret", "whsec_" + "A" * 32)
+    return {"id": wid, "url": cipher.encrypt(url), "secret": cipher.encrypt(secret), **extra}
 
 
 def cluster_arn(name: str) -> str:

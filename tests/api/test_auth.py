@@ -40,6 +40,7 @@ ADMIN_ROUTES = [
     ("DELETE", "/v1/webhooks/wh_x"),
     ("GET", "/v1/webhooks/wh_x/deliveries"),
     ("POST", "/v1/webhooks/wh_x/test"),
+    ("POST", "/v1/webhooks/wh_x/rotate-secret"),
 ]
 OPEN_ROUTES = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"]
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from service.config import load_settings
 from service.readiness import RoleStatus
 from service.roles.api import serve_api
-from service.runtime import open_runtime
+from service.runtime import Runtime, open_runtime
 from service.schema import metadata
 from tests.api import seed
 from tests.api.conftest import ADMIN_TOKEN, READ_TOKEN
@@ -33,10 +33,8 @@ from tests.api.openapi_document import build_document
 _TABLES = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
 
 
-async def _seed(runtime_engine: object) -> None:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
-    assert isinstance(runtime_engine, AsyncEngine)
+async def _seed(runtime: Runtime) -> None:
+    runtime_engine = runtime.engine
     async with runtime_engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
     await seed.insert_rows(runtime_engine, "clusters", [seed.cluster("prod")])
@@ -80,12 +78,12 @@ async def _seed(runtime_engine: object) -> None:
         runtime_engine,
         "webhook_subscriptions",
         [
-            {
-                "id": "wh_seeded",
-                "url": "https://93.184.215.14/",
-                "secret": "whsec_x",
-                "events": ["deployment.failed"],
-            }
+            seed.webhook(
+                runtime.settings,
+                "wh_seeded",
+                "https://93.184.215.14/",
+                events=["deployment.failed"],
+            )
         ],
     )
 
@@ -118,7 +116,7 @@ class ApiServer:
         self._stop = asyncio.Event()
         started: asyncio.Future[int] = self._loop.create_future()
         async with open_runtime(self.settings, pool_size=5) as runtime:
-            await _seed(runtime.engine)
+            await _seed(runtime)
             serving = asyncio.create_task(
                 serve_api(
                     runtime,

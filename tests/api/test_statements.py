@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.queries import DIRECT_READ_LISTENERS
+from service.config import Settings
 from service.runtime import Runtime
 from tests.api import seed
 from tests.api.conftest import ADMIN
@@ -44,7 +45,7 @@ def count_statements(runtime: Runtime) -> Iterator[list[str]]:
         DIRECT_READ_LISTENERS.remove(record_direct)
 
 
-async def seed_everything(engine: AsyncEngine) -> str:
+async def seed_everything(engine: AsyncEngine, settings: Settings) -> str:
     clusters = [seed.cluster(f"c{i:02d}") for i in range(ROWS)]
     services = [seed.service("prod", f"s{i:02d}") for i in range(ROWS)]
     tasks = [seed.task("prod", f"t{i:02d}", service="s01") for i in range(ROWS)]
@@ -84,10 +85,7 @@ async def seed_everything(engine: AsyncEngine) -> str:
     await seed.insert_rows(
         engine,
         "webhook_subscriptions",
-        [
-            {"id": f"w{i}", "url": "https://93.184.215.14/", "secret": "whsec_x"}
-            for i in range(ROWS)
-        ],
+        [seed.webhook(settings, f"w{i}", "https://93.184.215.14/") for i in range(ROWS)],
     )
     await seed.insert_rows(
         engine,
@@ -138,7 +136,7 @@ BUDGET = [
 async def test_statements_per_request(
     client: httpx.AsyncClient, engine: AsyncEngine, runtime: Runtime
 ) -> None:
-    await seed_everything(engine)
+    await seed_everything(engine, runtime.settings)
     for path, budget in BUDGET:
         with count_statements(runtime) as statements:
             response = await client.get(path, headers=ADMIN)

@@ -1,19 +1,26 @@
-"""Webhook subscriptions through the API: create, read, list, delete, deliveries, test."""
+"""Webhook subscriptions through the API: create, read, list, delete, deliveries, test,
+secrets encrypted at rest and their rotation."""
 
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from service.outbox.models import OutboxItem
+from service.alerts.webhooks import WebhookSender
+from service.cipher import cipher_for
+from service.demo.receiver import WebhookReceiver
+from service.outbox.dispatcher import Dispatcher
+from service.outbox.models import OutboxItem, OutboxKind
 from service.runtime import Runtime
 from tests.api import seed
-from tests.api.conftest import ADMIN
+from tests.api.conftest import ADMIN, READ
 
 # A public address literal: accepted without any DNS lookup.
 PUBLIC_URL = "https://93.184.215.14/ecswatch"
@@ -220,3 +227,136 @@ async def test_format_is_standard_by_default_or_slack(client: httpx.AsyncClient)
     assert one.json()["format"] == "slack"
     bad = await create(client, format="teams")
     assert bad.status_code == 400
+
+
+SLACK_TOKEN_PATH = "/services/T0000000/B0000000/abcdefghijklmnopqrstuvwx"
+
+
+@pytest.mark.parametrize(("size", "status"), [(23, 400), (24, 201), (64, 201), (65, 400)])
+async def test_secret_sizes_follow_the_spec(
+    client: httpx.AsyncClient, size: int, status: int
+) -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * size).decode()
+    response = await create(client, secret=secret)
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["param"] == "secret"
+
+
+async def test_url_and_secret_are_stored_encrypted(
+    client: httpx.AsyncClient, engine: AsyncEngine, runtime: Runtime
+) -> None:
+    url = "https://93.184.215.14" + SLACK_TOKEN_PATH
+    created = (await create(client, url=url, format="slack")).json()
+    async with engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT * FROM webhook_subscriptions"))).mappings().one()
+        others = await conn.execute(
+            text(
+                "SELECT concat_ws(' ', (SELECT string_agg(o::text, ' ') FROM outbox o),"
+                " (SELECT string_agg(d::text, ' ') FROM webhook_deliveries d))"
+            )
+        )
+    raw = " ".join(str(v) for v in stored.values())
+    assert "abcdefghijklmnopqrstuvwx" not in raw
+    assert created["secret"].removeprefix("whsec_") not in raw
+    assert "abcdefghijklmnopqrstuvwx" not in str(others.scalar())
+    cipher = cipher_for(runtime.settings)
+    assert cipher.decrypt(stored["url"]) == url
+    assert cipher.decrypt(stored["secret"]) == created["secret"]
+    # Read back decrypted, and the list and get routes agree.
+    one = (await client.get(f"/v1/webhooks/{created['id']}", headers=ADMIN)).json()
+    listed = (await client.get("/v1/webhooks", headers=ADMIN)).json()["items"]
+    assert one["url"] == url
+    assert [w["url"] for w in listed] == [url]
+
+
+async def test_rotate_secret_shows_the_new_one_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, runtime: Runtime
+) -> None:
+    created = (await create(client)).json()
+    before = datetime.now(UTC)
+    response = await client.post(f"/v1/webhooks/{created['id']}/rotate-secret", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    rotated = response.json()
+    assert rotated["id"] == created["id"]
+    assert rotated["secret"].startswith("whsec_")
+    assert rotated["secret"] != created["secret"]
+    expires = datetime.fromisoformat(rotated["previous_secret_expires_at"])
+    overlap = timedelta(seconds=runtime.settings.webhook_secret_overlap_s)
+    assert before + overlap <= expires <= datetime.now(UTC) + overlap
+    assert overlap == timedelta(hours=24)
+    cipher = cipher_for(runtime.settings)
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT * FROM webhook_subscriptions"))).mappings().one()
+    assert cipher.decrypt(row["secret"]) == rotated["secret"]
+    assert cipher.decrypt(row["previous_secret"]) == created["secret"]
+    shown = await client.get(f"/v1/webhooks/{created['id']}", headers=ADMIN)
+    assert rotated["secret"] not in shown.text
+
+
+async def test_rotate_secret_needs_admin_and_a_subscription(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    created = (await create(client)).json()
+    denied = await client.post(f"/v1/webhooks/{created['id']}/rotate-secret", headers=READ)
+    assert denied.status_code == 403
+    missing = await client.post("/v1/webhooks/wh_nope/rotate-secret", headers=ADMIN)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_during_the_overlap_either_secret_verifies(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    runtime: Runtime,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    created = (await create(client)).json()
+    old = created["secret"]
+    new = (await client.post(f"/v1/webhooks/{created['id']}/rotate-secret", headers=ADMIN)).json()[
+        "secret"
+    ]
+    cipher = cipher_for(runtime.settings)
+    # Point the subscription at the local receiver (the API refuses loopback targets).
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE webhook_subscriptions SET url = :u"),
+            {"u": cipher.encrypt(webhook_receiver.expect("/rotating", old))},
+        )
+
+    async def deliver() -> Any:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (kind, dedupe_key, payload) VALUES ('webhook', :k,"
+                    " jsonb_build_object('webhook_id', CAST(:w AS text), 'event_type',"
+                    " 'webhook.test', 'test_id', CAST(:k AS text)))"
+                ),
+                {"k": f"t-{len(webhook_receiver.deliveries)}", "w": created["id"]},
+            )
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+            sender = WebhookSender(runtime.sessionmaker, http, allow_private=True, cipher=cipher)
+            await Dispatcher(
+                engine, runtime.sessionmaker, {OutboxKind.WEBHOOK: sender}
+            ).dispatch_once()
+        return webhook_receiver.deliveries[-1]
+
+    during = await deliver()
+    assert during.verified  # the receiver still knows only the old secret
+    signatures = during.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2
+    assert all(s.startswith("v1,") for s in signatures)
+    for secret in (old, new):
+        Webhook(secret).verify(during.body, during.headers)  # raises when it does not
+
+    async with engine.begin() as conn:  # the overlap is over
+        await conn.execute(
+            text("UPDATE webhook_subscriptions SET previous_secret_expires_at = now()")
+        )
+    after = await deliver()
+    assert not after.verified  # the old secret no longer signs
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    Webhook(new).verify(after.body, after.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(after.body, after.headers)

@@ -364,3 +364,68 @@ async def test_a_database_outage_does_not_kill_the_dispatcher(
         await asyncio.wait_for(task, 15)
         await proxied.dispose()
         await proxy.stop()
+
+
+async def test_deferred_rows_count_no_attempt_and_come_back(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    [row_id] = await add_rows(engine, 1)
+    sender = RecordingSender(script=[SendStatus.DEFERRED], retry_after=0.05)
+    d = dispatcher(engine, sessionmaker, sender)
+    before = datetime.now(UTC)
+    assert await d.dispatch_once() == 1
+    deferred = (await rows(engine))[row_id]
+    assert (deferred["status"], deferred["attempts"], deferred["last_error"]) == (
+        "pending",
+        0,
+        None,
+    )
+    assert deferred["next_attempt_at"] > before
+    assert sender.recorded == []  # not an attempt: nothing for the sender's log
+    async with asyncio.timeout(5):
+        while (await rows(engine))[row_id]["status"] != "delivered":
+            await d.dispatch_once()
+            await asyncio.sleep(0.02)
+    assert (await rows(engine))[row_id]["attempts"] == 1
+    assert [r.attempt for r in sender.recorded] == [1]
+
+
+class GatedSender(ScriptedSender):
+    """Holds every row whose payload ``n`` is 1 until :attr:`gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send(self, rows: Sequence[ClaimedRow]) -> Sequence[SendResult]:
+        self.sent.extend(rows)
+        if any(row.payload.get("n") == 1 for row in rows):
+            await self.gate.wait()
+        return [SendResult(row.id, SendStatus.DELIVERED) for row in rows]
+
+
+async def test_a_held_batch_does_not_hold_the_next(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    sender = GatedSender()
+    d = dispatcher(engine, sessionmaker, sender, batch_size=1, grace_s=5)
+    stop = asyncio.Event()
+    [held] = await add_rows(engine, 1, prefix="held")  # payload n = 1
+    task = asyncio.create_task(d.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            while not sender.sent:
+                await asyncio.sleep(0.01)
+        later = await add_rows(engine, 2, prefix="later")  # n = 1 and 2
+        async with asyncio.timeout(10):
+            while (await rows(engine))[later[1]]["status"] != "delivered":
+                await asyncio.sleep(0.02)
+        assert (await rows(engine))[held]["status"] == "pending"  # still held
+        sender.gate.set()
+        async with asyncio.timeout(10):
+            while {r["status"] for r in (await rows(engine)).values()} != {"delivered"}:
+                await asyncio.sleep(0.02)
+    finally:
+        sender.gate.set()
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -64,8 +64,9 @@ def test_run_starts_the_poller_by_default_without_a_warning(
             proc.kill()
             proc.communicate()
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    # No warning but those about what this test leaves unset (API tokens, Datadog keys).
-    expected = {"api_unauthenticated", "datadog_forwarding_off"}
+    # No warning but those about what this test leaves unset (API tokens, Datadog keys,
+    # the secret key).
+    expected = {"api_unauthenticated", "datadog_forwarding_off", "secret_key_derived"}
     warnings = [r["event"] for r in records if r.get("level") == "warning"]
     warnings = [w for w in warnings if w not in expected]
     assert warnings == []

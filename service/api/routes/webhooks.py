@@ -1,8 +1,13 @@
-"""Webhook subscriptions (admin): create, list, read, delete, delivery log, test.
+"""Webhook subscriptions (admin): create, list, read, delete, delivery log, test,
+secret rotation.
 
-The signing secret (``whsec_`` + base64, the Standard Webhooks format) is
-returned once, in the response to ``POST /v1/webhooks``; no other route shows
+The signing secret (``whsec_`` + base64 of 24 to 64 bytes, the Standard Webhooks
+format) is returned once, in the response to ``POST /v1/webhooks`` (or to
+``POST /v1/webhooks/{id}/rotate-secret`` for a new one); no other route shows
 it. Target URLs pass the SSRF guard (:mod:`service.alerts.ssrf`) at creation.
+URLs and secrets are stored encrypted (:mod:`service.cipher`); the routes
+decrypt URLs to show them. No route filters subscriptions by URL (an encrypted
+column could not be searched).
 
 ``POST /v1/webhooks/{id}/test`` queues an outbox row that the dispatcher role
 delivers like any alert (signed, with retries, the SSRF check repeated at send
@@ -14,11 +19,11 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from service.alerts import models
 from service.alerts.ssrf import check_webhook_url
@@ -41,9 +46,11 @@ from service.api.schemas import (
     WebhookDeliveryPage,
     WebhookFilter,
     WebhookPage,
+    WebhookSecretRotated,
     WebhookTestQueued,
     responses,
 )
+from service.cipher import SecretCipher, cipher_for
 from service.errors import NotFoundError
 from service.outbox.models import OutboxItem, OutboxKind
 
@@ -91,12 +98,16 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def _webhook(row: Any) -> Webhook:
+def _cipher(request: Request) -> SecretCipher:
+    return cipher_for(get_runtime(request).settings)
+
+
+def _webhook(row: Any, cipher: SecretCipher) -> Webhook:
     stored = jsonb_object(row["filter"])
     known = {k: stored.get(k) for k in WebhookFilter.model_fields}
     return Webhook(
         id=row["id"],
-        url=row["url"],
+        url=cipher.decrypt(row["url"]),
         events=[str(e) for e in jsonb_list(row["events"])],
         filter=WebhookFilter.model_validate(known),
         format=row["format"] if row["format"] in ("standard", "slack") else "standard",
@@ -121,7 +132,8 @@ async def create_webhook(
     request: Request, body: WebhookCreate, session: WriteSession
 ) -> WebhookCreated:
     settings = get_runtime(request).settings
-    # A given secret was checked against SECRET_PATTERN by the request model.
+    cipher = cipher_for(settings)
+    # A given secret was checked against SECRET_PATTERN and its size by the request model.
     secret = body.secret if body.secret is not None else new_secret()
     if body.filter.tag is not None:
         parse_tags([body.filter.tag])
@@ -131,16 +143,16 @@ async def create_webhook(
         insert(W)
         .values(
             id="wh_" + secrets.token_hex(12),
-            url=body.url,
+            url=cipher.encrypt(body.url),
             events=events,
             filter=body.filter.model_dump(exclude_none=True),
             format=body.format,
-            secret=secret,
+            secret=cipher.encrypt(secret),
         )
         .returning(*_COLUMNS)
     )
     row = (await session.execute(stmt)).mappings().one()
-    return WebhookCreated(**_webhook(row).model_dump(), secret=secret)
+    return WebhookCreated(**_webhook(row, cipher).model_dump(), secret=secret)
 
 
 @router.get(
@@ -151,12 +163,14 @@ async def create_webhook(
     responses=responses(WebhookPage, errors=(400, 401, 403)),
 )
 async def list_webhooks(
+    request: Request,
     conn: ReadConnection,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
     rows, next_page = await fetch_page(conn, LIST, (), {}, limit=limit, cursor=cursor)
-    return page_response(LIST, [_webhook(row) for row in rows], next_page)
+    cipher = _cipher(request)
+    return page_response(LIST, [_webhook(row, cipher) for row in rows], next_page)
 
 
 @router.get(
@@ -164,12 +178,12 @@ async def list_webhooks(
     summary="Get a webhook subscription",
     responses=responses(Webhook, errors=(401, 403, 404)),
 )
-async def get_webhook(conn: ReadConnection, webhook_id: WebhookId) -> Webhook:
+async def get_webhook(request: Request, conn: ReadConnection, webhook_id: WebhookId) -> Webhook:
     found = await fetch_dicts(conn, select(*_COLUMNS).where(W.id == webhook_id))
     row = found[0] if found else None
     if row is None:
         raise NotFoundError(f"no webhook {webhook_id!r}")
-    return _webhook(row)
+    return _webhook(row, _cipher(request))
 
 
 @router.delete(
@@ -248,3 +262,41 @@ async def test_webhook(session: WriteSession, webhook_id: WebhookId) -> WebhookT
     )
     outbox_id = (await session.execute(stmt)).scalar_one()
     return WebhookTestQueued(webhook_id=webhook_id, outbox_id=outbox_id)
+
+
+@router.post(
+    "/webhooks/{webhook_id}/rotate-secret",
+    summary="Rotate a subscription's signing secret",
+    description=(
+        "Generates a new signing secret and returns it; it is never shown again. For "
+        "ECSWATCH_WEBHOOK_SECRET_OVERLAP_S (24 h by default) after the call, deliveries "
+        "carry two `v1,` signatures in `webhook-signature`, one per secret, so a receiver "
+        "verifies with either while it switches to the new one. Rotating again within "
+        "the overlap ends the older secret's overlap at once."
+    ),
+    responses=responses(WebhookSecretRotated, errors=(401, 403, 404)),
+)
+async def rotate_secret(
+    request: Request, session: WriteSession, webhook_id: WebhookId
+) -> WebhookSecretRotated:
+    settings = get_runtime(request).settings
+    cipher = cipher_for(settings)
+    current = (
+        await session.execute(select(W.secret).where(W.id == webhook_id).with_for_update())
+    ).scalar()
+    if current is None:
+        raise NotFoundError(f"no webhook {webhook_id!r}")
+    secret = new_secret()
+    overlap = settings.webhook_secret_overlap_s
+    expires = datetime.now(UTC) + timedelta(seconds=overlap) if overlap > 0 else None
+    await session.execute(
+        update(W)
+        .where(W.id == webhook_id)
+        .values(
+            secret=cipher.encrypt(secret),
+            # The stored token moves as it is: it needs no decrypting.
+            previous_secret=current if expires is not None else None,
+            previous_secret_expires_at=expires,
+        )
+    )
+    return WebhookSecretRotated(id=webhook_id, secret=secret, previous_secret_expires_at=expires)
