@@ -249,7 +249,7 @@ class BaselineBatch:
 
 
 def _conflict(sql: str) -> str:
-    return sql[sql.index(" ON CONFLICT") :]
+    return sql[sql.rindex(" ON CONFLICT") :]
 
 
 def _copy_value(value: Any, pg_type: str) -> Any:
