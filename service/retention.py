@@ -27,8 +27,12 @@ selects at most ``batch_size`` rows with ``FOR UPDATE SKIP LOCKED`` (a row that
 ingestion holds is left for the next run instead of waited for) and gives up at
 once rather than queue behind a schema change (``lock_timeout``). Ingestion never
 waits on pruning for more than one batch's row locks, and only on rows that are
-past retention anyway. The poller's leader runs :func:`prune` periodically; two
-runs at once, or a run cut short, are harmless: every delete is idempotent.
+past retention anyway. Adding or dropping a partition is one transaction per
+day through the ``SECURITY DEFINER`` functions of migration 0010 (the runtime
+user has no schema rights); its brief exclusive lock on ``raw_events`` is bounded
+by the same ``lock_timeout``. The poller's leader runs :func:`prune` periodically;
+two runs at once, or a run cut short, are harmless: every delete is idempotent,
+and the partition functions serialise on an advisory lock.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ creates a partition for every day that has rows, and for today and the 7 days
 ahead; rows past that go to the default partition.
 
 Downgrade moves every row back into one plain table, unique by ``id`` and by
-``natural_key``. It loses data only where those are not unique: a second row with
-the same ``id`` at another ``time`` (a sender reusing an id) keeps its earliest.
+``natural_key``. It loses data only where those are not unique: of rows with the
+same ``id`` at different times (a sender reusing an id) it keeps the earliest,
+and a ``natural_key`` stays on its first row only (ecswatch's insert never stores
+it twice; a row written by hand might).
 
 Revision ID: 0010
 Revises: 0007
