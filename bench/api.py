@@ -222,7 +222,7 @@ FROM generate_series(0, {SERVICES - 1}) AS s,
 # raw_events is partitioned by day: the seeded days get their partitions, as the
 # retention job would have made them ahead of time.
 SEED_EVENT_PARTITIONS = """
-SELECT ecswatch_raw_events_add_day(d::date)
+SELECT raw_events_add_day(d::date)
 FROM generate_series((now() AT TIME ZONE 'UTC' - make_interval(secs => __N__ / 2.0))::date,
                      (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS d
 """

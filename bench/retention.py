@@ -109,7 +109,7 @@ async def seed_old_events(db_url: str, count: int, sample: dict[str, Any], mode:
             await conn.execute("ALTER TABLE raw_events ATTACH PARTITION raw_events_default DEFAULT")
         # The fresh workload's days have their partitions, as retention makes them.
         await conn.execute(
-            "SELECT ecswatch_raw_events_add_day(d::date) FROM generate_series($1::date, "
+            "SELECT raw_events_add_day(d::date) FROM generate_series($1::date, "
             "$1::date + 9, interval '1 day') AS d",
             WORKLOAD_START.date(),
         )

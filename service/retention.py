@@ -282,14 +282,14 @@ async def _maintain_partitions(
     for day in partitions_to_add(days, plan.now):
         async with sessionmaker() as session, session.begin():
             await _begin_batch(session)
-            await session.execute(text("SELECT ecswatch_raw_events_add_day(:day)"), {"day": day})
+            await session.execute(text("SELECT raw_events_add_day(:day)"), {"day": day})
         report.partitions_added += 1
     for day in partitions_to_drop(days, plan.cutoff):
         async with sessionmaker() as session, session.begin():
             await _begin_batch(session)
             rows = (
                 await session.execute(
-                    text("SELECT ecswatch_raw_events_drop_day(:day)"), {"day": day}
+                    text("SELECT raw_events_drop_day(:day)"), {"day": day}
                 )
             ).scalar_one()
         report.batches += 1

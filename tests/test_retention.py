@@ -297,7 +297,7 @@ async def test_prune_drops_whole_days_and_adds_the_week_ahead(
 ) -> None:
     async with sessionmaker.begin() as session:
         for day in (date(2029, 2, 6), date(2029, 2, 7), date(2029, 2, 8)):
-            await session.execute(text("SELECT ecswatch_raw_events_add_day(:d)"), {"d": day})
+            await session.execute(text("SELECT raw_events_add_day(:d)"), {"d": day})
         # A row every 12 hours from 02-06 12:00 to 02-09 00:00, each with a natural key.
         await session.execute(
             text(
@@ -359,7 +359,7 @@ async def test_a_partition_drop_gives_way_to_a_lock(
     behind: the drop gives up after its lock timeout and the next run drops it."""
     async with sessionmaker.begin() as session:
         await session.execute(
-            text("SELECT ecswatch_raw_events_add_day(:d)"), {"d": date(2029, 1, 1)}
+            text("SELECT raw_events_add_day(:d)"), {"d": date(2029, 1, 1)}
         )
     async with sessionmaker() as holder, holder.begin():
         await holder.execute(text("LOCK TABLE raw_events IN ACCESS SHARE MODE"))

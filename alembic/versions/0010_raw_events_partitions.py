@@ -17,9 +17,9 @@ A partitioned table's unique indexes must include the partition key, so:
 
 Two functions, owned by the migration's role and run with its rights
 (``SECURITY DEFINER``), create and drop one day's partition, so that the runtime
-user needs no schema rights: ``ecswatch_raw_events_add_day(day)`` (moving that
+user needs no schema rights: ``raw_events_add_day(day)`` (moving that
 day's rows out of the default partition, if any) and
-``ecswatch_raw_events_drop_day(day)`` (returning the rows it dropped). Upgrade
+``raw_events_drop_day(day)`` (returning the rows it dropped). Upgrade
 creates a partition for every day that has rows, and for today and the 7 days
 ahead; rows past that go to the default partition.
 
@@ -77,7 +77,7 @@ _INDEXES = (
 
 # One lock for every partition change, so two callers never race on one day.
 _ADD_DAY = """
-CREATE FUNCTION ecswatch_raw_events_add_day(day date) RETURNS boolean
+CREATE FUNCTION raw_events_add_day(day date) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     part text := 'raw_events_p' || to_char(day, 'YYYYMMDD');
@@ -103,7 +103,7 @@ $$
 """
 
 _DROP_DAY = """
-CREATE FUNCTION ecswatch_raw_events_drop_day(day date) RETURNS bigint
+CREATE FUNCTION raw_events_drop_day(day date) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     part text := 'raw_events_p' || to_char(day, 'YYYYMMDD');
@@ -145,11 +145,11 @@ def upgrade() -> None:
     for function in (_ADD_DAY, _DROP_DAY):
         op.execute(function)
     # Only the users granted it (docs/deploy.md) may change partitions.
-    op.execute("REVOKE ALL ON FUNCTION ecswatch_raw_events_add_day(date) FROM PUBLIC")
-    op.execute("REVOKE ALL ON FUNCTION ecswatch_raw_events_drop_day(date) FROM PUBLIC")
+    op.execute("REVOKE ALL ON FUNCTION raw_events_add_day(date) FROM PUBLIC")
+    op.execute("REVOKE ALL ON FUNCTION raw_events_drop_day(date) FROM PUBLIC")
     # Every day with rows (up to the week ahead), and the week ahead itself.
     op.execute(
-        "SELECT ecswatch_raw_events_add_day(d) FROM ("
+        "SELECT raw_events_add_day(d) FROM ("
         " SELECT DISTINCT (time AT TIME ZONE 'UTC')::date AS d FROM raw_events_unpartitioned"
         " UNION SELECT (now() AT TIME ZONE 'UTC')::date + g"
         f" FROM generate_series(0, {DAYS_AHEAD}) AS g) AS days"
@@ -184,8 +184,8 @@ def downgrade() -> None:
         " FROM raw_events ORDER BY id, time"
     )
     op.execute("DROP TABLE raw_events")  # with its partitions
-    op.execute("DROP FUNCTION ecswatch_raw_events_add_day(date)")
-    op.execute("DROP FUNCTION ecswatch_raw_events_drop_day(date)")
+    op.execute("DROP FUNCTION raw_events_add_day(date)")
+    op.execute("DROP FUNCTION raw_events_drop_day(date)")
     op.execute("DROP TABLE raw_event_natural_keys")
     op.execute("ALTER TABLE raw_events_unpartitioned RENAME TO raw_events")
     op.execute("ALTER TABLE raw_events ADD CONSTRAINT pk_raw_events PRIMARY KEY (id)")

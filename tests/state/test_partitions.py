@@ -33,7 +33,7 @@ async def _add_days(sessionmaker: async_sessionmaker[AsyncSession], *days: str) 
     async with sessionmaker.begin() as session:
         for day in days:
             await session.execute(
-                text("SELECT ecswatch_raw_events_add_day(:day)"), {"day": date.fromisoformat(day)}
+                text("SELECT raw_events_add_day(:day)"), {"day": date.fromisoformat(day)}
             )
 
 
