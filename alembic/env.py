@@ -18,12 +18,18 @@ from service.config import Settings, load_settings
 from service.db import create_engine
 from service.errors import ConfigError
 from service.schema import metadata
+from service.state.models import include_name
 
 config = context.config
 
 
 def _configure(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        compare_type=True,
+        include_name=include_name,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

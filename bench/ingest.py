@@ -127,8 +127,8 @@ drop_database = benchdb.drop_database
 async def truncate(db_url: str) -> None:
     conn = await benchdb.connect(db_url)
     await conn.execute(
-        "TRUNCATE raw_events, tasks, container_instances, deployments, services, clusters,"
-        " resource_tags, quarantine, alerts, outbox, datadog_facts CASCADE"
+        "TRUNCATE raw_events, raw_event_natural_keys, tasks, container_instances, deployments,"
+        " services, clusters, resource_tags, quarantine, alerts, outbox, datadog_facts CASCADE"
     )
     await conn.close()
 
@@ -249,7 +249,7 @@ class BaselineBatch:
 
 
 def _conflict(sql: str) -> str:
-    return sql[sql.index(" ON CONFLICT") :]
+    return sql[sql.rindex(" ON CONFLICT") :]
 
 
 def _copy_value(value: Any, pg_type: str) -> Any:
@@ -327,8 +327,16 @@ def plan_baseline(
                 # Not in workload(): their rows are not built here, so refuse rather
                 # than compare against a baseline that writes less.
                 raise NotImplementedError(f"fair baseline: no rows for {e.detail_type}")
+        # The natural keys a batch claims, then its raw events (one statement in
+        # the pipeline, two loads here).
+        claims = [
+            {"natural_key": e.natural_key, "id": e.envelope.id, "time": e.envelope.time}
+            for e in unique.values()
+            if e.natural_key
+        ]
         steps: list[Load | None] = [
-            load("raw_events", "id", raw, _conflict(apply_module.INSERT_RAW))
+            load("raw_event_natural_keys", "natural_key", claims, " ON CONFLICT DO NOTHING"),
+            load("raw_events", "id", raw, _conflict(apply_module.INSERT_RAW)),
         ]
         clusters: dict[str, dict[str, Any]] = {}
         for e in fresh:
@@ -452,7 +460,7 @@ async def column_types(db_url: str) -> dict[str, dict[str, str]]:
             "SELECT c.relname, a.attname, t.typname FROM pg_attribute a"
             " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND a.attnum > 0"
         )
     finally:
         await conn.close()

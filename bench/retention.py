@@ -1,22 +1,28 @@
-"""Retention benchmark: does pruning old raw events stall ingestion running beside it?
+"""Retention benchmark: a day of raw events pruned by partition drop vs. batched delete.
 
-Seeds ``--old-events`` raw events past retention (realistic task-event bodies,
-40 days old), then feeds fresh events through the consumer's handler (2 workers,
-batches of 500, as the consumer runs them): once to warm up, then three times,
-each on a workload of its own: alone, while ``service.retention.prune`` deletes
-the old events (ingestion goes on until pruning ends), and alone again. Reports
-ingestion events/s and batch latencies (p50, p99, max) of each phase, and how
-fast pruning went while ingestion ran. A stall would show as a batch that waits
-seconds (max latency) and as lower events/s in the middle phase.
+Seeds ``--old-events`` raw events, all on one day past retention (realistic
+task-event bodies, 40 days old), in each of two ways, each in a database of its
+own: in that day's partition (``drop``: retention drops the partition), and in
+the default partition (``delete``: retention deletes them in batches of
+``--batch-size`` rows, the statements every raw event went through before
+``raw_events`` was partitioned). Then, per mode, it feeds fresh events through the
+consumer's handler (2 workers, batches of 500, as the consumer runs them): once to
+warm up, then three times, each on a workload of its own: alone, while
+``service.retention.prune`` prunes the old day (ingestion goes on until pruning
+ends), and alone again. Reports ingestion events/s and batch latencies (p50, p99,
+max) of each phase, and how long pruning took. A stall would show as a batch that
+waits seconds (max latency) and as lower events/s in the middle phase.
+
+The old rows are built with ``generate_series`` in a plain table and indexed in
+bulk, then attached as the partition (setup, not timed as pruning).
 
 Prints a table and writes bench/results/retention.json. Usage:
 
     .venv/bin/python bench/retention.py [--old-events 100000] [--events 10000]
-        [--events-during 30000] [--batch-size 2000] [--pause-s 0]
+        [--events-during 30000] [--batch-size 2000] [--pause-s 0] [--modes drop,delete]
         [--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres]
 
-The figure in docs/performance.md comes from
-``--old-events 1000000 --events-during 250000``.
+The figures in docs/performance.md come from the command lines written there.
 """
 
 from __future__ import annotations
@@ -53,32 +59,60 @@ PRUNE_NOW = WORKLOAD_START + timedelta(days=1)
 RETENTION_DAYS = 30
 
 
-async def seed_old_events(db_url: str, count: int, sample: dict[str, Any]) -> float:
-    """``count`` raw events 40 days before the workload, bodies like real task events."""
+OLD_DAY = (WORKLOAD_START - timedelta(days=40)).date()
+MODES = ("drop", "delete")
+
+
+async def seed_old_events(db_url: str, count: int, sample: dict[str, Any], mode: str) -> float:
+    """``count`` raw events spread over ``OLD_DAY``, bodies like real task events, in
+    that day's partition (``drop``) or in the default partition (``delete``)."""
     conn = await benchdb.connect(db_url)
     t0 = time.perf_counter()
     try:
-        step = 100_000
+        await conn.execute("SET maintenance_work_mem = '256MB'")
+        await conn.execute("CREATE TABLE bench_old (LIKE raw_events INCLUDING DEFAULTS)")
+        step = 500_000
         for start in range(0, count, step):
             n = min(step, count - start)
             await conn.execute(
                 """
-                INSERT INTO raw_events (id, detail_type, source, account, region, time,
-                                        resources, detail, cluster_arn, cluster_name)
+                INSERT INTO bench_old (id, detail_type, source, account, region, time,
+                                       resources, detail, cluster_arn, cluster_name)
                 SELECT 'old-' || g, $1, 'aws.ecs', '123456789012', 'us-east-1',
-                       $2::timestamptz - make_interval(secs => g),
+                       $2::timestamptz + make_interval(secs => g * 86400.0 / $7),
                        jsonb_build_array($3 || g), $4::jsonb,
                        'arn:aws:ecs:us-east-1:123456789012:cluster/c' || (g % 5),
                        'c' || (g % 5)
                 FROM generate_series($5::bigint, $6::bigint) g
                 """,
                 sample["detail-type"],
-                WORKLOAD_START - timedelta(days=40),
+                datetime(OLD_DAY.year, OLD_DAY.month, OLD_DAY.day, tzinfo=UTC),
                 "arn:aws:ecs:us-east-1:123456789012:task/c0/old",
                 json.dumps(sample["detail"]),
-                start + 1,
-                start + n,
+                start,
+                start + n - 1,
+                float(count),
             )
+        # ATTACH builds the partitioned table's indexes on the rows in bulk.
+        if mode == "drop":
+            name = f"raw_events_p{OLD_DAY:%Y%m%d}"
+            upper = OLD_DAY + timedelta(days=1)
+            await conn.execute(f"ALTER TABLE bench_old RENAME TO {name}")
+            await conn.execute(
+                f"ALTER TABLE raw_events ATTACH PARTITION {name} "
+                f"FOR VALUES FROM ('{OLD_DAY.isoformat()}T00:00:00Z') "
+                f"TO ('{upper.isoformat()}T00:00:00Z')"
+            )
+        else:
+            await conn.execute("DROP TABLE raw_events_default")
+            await conn.execute("ALTER TABLE bench_old RENAME TO raw_events_default")
+            await conn.execute("ALTER TABLE raw_events ATTACH PARTITION raw_events_default DEFAULT")
+        # The fresh workload's days have their partitions, as retention makes them.
+        await conn.execute(
+            "SELECT raw_events_add_day(d::date) FROM generate_series($1::date, "
+            "$1::date + 9, interval '1 day') AS d",
+            WORKLOAD_START.date(),
+        )
         await conn.execute("VACUUM ANALYZE raw_events")
     finally:
         await conn.close()
@@ -137,53 +171,18 @@ async def ingest(
     }
 
 
-async def main() -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old-events", type=int, default=100_000)
-    parser.add_argument(
-        "--events", type=int, default=10_000, help="fresh events of each phase alone"
-    )
-    parser.add_argument(
-        "--events-during",
-        type=int,
-        default=30_000,
-        help="fresh events available while pruning (ingestion stops when pruning ends)",
-    )
-    parser.add_argument("--batch", type=int, default=500, help="events per handler call")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=2_000, help="rows per prune batch")
-    parser.add_argument(
-        "--pause-s", type=float, default=0.0, help="prune's pause between batches (seconds)"
-    )
-    parser.add_argument(
-        "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-    )
-    args = parser.parse_args()
-    configure_logging("json", "warning")
+async def run_mode(
+    args: argparse.Namespace, mode: str, bodies: list[list[str]], sample: dict[str, Any]
+) -> dict[str, Any]:
+    """Seed the old day as ``mode`` lays it out, then the three ingestion phases."""
     db_url = await benchdb.fresh_database(args.database_url, "ecswatch_bench_retention")
-    results: dict[str, Any] = {
-        "old_events": args.old_events,
-        "events_per_phase": args.events,
-        "batch": args.batch,
-        "workers": args.workers,
-        "prune_batch_size": args.batch_size,
-        "prune_pause_s": args.pause_s,
-    }
+    results: dict[str, Any] = {}
     try:
         engine = create_engine(db_url, pool_size=1)
         await upgrade(engine)
         await engine.dispose()
-        # Three workloads of one size and shape (a shuffled workload's density of
-        # events per task depends on its size); the phases alone take a prefix.
-        size = max(args.events, args.events_during)
-        workloads = [workload(size, seed=seed) for seed in (10, 11, 12, 13)]
-        workloads[0] = workloads[0][: args.events]
-        workloads[1] = workloads[1][: args.events]
-        workloads[3] = workloads[3][: args.events]
-        sample = next(e for e in workloads[0] if e["detail-type"] == "ECS Task State Change")
-        results["seed_seconds"] = round(await seed_old_events(db_url, args.old_events, sample), 1)
-        bodies = [[json.dumps(e) for e in w] for w in workloads]
-
+        seeded = await seed_old_events(db_url, args.old_events, sample, mode)
+        results["seed_seconds"] = round(seeded, 1)
         settings = load_settings(database_url=db_url)
         async with open_runtime(settings, pool_size=6) as runtime:
             handler = Handler(runtime.sessionmaker)
@@ -212,11 +211,13 @@ async def main() -> dict[str, Any]:
             # Below 100%: the workload ran out before pruning ended (raise --events-during).
             during["pruning_covered_by_ingestion"] = round(min(1.0, ingest_done / prune_seconds), 2)
             results["while_pruning"] = during
+            rows = report.deleted.get("raw_events", 0)
             results["prune"] = {
-                "rows": report.deleted.get("raw_events", 0),
-                "seconds": round(prune_seconds, 1),
-                "rows_per_s": round(report.deleted.get("raw_events", 0) / prune_seconds),
+                "rows": rows,
+                "seconds": round(prune_seconds, 2),
+                "rows_per_s": round(rows / prune_seconds),
                 "batches": report.batches,
+                "partitions_dropped": report.partitions_dropped,
             }
             results["alone_after"] = await ingest(handler, bodies[3], args.batch, args.workers, "c")
         results["old_events_left"] = await count_old(db_url)
@@ -227,34 +228,96 @@ async def main() -> dict[str, Any]:
     return results
 
 
+async def main() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--old-events", type=int, default=100_000, help="raw events of the day")
+    parser.add_argument(
+        "--events", type=int, default=10_000, help="fresh events of each phase alone"
+    )
+    parser.add_argument(
+        "--events-during",
+        type=int,
+        default=30_000,
+        help="fresh events available while pruning (ingestion stops when pruning ends)",
+    )
+    parser.add_argument("--batch", type=int, default=500, help="events per handler call")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2_000, help="rows per prune batch")
+    parser.add_argument(
+        "--pause-s", type=float, default=0.0, help="prune's pause between batches (seconds)"
+    )
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="drop, delete or both, comma-separated"
+    )
+    parser.add_argument(
+        "--database-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    )
+    args = parser.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        parser.error(f"--modes: any of {', '.join(MODES)}")
+    configure_logging("json", "warning")
+    results: dict[str, Any] = {
+        "old_events": args.old_events,
+        "events_per_phase": args.events,
+        "batch": args.batch,
+        "workers": args.workers,
+        "prune_batch_size": args.batch_size,
+        "prune_pause_s": args.pause_s,
+    }
+    # Four workloads of one size and shape (a shuffled workload's density of
+    # events per task depends on its size); the phases alone take a prefix.
+    size = max(args.events, args.events_during)
+    workloads = [workload(size, seed=seed) for seed in (10, 11, 12, 13)]
+    workloads[0] = workloads[0][: args.events]
+    workloads[1] = workloads[1][: args.events]
+    workloads[3] = workloads[3][: args.events]
+    sample = next(e for e in workloads[0] if e["detail-type"] == "ECS Task State Change")
+    bodies = [[json.dumps(e) for e in w] for w in workloads]
+    results["modes"] = {mode: await run_mode(args, mode, bodies, sample) for mode in modes}
+    if set(modes) == set(MODES):
+        drop, delete = results["modes"]["drop"], results["modes"]["delete"]
+        results["delete_vs_drop_seconds"] = round(
+            delete["prune"]["seconds"] / max(drop["prune"]["seconds"], 0.001), 1
+        )
+    return results
+
+
 def report(results: dict[str, Any]) -> None:
     """Print the table and write bench/results/retention.json."""
     print(
-        f"old raw events {results['old_events']:,} (seeded in {results['seed_seconds']} s), "
+        f"a day of {results['old_events']:,} old raw events, "
         f"{results['events_per_phase']:,} fresh events per phase alone"
     )
-    print(f"{'ingestion phase':<30} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for key, name in (
-        ("alone_before", "alone (before)"),
-        ("while_pruning", "while pruning"),
-        ("alone_after", "alone (after)"),
-    ):
-        r = results[key]
+    for mode, r in results["modes"].items():
+        print(f"\n{mode} (seeded in {r['seed_seconds']} s)")
+        print(f"{'ingestion phase':<30} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        for key, name in (
+            ("alone_before", "alone (before)"),
+            ("while_pruning", "while pruning"),
+            ("alone_after", "alone (after)"),
+        ):
+            phase = r[key]
+            print(
+                f"{name:<30} {phase['events_per_s']:>10,} {phase['batch_p50_ms']:>8} "
+                f"{phase['batch_p99_ms']:>8} {phase['batch_max_ms']:>8}"
+            )
+        p = r["prune"]
+        covered = r["while_pruning"]["pruning_covered_by_ingestion"]
         print(
-            f"{name:<30} {r['events_per_s']:>10,} {r['batch_p50_ms']:>8} "
-            f"{r['batch_p99_ms']:>8} {r['batch_max_ms']:>8}"
+            f"while pruning / alone: {r['while_pruning_vs_alone']:.0%}; ingestion ran "
+            f"during {covered:.0%} of the pruning"
         )
-    p = results["prune"]
-    covered = results["while_pruning"]["pruning_covered_by_ingestion"]
-    print(
-        f"while pruning / alone: {results['while_pruning_vs_alone']:.0%}; ingestion ran "
-        f"during {covered:.0%} of the pruning"
-    )
-    print(
-        f"pruned {p['rows']:,} rows in {p['seconds']} s ({p['rows_per_s']:,}/s, "
-        f"{p['batches']} batches, {results['prune_pause_s']} s pause between batches); "
-        f"old events left: {results['old_events_left']}"
-    )
+        print(
+            f"pruned {p['rows']:,} rows in {p['seconds']} s ({p['rows_per_s']:,}/s, "
+            f"{p['batches']} batches, {p['partitions_dropped']} partitions dropped, "
+            f"{results['prune_pause_s']} s pause between batches); "
+            f"old events left: {r['old_events_left']}"
+        )
+    if "delete_vs_drop_seconds" in results:
+        print(
+            f"\nbatched delete ÷ partition drop, pruning time: {results['delete_vs_drop_seconds']}x"
+        )
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "retention.json").write_text(json.dumps(results, indent=2) + "\n")

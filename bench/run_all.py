@@ -230,21 +230,22 @@ def _datadog(r: dict[str, Any]) -> list[Headline]:
 
 
 def _retention(r: dict[str, Any]) -> list[Headline]:
-    worst = r["while_pruning"]["batch_max_ms"]
-    return [
-        (
-            f"ingestion while pruning {r['old_events']:,} old events ÷ alone",
-            _pct(r["while_pruning_vs_alone"]),
-            "",
-            None,
-        ),
-        (
-            "worst 500-event batch while pruning (a stall would be seconds)",
-            f"{worst:,} ms",
-            "",
-            None,
-        ),
-    ]
+    rows: list[Headline] = []
+    for mode, name in (("drop", "partition drop"), ("delete", "batched delete")):
+        m = r["modes"].get(mode)
+        if m is None:
+            continue
+        rows.append(
+            (
+                f"{name}: a day of {r['old_events']:,} old events pruned in; ingestion"
+                " while pruning ÷ alone; worst 500-event batch while pruning",
+                f"{m['prune']['seconds']} s; {_pct(m['while_pruning_vs_alone'])};"
+                f" {m['while_pruning']['batch_max_ms']:,} ms",
+                "",
+                None,
+            )
+        )
+    return rows
 
 
 def _contention(r: dict[str, Any]) -> list[Headline]:

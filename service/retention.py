@@ -2,7 +2,12 @@
 
 What goes (docs/architecture.md, "Retention"):
 
-- raw events whose ``time`` is past the cutoff;
+- raw events: a day's partition of ``raw_events`` goes whole (``DROP TABLE``, no
+  row deletes, no bloat) once all of its day is past the cutoff, so raw events
+  stay between ``ECSWATCH_RETENTION_DAYS`` and one day more; rows in the default
+  partition (events whose day had no partition) go row by row at the cutoff, as
+  do the natural keys that deduplicate versionless events. Every run also adds
+  the partitions of today and the next ``DAYS_AHEAD`` days that are missing;
 - metric points whose ``timestamp`` is past the cutoff;
 - alerts created before the cutoff, with every webhook delivery logged for them;
 - webhook deliveries attempted before the cutoff (test deliveries, or ones whose
@@ -22,8 +27,12 @@ selects at most ``batch_size`` rows with ``FOR UPDATE SKIP LOCKED`` (a row that
 ingestion holds is left for the next run instead of waited for) and gives up at
 once rather than queue behind a schema change (``lock_timeout``). Ingestion never
 waits on pruning for more than one batch's row locks, and only on rows that are
-past retention anyway. The poller's leader runs :func:`prune` periodically; two
-runs at once, or a run cut short, are harmless: every delete is idempotent.
+past retention anyway. Adding or dropping a partition is one transaction per
+day through the ``SECURITY DEFINER`` functions of migration 0010 (the runtime
+user has no schema rights); its brief exclusive lock on ``raw_events`` is bounded
+by the same ``lock_timeout``. The poller's leader runs :func:`prune` periodically;
+two runs at once, or a run cut short, are harmless: every delete is idempotent,
+and the partition functions serialise on an advisory lock.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import text
@@ -46,6 +55,9 @@ from service.logging import get_logger
 log = get_logger(__name__)
 
 DEFAULT_BATCH_SIZE = 2_000
+# Raw event partitions exist for today and this many days ahead (UTC days).
+DAYS_AHEAD = 7
+PARTITION_PREFIX = "raw_events_p"
 # A batch that cannot take its table lock within this time (a migration holds it)
 # fails instead of queueing every writer behind it; the next run tries again.
 LOCK_TIMEOUT = "2s"
@@ -57,7 +69,9 @@ _GAVE_UP = ("55P03", "57014")
 class PruneStep(StrEnum):
     """One kind of history that retention deletes, in the order :func:`prune` runs them."""
 
+    RAW_EVENT_PARTITIONS = "raw_event_partitions"
     RAW_EVENTS = "raw_events"
+    RAW_EVENT_NATURAL_KEYS = "raw_event_natural_keys"
     METRIC_POINTS = "metric_points"
     ALERTS = "alerts"
     WEBHOOK_DELIVERIES = "webhook_deliveries"
@@ -98,6 +112,8 @@ class PruneReport:
     seconds: float = 0.0
     # False when a batch gave up on a lock or a timeout; the next run carries on.
     complete: bool = True
+    partitions_added: int = 0
+    partitions_dropped: int = 0
 
     @property
     def total(self) -> int:
@@ -112,11 +128,18 @@ class PruneReport:
 # Each oldest-first select walks the time index of its table; the row locks it takes
 # skip anything a writer holds.
 _OLDEST = {
+    # Only the default partition's rows go row by row; day partitions go whole.
     PruneStep.RAW_EVENTS: (
         "raw_events",
-        "SELECT id FROM raw_events WHERE time < :cutoff "
+        "SELECT id FROM raw_events_default WHERE time < :cutoff "
         "ORDER BY time LIMIT :limit FOR UPDATE SKIP LOCKED",
-        "DELETE FROM raw_events WHERE id = ANY(:keys)",
+        "DELETE FROM raw_events_default WHERE id = ANY(:keys)",
+    ),
+    PruneStep.RAW_EVENT_NATURAL_KEYS: (
+        "raw_event_natural_keys",
+        "SELECT natural_key FROM raw_event_natural_keys WHERE time < :cutoff "
+        "ORDER BY time LIMIT :limit FOR UPDATE SKIP LOCKED",
+        "DELETE FROM raw_event_natural_keys WHERE natural_key = ANY(:keys)",
     ),
     PruneStep.METRIC_POINTS: (
         "metric_points",
@@ -151,6 +174,12 @@ _OLDEST = {
         "DELETE FROM datadog_facts WHERE key = ANY(:keys)",
     ),
 }
+
+# The day partitions of raw_events, by name (the catalog is readable by every user).
+_PARTITIONS = (
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+    "WHERE i.inhparent = to_regclass('raw_events')"
+)
 
 _OLD_ALERTS = (
     "SELECT id FROM alerts WHERE created_at < :cutoff "
@@ -206,6 +235,65 @@ async def _prune_oldest(
         if len(keys) < batch_size:
             return
         await asyncio.sleep(pause_s)
+
+
+def partition_days(names: Sequence[str]) -> list[date]:
+    """The days of ``raw_events_pYYYYMMDD`` partitions among ``names``, in order."""
+    days = []
+    for name in names:
+        if name.startswith(PARTITION_PREFIX):
+            try:
+                days.append(datetime.strptime(name[len(PARTITION_PREFIX) :], "%Y%m%d").date())
+            except ValueError:
+                continue
+    return sorted(days)
+
+
+def partitions_to_drop(days: Sequence[date], cutoff: datetime) -> list[date]:
+    """The partition days wholly past ``cutoff``: their last instant is before it."""
+    return [d for d in days if _day_start(d + timedelta(days=1)) <= cutoff]
+
+
+def partitions_to_add(days: Sequence[date], now: datetime) -> list[date]:
+    """Today's and the next ``DAYS_AHEAD`` days' partitions that do not exist yet (UTC)."""
+    today = now.astimezone(UTC).date()
+    have = set(days)
+    wanted = (today + timedelta(days=n) for n in range(DAYS_AHEAD + 1))
+    return [d for d in wanted if d not in have]
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+async def _partition_days(sessionmaker: async_sessionmaker[AsyncSession]) -> list[date]:
+    async with sessionmaker() as session:
+        names = await _select_keys(session, _PARTITIONS, {})
+    return partition_days([str(n) for n in names])
+
+
+async def _maintain_partitions(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    plan: RetentionPlan,
+    report: PruneReport,
+) -> None:
+    """Add the partitions ahead, then drop the days past the cutoff, one per transaction."""
+    days = await _partition_days(sessionmaker)
+    for day in partitions_to_add(days, plan.now):
+        async with sessionmaker() as session, session.begin():
+            await _begin_batch(session)
+            await session.execute(text("SELECT raw_events_add_day(:day)"), {"day": day})
+        report.partitions_added += 1
+    for day in partitions_to_drop(days, plan.cutoff):
+        async with sessionmaker() as session, session.begin():
+            await _begin_batch(session)
+            rows = (
+                await session.execute(text("SELECT raw_events_drop_day(:day)"), {"day": day})
+            ).scalar_one()
+        report.batches += 1
+        if rows is not None:
+            report.partitions_dropped += 1
+            report.add("raw_events", int(rows))
 
 
 async def _prune_alerts(
@@ -292,7 +380,9 @@ async def prune(
     started = time.monotonic()
     for step in plan.steps:
         try:
-            if step is PruneStep.ALERTS:
+            if step is PruneStep.RAW_EVENT_PARTITIONS:
+                await _maintain_partitions(sessionmaker, plan, report)
+            elif step is PruneStep.ALERTS:
                 await _prune_alerts(sessionmaker, plan, batch_size, report, pause_s)
             elif step is PruneStep.STOPPED_TASKS:
                 await _prune_stopped_tasks(sessionmaker, plan, batch_size, report, pause_s)
@@ -315,6 +405,8 @@ async def prune(
         cutoff=plan.cutoff.isoformat(),
         complete=report.complete,
         deleted=report.deleted,
+        partitions_added=report.partitions_added,
+        partitions_dropped=report.partitions_dropped,
         batches=report.batches,
         seconds=round(report.seconds, 3),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from prometheus_client import generate_latest
@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import telemetry
 from service.config import load_settings
 from service.errors import ConfigError
-from service.retention import PruneStep, plan_retention, prune
+from service.retention import (
+    PruneStep,
+    partition_days,
+    partitions_to_add,
+    partitions_to_drop,
+    plan_retention,
+    prune,
+)
 from service.roles.poller import retention_job
 from service.runtime import Runtime
 from tests.history_rows import count_rows, write_rows
@@ -257,3 +264,106 @@ async def test_prune_gives_way_to_a_schema_change(
     assert report.deleted["metric_points"] == 1
     assert "raw_events" not in report.deleted
     assert _sample("ecswatch_retention_last_run_timestamp_seconds") == later.timestamp()
+
+
+# Partitions: whole days go, the boundary day stays, the week ahead is made.
+PART_NOW = datetime(2029, 3, 10, 6, 0, tzinfo=UTC)  # cutoff (30 days): 2029-02-08 06:00
+
+
+async def _partitions(session: AsyncSession) -> list[str]:
+    names = await session.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'raw_events'::regclass AND c.relname LIKE 'raw_events_p2029%' "
+            "ORDER BY 1"
+        )
+    )
+    return list(names.scalars())
+
+
+def test_partition_days_to_add_and_drop() -> None:
+    names = ["raw_events_default", "raw_events_p20290206", "raw_events_p20290207", "other"]
+    days = partition_days([*names, "raw_events_p2029x", "raw_events_p20291399"])
+    assert [d.isoformat() for d in days] == ["2029-02-06", "2029-02-07"]
+    cutoff = plan_retention(PART_NOW, 30).cutoff
+    # 2029-02-07 ends at 02-08 00:00, before the cutoff; 02-08 ends after it.
+    assert partitions_to_drop([*days, date(2029, 2, 8)], cutoff) == days
+    ahead = partitions_to_add([date(2029, 3, 12)], PART_NOW)
+    assert [d.day for d in ahead] == [10, 11, 13, 14, 15, 16, 17]
+
+
+async def test_prune_drops_whole_days_and_adds_the_week_ahead(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessionmaker.begin() as session:
+        for day in (date(2029, 2, 6), date(2029, 2, 7), date(2029, 2, 8)):
+            await session.execute(text("SELECT raw_events_add_day(:d)"), {"d": day})
+        # A row every 12 hours from 02-06 12:00 to 02-09 00:00, each with a natural key.
+        await session.execute(
+            text(
+                "INSERT INTO raw_events (id, detail_type, source, time, detail, natural_key) "
+                "SELECT 'p' || g, 'ECS Service Action', 'aws.ecs', "
+                "CAST('2029-02-06T12:00:00Z' AS timestamptz) + make_interval(hours => g * 12), "
+                "'{}'::jsonb, 'key-' || g FROM generate_series(0, 5) g"
+            )
+        )
+        await session.execute(
+            text(
+                "INSERT INTO raw_event_natural_keys (natural_key, id, time) "
+                "SELECT natural_key, id, time FROM raw_events WHERE id LIKE 'p%'"
+            )
+        )
+    async with sessionmaker() as session:
+        assert await _partitions(session) == [
+            "raw_events_p20290206",
+            "raw_events_p20290207",
+            "raw_events_p20290208",
+        ]
+        # Earlier tests' partitions (empty) are all before the cutoff, too.
+        earlier = await session.execute(
+            text(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'raw_events'::regclass "
+                "AND inhrelid::regclass::text >= 'raw_events_p' "
+                "AND inhrelid::regclass::text < 'raw_events_p20290208'"
+            )
+        )
+        to_drop = earlier.scalar_one()
+    assert to_drop >= 2
+    report = await prune(sessionmaker, 30, PART_NOW)
+    assert report.complete
+    assert report.partitions_dropped == to_drop
+    assert report.partitions_added == 8
+    # Rows p0-p2 lived on the two dropped days; p3 (02-08 00:00) is past the cutoff
+    # too but waits for its day's partition to go whole.
+    assert report.deleted == {"raw_events": 3, "raw_event_natural_keys": 4}
+    async with sessionmaker() as session:
+        ids = (await session.execute(text("SELECT id FROM raw_events ORDER BY id"))).scalars()
+        keys = (
+            await session.execute(text("SELECT id FROM raw_event_natural_keys ORDER BY id"))
+        ).scalars()
+        assert list(ids) == ["p3", "p4", "p5"]
+        # The natural keys go at the cutoff itself, as other history does.
+        assert list(keys) == ["p4", "p5"]
+        assert await _partitions(session) == [
+            "raw_events_p20290208",
+            *(f"raw_events_p202903{d}" for d in range(10, 18)),
+        ]
+    again = await prune(sessionmaker, 30, PART_NOW)
+    assert (again.deleted, again.partitions_added, again.partitions_dropped) == ({}, 0, 0)
+
+
+async def test_a_partition_drop_gives_way_to_a_lock(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A reader that holds raw_events (a long report, a migration) is never queued
+    behind: the drop gives up after its lock timeout and the next run drops it."""
+    async with sessionmaker.begin() as session:
+        await session.execute(text("SELECT raw_events_add_day(:d)"), {"d": date(2029, 1, 1)})
+    async with sessionmaker() as holder, holder.begin():
+        await holder.execute(text("LOCK TABLE raw_events IN ACCESS SHARE MODE"))
+        report = await asyncio.wait_for(prune(sessionmaker, 30, PART_NOW), timeout=30)
+        assert report.complete is False
+        assert report.partitions_dropped == 0
+    report = await prune(sessionmaker, 30, PART_NOW)
+    assert report.complete is True
+    assert report.partitions_dropped == 1

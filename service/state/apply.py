@@ -3,8 +3,9 @@
 Every write is one conditional upsert (``INSERT … ON CONFLICT … DO UPDATE …
 WHERE``), multi-row per batch, never read-then-write:
 
-* raw events are inserted once (unique EventBridge ``id`` and, for versionless
-  types, unique ``natural_key``); an event whose raw row already exists is a
+* raw events are inserted once (unique EventBridge ``id`` with its ``time``, and,
+  for versionless types, unique ``natural_key``, claimed in
+  ``raw_event_natural_keys``); an event whose raw row already exists is a
   duplicate and changes nothing else;
 * tasks and container instances apply only when ``detail.version`` is newer than
   the stored one (full overwrite of the row: ECS sends the whole state each time,
@@ -115,8 +116,22 @@ async def apply_events(session: AsyncSession, events: Sequence[NormalisedEvent])
     return result
 
 
+# A partitioned table enforces uniqueness only with its partition key, so the
+# statement claims each natural key in raw_event_natural_keys first (the smallest
+# id wins a key two events of the batch share); an event whose key another event
+# holds is not inserted. The (id, time) primary key catches a re-delivered event.
 INSERT_RAW = (
-    bulk_insert(RawEvent, r.RAW_EVENT_COLUMNS, order_by="id")
+    # The batch's JSON is parsed once, for both inserts.
+    "WITH batch AS MATERIALIZED (SELECT $1::jsonb AS rows),"
+    " claimed AS (INSERT INTO raw_event_natural_keys (natural_key, id, time)"
+    " SELECT k.natural_key, k.id, k.time FROM batch, jsonb_to_recordset(batch.rows)"
+    " AS k(natural_key TEXT, id TEXT, time TIMESTAMP WITH TIME ZONE)"
+    " WHERE k.natural_key IS NOT NULL ORDER BY k.natural_key, k.id"
+    " ON CONFLICT DO NOTHING RETURNING id) "
+    + bulk_insert(RawEvent, r.RAW_EVENT_COLUMNS, order_by=None).replace(
+        "jsonb_to_recordset($1::jsonb)", "jsonb_to_recordset((SELECT rows FROM batch))"
+    )
+    + ' WHERE s.natural_key IS NULL OR s.id IN (SELECT id FROM claimed) ORDER BY s."id"'
     + " ON CONFLICT DO NOTHING RETURNING id"
 )
 

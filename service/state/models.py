@@ -6,6 +6,7 @@ them exactly (a test runs autogenerate and expects no difference).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +28,12 @@ from service.deployments.outcome import DeploymentKind, Outcome
 
 
 class RawEvent(Base):
-    """Every accepted event as received, once per EventBridge id."""
+    """Every accepted event as received, once per EventBridge id.
+
+    Partitioned by day on ``time`` (docs/architecture.md, "Raw event partitions"):
+    the primary key includes it, as a partitioned table's unique keys must; a
+    re-delivered event carries the same ``time``, so ``(id, time)`` still finds it.
+    """
 
     __tablename__ = "raw_events"
 
@@ -36,13 +42,14 @@ class RawEvent(Base):
     source: Mapped[str] = mapped_column(Text)
     account: Mapped[str | None] = mapped_column(Text)
     region: Mapped[str | None] = mapped_column(Text)
-    time: Mapped[datetime]
+    time: Mapped[datetime] = mapped_column(primary_key=True)
     resources: Mapped[list[Any]] = mapped_column(server_default=text("'[]'::jsonb"))
     detail: Mapped[dict[str, Any]]
     cluster_arn: Mapped[str | None] = mapped_column(Text)
     cluster_name: Mapped[str | None] = mapped_column(Text)
-    # Versionless events re-sent under a new EventBridge id share this key.
-    natural_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    # Versionless events re-sent under a new EventBridge id share this key; it is
+    # unique in raw_event_natural_keys (a partitioned table cannot enforce it).
+    natural_key: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
@@ -56,7 +63,31 @@ class RawEvent(Base):
             postgresql_using="gin",
             postgresql_ops={"resources": "jsonb_path_ops"},
         ),
+        {"postgresql_partition_by": "RANGE (time)"},
     )
+
+
+_PARTITION_NAME = re.compile(r"raw_events_(p[0-9]{8}|default)")
+
+
+def is_raw_event_partition(table_name: str) -> bool:
+    """A partition of ``raw_events``: created at run time, so in no model."""
+    return _PARTITION_NAME.fullmatch(table_name) is not None
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name`` hook: autogenerate leaves the partitions alone."""
+    return not (type_ == "table" and name is not None and is_raw_event_partition(name))
+
+
+class RawEventNaturalKey(Base):
+    """The event that claimed a natural key first: the key's one raw event."""
+
+    __tablename__ = "raw_event_natural_keys"
+
+    natural_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    id: Mapped[str] = mapped_column(Text)
+    time: Mapped[datetime] = mapped_column(index=True)
 
 
 class QuarantinedMessage(Base):

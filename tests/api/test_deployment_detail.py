@@ -338,13 +338,32 @@ async def test_the_detail_reads_through_indexes(
     assert len(captured) == 4, [s for s, _ in captured]
 
     async with runtime.engine.connect() as conn:
+        # raw_events is partitioned by day: a plan names each partition and its own
+        # copy of an index; read them as the table and index they belong to.
+        inherits = await conn.exec_driver_sql(
+            "SELECT c.relname, p.relname FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
+        )
+        parent_of = {str(child): str(parent) for child, parent in inherits.all()}
+        # The partitions of days ahead are empty: scanning one reads no page.
+        empty = await conn.exec_driver_sql(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relpages = 0"
+        )
+        empty_tables = set(empty.scalars())
         for statement, parameters in captured:
             result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
             plan = result.scalar_one()[0]["Plan"]
+            for node in _plan_nodes(plan):
+                for key in ("Relation Name", "Index Name"):
+                    if key in node:
+                        if key == "Relation Name":
+                            node["Partition"] = node[key]
+                        node[key] = parent_of.get(node[key], node[key])
             scans = {
                 (n.get("Relation Name"), n["Node Type"])
                 for n in _plan_nodes(plan)
                 if n.get("Relation Name") in BIG_TABLES
+                and not (n["Node Type"] == "Seq Scan" and n.get("Partition") in empty_tables)
             }
             assert scans, (statement, plan)
             assert all(kind != "Seq Scan" for _, kind in scans), (statement, scans)
