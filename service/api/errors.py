@@ -164,6 +164,53 @@ def install_problem_openapi(app: FastAPI) -> None:
 
 _UNUSED_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
+#: One example per documented problem status, as the handlers above render them.
+PROBLEM_EXAMPLES: dict[int, dict[str, Any]] = {
+    400: {
+        "type": PROBLEM_BASE + "invalid-parameter",
+        "title": "Invalid parameter",
+        "status": 400,
+        "detail": "since: Input should be a valid datetime",
+        "instance": "/v1/tasks",
+        "param": "since",
+    },
+    401: {
+        "type": PROBLEM_BASE + "unauthorized",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "a bearer token is required",
+        "instance": "/v1/tasks",
+    },
+    403: {
+        "type": PROBLEM_BASE + "forbidden",
+        "title": "Forbidden",
+        "status": 403,
+        "detail": "this route needs a token with the admin scope",
+        "instance": "/v1/webhooks",
+    },
+    404: {
+        "type": PROBLEM_BASE + "not-found",
+        "title": "Not found",
+        "status": 404,
+        "detail": "no such resource",
+        "instance": "/v1/tasks/0123456789abcdef0123456789abcdef",
+    },
+    409: {
+        "type": PROBLEM_BASE + "conflict",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "the name matches more than one resource",
+        "instance": "/v1/services/prod/web",
+    },
+    413: {
+        "type": PROBLEM_BASE + "payload-too-large",
+        "title": "Payload too large",
+        "status": 413,
+        "detail": "the request body is larger than 65536 bytes",
+        "instance": "/v1/webhooks",
+    },
+}
+
 
 def _rewrite_problems(schema: dict[str, Any]) -> None:
     problem_ref = {"$ref": "#/components/schemas/Problem"}
@@ -182,6 +229,11 @@ def _rewrite_problems(schema: dict[str, Any]) -> None:
                 content = response.get("content", {})
                 if "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+                # Each status shows a problem it really sends, not the Problem
+                # model's one example (a 400).
+                example = PROBLEM_EXAMPLES.get(int(code))
+                if example is not None and PROBLEM_MEDIA_TYPE in content:
+                    content[PROBLEM_MEDIA_TYPE]["example"] = example
                 if code == "401":
                     response["headers"] = {
                         "WWW-Authenticate": {

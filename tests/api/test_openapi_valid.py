@@ -92,3 +92,19 @@ def test_required_fields_survive_into_the_examples(schema: str) -> None:
     component = _document()["components"]["schemas"][schema]
     for example in component["examples"]:
         assert set(component["required"]) <= set(example)
+
+
+def test_each_problem_status_shows_an_example_of_its_own() -> None:
+    document = _document()
+    shown = 0
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            for code, response in (operation.get("responses") or {}).items():
+                problem = (response.get("content") or {}).get("application/problem+json")
+                if not code.isdigit() or int(code) < 400 or problem is None:
+                    continue  # /readyz answers its own 503 body
+                example = problem.get("example")
+                assert example is not None, f"{method.upper()} {path} {code}"
+                assert example["status"] == int(code), f"{method.upper()} {path} {code}"
+                shown += 1
+    assert shown > 40
