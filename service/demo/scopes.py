@@ -64,9 +64,21 @@ class EdgeFleet:
 
 
 def in_scope(event: dict[str, Any], scope: DemoScope) -> dict[str, Any]:
-    """``event`` (built for the home scope) with every account and region made ``scope``'s."""
-    raw = json.dumps(event).replace(ACCOUNT, scope.account).replace(REGION, scope.region)
+    """``event`` (built for the home scope) with its ARNs, image, zone and envelope in ``scope``.
+
+    Other ids (a deployment's digits, say) are left as they are.
+    """
+    raw = (
+        json.dumps(event)
+        .replace(f":{REGION}:{ACCOUNT}:", f":{scope.region}:{scope.account}:")
+        .replace(f"{ACCOUNT}.dkr.ecr.{REGION}.", f"{scope.account}.dkr.ecr.{scope.region}.")
+    )
     moved: dict[str, Any] = json.loads(raw)
+    moved["account"], moved["region"] = scope.account, scope.region
+    detail = moved.get("detail") or {}
+    zone = str(detail.get("availabilityZone") or "")
+    if zone.startswith(REGION):
+        detail["availabilityZone"] = scope.region + zone.removeprefix(REGION)
     return moved
 
 
