@@ -17,7 +17,11 @@ The fleet lives in moto (:mod:`service.demo.fleet`): clusters, container
 instances, tagged services, an ALB with a blue/green target group pair, a
 CodeDeploy deployment group, and tasks started with RunTask, so enrichment and
 the poller (reconciliation every 30 s, CloudWatch every 10 s) describe what
-the events name. CloudWatch points for ECS and the ALB go into moto every
+the events name. The demo watches two accounts in two regions
+(:mod:`service.demo.scopes`, ``ECSWATCH_ACCOUNTS`` and ``ECSWATCH_REGIONS``, every
+account by ``sts:AssumeRole``): the story runs in the home scope, and each other
+scope holds a small healthy fleet whose events reach the same central queue.
+CloudWatch points for ECS and the ALB go into moto every
 minute (and the last five minutes' at start, so the first poll finds some).
 On a terminal the demo draws a live summary with ``rich`` (logs go to
 ``.ecswatch/demo.log``); otherwise it prints plain lines. Either way it ends
@@ -60,6 +64,7 @@ from service.demo.fleet import (
 )
 from service.demo.intake import DatadogIntake
 from service.demo.receiver import WebhookReceiver
+from service.demo.scopes import ACCOUNTS, EXTERNAL_ID, REGIONS, build_other_scopes
 from service.demo.simulator import BAD_ROLLOUT, FleetSimulator, put_events_entries
 from service.logging import get_logger
 from service.migrate import upgrade
@@ -126,6 +131,10 @@ async def _with_aws(
                 "metrics_interval_s": DEMO_METRICS_INTERVAL_S,
                 "webhook_allow_private": True,
                 "reconcile_interval_s": DEMO_RECONCILE_INTERVAL_S,
+                # Two accounts in two regions (service.demo.scopes), each by AssumeRole.
+                "accounts": ACCOUNTS,
+                "regions": REGIONS,
+                "external_id": EXTERNAL_ID,
                 # The consumer names the service of a CodeDeploy event at once; the
                 # poller's GetDeploymentGroup would only fill it at its next run.
                 "codedeploy_groups": {
@@ -144,9 +153,23 @@ async def _with_aws(
             session.create_client("elbv2", **kwargs) as elbv2,
             session.create_client("codedeploy", **kwargs) as codedeploy,
             session.create_client("cloudwatch", **kwargs) as cloudwatch,
+            session.create_client("sts", **kwargs) as sts,
         ):
             resources = await setup_event_pipeline(sqs, events, QUEUE)
             fleet = await build_fleet(ec2, ecs, elbv2, codedeploy, region=REGION)
+
+            async def forward(batch: list[dict[str, Any]]) -> None:
+                # What the central bus's rule delivers: each event whole, as sent.
+                for start in range(0, len(batch), 10):
+                    await sqs.send_message_batch(
+                        QueueUrl=resources.queue_url,
+                        Entries=[
+                            {"Id": str(n), "MessageBody": json.dumps(e)}
+                            for n, e in enumerate(batch[start : start + 10])
+                        ],
+                    )
+
+            await build_other_scopes(session, sts, kwargs, forward)
             metrics_put_until = await put_metrics(
                 cloudwatch, fleet, minutes=METRICS_BACKFILL_MINUTES
             )
@@ -320,6 +343,7 @@ def how_to_try(api: str, token: str) -> list[str]:
     """The lines printed after ``API:`` and ``Token:``: the docs and copy-paste curls."""
     auth = f'-H "Authorization: Bearer {token}"'
     paths = (
+        "/v1/accounts",
         "/v1/clusters",
         "/v1/services?cluster=demo-fargate",
         "/v1/tasks?last_status=STOPPED",

@@ -43,6 +43,9 @@ class Numbers:
     datadog_cloudwatch_names: tuple[str, ...] = ()
     datadog_cloudwatch_tag_keys: tuple[str, ...] = ()
     aws_calls: dict[str, int] = field(default_factory=dict)
+    #: "account/region" -> what ecswatch holds there (as ``GET /v1/accounts`` counts it)
+    #: and this run's events from it.
+    scopes: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
 
@@ -56,6 +59,17 @@ _QUERIES = {
     "instances": "SELECT count(*) FROM container_instances WHERE gone_at IS NULL",
     "metrics": "SELECT namespace, count(*) FROM metric_points GROUP BY 1 ORDER BY 1",
     "alerts": "SELECT count(*) FROM alerts WHERE created_at >= :since",
+    # Per scope: the scopes table (GET /v1/accounts) with its live clusters and running
+    # tasks, and this run's events from it (by the cluster ARN, else the envelope's).
+    "scopes": "SELECT s.account_id || '/' || s.region,"
+    " (SELECT count(*) FROM clusters c WHERE c.gone_at IS NULL"
+    "  AND split_part(c.arn, ':', 5) = s.account_id AND split_part(c.arn, ':', 4) = s.region),"
+    " (SELECT count(*) FROM tasks t WHERE t.gone_at IS NULL AND t.last_status = 'RUNNING'"
+    "  AND split_part(t.arn, ':', 5) = s.account_id AND split_part(t.arn, ':', 4) = s.region),"
+    " (SELECT count(*) FROM raw_events e WHERE e.received_at >= :since"
+    "  AND coalesce(nullif(split_part(e.cluster_arn, ':', 5), ''), e.account) = s.account_id"
+    "  AND coalesce(nullif(split_part(e.cluster_arn, ':', 4), ''), e.region) = s.region),"
+    " s.monitored FROM scopes s ORDER BY 1",
     "causes": "SELECT payload->'deployment'->'cause'->>'category', count(*) FROM alerts"
     " WHERE created_at >= :since AND type = 'deployment.failed'"
     " AND payload->'deployment'->'cause'->>'category' IS NOT NULL GROUP BY 1 ORDER BY 1",
@@ -91,6 +105,11 @@ async def collect(
         points = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["metrics"]))}
         alerts = (await conn.execute(text(_QUERIES["alerts"]), p)).scalar() or 0
         causes = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["causes"]), p)}
+        scopes = {
+            str(r[0]): f"{r[1]} clusters, {r[2]} running tasks, {r[3]} events"
+            + ("" if r[4] else " (unmonitored)")
+            for r in await conn.execute(text(_QUERIES["scopes"]), p)
+        }
     series = intake.series()
     cloudwatch = [s for s in series if ".aws." in str(s.get("metric", ""))]
     delivered = sum(1 for d in receiver.deliveries if d.verified and 200 <= d.status < 300)
@@ -111,6 +130,7 @@ async def collect(
             sorted({str(t).split(":", 1)[0] for s in cloudwatch for t in s.get("tags") or []})
         ),
         aws_calls=aws_calls(),
+        scopes=scopes,
         elapsed_s=elapsed_s,
     )
 
@@ -123,6 +143,7 @@ def rows(n: Numbers) -> list[tuple[str, str]]:
     """(label, value) pairs, in display order (pure)."""
     return [
         ("Events processed", str(n.events_processed)),
+        *((f"Scope {scope}", value) for scope, value in n.scopes.items()),
         ("Tasks by status", _counts(n.tasks_by_status)),
         ("Deployments by outcome", _counts(n.deployments_by_outcome)),
         ("Container instances", str(n.container_instances)),

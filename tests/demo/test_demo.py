@@ -102,10 +102,47 @@ async def test_demo_shows_the_whole_system(
             async def tagged_services() -> list[dict[str, Any]]:
                 found = await items("/v1/services")
                 tagged = [s for s in found if s["tags_known"] and s["tags"].get("env") == "demo"]
-                return tagged if len(tagged) >= 5 else []
+                # The home scope's five beside the other scopes' "edge".
+                names = {s["name"] for s in tagged}
+                return (
+                    tagged if names >= {"web", "api", "checkout", "worker", "batch", "edge"} else []
+                )
 
-            services = await _eventually("five tagged services", tagged_services)
-            assert {s["name"] for s in services} >= {"web", "api", "checkout", "worker", "batch"}
+            # Two accounts in two regions: every scope is watched, and its clusters and
+            # running tasks (described with that account's credentials) are counted.
+            async def scopes() -> dict[str, dict[str, Any]]:
+                found = {f"{a['account_id']}/{a['region']}": a for a in await items("/v1/accounts")}
+                ready = all(
+                    a["monitored"] and a["clusters_count"] >= 1 and a["running_tasks_count"] >= 2
+                    for a in found.values()
+                )
+                return found if ready and len(found) == 4 else {}
+
+            by_scope = await _eventually("four scopes with their clusters", scopes)
+            assert set(by_scope) == {
+                "123456789012/us-east-1",
+                "123456789012/us-west-2",
+                "210987654321/us-east-1",
+                "210987654321/us-west-2",
+            }
+            assert by_scope["123456789012/us-east-1"]["clusters_count"] == 2
+            edge = await items("/v1/clusters")
+            edge_arns = {c["arn"] for c in edge if c["name"] == "demo-edge"}
+            assert edge_arns == {
+                f"arn:aws:ecs:{s.split('/')[1]}:{s.split('/')[0]}:cluster/demo-edge"
+                for s in by_scope
+                if s != "123456789012/us-east-1"
+            }
+
+            services = await _eventually("six tagged services", tagged_services)
+            assert {s["name"] for s in services} == {
+                "web",
+                "api",
+                "checkout",
+                "worker",
+                "batch",
+                "edge",
+            }
 
             async def tagged_tasks() -> list[dict[str, Any]]:
                 found = await items("/v1/tasks", last_status="RUNNING")
@@ -208,6 +245,11 @@ async def test_demo_shows_the_whole_system(
     assert "Summary:" in lines
     summary = lines[lines.index("Summary:") :]
     assert any(line.strip().startswith("Deployments by outcome:") for line in summary)
+    assert any(line.strip().endswith("/v1/accounts'") for line in lines[2:12])
+    # The final summary counts each scope's clusters, running tasks and events.
+    for scope in ("123456789012/us-west-2", "210987654321/us-east-1", "210987654321/us-west-2"):
+        [row] = [line for line in summary if line.strip().startswith(f"Scope {scope}:")]
+        assert re.search(r": 1 clusters, 2 running tasks, [1-9]\d* events$", row), row
     # A library warning or a traceback in normal use is a defect (as scripts/check-install).
     alarming = re.compile(r"[A-Za-z]+Warning\b|Traceback \(most recent call last\)")
     output = [*lines, *stderr_path.read_text().splitlines()]

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
+import random
 from datetime import UTC, datetime
 
 from rich.console import Console
 
 from service.demo.fleet import EC2_CLUSTER, FARGATE_CLUSTER, SERVICES, Fleet, metric_data
 from service.demo.run import alert_line, how_to_try
+from service.demo.scopes import (
+    OTHER_SCOPES,
+    SECOND_ACCOUNT,
+    SECOND_REGION,
+    DemoScope,
+    EdgeFleet,
+    edge_events,
+)
 from service.demo.summary import Numbers, lines, render, rows
 
 NUMBERS = Numbers(
@@ -29,6 +39,10 @@ NUMBERS = Numbers(
     ),
     datadog_cloudwatch_tag_keys=("loadbalancer", "statistic", "targetgroup"),
     aws_calls={"ecs": 82, "cloudwatch": 7},
+    scopes={
+        "123456789012/us-east-1": "2 clusters, 11 running tasks, 220 events",
+        "210987654321/us-west-2": "1 clusters, 2 running tasks, 8 events (unmonitored)",
+    },
     elapsed_s=75.2,
 )
 
@@ -46,7 +60,10 @@ def test_rows_say_every_number() -> None:
         "ecswatch.aws.alb.request_count, ecswatch.aws.ecs.cluster.cpu_utilization"
     )
     assert shown["Datadog CloudWatch tags"] == "loadbalancer, statistic, targetgroup"
+    assert shown["Scope 123456789012/us-east-1"] == "2 clusters, 11 running tasks, 220 events"
+    assert shown["Scope 210987654321/us-west-2"].endswith("(unmonitored)")
     assert dict(rows(Numbers()))["Tasks by status"] == "-"
+    assert not [label for label, _ in rows(Numbers()) if label.startswith("Scope ")]
 
 
 def test_plain_lines_and_the_rich_table_carry_the_same_rows() -> None:
@@ -125,3 +142,29 @@ def test_metric_points_are_whole_minutes_before_now_for_ecs_and_both_colours() -
     assert services == {s.name for s in SERVICES}
     groups = {d["Value"] for p in alb for d in p["Dimensions"] if d["Name"] == "TargetGroup"}
     assert groups == {"targetgroup/b/1", "targetgroup/g/2"}
+
+
+def test_curl_lines_include_the_accounts_route() -> None:
+    shown = how_to_try("http://127.0.0.1:8000", "tok")
+    assert any(line.endswith("'http://127.0.0.1:8000/v1/accounts'") for line in shown)
+
+
+def test_an_other_scopes_events_name_only_that_scope() -> None:
+    scope = DemoScope(SECOND_ACCOUNT, SECOND_REGION)
+    edge = EdgeFleet(
+        scope,
+        deployment="ecs-svc/1234567890123456789",
+        tasks=[f"arn:aws:ecs:{SECOND_REGION}:{SECOND_ACCOUNT}:task/demo-edge/abc"],
+    )
+    events = edge_events(edge, random.Random(1))
+    assert [e["detail"]["lastStatus"] for e in events][-1] == "RUNNING"
+    for event in events:
+        assert (event["account"], event["region"]) == (SECOND_ACCOUNT, SECOND_REGION)
+        assert event["detail"]["clusterArn"] == (
+            f"arn:aws:ecs:{SECOND_REGION}:{SECOND_ACCOUNT}:cluster/demo-edge"
+        )
+        assert event["detail"]["startedBy"] == "ecs-svc/1234567890123456789"
+        assert "123456789012:" not in json.dumps(event)
+        assert "us-east-1" not in json.dumps(event)
+    # Every scope but the home one holds an edge fleet: 2 accounts x 2 regions.
+    assert len(OTHER_SCOPES) == 3
