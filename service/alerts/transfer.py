@@ -252,7 +252,6 @@ async def validate_entries(
             raise TransferError(f"{label}: {_one_line(exc)}") from None
         except EcswatchError as exc:
             raise TransferError(f"{label}: {exc.detail}") from None
-        assert body.secret is not None
         restored.append(
             Restored(
                 id=entry.id,
@@ -261,7 +260,7 @@ async def validate_entries(
                 filter=body.filter.model_dump(exclude_none=True),
                 format=body.format,
                 active=entry.active,
-                secret=body.secret,
+                secret=sealed.secret,
                 previous_secret=sealed.previous_secret,
                 previous_secret_expires_at=(
                     entry.previous_secret_expires_at if sealed.previous_secret else None
