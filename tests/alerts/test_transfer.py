@@ -47,11 +47,16 @@ def _env(db_url: str, secret_key: str, **extra: str) -> dict[str, str]:
 
 
 def ecswatch(
-    db_url: str, *args: str, secret_key: str = SOURCE_KEY, **extra: str
+    db_url: str,
+    *args: str,
+    secret_key: str = SOURCE_KEY,
+    input_file: Path | None = None,
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
         env=_env(db_url, secret_key, **extra),
+        input=input_file.read_text() if input_file is not None else None,
         capture_output=True,
         text=True,
         timeout=120,
@@ -307,3 +312,33 @@ async def test_a_bad_export_key_is_one_line(
         ecswatch(database_url, "webhooks", "export", "--key-env", "EXPORT_KEY", EXPORT_KEY=value)
     )
     assert "EXPORT_KEY" in line
+
+
+async def test_import_updates_only_what_changed(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    await add_subscription(engine, "wh_same", "http://127.0.0.1:9/same", new_secret())
+    await add_subscription(engine, "wh_edit", "http://127.0.0.1:9/edit", new_secret())
+    out = tmp_path / "w.json"
+    ok(
+        ecswatch(
+            database_url, "webhooks", "export", "--key-env", "EXPORT_KEY", "--output", str(out)
+        )
+    )
+    before = await rows(database_url)
+    # Into the database it came from: nothing changes, not even a stored token.
+    done = ok(ecswatch(database_url, "webhooks", "import", str(out), "--key-env", "EXPORT_KEY"))
+    assert "0 created, 0 updated, 2 unchanged" in done
+    assert await rows(database_url) == before
+    doc = json.loads(out.read_text())
+    doc["subscriptions"][1]["events"] = ["deployment.failed", "deployment.rolled_back"]
+    doc["subscriptions"][1]["active"] = False
+    out.write_text(json.dumps(doc))
+    done = ok(
+        ecswatch(database_url, "webhooks", "import", "-", "--key-env", "EXPORT_KEY", input_file=out)
+    )
+    assert "0 created, 1 updated, 1 unchanged" in done
+    after = {r["id"]: r for r in await rows(database_url)}
+    assert after["wh_same"] == next(r for r in before if r["id"] == "wh_same")
+    assert after["wh_edit"]["events"] == ["deployment.failed", "deployment.rolled_back"]
+    assert after["wh_edit"]["active"] is False
