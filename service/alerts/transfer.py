@@ -3,7 +3,8 @@
 database (docs/deploy.md "Backups", docs/runbook.md).
 
 A restorable export needs a key the operator names (a Fernet key: 32 random bytes in
-URL-safe base64, ``ecswatch secrets generate-key`` prints one). Each entry's URL,
+URL-safe base64, ``ecswatch secrets generate-key`` prints one; or several, comma
+separated and newest first, like ``ECSWATCH_SECRET_KEY``). Each entry's URL,
 secret and previous secret (with the entry's id) are sealed together in one Fernet
 token under that key, so a wrong key, an altered token or a token moved to another
 entry is refused. Without a key the export carries no secret and no URL path, only
@@ -18,8 +19,6 @@ field differs.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,7 +37,7 @@ from service.alerts.models import WebhookSubscription as W
 from service.alerts.ssrf import check_webhook_url
 from service.api.queries import parse_tags
 from service.api.schemas import NO_NUL, WebhookCreate
-from service.cipher import SecretCipher
+from service.cipher import SecretCipher, parse_keys
 from service.errors import EcswatchError
 
 #: The ``kind`` and ``version`` of an export document.
@@ -60,20 +59,15 @@ class TransferError(EcswatchError):
     title = "Webhook export or import refused"
 
 
-def load_key(text: str, source: str) -> Fernet:
-    """The Fernet key in ``text`` (surrounding whitespace ignored); ``source`` names
-    where it came from in the error (never the key itself)."""
-    key = text.strip()
+def load_key(text: str, source: str) -> MultiFernet:
+    """The export key in ``text``: one Fernet key, or several separated by commas,
+    newest first, as in ``ECSWATCH_SECRET_KEY`` (the first seals, any opens).
+    ``source`` names where it came from in the error (never the key itself)."""
     try:
-        raw = base64.urlsafe_b64decode(key.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raw = b""
-    if len(raw) != 32 or len(key) != 44:
-        raise TransferError(
-            f"{source} is not a key: 32 bytes in URL-safe base64 "
-            "(`ecswatch secrets generate-key` prints one)"
-        )
-    return Fernet(key.encode("ascii"))
+        keys = parse_keys(text)
+    except ValueError as exc:
+        raise TransferError(f"{source} is not a key: {exc}") from None
+    return MultiFernet([Fernet(key.encode("ascii")) for key in keys])
 
 
 def host_only(url: str) -> str:
@@ -91,7 +85,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 async def export_document(
-    session: AsyncSession, cipher: SecretCipher, key: Fernet | None
+    session: AsyncSession, cipher: SecretCipher, key: MultiFernet | None
 ) -> dict[str, Any]:
     """Every subscription, oldest first; sealed under ``key``, or redacted without one."""
     rows = (await session.execute(select(W).order_by(W.created_at, W.id))).scalars().all()
@@ -203,7 +197,7 @@ def read_document(data: bytes) -> list[Any]:
 
 
 async def validate_entries(
-    entries: Sequence[Any], key: Fernet, *, allow_private: bool
+    entries: Sequence[Any], key: MultiFernet, *, allow_private: bool
 ) -> list[Restored]:
     """Every entry opened with ``key`` and validated as ``POST /v1/webhooks`` validates
     a new subscription; the first bad one raises a one-line :class:`TransferError`
@@ -334,7 +328,7 @@ async def import_entries(
 MAX_KEY_FILE_BYTES = 1024
 
 
-def key_from(env: dict[str, str], key_env: str | None, key_file: str | None) -> Fernet | None:
+def key_from(env: dict[str, str], key_env: str | None, key_file: str | None) -> MultiFernet | None:
     """The export key named by ``--key-env NAME`` (an environment variable) or
     ``--key-file PATH``; None when neither is given."""
     if key_env is not None:

@@ -327,7 +327,18 @@ async def test_import_updates_only_what_changed(
     )
     before = await rows(database_url)
     # Into the database it came from: nothing changes, not even a stored token.
-    done = ok(ecswatch(database_url, "webhooks", "import", str(out), "--key-env", "EXPORT_KEY"))
+    # The export key may be a list, newest first, as in ECSWATCH_SECRET_KEY: any opens.
+    done = ok(
+        ecswatch(
+            database_url,
+            "webhooks",
+            "import",
+            str(out),
+            "--key-env",
+            "KEYS",
+            KEYS=f"{generate_key()},{EXPORT_KEY}",
+        )
+    )
     assert "0 created, 0 updated, 2 unchanged" in done
     assert await rows(database_url) == before
     doc = json.loads(out.read_text())
