@@ -101,6 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate-key", help="re-encrypt every stored webhook secret and URL under the newest key"
     )
 
+    wh = sub.add_parser("webhooks", help="export and import webhook subscriptions (JSON)")
+    wh_sub = wh.add_subparsers(
+        dest="webhooks_command", metavar="WEBHOOKS_COMMAND", parser_class=_Parser
+    )
+    wh_export = wh_sub.add_parser(
+        "export", help="write every subscription as JSON, secrets sealed under a key you name"
+    )
+    wh_import = wh_sub.add_parser(
+        "import", help="create or update subscriptions from an export (all or nothing)"
+    )
+    wh_import.add_argument("file", metavar="FILE", help="the export (- reads stdin)")
+    for p in (wh_export, wh_import):
+        key = p.add_mutually_exclusive_group(required=p is wh_import)
+        key.add_argument(
+            "--key-env", metavar="NAME", help="environment variable holding the export key"
+        )
+        key.add_argument("--key-file", metavar="PATH", help="file holding the export key")
+        if p is wh_export:
+            key.add_argument(
+                "--no-secrets",
+                action="store_true",
+                help="omit secrets and URL paths (the export cannot be imported)",
+            )
+    wh_export.add_argument("--output", metavar="FILE", help="write here (mode 0600), not stdout")
+
     dd = sub.add_parser("datadog", help="Datadog dashboard and monitors")
     dd_sub = dd.add_subparsers(dest="dd_command", metavar="DD_COMMAND", parser_class=_Parser)
     dd_install = dd_sub.add_parser("install", help="create or update the dashboard and monitors")
@@ -399,6 +424,56 @@ def _cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
     return _fail("secrets needs a subcommand: generate-key or rotate-key", EXIT_USAGE)
 
 
+async def _webhooks(args: argparse.Namespace, settings: Settings, key: Any) -> str:
+    import json
+
+    from service.alerts import transfer
+    from service.cipher import cipher_for
+    from service.runtime import open_runtime
+
+    cipher = cipher_for(settings)
+    if args.webhooks_command == "import":
+        entries = transfer.read_document(transfer.read_input(args.file))
+        items = await transfer.validate_entries(
+            entries, key, allow_private=settings.webhook_allow_private
+        )
+    async with (
+        open_runtime(settings, pool_size=1) as runtime,
+        runtime.sessionmaker() as session,
+        session.begin(),
+    ):
+        if args.webhooks_command == "export":
+            doc = await transfer.export_document(session, cipher, key)
+            return json.dumps(doc, indent=2) + "\n"
+        done = await transfer.import_entries(session, cipher, items)
+    return (
+        f"imported {len(items)} webhook subscriptions: {done.created} created, "
+        f"{done.updated} updated, {done.unchanged} unchanged"
+    )
+
+
+def _cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from service.alerts import transfer
+
+    if args.webhooks_command not in ("export", "import"):
+        return _fail("webhooks needs a subcommand: export or import", EXIT_USAGE)
+    key = transfer.key_from(dict(os.environ), args.key_env, args.key_file)
+    if args.webhooks_command == "export" and key is None and not args.no_secrets:
+        return _fail(
+            "name the export key with --key-env or --key-file (a restorable export needs "
+            "it), or pass --no-secrets for an export without secrets that cannot be imported",
+            EXIT_USAGE,
+        )
+    result = eventloop.run(_webhooks(args, settings, key))
+    if args.webhooks_command == "export":
+        transfer.write_output(result, args.output)
+    else:
+        print(result)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -423,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_demo(args, settings)
         if args.command == "secrets":
             return _cmd_secrets(args, settings)
+        if args.command == "webhooks":
+            return _cmd_webhooks(args, settings)
         if args.command == "datadog" and args.dd_command == "install":
             return _cmd_datadog_install(args, settings)
         return _fail("datadog needs a subcommand: install", EXIT_USAGE)
