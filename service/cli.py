@@ -427,7 +427,7 @@ def _cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
 async def _webhooks(args: argparse.Namespace, settings: Settings, key: Any) -> str:
     import json
 
-    from service.alerts import transfer
+    from service.api import transfer
     from service.cipher import cipher_for
     from service.runtime import open_runtime
 
@@ -455,7 +455,7 @@ async def _webhooks(args: argparse.Namespace, settings: Settings, key: Any) -> s
 def _cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from service.alerts import transfer
+    from service.api import transfer
 
     if args.webhooks_command not in ("export", "import"):
         return _fail("webhooks needs a subcommand: export or import", EXIT_USAGE)
