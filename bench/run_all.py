@@ -91,6 +91,7 @@ BENCHES: tuple[Bench, ...] = (
         },
     ),
     Bench("contention", {"default": ("--duration", "20"), "small": ("--duration", "5")}),
+    Bench("org_scale", {"default": ("--size", "default"), "small": ("--size", "small")}),
 )
 
 
@@ -270,6 +271,34 @@ def _contention(r: dict[str, Any]) -> list[Headline]:
     ]
 
 
+def _org_scale(r: dict[str, Any]) -> list[Headline]:
+    accounts, regions = r["size"][0], r["size"][1]
+    rec, faults, ingest = r["reconcile"], r["faults"], r["ingest"]
+    return [
+        (
+            f"ECS calls per scope per reconcile ÷ minimum from the batch limits"
+            f" ({accounts} accounts x {regions} regions)",
+            f"{rec['ratio']:.2f}x",
+            "≤ 1.2x",
+            rec["ratio"] <= 1.2,
+        ),
+        (
+            f"slowest scope's reconcile ÷ median scope's, one account denied (left out),"
+            f" {faults['throttled_answers']} ListTasks throttled",
+            f"{faults['slowest_vs_median']:.2f}x",
+            "≤ 2x",
+            faults["slowest_vs_median"] <= 2,
+        ),
+        (
+            f"consumer events/s, events from {ingest['scopes']} scopes ÷ from one"
+            f" ({ingest['all_scopes_per_s']:,} vs {ingest['one_scope_per_s']:,})",
+            f"{ingest['ratio']:.2f}",
+            "≥ 0.95",
+            ingest["ratio"] >= 0.95,
+        ),
+    ]
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], list[Headline]]] = {
     "ingest": _ingest,
     "api": _api,
@@ -278,6 +307,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], list[Headline]]] = {
     "datadog": _datadog,
     "retention": _retention,
     "contention": _contention,
+    "org_scale": _org_scale,
 }
 
 

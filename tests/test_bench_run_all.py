@@ -57,6 +57,13 @@ def test_table_from_fixture() -> None:
     assert "| 111.0 ms | < 1,000 ms | ✓ |" in table
     assert re.search(r"\| retention \| .* \| failed \(exit 2\) \|", table)
     assert "Total time of the run: 8.3 min." in table
+    org_calls = next(v for k, v in rows.items() if k.startswith("ECS calls per scope"))
+    assert "| 1.05x | ≤ 1.2x | ✓ |" in org_calls
+    assert "`--size default`" in org_calls
+    org_slowest = next(v for k, v in rows.items() if k.startswith("slowest scope's reconcile"))
+    assert "| 2.40x | ≤ 2x | ✗ |" in org_slowest
+    org_ingest = next(v for k, v in rows.items() if k.startswith("consumer events/s"))
+    assert "| 0.96 | ≥ 0.95 | ✓ |" in org_ingest
 
 
 def test_regeneration_is_idempotent(tmp_path: Path) -> None:
