@@ -245,16 +245,24 @@ _LOCK_CURSOR = text(
 _MOVE_CURSOR = text(
     "UPDATE datadog_cursors SET position = :position, updated_at = now() WHERE name = :name"
 )
+# A point's cluster and service are those of its own scope (the ARN's region is its
+# 4th part, the account its 5th): names are unique only within an account and region.
+# Points stored before their scope was recorded ('') match by name alone.
+_IN_POINT_SCOPE = (
+    "(p.account_id = '' OR (split_part(arn, ':', 5) = p.account_id"
+    " AND split_part(arn, ':', 4) = p.region))"
+)
 _POINTS = text(
     "SELECT p.id, p.namespace, p.name, p.statistic, p.cluster_name, p.service_name,"
+    " p.account_id, p.region,"
     " p.dimensions, p.timestamp, p.value, c.arn AS cluster_arn, s.launch_type,"
     " coalesce(ct.tags, '{}'::jsonb) || coalesce(st.tags, '{}'::jsonb) AS tags"
     " FROM (SELECT * FROM metric_points WHERE id > :position ORDER BY id LIMIT :limit) p"
     " LEFT JOIN LATERAL (SELECT arn FROM clusters WHERE name = p.cluster_name"
-    "   ORDER BY arn LIMIT 1) c ON true"
+    f"   AND {_IN_POINT_SCOPE} ORDER BY arn LIMIT 1) c ON true"
     " LEFT JOIN LATERAL (SELECT arn, launch_type FROM services"
-    "   WHERE cluster_name = p.cluster_name AND name = p.service_name ORDER BY arn LIMIT 1) s"
-    "   ON true"
+    "   WHERE cluster_name = p.cluster_name AND name = p.service_name"
+    f"   AND {_IN_POINT_SCOPE} ORDER BY arn LIMIT 1) s ON true"
     " LEFT JOIN resource_tags st ON st.resource_arn = s.arn AND st.known"
     " LEFT JOIN resource_tags ct ON ct.resource_arn = c.arn AND ct.known"
     " ORDER BY p.id"
@@ -298,6 +306,8 @@ def point_series(rows: Iterable[Mapping[str, Any]], *, now: datetime) -> PointSe
             cluster_name=row.get("cluster_name"),
             service_name=row.get("service_name"),
             launch_type=row.get("launch_type"),
+            region=row.get("region") or None,
+            account=row.get("account_id") or None,
         )
         tags = ecs_tags(context) + _extra(
             ("statistic", str(row["statistic"]).lower()),

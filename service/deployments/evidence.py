@@ -9,7 +9,8 @@ Read-only: a handful of statements, each served by an index (docs/api.md,
 * its events: its own (primary key), each task's (the GIN index on
   ``raw_events.resources``) and the service's Service Action events during the
   rollout (``ix_raw_events_detail_type_time``);
-* the ALB points of its service during the rollout and ten minutes after
+* the ALB points of its service, read in the service's own scope (account and
+  region), during the rollout and ten minutes after
   (``ix_metric_points_cluster_service_time``).
 
 Statements are built once and executed by a :data:`Reader`, so the API runs them
@@ -190,6 +191,8 @@ POINTS = (
     .where(
         P.cluster_name == bindparam("cluster"),
         P.service_name == bindparam("service"),
+        P.account_id == bindparam("account"),
+        P.region == bindparam("region"),
         P.timestamp >= bindparam("start", type_=DateTime(timezone=True)),
         P.timestamp <= bindparam("end", type_=DateTime(timezone=True)),
         P.namespace == ALB,
@@ -263,18 +266,31 @@ async def gather(
     )
     events = _unique(events)
     points: list[dict[str, Any]] = []
-    if deployment["cluster"] and deployment["service"] and start is not None:
+    scope = scope_of(deployment["service_arn"] or deployment["cluster_arn"])
+    if deployment["cluster"] and deployment["service"] and start is not None and scope:
         points = await read(
             POINTS,
             {
                 "cluster": deployment["cluster"],
                 "service": deployment["service"],
+                "account": scope[0],
+                "region": scope[1],
                 "start": start,
                 "end": end + AFTER_END,
             },
         )
     facts = build_facts(deployment, tasks, events, points)
     return Gathered(deployment, tasks, events, points, facts)
+
+
+def scope_of(arn: str | None) -> tuple[str, str] | None:
+    """(account, region) of an ARN (``arn:partition:service:region:account:...``);
+    None without one. Names are unique only within it: the points of a service are
+    those read in its own scope."""
+    parts = (arn or "").split(":", 5)
+    if len(parts) < 6 or parts[0] != "arn" or not parts[3] or not parts[4]:
+        return None
+    return parts[4], parts[3]
 
 
 def window(deployment: Mapping[str, Any], now: datetime) -> tuple[datetime | None, datetime]:
