@@ -855,6 +855,17 @@ class WebhookFilter(BaseModel):
         pattern=r"^[^:\x00]+:[^\x00]*$",
         description="`key:value` that the service must carry.",
     )
+    account_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{12}$",
+        description="AWS account id (12 digits) the alert's resource is in.",
+    )
+    region: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$",
+        description="AWS region the alert's resource is in, such as `eu-west-1`.",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -863,7 +874,13 @@ WEBHOOK_EXAMPLE: dict[str, Any] = {
     "id": "wh_3b9f1c2d4e5a6b7c8d9e0f1a",
     "url": "https://hooks.example.com/ecswatch",
     "events": ["deployment.failed", "deployment.rolled_back"],
-    "filter": {"cluster": "prod", "service": None, "tag": None},
+    "filter": {
+        "cluster": "prod",
+        "service": None,
+        "tag": None,
+        "account_id": "123456789012",
+        "region": None,
+    },
     "format": "standard",
     "active": True,
     "created_at": "2025-03-01T08:00:00Z",
