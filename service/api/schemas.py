@@ -84,6 +84,10 @@ class Problem(BaseModel):
     param: str | None = Field(
         default=None, description="The offending parameter, when one is to blame."
     )
+    scopes: list[dict[str, str]] | None = Field(
+        default=None,
+        description="409: the scopes (`account_id`, `region`, `service_arn`) a name matches.",
+    )
 
     model_config = _example(
         {
@@ -107,6 +111,20 @@ def _tags_known() -> Any:
     )
 
 
+def _account_id() -> Any:
+    return Field(
+        default=None,
+        description="The AWS account the resource is in (from its ARN); null without an ARN.",
+    )
+
+
+def _region() -> Any:
+    return Field(
+        default=None,
+        description="The AWS region the resource is in (from its ARN); null without an ARN.",
+    )
+
+
 def _gone_at() -> Any:
     return Field(
         default=None,
@@ -120,6 +138,8 @@ def _gone_at() -> Any:
 # ---------------------------------------------------------------- clusters
 
 CLUSTER_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": CLUSTER_ARN,
     "name": "prod",
     "status": "ACTIVE",
@@ -152,12 +172,17 @@ class Cluster(BaseModel):
     )
     gone_at: datetime | None = _gone_at()
 
+    account_id: str | None = _account_id()
+    region: str | None = _region()
+
     model_config = _example(CLUSTER_EXAMPLE)
 
 
 # ---------------------------------------------------------------- deployments
 
 DEPLOYMENT_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "id": "ecs-svc/1234567890123456789",
     "cluster": "prod",
     "cluster_arn": CLUSTER_ARN,
@@ -217,6 +242,9 @@ class Deployment(BaseModel):
         default=None,
         description=STRATEGY_DESCRIPTION,
     )
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(DEPLOYMENT_EXAMPLE)
 
@@ -392,12 +420,17 @@ class DeploymentDetail(BaseModel):
         )
     )
 
+    account_id: str | None = _account_id()
+    region: str | None = _region()
+
     model_config = _example(DEPLOYMENT_DETAIL_EXAMPLE)
 
 
 # ---------------------------------------------------------------- services
 
 SERVICE_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": SERVICE_ARN,
     "name": "web",
     "cluster": "prod",
@@ -434,6 +467,9 @@ class Service(BaseModel):
     tags_known: bool = _tags_known()
     updated_at: datetime
     gone_at: datetime | None = _gone_at()
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(SERVICE_EXAMPLE)
 
@@ -576,6 +612,8 @@ class Container(BaseModel):
 
 
 TASK_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": TASK_ARN,
     "id": "0d2b8c1e5f7a4b2c9e1f3a5b7c9d1e3f",
     "cluster": "prod",
@@ -651,12 +689,17 @@ class Task(BaseModel):
     )
     gone_at: datetime | None = _gone_at()
 
+    account_id: str | None = _account_id()
+    region: str | None = _region()
+
     model_config = _example(TASK_EXAMPLE)
 
 
 # ---------------------------------------------------------------- container instances
 
 CONTAINER_INSTANCE_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": INSTANCE_ARN,
     "ec2_instance_id": "i-0abc123def4567890",
     "cluster": "prod",
@@ -699,6 +742,9 @@ class ContainerInstance(BaseModel):
         default=None, description="Overall health (OK, IMPAIRED, INSUFFICIENT_DATA, INITIALIZING)."
     )
     gone_at: datetime | None = _gone_at()
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(CONTAINER_INSTANCE_EXAMPLE)
 
@@ -783,6 +829,8 @@ class DeliveryCounts(BaseModel):
 
 
 ALERT_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "id": "alrt_5f2a9c0d7e1b4a36",
     "type": "deployment.failed",
     "cluster": "prod",
@@ -805,6 +853,9 @@ class Alert(BaseModel):
     summary: str
     created_at: datetime
     deliveries: DeliveryCounts
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(ALERT_EXAMPLE)
 
@@ -1145,6 +1196,10 @@ _ERROR_DESCRIPTIONS = {
     401: "The bearer token is missing or not valid (see `WWW-Authenticate`).",
     403: "The token's scope does not allow this route.",
     404: "No such resource.",
+    409: (
+        "The names match resources of several scopes; `scopes` lists each one's "
+        "`account_id`, `region` and `service_arn`."
+    ),
 }
 
 
