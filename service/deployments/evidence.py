@@ -32,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal_column,
+    or_,
     select,
     text,
     true,
@@ -76,7 +77,12 @@ P = models.MetricPoint
 
 _SERVICE = (
     select(S.arn, S.load_balancers, S.deployment_configuration)
-    .where(S.cluster_name == D.cluster_name, S.name == D.service_name)
+    .where(
+        S.cluster_name == D.cluster_name,
+        S.name == D.service_name,
+        # Names are unique only within a scope: the service of the deployment's cluster.
+        or_(D.cluster_arn.is_(None), S.cluster_arn.is_(None), S.cluster_arn == D.cluster_arn),
+    )
     .order_by((S.arn == D.service_arn).desc(), S.gone_at.desc().nulls_first())
     .limit(1)
     .lateral("svc")

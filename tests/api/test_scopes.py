@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.api import seed
@@ -159,3 +160,22 @@ async def test_one_service_by_names_of_two_scopes_is_409_until_a_scope_is_given(
     assert missing.status_code == 404
     bad = await client.get("/v1/services/prod/web?account_id=12")
     assert (bad.status_code, bad.json()["param"]) == (400, "account_id")
+
+
+@pytest.mark.usefixtures("two_scopes")
+async def test_a_deployment_without_a_service_arn_is_of_its_clusters_scope(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    other = elsewhere(seed.deployment("prod", "web", "d-NOARN", started_at=seed.at(9)))
+    await seed.insert_rows(engine, "deployments", [{**other, "service_arn": None}])
+    # Its own service is gone since; a live namesake in another scope is not it.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE services SET gone_at = now() WHERE arn = :arn"),
+            {"arn": elsewhere({"arn": seed.service_arn("prod", "web")})["arn"]},
+        )
+    response = await client.get("/v1/deployments/d-NOARN")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["service_arn"] == elsewhere({"arn": seed.service_arn("prod", "web")})["arn"]
+    assert (body["account_id"], body["region"]) == THERE
