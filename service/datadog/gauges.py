@@ -170,14 +170,15 @@ async def collect_gauges(session: AsyncSession, *, now: datetime, interval_s: in
         )
         for row in await session.execute(_SERVICES)
     ]
-    by_service = {(s.cluster_name, s.name): s for s in services}
+    # Names are unique only within a scope: a task's service is that of its cluster ARN.
+    by_service = {(s.cluster_arn, s.name): s for s in services}
     in_progress = {
         (row.cluster_name, row.service_name): int(row.n)
         for row in await session.execute(_IN_PROGRESS)
     }
     out = service_gauges(services, in_progress, ts)
     for row in await session.execute(_TASKS):
-        known = by_service.get((row.cluster_name, row.service_name))
+        known = by_service.get((row.cluster_arn, row.service_name))
         context = EcsContext(
             cluster_arn=row.cluster_arn,
             cluster_name=row.cluster_name,

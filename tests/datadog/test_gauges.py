@@ -243,6 +243,47 @@ async def test_cloudwatch_points_are_forwarded_once_with_their_timestamps(
     assert [s["points"] for s in rows[-1][1]["series"]] == [[[int(NOW.timestamp()) - 30, 50.0]]]
 
 
+async def test_tasks_of_the_same_names_in_two_scopes_carry_their_own_services_tags(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await _seed(engine)  # prod/web in 111122223333, eu-west-1, tagged team=payments
+    other_cluster = "arn:aws:ecs:us-east-1:444455556666:cluster/prod"
+    other_service = "arn:aws:ecs:us-east-1:444455556666:service/prod/web"
+    await _exec(engine, "INSERT INTO clusters (arn, name) VALUES (:c, 'prod')", c=other_cluster)
+    await _exec(
+        engine,
+        "INSERT INTO services (arn, name, cluster_arn, cluster_name, status)"
+        " VALUES (:s, 'web', :c, 'prod', 'ACTIVE')",
+        s=other_service,
+        c=other_cluster,
+    )
+    await _exec(
+        engine,
+        "INSERT INTO resource_tags (resource_arn, tags, known)"
+        ' VALUES (:s, \'{"team": "search"}\'::jsonb, true)',
+        s=other_service,
+    )
+    await _exec(
+        engine,
+        "INSERT INTO tasks (arn, id, cluster_arn, cluster_name, service_name, family,"
+        " revision, launch_type, last_status) VALUES"
+        " (:a, 'o1', :c, 'prod', 'web', 'web', 3, 'FARGATE', 'RUNNING')",
+        a="arn:aws:ecs:us-east-1:444455556666:task/prod/o1",
+        c=other_cluster,
+    )
+    await DatadogJob(sessionmaker, interval_s=60).run_once(now=NOW)
+    [(_, payload)] = [r for r in await _rows(engine) if r[0].startswith("dd:gauges:")]
+    running = {
+        next(t for t in s["tags"] if t.startswith("aws_account:")): s
+        for s in _by_metric(payload)["tasks"]
+        if "task_status:running" in s["tags"]
+    }
+    assert running["aws_account:111122223333"]["resource_tags"] == {"team": "payments"}
+    assert running["aws_account:111122223333"]["points"][0][1] == 3.0
+    assert running["aws_account:444455556666"]["resource_tags"] == {"team": "search"}
+    assert running["aws_account:444455556666"]["points"][0][1] == 1.0
+
+
 async def test_points_of_the_same_names_in_two_scopes_keep_their_own_scope(
     engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
