@@ -95,8 +95,8 @@ _INSTANCES = text(
     " FROM container_instances WHERE gone_at IS NULL GROUP BY 1, 2, 3, 4"
 )
 _IN_PROGRESS = text(
-    "SELECT cluster_name, service_name, count(*) AS n FROM deployments"
-    f" WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2"
+    "SELECT cluster_arn, cluster_name, service_name, count(*) AS n FROM deployments"
+    f" WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2, 3"
 )
 _OUTBOX = text(
     "SELECT kind, count(*) AS n, min(created_at) AS oldest FROM outbox"
@@ -149,8 +149,33 @@ def service_gauges(
         ):
             if value is not None:
                 out.append(_series(metric, ts, float(value), tags, s.tags))
-        count = in_progress.get((s.cluster_name, s.name), 0)
+        count = in_progress.get((s.cluster_arn, s.name), 0)
         out.append(_series(MetricName.DEPLOYMENTS_IN_PROGRESS, ts, float(count), tags, s.tags))
+    return out
+
+
+def in_progress_by_service(
+    services: Sequence[ServiceState], rows: Iterable[Any]
+) -> dict[tuple[str | None, str | None], int]:
+    """Deployments in progress per service, keyed by (cluster ARN, service name) (pure).
+
+    Names are unique only within a scope: a deployment counts for the service of its
+    cluster ARN; one that records names only (CodeDeploy's) counts for the one service
+    of those names, and for none when services of several scopes share them.
+    """
+    arns_by_names: dict[tuple[str | None, str | None], list[str | None]] = {}
+    for s in services:
+        arns_by_names.setdefault((s.cluster_name, s.name), []).append(s.cluster_arn)
+    out: dict[tuple[str | None, str | None], int] = {}
+    for row in rows:
+        cluster_arn = row.cluster_arn
+        if cluster_arn is None:
+            candidates = arns_by_names.get((row.cluster_name, row.service_name), [])
+            if len(candidates) != 1:
+                continue
+            cluster_arn = candidates[0]
+        key = (cluster_arn, row.service_name)
+        out[key] = out.get(key, 0) + int(row.n)
     return out
 
 
@@ -172,10 +197,7 @@ async def collect_gauges(session: AsyncSession, *, now: datetime, interval_s: in
     ]
     # Names are unique only within a scope: a task's service is that of its cluster ARN.
     by_service = {(s.cluster_arn, s.name): s for s in services}
-    in_progress = {
-        (row.cluster_name, row.service_name): int(row.n)
-        for row in await session.execute(_IN_PROGRESS)
-    }
+    in_progress = in_progress_by_service(services, await session.execute(_IN_PROGRESS))
     out = service_gauges(services, in_progress, ts)
     for row in await session.execute(_TASKS):
         known = by_service.get((row.cluster_arn, row.service_name))

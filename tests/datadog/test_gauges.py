@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from service.datadog.gauges import (
     ServiceState,
     bucket_of,
     forward_points,
+    in_progress_by_service,
     point_series,
     service_gauges,
 )
@@ -422,3 +424,30 @@ def test_service_gauges_skip_unknown_counts_and_report_zero_deployments() -> Non
         ("service.running", [[100, 2.0]]),
         ("deployments.in_progress", [[100, 0.0]]),
     ]
+
+
+def test_deployments_in_progress_count_for_the_service_of_their_own_scope() -> None:
+    other = "arn:aws:ecs:us-east-1:444455556666:cluster/prod"
+    here = ServiceState("web", CLUSTER_ARN, "prod", None, None, None, None, {})
+    there = ServiceState("web", other, "prod", None, None, None, None, {})
+    api = ServiceState("api", CLUSTER_ARN, "prod", None, None, None, None, {})
+
+    def row(cluster_arn: str | None, service: str, n: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            cluster_arn=cluster_arn, cluster_name="prod", service_name=service, n=n
+        )
+
+    rows = [
+        row(other, "web", 2),
+        row(None, "web", 5),  # names only, and two scopes have them: nobody's
+        row(None, "api", 1),  # names only, one service has them
+    ]
+    counts = in_progress_by_service([here, there, api], rows)
+    assert counts == {(other, "web"): 2, (CLUSTER_ARN, "api"): 1}
+    gauges = service_gauges([here, there], counts, 100)
+    by_account = {
+        next(t for t in g["tags"] if t.startswith("aws_account:")): g["points"][0][1]
+        for g in gauges
+        if g["metric"] == "deployments.in_progress"
+    }
+    assert by_account == {"aws_account:111122223333": 0.0, "aws_account:444455556666": 2.0}
