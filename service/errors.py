@@ -58,6 +58,19 @@ class NotFoundError(EcswatchError):
     title = "Not found"
 
 
+class AmbiguousNameError(EcswatchError):
+    """A name matches resources of several scopes (account and region); ``scopes``
+    lists them, so the caller can name one."""
+
+    problem_type = "ambiguous-name"
+    status_code = 409
+    title = "Name matches several scopes"
+
+    def __init__(self, detail: str, *, scopes: list[dict[str, str]]) -> None:
+        super().__init__(detail)
+        self.scopes = scopes
+
+
 class ConfigError(EcswatchError):
     """A setting is missing or invalid; the process stops with one line naming it."""
 

@@ -196,6 +196,8 @@ def event_alerts(
                 noisy_alert(
                     AlertType.TASK_FAILED_TO_START,
                     scope=where or detail.task_arn,
+                    account_id=event.envelope.account,
+                    region=event.envelope.region,
                     at=detail.stopped_at or detail.updated_at or event.envelope.time,
                     rules=rules,
                     now=now,
@@ -219,6 +221,8 @@ def event_alerts(
                 noisy_alert(
                     AlertType.SERVICE_PLACEMENT_FAILURE,
                     scope=scope,
+                    account_id=event.envelope.account,
+                    region=event.envelope.region,
                     at=detail.created_at or event.envelope.time,
                     rules=rules,
                     now=now,
@@ -240,6 +244,8 @@ def event_alerts(
                 noisy_alert(
                     AlertType.CONTAINER_INSTANCE_DISCONNECTED,
                     scope=detail.container_instance_arn,
+                    account_id=event.envelope.account,
+                    region=event.envelope.region,
                     at=detail.updated_at or event.envelope.time,
                     rules=rules,
                     now=now,
@@ -311,6 +317,8 @@ async def _fan_out(session: AsyncSession, alerts: list[AlertDraft]) -> None:
             cluster=(row.filter or {}).get("cluster"),
             service=(row.filter or {}).get("service"),
             tag=(row.filter or {}).get("tag"),
+            account_id=(row.filter or {}).get("account_id"),
+            region=(row.filter or {}).get("region"),
         )
         for row in await session.execute(_SUBSCRIPTIONS)
     ]

@@ -32,6 +32,7 @@ from service.deployments.snapshot import (
     failure_summary,
     where,
 )
+from service.events.arns import parse_arn
 from service.events.times import iso
 
 
@@ -78,6 +79,23 @@ class AlertDraft:
     def id(self) -> str:
         return alert_id(self.dedupe_key)
 
+    @property
+    def account_id(self) -> str | None:
+        return self.body.get("account_id")
+
+    @property
+    def region(self) -> str | None:
+        return self.body.get("region")
+
+
+def scope_of(*arns: str | None) -> tuple[str | None, str | None]:
+    """(account, region) of the first ARN that names them; (None, None) for none."""
+    for arn in arns:
+        parsed = parse_arn(arn)
+        if parsed is not None and parsed.account and parsed.region:
+            return parsed.account, parsed.region
+    return None, None
+
 
 def alert_id(dedupe_key: str) -> str:
     """A stable alert id: the same decision always names the same alert."""
@@ -95,12 +113,15 @@ def _body(
     summary: str,
     deployment: dict[str, Any] | None,
     events: Sequence[str],
+    scope: tuple[str | None, str | None],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": kind.value,
         "id": alert_id(dedupe_key),
         "created_at": iso(now),
+        "account_id": scope[0],
+        "region": scope[1],
         "cluster": cluster,
         "service": service,
         "service_arn": service_arn,
@@ -200,6 +221,7 @@ def deployment_alerts(
             summary=summary,
             deployment=deployment_body(d),
             events=d.event_ids,
+            scope=scope_of(d.service_arn, d.cluster_arn),
         )
         drafts.append(
             AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
@@ -225,6 +247,7 @@ def recovery_alert(d: DeploymentSnapshot, closes: str, *, now: datetime) -> Aler
         summary=summary,
         deployment=deployment_body(d),
         events=d.event_ids,
+        scope=scope_of(d.service_arn, d.cluster_arn),
         extra={"recovers": closes},
     )
     return AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
@@ -244,6 +267,8 @@ def noisy_alert(
     kind: AlertType,
     *,
     scope: str,
+    account_id: str | None,
+    region: str | None,
     at: datetime,
     rules: AlertRules,
     now: datetime,
@@ -255,8 +280,12 @@ def noisy_alert(
     deployment_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> AlertDraft:
-    """One alert of a noisy type, at most once per ``scope`` and cool-down window."""
-    key = f"{kind.value}:{scope}:{cooldown_window(at, rules.cooldown_s)}"
+    """One alert of a noisy type, at most once per ``scope`` and cool-down window.
+
+    ``scope`` names the resource; names are unique only within an account and a
+    region, so the key starts with those when the event gives them."""
+    where = f"{account_id}/{region}/{scope}" if account_id and region else scope
+    key = f"{kind.value}:{where}:{cooldown_window(at, rules.cooldown_s)}"
     deployment = None if deployment_id is None else {"id": deployment_id}
     body = _body(
         kind,
@@ -268,6 +297,7 @@ def noisy_alert(
         summary=summary,
         deployment=deployment,
         events=[event_id],
+        scope=(account_id, region),
         extra=extra,
     )
     return AlertDraft(kind, key, summary, cluster, service, service_arn, deployment_id, body)
@@ -285,6 +315,8 @@ class Subscription:
     cluster: str | None = None
     service: str | None = None
     tag: str | None = None
+    account_id: str | None = None
+    region: str | None = None
 
 
 def _names(value: str | None) -> set[str]:
@@ -297,6 +329,10 @@ def _names(value: str | None) -> set[str]:
 def matches(sub: Subscription, alert: AlertDraft, tags: Mapping[str, str]) -> bool:
     """Whether ``sub`` wants ``alert``; ``tags`` are the service's known ECS tags."""
     if alert.type.value not in sub.events:
+        return False
+    if sub.account_id and sub.account_id != alert.account_id:
+        return False
+    if sub.region and sub.region != alert.region:
         return False
     if sub.cluster and not (_names(sub.cluster) & _names(alert.cluster)):
         return False

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import EcswatchError, InvalidInputError
+from service.errors import AmbiguousNameError, EcswatchError, InvalidInputError
 from service.logging import get_logger
 
 log = get_logger(__name__)
@@ -68,6 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.detail,
             instance=request.url.path,
             param=param,
+            scopes=exc.scopes if isinstance(exc, AmbiguousNameError) else None,
         )
 
     @app.exception_handler(RequestValidationError)

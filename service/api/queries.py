@@ -487,3 +487,68 @@ def bind_tags(values: Sequence[str] | None, params: dict[str, Any]) -> int:
     for i, (key, value) in enumerate(tags):
         params[f"tag{i}"] = json.dumps({key: value})
     return len(tags)
+
+
+AccountParam = Annotated[
+    str | None,
+    Query(description="AWS account id (12 digits): only its resources.", pattern=r"^[0-9]{12}$"),
+]
+RegionParam = Annotated[
+    str | None,
+    Query(
+        description="AWS region, such as `eu-west-1`: only its resources.",
+        max_length=32,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$",
+    ),
+]
+
+
+def account_of(arn_column: SQLColumnExpression[str]) -> ColumnElement[str]:
+    """The account of an ARN column (its 5th part; '' for no ARN)."""
+    return func.split_part(arn_column, ":", 5)
+
+
+def region_of(arn_column: SQLColumnExpression[str]) -> ColumnElement[str]:
+    """The region of an ARN column (its 4th part; '' for no ARN)."""
+    return func.split_part(arn_column, ":", 4)
+
+
+def scope_columns(arn_column: SQLColumnExpression[str]) -> tuple[ColumnElement[Any], ...]:
+    """``account_id`` and ``region`` of a resource, from its ARN (NULL without one)."""
+    return (
+        func.nullif(account_of(arn_column), "").label("account_id"),
+        func.nullif(region_of(arn_column), "").label("region"),
+    )
+
+
+def bind_scope(
+    account_id: str | None, region: str | None, params: dict[str, Any]
+) -> tuple[bool, bool]:
+    """Bind the ``account_id=``/``region=`` filters; which of them are used."""
+    if account_id is not None:
+        params["account_id"] = account_id
+    if region is not None:
+        params["region"] = region
+    return account_id is not None, region is not None
+
+
+def scope_filter(
+    arn_column: SQLColumnExpression[str], scope: tuple[bool, bool]
+) -> list[ColumnElement[bool]]:
+    """The filters of :func:`bind_scope` over an ARN column (served by the
+    ``(split_part(arn, ':', 5), arn)`` and ``(split_part(arn, ':', 4), arn)``
+    indexes where the route pages by ARN)."""
+    filters: list[ColumnElement[bool]] = []
+    if scope[0]:
+        filters.append(account_of(arn_column) == bindparam("account_id"))
+    if scope[1]:
+        filters.append(region_of(arn_column) == bindparam("region"))
+    return filters
+
+
+def in_scope(arn: str, account_id: str | None, region: str | None) -> bool:
+    """Whether ``arn`` is in the account and the region given (None: any)."""
+    parsed = parse_arn(arn)
+    if parsed is None:
+        return account_id is None and region is None
+    return account_id in (None, parsed.account) and region in (None, parsed.region)

@@ -85,6 +85,10 @@ class Problem(BaseModel):
     param: str | None = Field(
         default=None, description="The offending parameter, when one is to blame."
     )
+    scopes: list[dict[str, str]] | None = Field(
+        default=None,
+        description="409: the scopes (`account_id`, `region`, `service_arn`) a name matches.",
+    )
 
     model_config = _example(
         {
@@ -108,6 +112,20 @@ def _tags_known() -> Any:
     )
 
 
+def _account_id() -> Any:
+    return Field(
+        default=None,
+        description="The AWS account the resource is in (from its ARN); null without an ARN.",
+    )
+
+
+def _region() -> Any:
+    return Field(
+        default=None,
+        description="The AWS region the resource is in (from its ARN); null without an ARN.",
+    )
+
+
 def _gone_at() -> Any:
     return Field(
         default=None,
@@ -121,6 +139,8 @@ def _gone_at() -> Any:
 # ---------------------------------------------------------------- clusters
 
 CLUSTER_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": CLUSTER_ARN,
     "name": "prod",
     "status": "ACTIVE",
@@ -153,12 +173,17 @@ class Cluster(BaseModel):
     )
     gone_at: datetime | None = _gone_at()
 
+    account_id: str | None = _account_id()
+    region: str | None = _region()
+
     model_config = _example(CLUSTER_EXAMPLE)
 
 
 # ---------------------------------------------------------------- deployments
 
 DEPLOYMENT_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "id": "ecs-svc/1234567890123456789",
     "cluster": "prod",
     "cluster_arn": CLUSTER_ARN,
@@ -218,6 +243,9 @@ class Deployment(BaseModel):
         default=None,
         description=STRATEGY_DESCRIPTION,
     )
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(DEPLOYMENT_EXAMPLE)
 
@@ -393,12 +421,17 @@ class DeploymentDetail(BaseModel):
         )
     )
 
+    account_id: str | None = _account_id()
+    region: str | None = _region()
+
     model_config = _example(DEPLOYMENT_DETAIL_EXAMPLE)
 
 
 # ---------------------------------------------------------------- services
 
 SERVICE_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": SERVICE_ARN,
     "name": "web",
     "cluster": "prod",
@@ -435,6 +468,9 @@ class Service(BaseModel):
     tags_known: bool = _tags_known()
     updated_at: datetime
     gone_at: datetime | None = _gone_at()
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(SERVICE_EXAMPLE)
 
@@ -577,6 +613,8 @@ class Container(BaseModel):
 
 
 TASK_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": TASK_ARN,
     "id": "0d2b8c1e5f7a4b2c9e1f3a5b7c9d1e3f",
     "cluster": "prod",
@@ -652,12 +690,17 @@ class Task(BaseModel):
     )
     gone_at: datetime | None = _gone_at()
 
+    account_id: str | None = _account_id()
+    region: str | None = _region()
+
     model_config = _example(TASK_EXAMPLE)
 
 
 # ---------------------------------------------------------------- container instances
 
 CONTAINER_INSTANCE_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "arn": INSTANCE_ARN,
     "ec2_instance_id": "i-0abc123def4567890",
     "cluster": "prod",
@@ -700,6 +743,9 @@ class ContainerInstance(BaseModel):
         default=None, description="Overall health (OK, IMPAIRED, INSUFFICIENT_DATA, INITIALIZING)."
     )
     gone_at: datetime | None = _gone_at()
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(CONTAINER_INSTANCE_EXAMPLE)
 
@@ -784,6 +830,8 @@ class DeliveryCounts(BaseModel):
 
 
 ALERT_EXAMPLE: dict[str, Any] = {
+    "account_id": ACCOUNT,
+    "region": REGION,
     "id": "alrt_5f2a9c0d7e1b4a36",
     "type": "deployment.failed",
     "cluster": "prod",
@@ -806,6 +854,9 @@ class Alert(BaseModel):
     summary: str
     created_at: datetime
     deliveries: DeliveryCounts
+
+    account_id: str | None = _account_id()
+    region: str | None = _region()
 
     model_config = _example(ALERT_EXAMPLE)
 
@@ -856,6 +907,17 @@ class WebhookFilter(BaseModel):
         pattern=r"^[^:\x00]+:[^\x00]*$",
         description="`key:value` that the service must carry.",
     )
+    account_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{12}$",
+        description="AWS account id (12 digits) the alert's resource is in.",
+    )
+    region: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]+$",
+        description="AWS region the alert's resource is in, such as `eu-west-1`.",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -864,7 +926,13 @@ WEBHOOK_EXAMPLE: dict[str, Any] = {
     "id": "wh_3b9f1c2d4e5a6b7c8d9e0f1a",
     "url": "https://hooks.example.com/ecswatch",
     "events": ["deployment.failed", "deployment.rolled_back"],
-    "filter": {"cluster": "prod", "service": None, "tag": None},
+    "filter": {
+        "cluster": "prod",
+        "service": None,
+        "tag": None,
+        "account_id": "123456789012",
+        "region": None,
+    },
     "format": "standard",
     "active": True,
     "created_at": "2025-03-01T08:00:00Z",
@@ -1170,6 +1238,10 @@ _ERROR_DESCRIPTIONS = {
     401: "The bearer token is missing or not valid (see `WWW-Authenticate`).",
     403: "The token's scope does not allow this route.",
     404: "No such resource.",
+    409: (
+        "The names match resources of several scopes; `scopes` lists each one's "
+        "`account_id`, `region` and `service_arn`."
+    ),
 }
 
 

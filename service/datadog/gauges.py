@@ -95,8 +95,8 @@ _INSTANCES = text(
     " FROM container_instances WHERE gone_at IS NULL GROUP BY 1, 2, 3, 4"
 )
 _IN_PROGRESS = text(
-    "SELECT cluster_name, service_name, count(*) AS n FROM deployments"
-    f" WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2"
+    "SELECT cluster_arn, cluster_name, service_name, count(*) AS n FROM deployments"
+    f" WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2, 3"
 )
 _OUTBOX = text(
     "SELECT kind, count(*) AS n, min(created_at) AS oldest FROM outbox"
@@ -149,8 +149,33 @@ def service_gauges(
         ):
             if value is not None:
                 out.append(_series(metric, ts, float(value), tags, s.tags))
-        count = in_progress.get((s.cluster_name, s.name), 0)
+        count = in_progress.get((s.cluster_arn, s.name), 0)
         out.append(_series(MetricName.DEPLOYMENTS_IN_PROGRESS, ts, float(count), tags, s.tags))
+    return out
+
+
+def in_progress_by_service(
+    services: Sequence[ServiceState], rows: Iterable[Any]
+) -> dict[tuple[str | None, str | None], int]:
+    """Deployments in progress per service, keyed by (cluster ARN, service name) (pure).
+
+    Names are unique only within a scope: a deployment counts for the service of its
+    cluster ARN; one that records names only (CodeDeploy's) counts for the one service
+    of those names, and for none when services of several scopes share them.
+    """
+    arns_by_names: dict[tuple[str | None, str | None], list[str | None]] = {}
+    for s in services:
+        arns_by_names.setdefault((s.cluster_name, s.name), []).append(s.cluster_arn)
+    out: dict[tuple[str | None, str | None], int] = {}
+    for row in rows:
+        cluster_arn = row.cluster_arn
+        if cluster_arn is None:
+            candidates = arns_by_names.get((row.cluster_name, row.service_name), [])
+            if len(candidates) != 1:
+                continue
+            cluster_arn = candidates[0]
+        key = (cluster_arn, row.service_name)
+        out[key] = out.get(key, 0) + int(row.n)
     return out
 
 
@@ -170,14 +195,12 @@ async def collect_gauges(session: AsyncSession, *, now: datetime, interval_s: in
         )
         for row in await session.execute(_SERVICES)
     ]
-    by_service = {(s.cluster_name, s.name): s for s in services}
-    in_progress = {
-        (row.cluster_name, row.service_name): int(row.n)
-        for row in await session.execute(_IN_PROGRESS)
-    }
+    # Names are unique only within a scope: a task's service is that of its cluster ARN.
+    by_service = {(s.cluster_arn, s.name): s for s in services}
+    in_progress = in_progress_by_service(services, await session.execute(_IN_PROGRESS))
     out = service_gauges(services, in_progress, ts)
     for row in await session.execute(_TASKS):
-        known = by_service.get((row.cluster_name, row.service_name))
+        known = by_service.get((row.cluster_arn, row.service_name))
         context = EcsContext(
             cluster_arn=row.cluster_arn,
             cluster_name=row.cluster_name,
@@ -245,16 +268,24 @@ _LOCK_CURSOR = text(
 _MOVE_CURSOR = text(
     "UPDATE datadog_cursors SET position = :position, updated_at = now() WHERE name = :name"
 )
+# A point's cluster and service are those of its own scope (the ARN's region is its
+# 4th part, the account its 5th): names are unique only within an account and region.
+# Points stored before their scope was recorded ('') match by name alone.
+_IN_POINT_SCOPE = (
+    "(p.account_id = '' OR (split_part(arn, ':', 5) = p.account_id"
+    " AND split_part(arn, ':', 4) = p.region))"
+)
 _POINTS = text(
     "SELECT p.id, p.namespace, p.name, p.statistic, p.cluster_name, p.service_name,"
+    " p.account_id, p.region,"
     " p.dimensions, p.timestamp, p.value, c.arn AS cluster_arn, s.launch_type,"
     " coalesce(ct.tags, '{}'::jsonb) || coalesce(st.tags, '{}'::jsonb) AS tags"
     " FROM (SELECT * FROM metric_points WHERE id > :position ORDER BY id LIMIT :limit) p"
     " LEFT JOIN LATERAL (SELECT arn FROM clusters WHERE name = p.cluster_name"
-    "   ORDER BY arn LIMIT 1) c ON true"
+    f"   AND {_IN_POINT_SCOPE} ORDER BY arn LIMIT 1) c ON true"
     " LEFT JOIN LATERAL (SELECT arn, launch_type FROM services"
-    "   WHERE cluster_name = p.cluster_name AND name = p.service_name ORDER BY arn LIMIT 1) s"
-    "   ON true"
+    "   WHERE cluster_name = p.cluster_name AND name = p.service_name"
+    f"   AND {_IN_POINT_SCOPE} ORDER BY arn LIMIT 1) s ON true"
     " LEFT JOIN resource_tags st ON st.resource_arn = s.arn AND st.known"
     " LEFT JOIN resource_tags ct ON ct.resource_arn = c.arn AND ct.known"
     " ORDER BY p.id"
@@ -298,6 +329,8 @@ def point_series(rows: Iterable[Mapping[str, Any]], *, now: datetime) -> PointSe
             cluster_name=row.get("cluster_name"),
             service_name=row.get("service_name"),
             launch_type=row.get("launch_type"),
+            region=row.get("region") or None,
+            account=row.get("account_id") or None,
         )
         tags = ecs_tags(context) + _extra(
             ("statistic", str(row["statistic"]).lower()),

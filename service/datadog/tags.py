@@ -125,6 +125,9 @@ class EcsContext:
     launch_type: str | None = None
     task_family: str | None = None
     task_version: str | int | None = None
+    # The scope, when no cluster ARN says it (a CloudWatch point of an unknown cluster).
+    region: str | None = None
+    account: str | None = None
 
 
 def ecs_tags(context: EcsContext) -> list[str]:
@@ -138,8 +141,8 @@ def ecs_tags(context: EcsContext) -> list[str]:
         ("task_family", context.task_family),
         ("task_version", context.task_version),
         ("launch_type", context.launch_type),
-        ("region", parts.region),
-        ("aws_account", parts.account),
+        ("region", parts.region or context.region),
+        ("aws_account", parts.account or context.account),
     ]
     return [t for k, v in pairs if (t := tag(k, v)) is not None]
 

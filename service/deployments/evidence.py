@@ -9,7 +9,8 @@ Read-only: a handful of statements, each served by an index (docs/api.md,
 * its events: its own (primary key), each task's (the GIN index on
   ``raw_events.resources``) and the service's Service Action events during the
   rollout (``ix_raw_events_detail_type_time``);
-* the ALB points of its service during the rollout and ten minutes after
+* the ALB points of its service, read in the service's own scope (account and
+  region), during the rollout and ten minutes after
   (``ix_metric_points_cluster_service_time``).
 
 Statements are built once and executed by a :data:`Reader`, so the API runs them
@@ -31,6 +32,7 @@ from sqlalchemy import (
     bindparam,
     func,
     literal_column,
+    or_,
     select,
     text,
     true,
@@ -75,7 +77,12 @@ P = models.MetricPoint
 
 _SERVICE = (
     select(S.arn, S.load_balancers, S.deployment_configuration)
-    .where(S.cluster_name == D.cluster_name, S.name == D.service_name)
+    .where(
+        S.cluster_name == D.cluster_name,
+        S.name == D.service_name,
+        # Names are unique only within a scope: the service of the deployment's cluster.
+        or_(D.cluster_arn.is_(None), S.cluster_arn.is_(None), S.cluster_arn == D.cluster_arn),
+    )
     .order_by((S.arn == D.service_arn).desc(), S.gone_at.desc().nulls_first())
     .limit(1)
     .lateral("svc")
@@ -190,6 +197,8 @@ POINTS = (
     .where(
         P.cluster_name == bindparam("cluster"),
         P.service_name == bindparam("service"),
+        P.account_id == bindparam("account"),
+        P.region == bindparam("region"),
         P.timestamp >= bindparam("start", type_=DateTime(timezone=True)),
         P.timestamp <= bindparam("end", type_=DateTime(timezone=True)),
         P.namespace == ALB,
@@ -263,18 +272,31 @@ async def gather(
     )
     events = _unique(events)
     points: list[dict[str, Any]] = []
-    if deployment["cluster"] and deployment["service"] and start is not None:
+    scope = scope_of(deployment["service_arn"] or deployment["cluster_arn"])
+    if deployment["cluster"] and deployment["service"] and start is not None and scope:
         points = await read(
             POINTS,
             {
                 "cluster": deployment["cluster"],
                 "service": deployment["service"],
+                "account": scope[0],
+                "region": scope[1],
                 "start": start,
                 "end": end + AFTER_END,
             },
         )
     facts = build_facts(deployment, tasks, events, points)
     return Gathered(deployment, tasks, events, points, facts)
+
+
+def scope_of(arn: str | None) -> tuple[str, str] | None:
+    """(account, region) of an ARN (``arn:partition:service:region:account:...``);
+    None without one. Names are unique only within it: the points of a service are
+    those read in its own scope."""
+    parts = (arn or "").split(":", 5)
+    if len(parts) < 6 or parts[0] != "arn" or not parts[3] or not parts[4]:
+        return None
+    return parts[4], parts[3]
 
 
 def window(deployment: Mapping[str, Any], now: datetime) -> tuple[datetime | None, datetime]:

@@ -33,6 +33,8 @@ _SNAPSHOT_COLUMNS = (
     " coalesce((SELECT s.load_balancers FROM services AS s WHERE s.arn = d.service_arn),"
     "  (SELECT s.load_balancers FROM services AS s WHERE d.service_arn IS NULL"
     "   AND s.cluster_name = d.cluster_name AND s.name = d.service_name"
+    # Names are unique only within a scope: the service of the deployment's cluster.
+    "   AND (d.cluster_arn IS NULL OR s.cluster_arn IS NULL OR s.cluster_arn = d.cluster_arn)"
     "   ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1)) AS load_balancers"
 )
 # The deployments asked for, and those that roll back to them.

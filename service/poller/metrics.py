@@ -183,8 +183,11 @@ def dimensions_key(dimensions: Sequence[tuple[str, str]]) -> str:
     return ";".join(f"{k}={v}" for k, v in sorted(dimensions))
 
 
-def point_rows(batch: Sequence[Query], results: Iterable[Any]) -> list[dict[str, Any]]:
-    """GetMetricData results of ``batch`` as ``metric_points`` rows (pure)."""
+def point_rows(
+    batch: Sequence[Query], results: Iterable[Any], scope: Scope
+) -> list[dict[str, Any]]:
+    """GetMetricData results of ``batch``, read in ``scope``, as ``metric_points`` rows
+    (pure). The scope is part of each point's identity: dimensions hold names."""
     by_id = {q.id: q for q in batch}
     rows: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
     for result in results:
@@ -197,6 +200,8 @@ def point_rows(batch: Sequence[Query], results: Iterable[Any]) -> list[dict[str,
             key_dims = dimensions_key(query.dimensions)
             at = stamp.astimezone(UTC)
             rows[(query.namespace, query.name, query.statistic, key_dims, at.isoformat())] = {
+                "account_id": scope.account,
+                "region": scope.region,
                 "namespace": query.namespace,
                 "name": query.name,
                 "statistic": query.statistic,
@@ -212,6 +217,8 @@ def point_rows(batch: Sequence[Query], results: Iterable[Any]) -> list[dict[str,
 
 
 _COLUMNS = (
+    "account_id",
+    "region",
     "namespace",
     "name",
     "statistic",
@@ -225,7 +232,8 @@ _COLUMNS = (
 )
 _UPSERT_POINTS = (
     bulk_insert(MetricPoint, _COLUMNS, order_by=None)
-    + " ON CONFLICT (namespace, name, statistic, dimensions_key, timestamp) DO UPDATE SET"
+    + " ON CONFLICT (account_id, region, namespace, name, statistic, dimensions_key, timestamp)"
+    " DO UPDATE SET"
     " value = excluded.value, unit = excluded.unit, cluster_name = excluded.cluster_name,"
     " service_name = excluded.service_name"
     " WHERE (metric_points.value, metric_points.cluster_name, metric_points.service_name)"
@@ -238,6 +246,8 @@ async def store_points(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
         chunk = sorted(
             rows[start : start + 1000],
             key=lambda r: (
+                r["account_id"],
+                r["region"],
                 r["namespace"],
                 r["name"],
                 r["statistic"],
@@ -421,7 +431,7 @@ class MetricsPoller:
                 [q.as_cloudwatch() for q in batch], start, end
             )
             self.calls += 1
-            rows = point_rows(batch, results)
+            rows = point_rows(batch, results, scope)
             if rows:
                 async with self._sessionmaker() as session, session.begin():
                     await store_points(session, rows)

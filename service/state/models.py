@@ -353,6 +353,10 @@ class MetricPoint(Base):
     name: Mapped[str] = mapped_column(Text)
     statistic: Mapped[str] = mapped_column(Text)
     unit: Mapped[str | None] = mapped_column(Text)
+    # The scope the point was read in: CloudWatch dimensions hold names, which are
+    # unique only within an account and region ('' on points stored before migration 0013).
+    account_id: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    region: Mapped[str] = mapped_column(Text, server_default=text("''"))
     cluster_name: Mapped[str | None] = mapped_column(Text)
     service_name: Mapped[str | None] = mapped_column(Text)
     dimensions: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
@@ -362,7 +366,16 @@ class MetricPoint(Base):
     value: Mapped[float] = mapped_column(Double)
 
     __table_args__ = (
-        UniqueConstraint("namespace", "name", "statistic", "dimensions_key", "timestamp"),
+        UniqueConstraint(
+            "account_id",
+            "region",
+            "namespace",
+            "name",
+            "statistic",
+            "dimensions_key",
+            "timestamp",
+            name="uq_metric_points_scope_series_timestamp",
+        ),
         Index(
             "ix_metric_points_cluster_service_time",
             "cluster_name",

@@ -187,6 +187,32 @@ async def test_placement_failures_cool_down_per_service(
     assert len(await alerts(engine, type="service.placement_failure")) == 2
 
 
+async def test_placement_failures_of_the_same_names_in_two_accounts_are_two_alerts(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    base = sc.sample("service_action_task_placement_failure_ec2_cpu.json")
+    wanted = await subscribe(
+        engine, ["service.placement_failure"], account_id="210987654321", region="eu-west-1"
+    )
+    # The same event from another account and region: every ARN says so too.
+    where = f"{base['region']}:{base['account']}:"
+    other = json.loads(json.dumps(base).replace(where, "eu-west-1:210987654321:"))
+    other["id"] = str(uuid.uuid4())
+    other["account"], other["region"] = "210987654321", "eu-west-1"
+    await handle(runtime, [base])
+    assert len(await alerts(engine, type="service.placement_failure")) == 1
+    await handle(runtime, [other])
+    raised = await alerts(engine, type="service.placement_failure")
+    assert len(raised) == 2  # one service name, two accounts: two services
+    scopes = {(a["payload"]["account_id"], a["payload"]["region"]) for a in raised}
+    assert scopes == {(base["account"], base["region"]), ("210987654321", "eu-west-1")}
+    # The subscription filtered on the second account receives only its alert.
+    deliveries = [r for r in await outbox(engine) if r["dedupe_key"].endswith(f":{wanted}")]
+    assert len(deliveries) == 1
+    [mine] = [a for a in raised if a["payload"]["account_id"] == "210987654321"]
+    assert deliveries[0]["dedupe_key"] == f"alert:{mine['id']}:{wanted}"
+
+
 async def test_service_action_reasons_attach_to_the_deployment(
     runtime: Runtime, engine: AsyncEngine
 ) -> None:

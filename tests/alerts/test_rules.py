@@ -161,10 +161,12 @@ def test_is_stuck(outcome: str, age_min: int, running: int, stuck: bool) -> None
 def test_noisy_alerts_share_a_key_within_a_cooldown_window() -> None:
     rules = AlertRules(cooldown_s=900)
 
-    def key(at: datetime) -> str:
+    def key(at: datetime, account: str = "111111111111", region: str = "eu-west-1") -> str:
         return noisy_alert(
             AlertType.SERVICE_PLACEMENT_FAILURE,
             scope="prod/web",
+            account_id=account,
+            region=region,
             at=at,
             rules=rules,
             now=NOW,
@@ -178,6 +180,9 @@ def test_noisy_alerts_share_a_key_within_a_cooldown_window() -> None:
     start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # a window boundary (900 s divides it)
     assert key(start) == key(start + timedelta(minutes=14))
     assert key(start) != key(start + timedelta(minutes=15))
+    # The same names in another account or region are another service: another alert.
+    assert key(start) != key(start, account="222222222222")
+    assert key(start) != key(start, region="us-east-1")
     assert cooldown_window(start, 0) != cooldown_window(start + timedelta(seconds=1), 0)
 
 
@@ -210,11 +215,31 @@ def test_noisy_alerts_share_a_key_within_a_cooldown_window() -> None:
             False,
         ),
         (Subscription("w", frozenset({"deployment.failed"}), tag="team:web"), {}, False),
+        (Subscription("w", frozenset({"deployment.failed"}), account_id="111111111111"), {}, True),
+        (
+            Subscription("w", frozenset({"deployment.failed"}), account_id="222222222222"),
+            {},
+            False,
+        ),
+        (Subscription("w", frozenset({"deployment.failed"}), region="eu-west-1"), {}, True),
+        (Subscription("w", frozenset({"deployment.failed"}), region="us-east-1"), {}, False),
     ],
 )
 def test_matches(sub: Subscription, tags: dict[str, str], wanted: bool) -> None:
-    [alert] = deployment_alerts(snap("failed"), now=NOW)
+    arn = "arn:aws:ecs:eu-west-1:111111111111:service/prod/web"
+    [alert] = deployment_alerts(snap("failed", service_arn=arn), now=NOW)
+    assert (alert.body["account_id"], alert.body["region"]) == ("111111111111", "eu-west-1")
     assert matches(sub, alert, tags) is wanted
+
+
+def test_a_deployment_without_arns_says_no_scope_and_a_scoped_filter_skips_it() -> None:
+    [alert] = deployment_alerts(snap("failed"), now=NOW)
+    assert (alert.body["account_id"], alert.body["region"]) == (None, None)
+    sub = Subscription("w", frozenset({"deployment.failed"}), account_id="111111111111")
+    assert not matches(sub, alert, {})
+    cluster_only = snap("failed", cluster_arn="arn:aws:ecs:us-east-2:333333333333:cluster/prod")
+    [alert] = deployment_alerts(cluster_only, now=NOW)
+    assert (alert.body["account_id"], alert.body["region"]) == ("333333333333", "us-east-2")
 
 
 # ------------------------------------------- CodeDeploy hold and target groups

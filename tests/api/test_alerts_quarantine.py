@@ -111,6 +111,8 @@ async def test_alerts_count_deliveries_per_subscription(
         "summary": "deployment a1 failed",
         "created_at": "2025-03-01T10:01:00Z",
         "deliveries": {"pending": 2, "delivered": 1, "failed": 1},
+        "account_id": None,
+        "region": None,
     }
     assert body["items"][1]["deliveries"] == {"pending": 1, "delivered": 1, "failed": 0}
     assert body["items"][0]["deliveries"] == {"pending": 0, "delivered": 0, "failed": 0}

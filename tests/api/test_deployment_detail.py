@@ -16,6 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.api.queries import DIRECT_READ_LISTENERS
+from service.aws.scopes import Scope, scope_of_arn
 from service.consumer.handler import Handler, Message
 from service.demo.events import deployment_events, iso, service_arn, task_lifecycle
 from service.deployments import evidence
@@ -41,9 +42,16 @@ def _sample(name: str) -> dict[str, Any]:
 
 
 async def _store_alb_points(
-    runtime: Runtime, cluster: str, service: str, points: dict[str, list[tuple[datetime, float]]]
+    runtime: Runtime,
+    cluster: str,
+    service: str,
+    points: dict[str, list[tuple[datetime, float]]],
+    scope: Scope | None = None,
 ) -> None:
-    """ALB points as the poller stores a GetMetricData answer (``name/statistic`` keys)."""
+    """ALB points as the poller stores a GetMetricData answer (``name/statistic`` keys),
+    read by default in the scope of the demo's service ARN."""
+    scope = scope or scope_of_arn(service_arn(cluster, service))
+    assert scope is not None
     dims = (("LoadBalancer", LOAD_BALANCER), ("TargetGroup", TARGET_GROUP))
     batch = [
         Query(f"q{i}", ALB, *key.split("/"), "Count", dims, cluster, service)
@@ -54,7 +62,7 @@ async def _store_alb_points(
         for q, pts in zip(batch, points.values(), strict=True)
     ]
     async with runtime.sessionmaker() as session, session.begin():
-        await store_points(session, point_rows(batch, results))
+        await store_points(session, point_rows(batch, results, scope))
     assert dimensions_key(dims) == f"LoadBalancer={LOAD_BALANCER};TargetGroup={TARGET_GROUP}"
 
 
@@ -85,6 +93,14 @@ async def test_an_oom_crash_loop_with_its_timeline_failed_tasks_and_target_healt
             ],
             "HTTPCode_Target_5XX_Count/Sum": [(START + timedelta(minutes=3), 14.0)],
         },
+    )
+    # The same names and time read in another account: its own point, never this one's.
+    await _store_alb_points(
+        runtime,
+        "prod",
+        "web",
+        {"UnHealthyHostCount/Maximum": [(START + timedelta(minutes=2), 99.0)]},
+        Scope("210987654321", "us-east-1"),
     )
 
     response = await client.get("/v1/deployments/ecs-svc/2")

@@ -100,6 +100,10 @@ QUERIES = [
     "/v1/tasks?since=2099-01-01T00:00:00Z",
     "/v1/tasks?cluster=c1&last_status=RUNNING&launch_type=EC2&limit=500",
     "/v1/tasks/" + "0" * 32,
+    # Scope filters: a filter on the ARN's parts, over the same ARN-ordered scan.
+    f"/v1/tasks?account_id={seed.ACCOUNT}",
+    f"/v1/tasks?account_id={seed.ACCOUNT}&region={seed.REGION}&cluster=c3",
+    "/v1/tasks?region=eu-west-1",
 ]
 
 

@@ -106,6 +106,8 @@ async def test_clusters(client: httpx.AsyncClient) -> None:
             "tags_known": True,
             "container_insights": None,
             "gone_at": None,
+            "account_id": seed.ACCOUNT,
+            "region": seed.REGION,
         },
         {
             "arn": seed.cluster_arn("staging"),
@@ -119,6 +121,8 @@ async def test_clusters(client: httpx.AsyncClient) -> None:
             "tags_known": False,
             "container_insights": None,
             "gone_at": None,
+            "account_id": seed.ACCOUNT,
+            "region": seed.REGION,
         },
     ]
 
@@ -155,6 +159,8 @@ async def test_services_and_filters(client: httpx.AsyncClient) -> None:
         "tags_known": True,
         "updated_at": "2025-03-01T10:00:00Z",
         "gone_at": None,
+        "account_id": seed.ACCOUNT,
+        "region": seed.REGION,
     }
     for query, expected in SERVICE_CASES:
         found = await items(client, f"/v1/services?{query}")
@@ -194,6 +200,8 @@ async def test_one_service_with_recent_deployments(client: httpx.AsyncClient) ->
         "failed_tasks": 3,
         "stuck": False,
         "strategy": None,
+        "account_id": seed.ACCOUNT,
+        "region": seed.REGION,
     }
     missing = await client.get("/v1/services/prod/nope")
     assert missing.status_code == 404
@@ -248,6 +256,8 @@ async def test_container_instances_and_filters(client: httpx.AsyncClient) -> Non
             "updated_at": "2025-03-01T10:00:00Z",
             "health_status": None,
             "gone_at": None,
+            "account_id": seed.ACCOUNT,
+            "region": seed.REGION,
         }
     ]
     for query, expected in INSTANCE_CASES:

@@ -114,6 +114,8 @@ async def test_task_fields(client: httpx.AsyncClient) -> None:
         "cpu": "256",
         "memory": "512",
         "gone_at": None,
+        "account_id": seed.ACCOUNT,
+        "region": seed.REGION,
     }
     # No tag row: unknown; a row with known=false: unknown too.
     assert (by_id["t4"]["tags"], by_id["t4"]["tags_known"]) == ({}, False)

@@ -35,7 +35,7 @@ async def test_create_shows_the_secret_once(client: httpx.AsyncClient) -> None:
     response = await create(
         client,
         events=["deployment.failed", "deployment.rolled_back", "deployment.failed"],
-        filter={"cluster": "prod", "tag": "team:web"},
+        filter={"cluster": "prod", "tag": "team:web", "account_id": "123456789012"},
     )
     assert response.status_code == 201, response.text
     created = response.json()
@@ -45,7 +45,13 @@ async def test_create_shows_the_secret_once(client: httpx.AsyncClient) -> None:
     assert created["id"].startswith("wh_")
     assert created["url"] == PUBLIC_URL
     assert created["events"] == ["deployment.failed", "deployment.rolled_back"]
-    assert created["filter"] == {"cluster": "prod", "service": None, "tag": "team:web"}
+    assert created["filter"] == {
+        "cluster": "prod",
+        "service": None,
+        "tag": "team:web",
+        "account_id": "123456789012",
+        "region": None,
+    }
     assert created["active"] is True
     assert created["created_at"].endswith("Z")
 
@@ -74,7 +80,9 @@ async def test_a_given_secret_is_kept_and_checked(client: httpx.AsyncClient) -> 
         ({"events": ["deployment.exploded"]}, "events.0"),
         ({"events": []}, "events"),
         ({"filter": {"tag": "no-colon"}}, "filter.tag"),
-        ({"filter": {"region": "us-east-1"}}, "filter.region"),
+        ({"filter": {"region": "mars"}}, "filter.region"),
+        ({"filter": {"account_id": "1234"}}, "filter.account_id"),
+        ({"filter": {"zone": "us-east-1a"}}, "filter.zone"),
         ({"url": ""}, "url"),
         ({"surprise": 1}, "surprise"),
     ],

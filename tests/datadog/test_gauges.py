@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from service.datadog.gauges import (
     ServiceState,
     bucket_of,
     forward_points,
+    in_progress_by_service,
     point_series,
     service_gauges,
 )
@@ -243,6 +245,114 @@ async def test_cloudwatch_points_are_forwarded_once_with_their_timestamps(
     assert [s["points"] for s in rows[-1][1]["series"]] == [[[int(NOW.timestamp()) - 30, 50.0]]]
 
 
+async def test_tasks_of_the_same_names_in_two_scopes_carry_their_own_services_tags(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await _seed(engine)  # prod/web in 111122223333, eu-west-1, tagged team=payments
+    other_cluster = "arn:aws:ecs:us-east-1:444455556666:cluster/prod"
+    other_service = "arn:aws:ecs:us-east-1:444455556666:service/prod/web"
+    await _exec(engine, "INSERT INTO clusters (arn, name) VALUES (:c, 'prod')", c=other_cluster)
+    await _exec(
+        engine,
+        "INSERT INTO services (arn, name, cluster_arn, cluster_name, status)"
+        " VALUES (:s, 'web', :c, 'prod', 'ACTIVE')",
+        s=other_service,
+        c=other_cluster,
+    )
+    await _exec(
+        engine,
+        "INSERT INTO resource_tags (resource_arn, tags, known)"
+        ' VALUES (:s, \'{"team": "search"}\'::jsonb, true)',
+        s=other_service,
+    )
+    await _exec(
+        engine,
+        "INSERT INTO tasks (arn, id, cluster_arn, cluster_name, service_name, family,"
+        " revision, launch_type, last_status) VALUES"
+        " (:a, 'o1', :c, 'prod', 'web', 'web', 3, 'FARGATE', 'RUNNING')",
+        a="arn:aws:ecs:us-east-1:444455556666:task/prod/o1",
+        c=other_cluster,
+    )
+    await DatadogJob(sessionmaker, interval_s=60).run_once(now=NOW)
+    [(_, payload)] = [r for r in await _rows(engine) if r[0].startswith("dd:gauges:")]
+    running = {
+        next(t for t in s["tags"] if t.startswith("aws_account:")): s
+        for s in _by_metric(payload)["tasks"]
+        if "task_status:running" in s["tags"]
+    }
+    assert running["aws_account:111122223333"]["resource_tags"] == {"team": "payments"}
+    assert running["aws_account:111122223333"]["points"][0][1] == 3.0
+    assert running["aws_account:444455556666"]["resource_tags"] == {"team": "search"}
+    assert running["aws_account:444455556666"]["points"][0][1] == 1.0
+
+
+async def test_points_of_the_same_names_in_two_scopes_keep_their_own_scope(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    await _seed(engine)  # prod/web in 111122223333, eu-west-1, tagged team=payments
+    other_cluster = "arn:aws:ecs:us-east-1:444455556666:cluster/prod"
+    other_service = "arn:aws:ecs:us-east-1:444455556666:service/prod/web"
+    await _exec(engine, "INSERT INTO clusters (arn, name) VALUES (:c, 'prod')", c=other_cluster)
+    await _exec(
+        engine,
+        "INSERT INTO services (arn, name, cluster_arn, cluster_name, status, launch_type)"
+        " VALUES (:s, 'web', :c, 'prod', 'ACTIVE', 'EC2')",
+        s=other_service,
+        c=other_cluster,
+    )
+    await _exec(
+        engine,
+        "INSERT INTO resource_tags (resource_arn, tags, known)"
+        ' VALUES (:s, \'{"team": "search"}\'::jsonb, true)',
+        s=other_service,
+    )
+    at = NOW - timedelta(minutes=2)
+    dims = json.dumps({"ClusterName": "prod", "ServiceName": "web"})
+    # One series and time in both scopes (and a third scope ecswatch knows nothing of):
+    # three points, none overwriting another.
+    for account, region, value in (
+        ("111122223333", "eu-west-1", 10.0),
+        ("444455556666", "us-east-1", 20.0),
+        ("777788889999", "ap-south-1", 30.0),
+    ):
+        await _exec(
+            engine,
+            "INSERT INTO metric_points (account_id, region, namespace, name, statistic, unit,"
+            " cluster_name, service_name, dimensions, dimensions_key, timestamp, value) VALUES"
+            " (:a, :r, 'AWS/ECS', 'CPUUtilization', 'Average', 'Percent', 'prod', 'web',"
+            " CAST(:d AS jsonb), 'ClusterName=prod;ServiceName=web', :at, :v)",
+            a=account,
+            r=region,
+            d=dims,
+            at=at,
+            v=value,
+        )
+    assert await forward_points(sessionmaker, now=NOW) == 3
+    series = [s for _, p in await _rows(engine) for s in p["series"]]
+    by_account = {
+        next(t for t in s["tags"] if t.startswith("aws_account:")): s
+        for s in series
+        if s["metric"] == "aws.ecs.service.cpu_utilization"
+    }
+    assert set(by_account) == {
+        "aws_account:111122223333",
+        "aws_account:444455556666",
+        "aws_account:777788889999",
+    }
+    first = by_account["aws_account:111122223333"]
+    assert {"region:eu-west-1", "launch_type:fargate"} <= set(first["tags"])
+    assert first["resource_tags"] == {"team": "payments"}
+    assert first["points"] == [[int(at.timestamp()), 10.0]]
+    second = by_account["aws_account:444455556666"]
+    assert {"region:us-east-1", "launch_type:ec2"} <= set(second["tags"])
+    assert second["resource_tags"] == {"team": "search"}
+    assert second["points"] == [[int(at.timestamp()), 20.0]]
+    unknown = by_account["aws_account:777788889999"]
+    assert "region:ap-south-1" in unknown["tags"]
+    assert not [t for t in unknown["tags"] if t.startswith("launch_type:")]
+    assert not unknown.get("resource_tags")
+
+
 _SERVICE = {"ClusterName": "prod", "ServiceName": "web"}
 _CLUSTER = {"ClusterName": "prod"}
 _TARGET_GROUP = {"LoadBalancer": "app/lb/123", "TargetGroup": "targetgroup/web/abc"}
@@ -314,3 +424,30 @@ def test_service_gauges_skip_unknown_counts_and_report_zero_deployments() -> Non
         ("service.running", [[100, 2.0]]),
         ("deployments.in_progress", [[100, 0.0]]),
     ]
+
+
+def test_deployments_in_progress_count_for_the_service_of_their_own_scope() -> None:
+    other = "arn:aws:ecs:us-east-1:444455556666:cluster/prod"
+    here = ServiceState("web", CLUSTER_ARN, "prod", None, None, None, None, {})
+    there = ServiceState("web", other, "prod", None, None, None, None, {})
+    api = ServiceState("api", CLUSTER_ARN, "prod", None, None, None, None, {})
+
+    def row(cluster_arn: str | None, service: str, n: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            cluster_arn=cluster_arn, cluster_name="prod", service_name=service, n=n
+        )
+
+    rows = [
+        row(other, "web", 2),
+        row(None, "web", 5),  # names only, and two scopes have them: nobody's
+        row(None, "api", 1),  # names only, one service has them
+    ]
+    counts = in_progress_by_service([here, there, api], rows)
+    assert counts == {(other, "web"): 2, (CLUSTER_ARN, "api"): 1}
+    gauges = service_gauges([here, there], counts, 100)
+    by_account = {
+        next(t for t in g["tags"] if t.startswith("aws_account:")): g["points"][0][1]
+        for g in gauges
+        if g["metric"] == "deployments.in_progress"
+    }
+    assert by_account == {"aws_account:111122223333": 0.0, "aws_account:444455556666": 2.0}

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from service.aws.scopes import Scope
 from service.poller.metrics import (
     ALB,
     ECS,
@@ -87,9 +88,10 @@ def test_point_rows_carry_cluster_and_service_and_dedupe() -> None:
         {"Id": batch[0].id, "Timestamps": [at, at], "Values": [1.0, 2.0]},
         {"Id": "unknown", "Timestamps": [at], "Values": [3.0]},
     ]
-    rows = point_rows(batch, results)
+    rows = point_rows(batch, results, Scope("111111111111", "eu-west-1"))
     assert len(rows) == 1
     assert rows[0]["cluster_name"] == "prod"
     assert rows[0]["service_name"] == "web"
     assert rows[0]["dimensions_key"] == "ClusterName=prod;ServiceName=web"
     assert rows[0]["value"] == 2.0
+    assert (rows[0]["account_id"], rows[0]["region"]) == ("111111111111", "eu-west-1")

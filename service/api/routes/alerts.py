@@ -11,9 +11,21 @@ statement over the page's alert ids, never one query per alert.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, Depends, Response
-from sqlalchemy import Integer, and_, cast, exists, func, literal, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +40,7 @@ from service.api.pagination import (
     fetch_page,
     page_response,
 )
+from service.api.queries import AccountParam, RegionParam, bind_scope
 from service.api.schemas import AlertPage, responses
 from service.outbox.models import OutboxItem, OutboxKind, OutboxStatus
 
@@ -47,9 +60,23 @@ _COLUMNS = (
     A.deployment_id,
     A.summary,
     A.created_at,
+    # Where the alert's resource is (the alert body's fields; null when unknown).
+    A.payload["account_id"].astext.label("account_id"),
+    A.payload["region"].astext.label("region"),
 )
-LIST: ListRoute[tuple[()]] = ListRoute(
-    KEYSET, AlertPage, select(*_COLUMNS), [(A.created_at, True), (A.id, True)]
+
+
+def _where(shape: tuple[bool, bool]) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if shape[0]:
+        filters.append(A.payload["account_id"].astext == bindparam("account_id"))
+    if shape[1]:
+        filters.append(A.payload["region"].astext == bindparam("region"))
+    return filters
+
+
+LIST: ListRoute[tuple[bool, bool]] = ListRoute(
+    KEYSET, AlertPage, select(*_COLUMNS), [(A.created_at, True), (A.id, True)], _where
 )
 
 
@@ -117,10 +144,14 @@ async def delivery_counts(
 )
 async def list_alerts(
     conn: ReadConnection,
+    account_id: AccountParam = None,
+    region: RegionParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
-    page, next_page = await fetch_page(conn, LIST, (), {}, limit=limit, cursor=cursor)
+    params: dict[str, Any] = {}
+    shape = bind_scope(account_id, region, params)
+    page, next_page = await fetch_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
     counts = await delivery_counts(conn, [row["id"] for row in page])
     items = [{**row, "deliveries": counts[row["id"]]} for row in page]
     return page_response(LIST, items, next_page)

@@ -16,7 +16,18 @@ from service.api.pagination import (
     ListRoute,
     list_page,
 )
-from service.api.queries import ClusterForm, ClusterParam, TagJoin, bind_cluster, cluster_filter
+from service.api.queries import (
+    AccountParam,
+    ClusterForm,
+    ClusterParam,
+    RegionParam,
+    TagJoin,
+    bind_cluster,
+    bind_scope,
+    cluster_filter,
+    scope_columns,
+    scope_filter,
+)
 from service.api.schemas import (
     ContainerInstancePage,
     ContainerInstanceStatus,
@@ -47,6 +58,7 @@ _COLUMNS = (
     CI.updated_at,
     CI.health_status,
     CI.gone_at,
+    *scope_columns(CI.arn),
 )
 
 
@@ -56,10 +68,12 @@ class Shape(NamedTuple):
     cluster: ClusterForm | None
     status: bool
     agent_connected: bool | None
+    scope: tuple[bool, bool]
 
 
 def _where(shape: Shape) -> list[ColumnElement[bool]]:
     filters = cluster_filter(shape.cluster, name_column=CI.cluster_name, arn_column=CI.cluster_arn)
+    filters += scope_filter(CI.arn, shape.scope)
     if shape.status:
         filters.append(CI.status == bindparam("status"))
     if shape.agent_connected is not None:
@@ -88,6 +102,8 @@ async def list_container_instances(
         ContainerInstanceStatus | None, Query(description="Only this status.")
     ] = None,
     agent_connected: Annotated[bool | None, Query(description="Agent connection state.")] = None,
+    account_id: AccountParam = None,
+    region: RegionParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
@@ -98,5 +114,6 @@ async def list_container_instances(
         cluster=None if cluster is None else bind_cluster(cluster, params, arn_indexed=False),
         status=status is not None,
         agent_connected=agent_connected,
+        scope=bind_scope(account_id, region, params),
     )
     return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from sqlalchemy import ColumnElement, Select, bindparam, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -21,14 +21,19 @@ from service.api.pagination import (
     single_response,
 )
 from service.api.queries import (
+    AccountParam,
     ClusterForm,
     ClusterParam,
+    RegionParam,
     ServiceForm,
     ServiceParam,
     bind_cluster,
+    bind_scope,
     bind_service,
     cluster_filter,
     fetch_dicts,
+    scope_columns,
+    scope_filter,
     service_filter,
 )
 from service.api.schemas import NO_NUL, DeploymentDetail, DeploymentPage, responses
@@ -63,6 +68,8 @@ COLUMNS = (
     D.failed_tasks,
     D.stuck,
     D.strategy,
+    # A deployment's scope: its service's ARN, else its cluster's.
+    *scope_columns(func.coalesce(D.service_arn, D.cluster_arn)),
 )
 
 # DESC NULLS FIRST is the order of ix_deployments_service (started_at DESC).
@@ -72,11 +79,18 @@ ORDER = (D.started_at.desc().nulls_first(), D.id.desc())
 def recent_deployments(limit: int) -> Select[*tuple[Any, ...]]:
     """The newest ``limit`` deployments of one service (served by ix_deployments_service).
 
-    Binds ``cluster`` and ``service`` (names).
+    Binds ``cluster`` and ``service`` (names), and ``service_arn`` and ``cluster_arn``
+    of the service: a deployment that records another ARN is of a service of the same
+    names in another scope.
     """
     return (
         select(*COLUMNS)
-        .where(D.cluster_name == bindparam("cluster"), D.service_name == bindparam("service"))
+        .where(
+            D.cluster_name == bindparam("cluster"),
+            D.service_name == bindparam("service"),
+            func.coalesce(D.service_arn, bindparam("service_arn")) == bindparam("service_arn"),
+            func.coalesce(D.cluster_arn, bindparam("cluster_arn")) == bindparam("cluster_arn"),
+        )
         .order_by(*ORDER)
         .limit(fetch(limit))
     )
@@ -88,6 +102,7 @@ class Shape(NamedTuple):
     cluster: ClusterForm | None
     service: ServiceForm | None
     outcome: bool
+    scope: tuple[bool, bool]
 
 
 def _where(shape: Shape) -> list[ColumnElement[bool]]:
@@ -100,6 +115,7 @@ def _where(shape: Shape) -> list[ColumnElement[bool]]:
     )
     if shape.outcome:
         filters.append(D.outcome == bindparam("outcome"))
+    filters += scope_filter(func.coalesce(D.service_arn, D.cluster_arn), shape.scope)
     return filters
 
 
@@ -123,6 +139,8 @@ async def list_deployments(
     cluster: ClusterParam = None,
     service: ServiceParam = None,
     outcome: Annotated[DeploymentOutcome | None, Query(description="Only this outcome.")] = None,
+    account_id: AccountParam = None,
+    region: RegionParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
@@ -133,6 +151,7 @@ async def list_deployments(
         cluster=None if cluster is None else bind_cluster(cluster, params, arn_indexed=False),
         service=None if service is None else bind_service(service, params),
         outcome=outcome is not None,
+        scope=bind_scope(account_id, region, params),
     )
     return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
 
@@ -187,6 +206,8 @@ async def get_deployment(
     if found is None:
         raise NotFoundError(f"no deployment {deployment_id!r}")
     item = {name: found.deployment[name] for name in _DETAIL_FIELDS}
+    scope = evidence.scope_of(item["service_arn"] or item["cluster_arn"])
+    item["account_id"], item["region"] = scope or (None, None)
     failed = evidence.failed_task_rows(found.tasks)
     item["cause"] = classify(found.facts).as_dict() if found.needs_cause else None
     item["timeline"] = [evidence.timeline_entry(e) for e in found.events]

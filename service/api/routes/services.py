@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -15,19 +16,24 @@ from service.api.pagination import (
     LimitParam,
     ListRoute,
     Single,
-    fetch,
     list_page,
     single_response,
 )
 from service.api.queries import (
+    AccountParam,
     ClusterForm,
     ClusterParam,
+    RegionParam,
     TagJoin,
     TagParam,
     bind_cluster,
+    bind_scope,
     bind_tags,
     cluster_filter,
     fetch_dicts,
+    in_scope,
+    scope_columns,
+    scope_filter,
     tags_match_bound,
 )
 from service.api.routes.deployments import recent_deployments
@@ -39,7 +45,7 @@ from service.api.schemas import (
     ServiceStatus,
     responses,
 )
-from service.errors import NotFoundError
+from service.errors import AmbiguousNameError, NotFoundError
 from service.state import models
 
 router = APIRouter(prefix="/v1", tags=["services"], dependencies=[Depends(require_read)])
@@ -64,6 +70,7 @@ _COLUMNS = (
     S.deployment_controller,
     S.updated_at,
     S.gone_at,
+    *scope_columns(S.arn),
 )
 # Describe details, on the one-service route only.
 _DETAIL_COLUMNS = (
@@ -82,10 +89,12 @@ class Shape(NamedTuple):
     status: bool
     launch_type: bool
     tags: int
+    scope: tuple[bool, bool]
 
 
 def _where(shape: Shape) -> list[ColumnElement[bool]]:
     filters = cluster_filter(shape.cluster, name_column=S.cluster_name, arn_column=S.cluster_arn)
+    filters += scope_filter(S.arn, shape.scope)
     if shape.status:
         filters.append(S.status == bindparam("status"))
     if shape.launch_type:
@@ -114,6 +123,8 @@ async def list_services(
     status: Annotated[ServiceStatus | None, Query(description="Only this status.")] = None,
     launch_type: Annotated[LaunchType | None, Query(description="Only this launch type.")] = None,
     tag: TagParam = None,
+    account_id: AccountParam = None,
+    region: RegionParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
@@ -123,6 +134,7 @@ async def list_services(
         status=status is not None,
         launch_type=launch_type is not None,
         tags=bind_tags(tag, params),
+        scope=bind_scope(account_id, region, params),
     )
     if status is not None:
         params["status"] = status.value
@@ -131,14 +143,19 @@ async def list_services(
     return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
 
 
+#: Services of one cluster name and service name, in every scope: names are unique
+#: only within an account and region. More rows than this are not read.
+MAX_NAMESAKES = 50
 ONE = (
     TAGS.select(*_COLUMNS, *_DETAIL_COLUMNS)
     .where(S.cluster_name == bindparam("cluster"), S.name == bindparam("service"))
     # Old- and new-format ARNs of one service may both be stored; prefer the live one.
-    .order_by((S.status == "ACTIVE").desc(), S.updated_at.desc())
-    .limit(fetch(1))
+    .order_by((S.status == "ACTIVE").desc(), S.updated_at.desc(), S.arn)
+    .limit(MAX_NAMESAKES)
 )
 DEPLOYMENTS = recent_deployments(RECENT_DEPLOYMENTS)
+# arn:…:service/<cluster>/<name> -> arn:…:cluster/<cluster>
+_CLUSTER_OF_SERVICE = re.compile(r":service/([^/]+)/.*$")
 
 
 @router.get(
@@ -146,22 +163,49 @@ DEPLOYMENTS = recent_deployments(RECENT_DEPLOYMENTS)
     summary="Get one service",
     description=(
         f"One service by cluster name and service name, with its {RECENT_DEPLOYMENTS} "
-        "most recent deployments (newest first)."
+        "most recent deployments (newest first). Names are unique only within an "
+        "account and region: `account_id` and `region` pick the scope, and names that "
+        "match services of several scopes answer 409, listing them. "
+        "`GET /v1/services?service=<ARN>` always names one service."
     ),
     response_model=ServiceDetail,
-    responses=responses(ServiceDetail, errors=(401, 404)),
+    responses=responses(ServiceDetail, errors=(401, 404, 409)),
 )
 async def get_service(
     conn: ReadConnection,
     cluster: Annotated[str, Path(description="Cluster name.", max_length=2048, pattern=NO_NUL)],
     service: Annotated[str, Path(description="Service name.", max_length=2048, pattern=NO_NUL)],
+    account_id: AccountParam = None,
+    region: RegionParam = None,
 ) -> Response:
     names = {"cluster": cluster, "service": service}
-    found = await fetch_dicts(conn, ONE, names)
+    found = [
+        r for r in await fetch_dicts(conn, ONE, names) if in_scope(r["arn"], account_id, region)
+    ]
+    scopes = sorted({(r["account_id"] or "", r["region"] or "") for r in found})
+    if len(scopes) > 1:
+        raise AmbiguousNameError(
+            f"service {service!r} of cluster {cluster!r} is in {len(scopes)} scopes;"
+            " give account_id and region",
+            scopes=[
+                {
+                    "account_id": a,
+                    "region": r,
+                    "service_arn": next(
+                        x["arn"]
+                        for x in found
+                        if (x["account_id"] or "", x["region"] or "") == (a, r)
+                    ),
+                }
+                for a, r in scopes
+            ],
+        )
     row = found[0] if found else None
     if row is None:
         raise NotFoundError(f"no service {service!r} in cluster {cluster!r}")
-    deployments = await fetch_dicts(conn, DEPLOYMENTS, names)
+    cluster_arn = row["cluster_arn"] or _CLUSTER_OF_SERVICE.sub(r":cluster/\1", row["arn"])
+    arns = {"service_arn": row["arn"], "cluster_arn": cluster_arn}
+    deployments = await fetch_dicts(conn, DEPLOYMENTS, {**names, **arns})
     return single_response(
         DETAIL,
         {

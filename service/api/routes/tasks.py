@@ -22,16 +22,22 @@ from service.api.pagination import (
 )
 from service.api.queries import (
     RFC3339,
+    AccountParam,
     ClusterParam,
+    RegionParam,
     ServiceParam,
     TagJoin,
     TagParam,
+    bind_scope,
     bind_tags,
     execute_read,
     fetch_dicts,
+    in_scope,
     inline_time,
     is_arn,
     parse_time,
+    scope_columns,
+    scope_filter,
     service_names_of_arn,
     tags_match_bound,
 )
@@ -51,7 +57,11 @@ KEYSET = Keyset("tasks", ("str",))
 T = models.Task
 CI = models.ContainerInstance
 TAGS = TagJoin(T.arn)
-CLUSTER_ARN = select(models.Cluster.arn).where(models.Cluster.name == bindparam("name"))
+CLUSTER_ARN = (
+    select(models.Cluster.arn)
+    .where(models.Cluster.name == bindparam("name"))
+    .order_by(models.Cluster.arn)
+)
 
 # The service ARN, from the task ARN's partition, region and account (tasks record
 # their service by name only): arn:…:task/c/id -> arn:…:service/c/<service>.
@@ -97,6 +107,7 @@ _COLUMNS = (
     T.cpu,
     T.memory,
     T.gone_at,
+    *scope_columns(T.arn),
 )
 
 
@@ -119,6 +130,7 @@ class Shape(NamedTuple):
     stop_code: bool
     tags: int
     since: bool
+    scope: tuple[bool, bool]
 
 
 def _where(shape: Shape) -> list[ColumnElement[bool]]:
@@ -153,6 +165,7 @@ def _where(shape: Shape) -> list[ColumnElement[bool]]:
         # instances are few, so a scan of that table is cheap.
         by_id = select(CI.arn).where(CI.arn.endswith(bindparam("instance")))
         filters.append(T.container_instance_arn.in_(by_id.scalar_subquery()))
+    filters += scope_filter(T.arn, shape.scope)
     if shape.tags:
         filters.append(tags_match_bound(T.arn, shape.tags))
     if shape.since:
@@ -199,6 +212,8 @@ async def list_tasks(
         RFC3339 | None,
         Query(description="RFC 3339; tasks whose `updated_at` is at or after it."),
     ] = None,
+    account_id: AccountParam = None,
+    region: RegionParam = None,
     limit: LimitParam = DEFAULT_LIMIT,
     cursor: CursorParam = None,
 ) -> Response:
@@ -213,11 +228,14 @@ async def list_tasks(
             # filtered by cluster name walks every other cluster first (seconds
             # on a million tasks). The cluster's ARN turns the filter into a range
             # of ix_tasks_cluster_arn (cluster_arn, arn), already in ARN order.
-            # One small extra statement; unknown clusters keep the name filter.
+            # One small extra statement; unknown clusters keep the name filter, and
+            # so does a name that clusters of several scopes share (names are unique
+            # only within an account and region).
             # (With a service too, ix_tasks_cluster_service serves the names.)
-            arn = (await execute_read(conn, CLUSTER_ARN, {"name": cluster})).scalar_one_or_none()
-            if arn is not None:
-                cluster_form, params["cluster"] = "arn", arn
+            found = (await execute_read(conn, CLUSTER_ARN, {"name": cluster})).scalars().all()
+            arns = [a for a in found if in_scope(a, account_id, region)]
+            if len(arns) == 1:
+                cluster_form, params["cluster"] = "arn", arns[0]
     service_form: Literal["name", "arn", "cluster_arn"] | None = None
     if service is not None:
         service_form = "name"
@@ -259,6 +277,7 @@ async def list_tasks(
         stop_code=stop_code is not None,
         tags=tags,
         since=since_at is not None,
+        scope=bind_scope(account_id, region, params),
     )
     return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
 
