@@ -236,3 +236,35 @@ async def test_a_scope_refused_put_events_is_skipped_without_failing(
         ).all()
     assert {(a, r) for a, r, _ in rows} == {(s.account, s.region) for s in watched}
     assert all(error is None for _, _, error in rows)
+
+
+async def test_a_scope_heartbeat_counts_for_the_account_eventbridge_set(
+    org_runtime: Runtime,
+) -> None:
+    """The detail names another account: the heartbeat counts for the event's own
+    account and region (as EventBridge sets them), and never for ecswatch's own."""
+    sender, named = "111111111111", "222222222222"
+    at = datetime.now(UTC).replace(microsecond=0)
+    body = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "ecswatch scope heartbeat",
+        "source": "ecswatch.heartbeat",
+        "account": sender,
+        "time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGIONS[1],
+        "resources": [],
+        "detail": {"sent_at": at.isoformat(), "account_id": named, "region": REGIONS[0]},
+    }
+    result = await Handler(org_runtime.sessionmaker).handle(
+        [Message(message_id="m-1", body=json.dumps(body))], now=at
+    )
+    assert result.outcomes == {"m-1": "heartbeat"}
+    async with org_runtime.engine.connect() as conn:
+        rows = (await conn.exec_driver_sql("SELECT scope, last_at FROM heartbeats")).all()
+    # "self" is the migration's seed row, left as it was.
+    assert {scope: last for scope, last in rows if scope != "self"} == {
+        f"{sender}/{REGIONS[1]}": at
+    }
+    (self_at,) = [last for scope, last in rows if scope == "self"] or [None]
+    assert self_at != at
