@@ -230,6 +230,14 @@ HEARTBEAT_AGE = Gauge(
     " (read from the database at each scrape; +Inf when none was ever recorded)",
     registry=REGISTRY,
 )
+SCOPE_HEARTBEAT_AGE = Gauge(
+    "ecswatch_scope_heartbeat_age_seconds",
+    "Seconds since the time of the newest heartbeat consumed from each scope, by account"
+    " and region (read from the database at each scrape; a scope that never sent one"
+    " has no series)",
+    ["account_id", "region"],
+    registry=REGISTRY,
+)
 METRIC_POINTS_STORED = Counter(
     "ecswatch_metric_points_stored",
     "CloudWatch datapoints written (inserted or updated), by namespace",

@@ -111,6 +111,27 @@ def test_only_the_role_region_creates_the_read_role(template: dict[str, Any]) ->
         assert "RoleName" not in created["ForwardEventsRole"]["Properties"]
 
 
+def test_the_scope_heartbeat_permission_is_put_events_on_its_own_default_bus_only(
+    template: dict[str, Any],
+) -> None:
+    # On by default, in the role's region only (IAM is global), and off on request.
+    policy = _in_region(template, "eu-west-1")["ScopeHeartbeatPolicy"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "ReadRole"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "events:PutEvents"
+    assert statement["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:events:*:${AWS::AccountId}:event-bus/default"
+    }
+    assert statement["Condition"] == {"StringEquals": {"events:source": "ecswatch.heartbeat"}}
+    assert "ScopeHeartbeatPolicy" not in _in_region(template, "eu-central-1")
+    off = _in_region(template, "eu-west-1", ScopeHeartbeat="false")
+    assert "ReadRole" in off
+    assert "ScopeHeartbeatPolicy" not in off
+    # The template says what the permission adds.
+    assert "ecswatch.heartbeat only" in " ".join(template["Description"].split())
+
+
 def test_the_rule_forwards_ecs_and_codedeploy_events_to_the_central_bus(
     template: dict[str, Any],
 ) -> None:

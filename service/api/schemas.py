@@ -1127,6 +1127,7 @@ ACCOUNT_EXAMPLE: dict[str, Any] = {
     "clusters_count": 2,
     "services_count": 14,
     "running_tasks_count": 57,
+    "last_heartbeat_at": "2025-03-01T10:15:00Z",
 }
 
 
@@ -1155,6 +1156,13 @@ class AccountScope(BaseModel):
     clusters_count: int = Field(description="Clusters of this scope that exist now.")
     services_count: int = Field(description="Services of this scope that exist now.")
     running_tasks_count: int = Field(description="Tasks of this scope that are RUNNING now.")
+    last_heartbeat_at: datetime | None = Field(
+        default=None,
+        description="When the newest heartbeat consumed from this scope was put on its"
+        " default bus (by its time); null when none came. A stale one means the scope's"
+        " event path (its forwarding rule, the organization's bus and rule) is broken"
+        ' (docs/runbook.md, "ecswatch is blind").',
+    )
 
     model_config = _example(ACCOUNT_EXAMPLE)
 

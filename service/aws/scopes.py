@@ -38,6 +38,7 @@ from botocore.credentials import CredentialProvider
 from service.aws.apis import AwsApis, build_aws_apis
 from service.aws.backoff import Backoff
 from service.aws.calls import AwsCaller, AwsCallFailed, error_code
+from service.aws.events import EventsApi
 from service.aws.limiter import Limiter
 from service.events.arns import parse_arn
 from service.logging import get_logger
@@ -147,6 +148,7 @@ class AwsScopes:
         self.home_account: str | None = None
         self._sessions: dict[str, AioSession] = {}
         self._apis: dict[Scope, AwsApis] = {}
+        self._events: dict[Scope, EventsApi] = {}
         self._home_clients: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         #: How many times each account's role was assumed (refreshes included).
@@ -252,6 +254,21 @@ class AwsScopes:
                     clients, region=scope.region, caller=caller
                 )
             return apis
+
+    async def events(self, scope: Scope) -> EventsApi | None:
+        """EventBridge writes in ``scope`` with its credentials (the scope's heartbeat,
+        service.poller.heartbeat), through the scope's caller; None when not watched."""
+        apis = await self.apis(scope)
+        if apis is None:
+            return None
+        async with self._lock:
+            events = self._events.get(scope)
+            if events is None:
+                session = self._session_of(scope.account)
+                creator: Any = session.create_client("events", **self._client_kwargs(scope.region))
+                client = await self._stack.enter_async_context(creator)
+                events = self._events[scope] = EventsApi(client, apis.caller)
+            return events
 
     def _session_of(self, account: str) -> AioSession:
         role = self.roles.get(account)

@@ -25,8 +25,17 @@ EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy", "ecswatch.heartbeat"]}
 #: Messages a consumer may fail to process before SQS moves them to the DLQ.
 MAX_RECEIVE_COUNT = 5
 #: What the organization's bus passes to the queue, and what deploy/member-account.yaml
-#: forwards: AWS's own sources only, which no account can send with PutEvents.
-ORGANIZATION_EVENT_PATTERN = {"source": ["aws.ecs", "aws.codedeploy"]}
+#: forwards: AWS's own sources, which no account can send with PutEvents, and each
+#: scope's heartbeat (service.poller.heartbeat). The bus admits only the organization's
+#: accounts, and the consumer records a scope heartbeat under the account and region
+#: EventBridge set on it, so a member account can make only its own scope's heartbeat
+#: fresh; ecswatch's own heartbeat (another detail-type) never passes here.
+ORGANIZATION_EVENT_PATTERN: dict[str, Any] = {
+    "$or": [
+        {"source": ["aws.ecs", "aws.codedeploy"]},
+        {"source": ["ecswatch.heartbeat"], "detail-type": ["ecswatch scope heartbeat"]},
+    ]
+}
 #: An AWS Organizations id (the Organizations API's own pattern).
 ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 
@@ -86,7 +95,10 @@ async def setup_event_pipeline(
             EventBusName=bus_name,
             EventPattern=json.dumps(ORGANIZATION_EVENT_PATTERN),
             State="ENABLED",
-            Description="ECS and CodeDeploy events of the organization's accounts, for ecswatch",
+            Description=(
+                "ECS and CodeDeploy events and the scope heartbeats of the organization's"
+                " accounts, for ecswatch"
+            ),
         )
         organization_rule_arn = organization_rule["RuleArn"]
     more = [organization_rule_arn] if organization_rule_arn else []

@@ -27,10 +27,10 @@ from service.db import is_contention as _is_contention
 from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
 from service.events.models import NormalisedEvent
-from service.events.normalise import HEARTBEAT_SOURCE, parse_message
+from service.events.normalise import HEARTBEAT_SOURCE, SCOPE_HEARTBEAT_DETAIL_TYPE, parse_message
 from service.logging import get_logger
 from service.state.apply import Applied
-from service.state.heartbeats import record_heartbeat
+from service.state.heartbeats import SELF_SCOPE, record_heartbeat, scope_key
 from service.state.quarantine import Poison, quarantine
 
 log = get_logger(__name__)
@@ -70,6 +70,34 @@ def _detail_type_label(event: NormalisedEvent | None) -> str:
     return event.detail_type[:64] if event is not None else "unparseable"
 
 
+def _heartbeat_scopes(event: NormalisedEvent) -> tuple[str, ...]:
+    """The ``heartbeats`` rows a heartbeat counts for.
+
+    The scope of the event's ``account`` and ``region`` as EventBridge set them on
+    ``PutEvents`` and keeps them when a rule forwards the event to another bus: never
+    a field the sender chose. For ecswatch's own heartbeat (any detail-type but a
+    scope heartbeat's) the ``self`` row too. The organization's bus admits only scope
+    heartbeats from its member accounts, so a member account can make only its own
+    scope's heartbeat fresh. A scope heartbeat without an ``account`` (no EventBridge
+    path delivers one; moto's cross-bus forwarding does) counts for the scope its
+    detail names.
+    """
+    envelope = event.envelope
+    rows: list[str] = []
+    if envelope.detail_type != SCOPE_HEARTBEAT_DETAIL_TYPE:
+        rows.append(SELF_SCOPE)
+        account, region = envelope.account, envelope.region
+    elif envelope.account:
+        account, region = envelope.account, envelope.region
+    else:
+        named = event.raw.get("detail")
+        named = named if isinstance(named, dict) else {}
+        account, region = named.get("account_id"), named.get("region")
+    if isinstance(account, str) and isinstance(region, str) and account and region:
+        rows.append(scope_key(account, region))
+    return tuple(rows)
+
+
 class Handler:
     """Turns messages into committed state; shared by the consumer and replay."""
 
@@ -98,7 +126,7 @@ class Handler:
         parsed: list[tuple[Message, NormalisedEvent]] = []
         poison: list[tuple[Message, Poison, str]] = []
         received: Counter[str] = Counter()
-        heartbeats: list[tuple[Message, datetime]] = []
+        heartbeats: list[tuple[Message, tuple[str, ...], datetime]] = []
         for index, message in enumerate(messages):
             if index % _PARSE_SLICE == _PARSE_SLICE - 1:
                 # Parsing is the longest stretch of Python in a batch (~20 ms for
@@ -116,7 +144,7 @@ class Handler:
             if event.envelope.source == HEARTBEAT_SOURCE:
                 # Proof that the path from the bus works: counted above, its time
                 # recorded; never stored as an ECS event (docs/events.md).
-                heartbeats.append((message, event.envelope.time))
+                heartbeats.append((message, _heartbeat_scopes(event), event.envelope.time))
                 continue
             parsed.append((message, event))
         for label, count in received.items():
@@ -142,18 +170,23 @@ class Handler:
         return result
 
     async def _record_heartbeats(
-        self, heartbeats: list[tuple[Message, datetime]], now: datetime
+        self, heartbeats: list[tuple[Message, tuple[str, ...], datetime]], now: datetime
     ) -> HandleResult:
-        """Record the newest heartbeat's time; on failure the heartbeats stay queued."""
+        """Record each scope's newest heartbeat time; on failure the heartbeats stay queued."""
         result = HandleResult()
+        newest: dict[str, datetime] = {}
+        for _, scopes, at in heartbeats:
+            for scope in scopes:
+                newest[scope] = max(at, newest.get(scope, at))
         try:
             async with self._sessionmaker() as session, session.begin():
-                await record_heartbeat(session, max(at for _, at in heartbeats), now=now)
+                for scope, at in sorted(newest.items()):
+                    await record_heartbeat(session, at, now=now, scope=scope)
         except Exception as exc:
             log.warning("heartbeat_not_recorded", error=_short(exc))
-            result.retry.extend(m for m, _ in heartbeats)
+            result.retry.extend(m for m, _, _ in heartbeats)
             return result
-        for message, _ in heartbeats:
+        for message, _, _ in heartbeats:
             result.done.append(message)
             result.outcomes[message.message_id] = "heartbeat"
         return result

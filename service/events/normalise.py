@@ -60,6 +60,11 @@ __all__ = [
 
 #: ecswatch's own heartbeat: acknowledged and counted, never stored or alerted on.
 HEARTBEAT_SOURCE = "ecswatch.heartbeat"
+#: The ``detail-type`` of a watched scope's heartbeat, put on that scope's default
+#: bus with its own credentials and forwarded to the organization's bus: recorded
+#: under the event's ``account`` and ``region``, which EventBridge sets (docs/deploy.md,
+#: "An organization"). Any other heartbeat is ecswatch's own (the ``self`` row).
+SCOPE_HEARTBEAT_DETAIL_TYPE = "ecswatch scope heartbeat"
 #: Event sources the consumer accepts; any other is quarantined with the reason.
 ACCEPTED_SOURCES = frozenset({"aws.ecs", "aws.codedeploy", HEARTBEAT_SOURCE})
 

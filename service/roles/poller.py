@@ -6,7 +6,7 @@ CloudWatch metrics over every scope, retention pruning, the CodeDeploy status
 check (BatchGetDeployments) and ECS's service deployment check
 (ListServiceDeployments, DescribeServiceDeployments), each a
 :class:`~service.poller.leader.Job`; the heartbeat (service.poller.heartbeat)
-joins them in :func:`run_poller`.
+joins them in :func:`run_poller`, with one heartbeat per watched scope.
 The role never blocks readiness: it counts as running from the start, leader
 or not, and a failed job waits for its next turn.
 """
@@ -140,7 +140,14 @@ async def run_poller(
         )
         jobs = poller_jobs(runtime, reconciler, metrics, codedeploy, service_deployments)
         # The heartbeat through the event path (service.poller.heartbeat).
-        heartbeat = Heartbeat(EventsApi(await runtime.events(), apis.caller))
+        heartbeat = Heartbeat(
+            EventsApi(await runtime.events(), apis.caller),
+            scopes=lambda: scopes.scopes,
+            # ecswatch's own heartbeat stands for the home scope (the credentials'
+            # own account, when found by sts:GetCallerIdentity).
+            home=lambda: scopes.home if scopes.home_account else None,
+            scope_events=scopes.events,
+        )
         jobs.append(heartbeat_job(heartbeat, settings.heartbeat_interval_s))
         lock = LeaderLock.for_engine(runtime.engine)
         log.info("poller_started", jobs=[j.name for j in jobs])

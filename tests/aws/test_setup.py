@@ -152,7 +152,12 @@ async def test_setup_with_an_organization_adds_its_bus_and_rule(aws_env: str) ->
     default_rule, organization_rule = (state["rules"][b][0] for b in ("default", bus_name))
     assert f":rule/{bus_name}/" in organization_rule
     assert state["rules"][bus_name][1:] == (
-        {"source": ["aws.ecs", "aws.codedeploy"]},
+        {
+            "$or": [
+                {"source": ["aws.ecs", "aws.codedeploy"]},
+                {"source": ["ecswatch.heartbeat"], "detail-type": ["ecswatch scope heartbeat"]},
+            ]
+        },
         "ENABLED",
     )
     assert state["targets"] == {

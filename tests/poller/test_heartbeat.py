@@ -421,8 +421,10 @@ async def test_a_future_heartbeat_is_recorded_as_consumed_now(
     )
     assert result.outcomes == {"m-2": "heartbeat"}
     async with engine.connect() as conn:
-        last_at = (await conn.execute(text("SELECT last_at FROM heartbeats"))).scalar_one()
-    assert last_at == now
+        rows = (await conn.execute(text("SELECT scope, last_at FROM heartbeats"))).all()
+    # ecswatch's own row, and its scope's (the event's account and region).
+    assert {scope for scope, _ in rows} == {"self", f"123456789012/{REGION}"}
+    assert all(last_at == now for _, last_at in rows)
 
 
 async def test_the_leaders_gauge_counts_the_lock_holder(

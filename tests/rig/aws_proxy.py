@@ -29,6 +29,7 @@ from tests.rig.service_deployments import OPERATIONS as SERVICE_DEPLOYMENT_OPERA
 from tests.rig.service_deployments import ApiError, ServiceDeploymentStore
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/[^/]+/aws4_request")
 _RPC_V2 = re.compile(r"/service/[^/]+/operation/([A-Za-z0-9]+)")
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
@@ -43,6 +44,7 @@ class AwsProxy:
         self._throttle: dict[str, int] = {}
         self._rewrite: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._denied: set[str] = set()
+        self._denied_operations: set[tuple[str, str]] = set()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.port = 0
@@ -86,6 +88,10 @@ class AwsProxy:
         """Refuse every ``sts:AssumeRole`` into ``account`` (HTTP 403 AccessDenied)."""
         self._denied.add(account)
 
+    def deny_operation(self, operation: str, region: str) -> None:
+        """Answer ``operation`` signed for ``region`` with AccessDeniedException (JSON)."""
+        self._denied_operations.add((operation, region))
+
     def count(self, operation: str, service: str | None = None) -> int:
         return sum(
             n for (s, op), n in self.calls.items() if op == operation and service in (None, s)
@@ -97,6 +103,7 @@ class AwsProxy:
         self._throttle.clear()
         self._rewrite.clear()
         self._denied.clear()
+        self._denied_operations.clear()
         self.service_deployments = ServiceDeploymentStore()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -107,6 +114,13 @@ class AwsProxy:
             self._throttle[operation] -= 1
             self.throttled[service, operation] += 1
             return _throttling(request)
+        signed = _REGION.search(request.headers.get("Authorization", ""))
+        if signed and (operation, signed.group(1)) in self._denied_operations:
+            return web.json_response(
+                {"__type": "AccessDeniedException", "message": f"not authorized: {operation}"},
+                status=400,
+                headers={"x-amzn-ErrorType": "AccessDeniedException"},
+            )
         if operation == "AssumeRole" and self._denied:
             role = (parse_qs(body.decode(errors="replace")).get("RoleArn") or [""])[0]
             if role.split(":")[4:5] and role.split(":")[4] in self._denied:

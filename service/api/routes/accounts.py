@@ -4,7 +4,8 @@ A watched scope has a row from the poller's first round (``monitored`` true) wit
 the time of its last successful reconcile and metrics poll and its last error; a
 scope that events come from but ecswatch holds no credentials for is recorded by
 the enricher (``monitored`` false). The counts are of resources that exist now,
-by the account and region of their ARNs (docs/api.md, "Accounts").
+by the account and region of their ARNs; ``last_heartbeat_at`` is the time of the
+newest heartbeat consumed from that scope (docs/api.md, "Accounts").
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ _SELECT = select(
         "services_count"
     ),
     _count(models.Task, models.Task.last_status == "RUNNING").label("running_tasks_count"),
+    # The scope's own heartbeat (service.poller.heartbeat): the row "<account>/<region>".
+    select(models.Heartbeat.last_at)
+    .where(models.Heartbeat.scope == S.account_id + "/" + S.region)
+    .correlate(S)
+    .scalar_subquery()
+    .label("last_heartbeat_at"),
 )
 
 LIST: ListRoute[tuple[()]] = ListRoute(

@@ -17,13 +17,14 @@ from service.api.deps import get_runtime
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind, OutboxStatus
 from service.runtime import Runtime
-from service.state.heartbeats import heartbeat_age_s
+from service.state.heartbeats import heartbeat_age_s, scope_heartbeat_ages_s
 from service.telemetry import (
     HEARTBEAT_AGE,
     OUTBOX_DEAD,
     OUTBOX_DEPTH,
     OUTBOX_OLDEST_AGE,
     REGISTRY,
+    SCOPE_HEARTBEAT_AGE,
 )
 
 router = APIRouter(tags=["health"])
@@ -33,7 +34,7 @@ log = get_logger(__name__)
 
 async def refresh_outbox_gauges(runtime: Runtime) -> None:
     """Set outbox depth and dead rows by kind, the oldest pending row's age, and
-    the heartbeat's age."""
+    the heartbeats' ages (ecswatch's own, and each scope's)."""
     stmt = (
         select(
             OutboxItem.kind,
@@ -47,7 +48,11 @@ async def refresh_outbox_gauges(runtime: Runtime) -> None:
     async with runtime.engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
         age = await heartbeat_age_s(conn)
+        scope_ages = await scope_heartbeat_ages_s(conn)
     HEARTBEAT_AGE.set(float("inf") if age is None else age)
+    SCOPE_HEARTBEAT_AGE.clear()
+    for (account_id, region), scope_age in scope_ages.items():
+        SCOPE_HEARTBEAT_AGE.labels(account_id=account_id, region=region).set(scope_age)
     depth = {kind.value: 0 for kind in OutboxKind}
     dead = {kind.value: 0 for kind in OutboxKind}
     oldest = 0.0
@@ -81,4 +86,5 @@ async def metrics(request: Request) -> Response:
         log.warning("outbox_gauges_stale", error_type=type(exc).__name__)
         # Whatever the last scrape saw is no longer known.
         HEARTBEAT_AGE.set(float("nan"))
+        SCOPE_HEARTBEAT_AGE.clear()
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
