@@ -29,6 +29,7 @@ from tests.rig.service_deployments import OPERATIONS as SERVICE_DEPLOYMENT_OPERA
 from tests.rig.service_deployments import ApiError, ServiceDeploymentStore
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_SIGNED_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
 _RPC_V2 = re.compile(r"/service/[^/]+/operation/([A-Za-z0-9]+)")
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
@@ -112,6 +113,8 @@ class AwsProxy:
             if role.split(":")[4:5] and role.split(":")[4] in self._denied:
                 return _access_denied(role)
         if service == "ecs" and operation in SERVICE_DEPLOYMENT_OPERATIONS:
+            signed = _SIGNED_REGION.search(request.headers.get("Authorization", ""))
+            self.service_deployments.asked.append((operation, signed.group(1) if signed else "?"))
             return _json_answer(self.service_deployments, operation, body)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
