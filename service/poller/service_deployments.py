@@ -47,6 +47,7 @@ from service.alerts.rules import AlertDraft, AlertRules
 from service.aws.apis import AwsApis
 from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.aws.ecs import DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT
+from service.aws.scopes import AwsScopes, Scope, scope_of_arn
 from service.db import retry_on_contention
 from service.deployments.lifecycle import apply_polled
 from service.deployments.outcome import DeploymentKind, Outcome
@@ -97,6 +98,8 @@ _UNSETTLED = text(
 _TAKEN = text(
     "SELECT id, service_deployment_arn FROM deployments"
     " WHERE cluster_name = :cluster AND service_name = :service AND started_at >= :after"
+    # The same names in another scope are another service.
+    " AND (CAST(:cluster_arn AS TEXT) IS NULL OR cluster_arn = :cluster_arn)"
     " AND id <> ALL(CAST(:ours AS TEXT[]))"
 )
 
@@ -263,50 +266,52 @@ class Unavailable(Exception):
 
 
 class ServiceDeploymentChecker:
-    """Lists, matches and describes the service deployments of unsettled deployments."""
+    """Lists, matches and describes the service deployments of unsettled deployments.
+
+    Every call goes to the scope (account, region) of the service it concerns: with
+    ``scopes``, a deployment of a scope ecswatch does not watch is not asked about,
+    and a scope whose role may not call these operations rests on its own while the
+    others go on (docs/events.md, "Service deployments").
+    """
 
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         apis: AwsApis,
         *,
+        scopes: AwsScopes | None = None,
         rules: AlertRules | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._apis = apis
+        self._scopes = scopes
         self._rules = rules or AlertRules()
         self._clock = clock
-        self._resting_until: float | None = None
+        #: Scopes whose API was refused, and until when they rest.
+        self._resting: dict[Scope | None, float] = {}
         self._revisions: dict[str, str | None] = {}
 
     @property
     def resting(self) -> bool:
-        """Whether the API was refused and the check rests."""
-        return self._resting_until is not None and self._clock() < self._resting_until
+        """Whether the API was refused in some scope and the check rests there."""
+        now = self._clock()
+        return any(now < until for until in self._resting.values())
+
+    def _rests(self, scope: Scope | None) -> bool:
+        until = self._resting.get(scope)
+        return until is not None and self._clock() < until
+
+    async def _apis_of(self, scope: Scope | None) -> AwsApis | None:
+        """The adapters of ``scope``; None when ecswatch does not watch it."""
+        if self._scopes is None or scope is None:
+            return self._apis
+        return await self._scopes.apis(scope)
 
     async def check(self, now: datetime | None = None) -> int:
         """One run: how many deployments ECS's record was applied to."""
         now = now or datetime.now(UTC)
-        if self.resting:
-            return 0
-        try:
-            rows = await self._rows(now)
-        except Unavailable as exc:
-            if self._resting_until is None:  # once per outage, not once per run
-                log.warning(
-                    "service_deployments_unavailable",
-                    error=str(exc)[:300],
-                    retry_in_s=UNAVAILABLE_BACKOFF_S,
-                )
-            self._resting_until = self._clock() + UNAVAILABLE_BACKOFF_S
-            return 0
-        except (AwsCallFailed, AwsThrottled) as exc:
-            log.info("service_deployments_check_failed", error=str(exc)[:300])
-            return 0
-        if self._resting_until is not None:
-            log.info("service_deployments_available")
-            self._resting_until = None
+        rows = await self._rows(now)
         if not rows:
             return 0
 
@@ -345,18 +350,59 @@ class ServiceDeploymentChecker:
                     },
                 )
             )
-        by_service: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        # A service is known by its ARNs: names are unique only within a scope.
+        by_scope: dict[Scope | None, dict[tuple[str, str], list[Any]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         for row in found:
-            by_service[row.cluster_name, row.service_name].append(row)
-        matched: dict[str, tuple[str, str | None]] = {}  # id -> (arn, task definition)
-        for (cluster, service), rows in sorted(by_service.items()):
+            scope = scope_of_arn(row.service_arn) or scope_of_arn(row.cluster_arn)
+            key = (row.cluster_arn or row.cluster_name, row.service_arn or row.service_name)
+            by_scope[scope][key].append(row)
+        out: list[Row] = []
+        for scope, services in sorted(by_scope.items(), key=lambda item: str(item[0])):
+            if self._rests(scope):
+                continue
+            apis = await self._apis_of(scope)
+            if apis is None:  # a scope ecswatch holds no credentials for
+                continue
             try:
-                matched.update(await self._match_service(cluster, service, rows))
+                out += await self._scope_rows(apis, services, now)
+            except Unavailable as exc:
+                if scope not in self._resting:  # once per outage, not once per run
+                    log.warning(
+                        "service_deployments_unavailable",
+                        scope=str(scope) if scope else None,
+                        error=str(exc)[:300],
+                        retry_in_s=UNAVAILABLE_BACKOFF_S,
+                    )
+                self._resting[scope] = self._clock() + UNAVAILABLE_BACKOFF_S
+                continue
+            except (AwsCallFailed, AwsThrottled) as exc:
+                log.info(
+                    "service_deployments_check_failed",
+                    scope=str(scope) if scope else None,
+                    error=str(exc)[:300],
+                )
+                continue
+            if self._resting.pop(scope, None) is not None:
+                log.info("service_deployments_available", scope=str(scope) if scope else None)
+        return out
+
+    async def _scope_rows(
+        self, apis: AwsApis, services: dict[tuple[str, str], list[Any]], now: datetime
+    ) -> list[Row]:
+        """The described rows of one scope's unsettled deployments."""
+        matched: dict[str, tuple[str, str | None]] = {}  # id -> (arn, task definition)
+        for _, rows in sorted(services.items()):
+            try:
+                matched.update(await self._match_service(apis, rows))
             except AwsCallFailed as exc:  # e.g. the service was deleted: the others go on
+                if exc.code in UNAVAILABLE_CODES:
+                    raise Unavailable(exc.detail) from exc
                 log.info(
                     "service_deployments_list_failed",
-                    cluster=cluster,
-                    service=service,
+                    cluster=rows[0].cluster_name,
+                    service=rows[0].service_name,
                     error=exc.detail[:300],
                 )
         if not matched:
@@ -366,7 +412,7 @@ class ServiceDeploymentChecker:
         out: list[Row] = []
         for start in range(0, len(arns), DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT):
             chunk = arns[start : start + DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT]
-            described = await self._call(self._apis.ecs.describe_service_deployments(chunk))
+            described = await self._call(apis.ecs.describe_service_deployments(chunk))
             for info in described.found:
                 arn = info.get("serviceDeploymentArn")
                 if arn in by_arn:
@@ -375,13 +421,14 @@ class ServiceDeploymentChecker:
         return out
 
     async def _match_service(
-        self, cluster: str, service: str, rows: Sequence[Any]
+        self, apis: AwsApis, rows: Sequence[Any]
     ) -> dict[str, tuple[str, str | None]]:
         ours = [Ours(r.id, r.started_at, r.task_definition, r.service_deployment_arn) for r in rows]
         after = min(d.started_at for d in ours) - MATCH_WINDOW
         first = rows[0]
+        cluster, service = first.cluster_name, first.service_name
         listed = await self._call(
-            self._apis.ecs.list_service_deployments(
+            apis.ecs.list_service_deployments(
                 first.cluster_arn or cluster,
                 first.service_arn or service,
                 created_after=after,
@@ -407,6 +454,7 @@ class ServiceDeploymentChecker:
                     {
                         "cluster": cluster,
                         "service": service,
+                        "cluster_arn": first.cluster_arn,
                         "after": after,
                         "ours": [d.id for d in ours],
                     },
@@ -426,7 +474,7 @@ class ServiceDeploymentChecker:
                 and t.started_at is not None
                 and any(abs(t.started_at - d.started_at) <= MATCH_WINDOW for d in unmatched)
             ]
-            await self._load_revisions([t.revision_arn for t in near if t.revision_arn])
+            await self._load_revisions(apis, [t.revision_arn for t in near if t.revision_arn])
             theirs = [
                 Theirs(t.arn, t.started_at, t.revision_arn, self._revisions.get(t.revision_arn))
                 if t.revision_arn
@@ -437,14 +485,14 @@ class ServiceDeploymentChecker:
         revision_of = {t.arn: t.task_definition for t in theirs}
         return {d: (arn, revision_of.get(arn)) for d, arn in by_arn.items()}
 
-    async def _load_revisions(self, arns: Sequence[str]) -> None:
+    async def _load_revisions(self, apis: AwsApis, arns: Sequence[str]) -> None:
         """Task definitions of service revisions not yet known, 20 a call."""
         missing = sorted({a for a in arns if a not in self._revisions})
         if len(self._revisions) + len(missing) > REVISION_CACHE_SIZE:
             self._revisions.clear()
         for start in range(0, len(missing), DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT):
             chunk = missing[start : start + DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT]
-            described = await self._call(self._apis.ecs.describe_service_revisions(chunk))
+            described = await self._call(apis.ecs.describe_service_revisions(chunk))
             for revision in described.found:
                 arn = revision.get("serviceRevisionArn")
                 if arn:

@@ -136,7 +136,7 @@ async def run_poller(
             concurrency=settings.scope_concurrency,
         )
         service_deployments = ServiceDeploymentChecker(
-            runtime.sessionmaker, apis, rules=rules_from_settings(settings)
+            runtime.sessionmaker, apis, scopes=scopes, rules=rules_from_settings(settings)
         )
         jobs = poller_jobs(runtime, reconciler, metrics, codedeploy, service_deployments)
         # The heartbeat through the event path (service.poller.heartbeat).

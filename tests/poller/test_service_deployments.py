@@ -36,7 +36,7 @@ from service.poller.service_deployments import (
     described_row,
     match,
 )
-from service.runtime import Runtime
+from service.runtime import Runtime, open_runtime
 from tests.alerts import scenarios as sc
 from tests.rig.aws_proxy import AwsProxy
 from tests.rig.service_deployments import ServiceDeploymentStore
@@ -554,3 +554,79 @@ async def test_a_circuit_breaker_failure_ends_rolled_back_by_ecs_record_alone(
     row = await deployment(engine, "ecs-svc/7005")
     assert (row["outcome"], row["finished_at"]) == ("rolled_back", ended)
     assert row["service_deployment_arn"] == arn
+
+
+OTHER_REGION = "us-west-2"
+
+
+def in_region(event: dict[str, Any], region: str) -> dict[str, Any]:
+    """``event`` (built in REGION) with its ARNs and envelope in ``region``."""
+    moved: dict[str, Any] = json.loads(
+        json.dumps(event).replace(f":{REGION}:{ACCOUNT}:", f":{region}:{ACCOUNT}:")
+    )
+    moved["region"] = region
+    return moved
+
+
+async def test_each_scope_is_asked_about_its_own_service_of_the_same_names(
+    proxied_runtime: Runtime,
+    proxied_settings: Settings,
+    engine: AsyncEngine,
+    store: ServiceDeploymentStore,
+    clock: Clock,
+) -> None:
+    """Two regions hold a service of the same names, each with a deployment in
+    progress: each is listed and described with its own region's client and ends by
+    its own service deployment; a region ecswatch does not watch is never asked."""
+    cluster, service = unique("prod"), "web"
+    watched = proxied_settings.model_copy(update={"regions": (REGION, OTHER_REGION)})
+    async with open_runtime(watched, pool_size=5) as runtime:
+        scopes = await runtime.aws_scopes()
+        checker = ServiceDeploymentChecker(
+            runtime.sessionmaker, await runtime.aws_apis(), scopes=scopes, clock=clock
+        )
+        starts = {REGION: START, OTHER_REGION: START + timedelta(minutes=1), "eu-west-1": START}
+        ids = {REGION: "ecs-svc/8001", OTHER_REGION: "ecs-svc/8002", "eu-west-1": "ecs-svc/8003"}
+        for region, deployment_id in ids.items():
+            events = [
+                sc.deployment_event(
+                    cluster,
+                    service,
+                    deployment_id,
+                    "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                    starts[region],
+                    f"ECS deployment {deployment_id} in progress.",
+                )
+            ]
+            events += task_lifecycle(
+                random.Random(deployment_id),
+                cluster=cluster,
+                service=service,
+                deployment_id=deployment_id,
+                start=starts[region] + timedelta(seconds=5),
+                stop=False,
+            )
+            await apply(proxied_runtime, [in_region(e, region) for e in events])
+            svc = service_arn(cluster, service).replace(f":{REGION}:", f":{region}:")
+            store.add(
+                sd_arn(cluster, service).replace(f":{REGION}:", f":{region}:"),
+                service_arn=svc,
+                status="ROLLBACK_SUCCESSFUL",
+                created_at=starts[region] - timedelta(seconds=2),
+                started_at=starts[region],
+                finished_at=starts[region] + timedelta(minutes=8),
+                task_definition=TD.replace(f":{REGION}:", f":{region}:"),
+            )
+
+        assert await checker.check() == 2
+
+    for region in (REGION, OTHER_REGION):
+        row = await deployment(engine, ids[region])
+        assert row["outcome"] == "rolled_back", region
+        assert f":{region}:" in row["service_deployment_arn"], region
+    assert (await deployment(engine, ids["eu-west-1"]))["outcome"] == "in_progress"
+    signed = {(operation, region) for operation, region in store.asked}
+    for region in (REGION, OTHER_REGION):
+        assert ("ListServiceDeployments", region) in signed
+        assert ("DescribeServiceDeployments", region) in signed
+    assert not {r for _, r in store.asked} - {REGION, OTHER_REGION}

@@ -126,6 +126,7 @@ class AwsProxy:
             if role.split(":")[4:5] and role.split(":")[4] in self._denied:
                 return _access_denied(role)
         if service == "ecs" and operation in SERVICE_DEPLOYMENT_OPERATIONS:
+            self.service_deployments.asked.append((operation, signed.group(1) if signed else "?"))
             return _json_answer(self.service_deployments, operation, body)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}

@@ -59,6 +59,8 @@ class ServiceDeploymentStore:
     refuse: dict[str, str] = field(default_factory=dict)
     #: Service ARNs ListServiceDeployments answers ServiceNotFoundException for.
     gone: set[str] = field(default_factory=set)
+    #: (operation, the region the call was signed for), in order.
+    asked: list[tuple[str, str]] = field(default_factory=list)
 
     def add(
         self,
