@@ -269,6 +269,9 @@ async def _wait_arrival(intake: IntakeProcess, count: int, within: float) -> flo
             await asyncio.sleep(0.2)
 
 
+SERVICE_DIMENSIONS = '{"ClusterName": "prod", "ServiceName": "web"}'
+
+
 async def _poller_stand_in(
     cloudwatch: Any, engine: Any, interval: int, stop: asyncio.Event
 ) -> None:
@@ -293,9 +296,11 @@ async def _poller_stand_in(
                         "INSERT INTO metric_points (namespace, name, statistic, unit,"
                         " cluster_name, service_name, dimensions, dimensions_key, timestamp,"
                         " value) VALUES ('AWS/ECS', 'CPUUtilization', 'Average', 'Percent',"
-                        " 'prod', 'web', '{}'::jsonb, 'c', :at, :v) ON CONFLICT DO NOTHING"
+                        " 'prod', 'web', CAST(:dims AS jsonb), 'c', :at, :v) ON CONFLICT DO NOTHING"
                     ),
-                    {"at": at, "v": value},
+                    # The dimensions the poller stores: a service's point, named
+                    # aws.ecs.service.* (a cluster's has no ServiceName).
+                    {"at": at, "v": value, "dims": SERVICE_DIMENSIONS},
                 )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
