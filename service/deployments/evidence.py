@@ -153,11 +153,12 @@ _EVENT_FIELDS = (
 EVENTS = text(
     f"SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
     " WHERE e.id = ANY(CAST(:event_ids AS TEXT[]))"
-    f" UNION ALL SELECT x.* FROM unnest(CAST(:task_arns AS TEXT[])) AS t(arn)"
-    # No ORDER BY … LIMIT per task: PostgreSQL would walk raw_events by time and
-    # filter, instead of asking the GIN index for the task's few events.
-    f" CROSS JOIN LATERAL (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    "  WHERE e.resources @> jsonb_build_array(t.arn)) AS x"
+    # The tasks' events in one GIN lookup per partition: `@> ANY` of an array the
+    # executor builds from the parameter. A join over unnest() of the parameter
+    # instead lets the prepared statement's generic plan scan every partition.
+    f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+    " WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array(a)"
+    " FROM unnest(CAST(:task_arns AS TEXT[])) AS a))"
     f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
     " WHERE e.detail_type = ANY(CAST(:action_types AS TEXT[]))"
     " AND e.time >= CAST(:start AS TIMESTAMPTZ) AND e.time <= CAST(:end AS TIMESTAMPTZ)"
