@@ -208,35 +208,19 @@ def deployment_alerts(
     if d.kind in BLUE_GREEN_KINDS and d.target_groups:
         names = ", ".join(str(tg["name"]) for tg in d.target_groups)
         wanted = [(kind, f"{summary} (target groups {names})") for kind, summary in wanted]
-    drafts = []
-    for kind, summary in wanted:
-        key = f"{kind.value}:{d.id}"
-        body = _body(
-            kind,
-            key,
-            now=now,
-            cluster=d.cluster,
-            service=d.service,
-            service_arn=d.service_arn,
-            summary=summary,
-            deployment=deployment_body(d),
-            events=d.event_ids,
-            scope=scope_of(d.service_arn, d.cluster_arn),
-        )
-        drafts.append(
-            AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
-        )
-    return drafts
+    return [_deployment_draft(d, kind, summary, now=now) for kind, summary in wanted]
 
 
-def recovery_alert(d: DeploymentSnapshot, closes: str, *, now: datetime) -> AlertDraft:
-    """``deployment.recovered``: ``d`` succeeded after the service's last deployment
-    ``closes`` failed (a roll-forward fix). Once per succeeding deployment; the body's
-    ``recovers`` names the failed deployment."""
-    kind = AlertType.DEPLOYMENT_RECOVERED
+def _deployment_draft(
+    d: DeploymentSnapshot,
+    kind: AlertType,
+    summary: str,
+    *,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
+) -> AlertDraft:
+    """The alert of kind ``kind`` about deployment ``d``: one per deployment and kind."""
     key = f"{kind.value}:{d.id}"
-    place = where(d.cluster, d.service)
-    summary = f"{place} recovered: deployment {d.id} succeeded after {closes} failed"
     body = _body(
         kind,
         key,
@@ -248,9 +232,20 @@ def recovery_alert(d: DeploymentSnapshot, closes: str, *, now: datetime) -> Aler
         deployment=deployment_body(d),
         events=d.event_ids,
         scope=scope_of(d.service_arn, d.cluster_arn),
-        extra={"recovers": closes},
+        extra=extra,
     )
     return AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
+
+
+def recovery_alert(d: DeploymentSnapshot, closes: str, *, now: datetime) -> AlertDraft:
+    """``deployment.recovered``: ``d`` succeeded after the service's last deployment
+    ``closes`` failed (a roll-forward fix). Once per succeeding deployment; the body's
+    ``recovers`` names the failed deployment."""
+    place = where(d.cluster, d.service)
+    summary = f"{place} recovered: deployment {d.id} succeeded after {closes} failed"
+    return _deployment_draft(
+        d, AlertType.DEPLOYMENT_RECOVERED, summary, now=now, extra={"recovers": closes}
+    )
 
 
 # ------------------------------------------------------------------ noisy alerts
