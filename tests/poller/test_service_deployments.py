@@ -98,10 +98,29 @@ async def apply(runtime: Runtime, events: Sequence[dict[str, Any]]) -> None:
     assert not result.retry
 
 
+OTHER_REGION = "us-west-2"
+
+
+def in_region(event: dict[str, Any], region: str) -> dict[str, Any]:
+    """``event`` (built in REGION) with its ARNs and envelope in ``region``."""
+    moved: dict[str, Any] = json.loads(
+        json.dumps(event).replace(f":{REGION}:{ACCOUNT}:", f":{region}:{ACCOUNT}:")
+    )
+    moved["region"] = region
+    return moved
+
+
 async def rolling_in_progress(
-    runtime: Runtime, cluster: str, service: str, deployment_id: str, start: datetime
+    runtime: Runtime,
+    cluster: str,
+    service: str,
+    deployment_id: str,
+    start: datetime,
+    *,
+    region: str = REGION,
 ) -> None:
-    """A rolling deployment seen through its IN_PROGRESS event and one running task."""
+    """A rolling deployment seen through its IN_PROGRESS event and one running task
+    (in ``region``)."""
     events = [
         sc.deployment_event(
             cluster,
@@ -120,7 +139,7 @@ async def rolling_in_progress(
         start=start + timedelta(seconds=5),
         stop=False,
     )
-    await apply(runtime, events)
+    await apply(runtime, [in_region(e, region) for e in events])
 
 
 def hook_event(cluster: str, service: str, arn: str, at: datetime) -> dict[str, Any]:
@@ -556,18 +575,6 @@ async def test_a_circuit_breaker_failure_ends_rolled_back_by_ecs_record_alone(
     assert row["service_deployment_arn"] == arn
 
 
-OTHER_REGION = "us-west-2"
-
-
-def in_region(event: dict[str, Any], region: str) -> dict[str, Any]:
-    """``event`` (built in REGION) with its ARNs and envelope in ``region``."""
-    moved: dict[str, Any] = json.loads(
-        json.dumps(event).replace(f":{REGION}:{ACCOUNT}:", f":{region}:{ACCOUNT}:")
-    )
-    moved["region"] = region
-    return moved
-
-
 async def test_each_scope_is_asked_about_its_own_service_of_the_same_names(
     proxied_runtime: Runtime,
     proxied_settings: Settings,
@@ -588,25 +595,9 @@ async def test_each_scope_is_asked_about_its_own_service_of_the_same_names(
         starts = {REGION: START, OTHER_REGION: START + timedelta(minutes=1), "eu-west-1": START}
         ids = {REGION: "ecs-svc/8001", OTHER_REGION: "ecs-svc/8002", "eu-west-1": "ecs-svc/8003"}
         for region, deployment_id in ids.items():
-            events = [
-                sc.deployment_event(
-                    cluster,
-                    service,
-                    deployment_id,
-                    "SERVICE_DEPLOYMENT_IN_PROGRESS",
-                    starts[region],
-                    f"ECS deployment {deployment_id} in progress.",
-                )
-            ]
-            events += task_lifecycle(
-                random.Random(deployment_id),
-                cluster=cluster,
-                service=service,
-                deployment_id=deployment_id,
-                start=starts[region] + timedelta(seconds=5),
-                stop=False,
+            await rolling_in_progress(
+                proxied_runtime, cluster, service, deployment_id, starts[region], region=region
             )
-            await apply(proxied_runtime, [in_region(e, region) for e in events])
             svc = service_arn(cluster, service).replace(f":{REGION}:", f":{region}:")
             store.add(
                 sd_arn(cluster, service).replace(f":{REGION}:", f":{region}:"),
