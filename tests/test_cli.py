@@ -22,6 +22,7 @@ from service.db import create_engine
 from service.demo.events import task_lifecycle
 from service.schema import metadata
 from service.state.models import is_raw_event_partition
+from tests.rig.readiness import wait_ready
 
 ECSWATCH = [sys.executable, "-m", "service"]
 
@@ -122,17 +123,7 @@ def test_run_answers_readyz_and_exits_0_on_sigterm(database_url: str) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        ready = None
-        # A probe polls: the socket may accept a moment before every role reports.
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        ready = wait_ready(proc, port, within_s=30)
         assert ready is not None, proc.stderr.read() if proc.stderr else ""
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"database": "ok", "roles": {"api": "running"}}
@@ -331,16 +322,7 @@ def test_run_no_migrate_starts_on_a_migrated_schema(database_url: str) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        ready = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        ready = wait_ready(proc, port, within_s=30)
         assert ready is not None
         assert ready.status_code == 200
         proc.send_signal(signal.SIGTERM)

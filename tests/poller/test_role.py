@@ -11,6 +11,7 @@ import httpx
 
 from service.demo.aws import MotoServer
 from tests.rig.fixtures import REGION, SqsQueue
+from tests.rig.readiness import wait_ready
 from tests.test_cli import ECSWATCH, _env, _free_port
 
 
@@ -35,16 +36,8 @@ def test_run_starts_the_poller_by_default_without_a_warning(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 40
-        ready = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        deadline = time.monotonic() + 40  # for readiness and the first metrics round
+        ready = wait_ready(proc, port, within_s=40)
         assert ready is not None
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["roles"]["poller"] == "running"
