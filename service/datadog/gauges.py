@@ -37,7 +37,7 @@ from service.datadog.facts import Contribution, Derived, EventSpec, Fact
 from service.datadog.forwarder import MAX_POINT_AGE_S
 from service.datadog.metrics import MetricName, cloudwatch_name
 from service.datadog.outbox import record_facts
-from service.datadog.tags import EcsContext, ecs_tags, tag
+from service.datadog.tags import EcsContext, arn_parts, ecs_tags, tag
 from service.deployments.outcome import Outcome
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind
@@ -407,7 +407,8 @@ _RECONNECTED = text(
     " WHERE c.agent_connected AND f.key = 'ci:' || c.arn || ':' || 'disconnected'"
 )
 _NEW_ALERTS = text(
-    "SELECT a.id, a.type, a.cluster_name, a.service_name, a.created_at FROM alerts a"
+    "SELECT a.id, a.type, a.cluster_name, a.service_name, a.created_at,"
+    " a.payload->>'account_id' AS account_id, a.payload->>'region' AS region FROM alerts a"
     " WHERE a.created_at > :since AND NOT EXISTS"
     " (SELECT 1 FROM datadog_facts f WHERE f.key = 'alert:' || a.id)"
 )
@@ -416,7 +417,14 @@ _NEW_ALERTS = text(
 def disconnected_fact(row: Mapping[str, Any], now: datetime) -> Fact:
     """The fact and event of a container instance disconnected beyond the grace period."""
     arn = str(row["arn"])
-    context = EcsContext(cluster_arn=row.get("cluster_arn"), cluster_name=row.get("cluster_name"))
+    # The instance's own ARN names the scope when its cluster's is missing.
+    scope = arn_parts(arn)
+    context = EcsContext(
+        cluster_arn=row.get("cluster_arn"),
+        cluster_name=row.get("cluster_name"),
+        account=scope.account,
+        region=scope.region,
+    )
     since = row.get("updated_at")
     text_lines = [
         f"cluster: {row.get('cluster_name')}",
@@ -436,7 +444,12 @@ def disconnected_fact(row: Mapping[str, Any], now: datetime) -> Fact:
 
 def alert_fact(row: Mapping[str, Any], now: datetime) -> Fact:
     """An alert counted once, by type."""
-    context = EcsContext(cluster_name=row.get("cluster_name"), service_name=row.get("service_name"))
+    context = EcsContext(
+        cluster_name=row.get("cluster_name"),
+        service_name=row.get("service_name"),
+        account=row.get("account_id") or None,
+        region=row.get("region") or None,
+    )
     at = row.get("created_at") or now
     contribution = Contribution(MetricName.ALERTS, 1, min(at, now), (f"alert_type:{row['type']}",))
     return Fact(f"alert:{row['id']}", context, (contribution,))
