@@ -21,8 +21,9 @@ from service.demo.intake import DatadogIntake
 from service.outbox.dispatcher import Dispatcher, build_registry
 from service.outbox.retry import RetryPolicy
 from service.outbox.sender import Sender
-from service.poller.scopes import ScopeRounds, record_unmonitored, record_watched
+from service.poller.scopes import ScopeRounds, record_watched
 from service.state.heartbeats import record_heartbeat, scope_key
+from service.state.scopes import record_unmonitored
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.2, budget_s=3600)
 HEALTHY = Scope("111111111111", "us-east-1")
@@ -87,7 +88,8 @@ async def test_each_watched_scope_reports_its_heartbeat_age_and_failure(
     datadog_intake: DatadogIntake,
 ) -> None:
     await record_watched(sessionmaker, [HEALTHY, DENIED, SILENT])
-    await record_unmonitored(sessionmaker, UNWATCHED.account, UNWATCHED.region)
+    async with sessionmaker() as session, session.begin():
+        await record_unmonitored(session, [(UNWATCHED.account, UNWATCHED.region)])
     reconcile = ScopeRounds(sessionmaker, "reconcile", interval_s=60)
     metrics = ScopeRounds(sessionmaker, "metrics", interval_s=60)
     await _round(sessionmaker, reconcile, set())

@@ -26,7 +26,6 @@ from service.enrich.enricher import Enricher
 from service.poller.codedeploy import CodeDeployMapper
 from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
-from service.roles.consumer import unmonitored_recorder
 from service.runtime import Runtime
 from tests.poller.org import REGIONS, ScopeFleet, assumed
 from tests.rig.aws_proxy import AwsProxy
@@ -94,8 +93,10 @@ async def test_same_names_in_four_scopes_each_described_in_its_own(
     unmonitored = telemetry.UNMONITORED_EVENTS.labels(accounts[2])._value.get()
     async with Describer(org_runtime.sessionmaker, scopes) as describer:
         reconciler = Reconciler(org_runtime.sessionmaker, scopes, describer)
-        enricher = Enricher(describer, on_unmonitored=unmonitored_recorder(org_runtime))
-        handler = Handler(org_runtime.sessionmaker, after_commit=enricher.submit)
+        enricher = Enricher(describer)
+        handler = Handler(
+            org_runtime.sessionmaker, after_commit=enricher.submit, monitors=scopes.monitors
+        )
         result = await handler.handle(_messages([task_event(f) for f in fleets]))
         assert len(result.done) == len(fleets)
         assert telemetry.UNMONITORED_EVENTS.labels(accounts[2])._value.get() == unmonitored + 2
