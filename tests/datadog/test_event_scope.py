@@ -129,6 +129,33 @@ async def test_every_datadog_event_carries_its_account_and_region(
                 text("SELECT dedupe_key, payload FROM outbox WHERE kind = 'datadog_event'")
             )
         ).all()
+        alert_series = [
+            series
+            for (payload,) in await conn.execute(
+                text("SELECT payload FROM outbox WHERE kind = 'datadog_metrics'")
+            )
+            for series in payload["series"]
+            if series["metric"] == "alerts"
+        ]
+        # Alert types whose every alert says its scope (a CodeDeploy deployment's
+        # alert says none while its deployment row has no ECS ARN).
+        scoped = {
+            f"alert_type:{kind}"
+            for kind, unscoped in await conn.execute(
+                text(
+                    "SELECT type, bool_or(payload->>'account_id' IS NULL"
+                    " OR payload->>'region' IS NULL) FROM alerts GROUP BY type"
+                )
+            )
+            if not unscoped
+        }
+    # The alerts the samples raised are counted with their scope too.
+    assert len(scoped) >= 4
+    checked = [s for s in alert_series if scoped & set(s["tags"])]
+    assert checked
+    for series in checked:
+        assert any(t.startswith("aws_account:") for t in series["tags"]), series
+        assert any(t.startswith("region:") for t in series["tags"]), series
     senders = build_senders(load_settings(dd_api_key="k", datadog_url="http://127.0.0.1:9"))
     assert senders is not None
     accounts = {account for account, _ in scopes.values()}
