@@ -253,7 +253,10 @@ class Handler:
             result.done.append(message)
             result.outcomes[message.message_id] = "quarantined"
         if self._monitors is not None and parsed:
-            await self._unmonitored([e for _, e in parsed], batch)
+            try:
+                await self._unmonitored([e for _, e in parsed], batch)
+            except Exception as exc:  # informative only: never touch a committed message
+                log.error("unmonitored_count_failed", error=_short(exc))
         return result
 
     async def _unmonitored(self, events: Sequence[NormalisedEvent], batch: BatchResult) -> None:
@@ -283,7 +286,7 @@ class Handler:
         try:
             async with self._sessionmaker() as session, session.begin():
                 await record_unmonitored(session, record)
-        except Exception as exc:  # informative only: the events are committed; next batch
+        except Exception as exc:  # tried again with the scope's next batch
             log.info("unmonitored_not_recorded", error=_short(exc))
             return
         self._unmonitored_recorded.update(record)

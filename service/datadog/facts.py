@@ -88,7 +88,7 @@ def _lines(pairs: Sequence[tuple[str, object]]) -> str:
     return "\n".join(f"{k}: {v}" for k, v in pairs if v not in (None, ""))
 
 
-def in_event_scope(context: EcsContext, event: NormalisedEvent) -> EcsContext:
+def _in_event_scope(context: EcsContext, event: NormalisedEvent) -> EcsContext:
     """``context`` with the event's account and region (the tags' fallback when no
     cluster ARN names the scope)."""
     return replace(context, account=event.envelope.account, region=event.envelope.region)
@@ -103,7 +103,7 @@ def _task_context(event: NormalisedEvent, task: TaskStateChange) -> EcsContext:
         task_family=task.family,
         task_version=task.revision,
     )
-    return in_event_scope(context, event)
+    return _in_event_scope(context, event)
 
 
 def _is_oom(reason: str | None) -> bool:
@@ -224,7 +224,7 @@ def service_action_facts(event: NormalisedEvent, action: ServiceAction) -> list[
         cluster_name=action.cluster_name,
         service_name=action.service_name,
     )
-    context = in_event_scope(context, event)
+    context = _in_event_scope(context, event)
     key = f"service_action:{event.natural_key or event.envelope.id}"
     return [Fact(key, context, (), spec)]
 
@@ -239,7 +239,7 @@ def instance_facts(event: NormalisedEvent, applied: bool) -> Derived:
     detail = event.detail
     if isinstance(detail, ContainerInstanceStateChange):
         arn = detail.container_instance_arn
-        context = in_event_scope(
+        context = _in_event_scope(
             EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name), event
         )
         if detail.status == "DRAINING":
@@ -262,7 +262,7 @@ def instance_facts(event: NormalisedEvent, applied: bool) -> Derived:
             out.forget.append(f"ci:{arn}:draining")
     elif isinstance(detail, ContainerInstanceHealthChange):
         arn = detail.container_instance_arn
-        context = in_event_scope(
+        context = _in_event_scope(
             EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name), event
         )
         if detail.overall_status == "IMPAIRED":
