@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
+from service.events.arns import partition_of
 
 Scope = Literal["read", "admin"]
 #: The roles one process can run (``ecswatch run --roles``).
@@ -103,6 +104,19 @@ def known_regions() -> frozenset[str]:
 def role_arn(account: str, role_name: str, partition: str = "aws") -> str:
     """The ARN of role ``role_name`` in ``account``."""
     return f"arn:{partition}:iam::{account}:role/{role_name}"
+
+
+def _one_partition(regions: tuple[str, ...]) -> None:
+    """Refuse regions of several partitions: IAM roles and credentials are each valid
+    in one partition only (docs/aws.md, "Accounts and regions")."""
+    first = partition_of(regions[0])
+    for region in regions[1:]:
+        if partition_of(region) != first:
+            raise ValueError(
+                f"{regions[0]} is in partition {first} and {region} in {partition_of(region)}:"
+                " one ecswatch watches one partition (its roles and credentials are per"
+                " partition); run one deployment per partition"
+            )
 
 
 def _split_csv(value: object) -> list[str]:
@@ -371,11 +385,12 @@ class Settings(BaseSettings):
             unknown = [r for r in regions if r not in known]
             if unknown:
                 raise ValueError(f"unknown region {unknown[0]!r}")
+            _one_partition(regions)
         return regions
 
     @field_validator("accounts", mode="before")
     @classmethod
-    def _parse_accounts(cls, value: object) -> dict[str, str]:
+    def _parse_accounts(cls, value: object, info: ValidationInfo) -> dict[str, str]:
         if isinstance(value, dict):
             pairs = [f"{k}={v}" for k, v in value.items()]
         else:
@@ -391,6 +406,13 @@ class Settings(BaseSettings):
             if match.group(2) != account:
                 raise ValueError(
                     f"the role for account {account} is in account {match.group(2)}: {arn}"
+                )
+            regions = info.data.get("regions") or (info.data.get("aws_region"),)
+            watched = next((r for r in regions if r), None)
+            if watched is not None and partition_of(watched) != match.group(1):
+                raise ValueError(
+                    f"the role for account {account} is in partition {match.group(1)}, the"
+                    f" regions in {partition_of(watched)} ({watched}): {arn}"
                 )
             if account in accounts:
                 raise ValueError(f"account {account} is listed twice")

@@ -40,7 +40,7 @@ from service.aws.backoff import Backoff
 from service.aws.calls import AwsCaller, AwsCallFailed, error_code
 from service.aws.events import EventsApi
 from service.aws.limiter import Limiter
-from service.events.arns import parse_arn
+from service.events.arns import parse_arn, partition_of
 from service.logging import get_logger
 
 log = get_logger(__name__)
@@ -68,19 +68,6 @@ class Scope:
 
     def __str__(self) -> str:
         return f"{self.account}/{self.region}"
-
-
-def partition_of(region: str) -> str:
-    """The ARN partition of a region (``aws``, ``aws-cn``, ``aws-us-gov``, ...)."""
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    if region.startswith("us-iso-"):
-        return "aws-iso"
-    if region.startswith("us-isob-"):
-        return "aws-iso-b"
-    return "aws"
 
 
 def scope_of_arn(arn: str | None) -> Scope | None:
@@ -227,6 +214,7 @@ class AwsScopes:
         active = sorted(
             str(a["Id"]) for a in accounts if a.get("Status") == "ACTIVE" and a.get("Id")
         )
+        # Settings refuse regions of several partitions: the first region's is every one's.
         partition = partition_of(self._regions[0]) if self._regions else "aws"
         roles: dict[str, str | None] = {}
         for account in active:

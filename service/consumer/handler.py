@@ -5,6 +5,13 @@ caller may delete it) or whether it must stay in the queue (transient failure).
 A batch is written in one transaction with multi-row statements; if that fails
 for a reason other than a transient fault, every message is retried alone so
 that one bad message never fails its neighbours.
+
+An event from a scope (account, region) ecswatch holds no credentials for is
+stored like any other; once its batch committed it is counted in
+``ecswatch_unmonitored_events_total`` by account, and each such scope new to this
+process is recorded for ``GET /v1/accounts`` (``monitored`` false) in one short
+statement for the batch, whether enrichment is on or off (docs/aws.md, "Accounts
+and regions").
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import telemetry
 from service.alerts.rules import AlertRules
 from service.aws.backoff import Backoff
+from service.aws.scopes import Scope
 from service.config import ServiceRef
 from service.consumer.transaction import BatchResult, commit_events
 from service.db import is_contention as _is_contention
@@ -28,10 +36,12 @@ from service.db import is_transient_db_error, sqlstate_of
 from service.errors import PermanentError
 from service.events.models import NormalisedEvent
 from service.events.normalise import HEARTBEAT_SOURCE, SCOPE_HEARTBEAT_DETAIL_TYPE, parse_message
+from service.events.scopes import event_scope
 from service.logging import get_logger
 from service.state.apply import Applied
 from service.state.heartbeats import SELF_SCOPE, record_heartbeat, scope_key
 from service.state.quarantine import Poison, quarantine
+from service.state.scopes import record_unmonitored
 
 log = get_logger(__name__)
 
@@ -39,6 +49,8 @@ log = get_logger(__name__)
 _IMMEDIATE_RETRIES = 3
 # Messages parsed between two yields to the event loop.
 _PARSE_SLICE = 8
+#: Unwatched scopes a process remembers having recorded (a bound on its memory).
+MAX_UNMONITORED_SCOPES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +121,7 @@ class Handler:
         alert_rules: AlertRules | None = None,
         datadog: bool = False,
         after_commit: Callable[[Sequence[NormalisedEvent]], None] | None = None,
+        monitors: Callable[[Scope], bool] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._groups = codedeploy_groups or {}
@@ -117,6 +130,9 @@ class Handler:
         self._datadog = datadog
         # Called with the applied events once their transaction committed (enrichment).
         self._after_commit = after_commit
+        # Whether ecswatch watches a scope; None: unknown, nothing counted as unmonitored.
+        self._monitors = monitors
+        self._unmonitored_recorded: set[tuple[str, str]] = set()
 
     async def handle(
         self, messages: Sequence[Message], *, now: datetime | None = None
@@ -236,7 +252,46 @@ class Handler:
             log.info("message_quarantined", message_id=message.message_id, error=item.error)
             result.done.append(message)
             result.outcomes[message.message_id] = "quarantined"
+        if self._monitors is not None and parsed:
+            try:
+                await self._unmonitored([e for _, e in parsed], batch)
+            except Exception as exc:  # informative only: never touch a committed message
+                log.error("unmonitored_count_failed", error=_short(exc))
         return result
+
+    async def _unmonitored(self, events: Sequence[NormalisedEvent], batch: BatchResult) -> None:
+        """Count the committed batch's stored events of unwatched scopes, by account, and
+        record the scopes this process has not recorded yet (one statement)."""
+        assert self._monitors is not None
+        counts: Counter[str] = Counter()
+        new: set[tuple[str, str]] = set()
+        seen: set[str] = set()
+        for event in events:
+            outcome = batch.outcomes.get(event.envelope.id, Applied.DUPLICATE)
+            if outcome is Applied.DUPLICATE or event.envelope.id in seen:
+                continue
+            seen.add(event.envelope.id)
+            where = event_scope(event)
+            if where is None or self._monitors(Scope(*where)):
+                continue
+            counts[where[0]] += 1
+            if where not in self._unmonitored_recorded:
+                new.add(where)
+        for account, count in counts.items():
+            telemetry.UNMONITORED_EVENTS.labels(account).inc(count)
+        room = MAX_UNMONITORED_SCOPES - len(self._unmonitored_recorded)
+        if not new or room <= 0:
+            return
+        record = sorted(new)[:room]
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await record_unmonitored(session, record)
+        except Exception as exc:  # tried again with the scope's next batch
+            log.info("unmonitored_not_recorded", error=_short(exc))
+            return
+        self._unmonitored_recorded.update(record)
+        for account, region in record:
+            log.info("unmonitored_scope", account_id=account, region=region)
 
     def _notify_committed(
         self, parsed: list[tuple[Message, NormalisedEvent]], batch: BatchResult

@@ -5,22 +5,25 @@ the keys of a batch's facts and keeps only those that were new, so a fact is
 counted once however often its event is delivered, re-sent under a new id, or
 seen again by reconciliation. Each fact carries its metric contributions and at
 most one Datadog event. Tags are built from an :class:`EcsContext` (never a task
-or an ARN); the ECS resource tags are looked up by the caller.
+or an ARN); the ECS resource tags are looked up by the caller. Every fact carries
+its scope, ``aws_account`` and ``region``, whenever an ARN or the event says it:
+the cluster's ARN first, else the event's ``account`` and ``region``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from service.datadog.metrics import MetricName, exit_class
-from service.datadog.tags import EcsContext, ecs_tags, tag
+from service.datadog.tags import EcsContext, arn_parts, ecs_tags, tag
 from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot, failure_summary
 from service.events.arns import family_and_revision
 from service.events.models import (
+    CodeDeployDeploymentStateChange,
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
     NormalisedEvent,
@@ -85,8 +88,14 @@ def _lines(pairs: Sequence[tuple[str, object]]) -> str:
     return "\n".join(f"{k}: {v}" for k, v in pairs if v not in (None, ""))
 
 
-def _task_context(task: TaskStateChange) -> EcsContext:
-    return EcsContext(
+def _in_event_scope(context: EcsContext, event: NormalisedEvent) -> EcsContext:
+    """``context`` with the event's account and region (the tags' fallback when no
+    cluster ARN names the scope)."""
+    return replace(context, account=event.envelope.account, region=event.envelope.region)
+
+
+def _task_context(event: NormalisedEvent, task: TaskStateChange) -> EcsContext:
+    context = EcsContext(
         cluster_arn=task.cluster_arn,
         cluster_name=task.cluster_name,
         service_name=task.service_name,
@@ -94,6 +103,7 @@ def _task_context(task: TaskStateChange) -> EcsContext:
         task_family=task.family,
         task_version=task.revision,
     )
+    return _in_event_scope(context, event)
 
 
 def _is_oom(reason: str | None) -> bool:
@@ -103,7 +113,7 @@ def _is_oom(reason: str | None) -> bool:
 def task_facts(event: NormalisedEvent, task: TaskStateChange, now: datetime) -> list[Fact]:
     """Started, stopped (by stop code), container exits (by class), OOM kills, and
     the events of a task that failed to start or was killed for memory."""
-    context = _task_context(task)
+    context = _task_context(event, task)
     at = event.envelope.time
     facts: list[Fact] = []
     arn = task.task_arn
@@ -214,6 +224,7 @@ def service_action_facts(event: NormalisedEvent, action: ServiceAction) -> list[
         cluster_name=action.cluster_name,
         service_name=action.service_name,
     )
+    context = _in_event_scope(context, event)
     key = f"service_action:{event.natural_key or event.envelope.id}"
     return [Fact(key, context, (), spec)]
 
@@ -228,7 +239,9 @@ def instance_facts(event: NormalisedEvent, applied: bool) -> Derived:
     detail = event.detail
     if isinstance(detail, ContainerInstanceStateChange):
         arn = detail.container_instance_arn
-        context = EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name)
+        context = _in_event_scope(
+            EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name), event
+        )
         if detail.status == "DRAINING":
             spec = EventSpec(
                 title=f"ECS container instance draining: {detail.cluster_name}",
@@ -249,7 +262,9 @@ def instance_facts(event: NormalisedEvent, applied: bool) -> Derived:
             out.forget.append(f"ci:{arn}:draining")
     elif isinstance(detail, ContainerInstanceHealthChange):
         arn = detail.container_instance_arn
-        context = EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name)
+        context = _in_event_scope(
+            EcsContext(cluster_arn=detail.cluster_arn, cluster_name=detail.cluster_name), event
+        )
         if detail.overall_status == "IMPAIRED":
             failing = [c.type for c in detail.health_checks if c.status == "IMPAIRED"]
             spec = EventSpec(
@@ -300,7 +315,45 @@ _OUTCOME_ALERTS: dict[Outcome, AlertType] = {
 }
 
 
-def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
+#: (account, region) of a deployment, by id, from the events that name it.
+DeploymentScopes = Mapping[str, tuple[str, str]]
+
+
+def deployment_scopes(events: Sequence[NormalisedEvent]) -> dict[str, tuple[str, str]]:
+    """The scope of each CodeDeploy deployment of ``events`` (its event's account and
+    region): a CodeDeploy deployment's row names no ECS ARN to take it from."""
+    out: dict[str, tuple[str, str]] = {}
+    for event in events:
+        detail, envelope = event.detail, event.envelope
+        if isinstance(detail, CodeDeployDeploymentStateChange) and envelope.account:
+            region = envelope.region or detail.region
+            if region:
+                out[detail.deployment_id] = (envelope.account, region)
+    return out
+
+
+def _deployment_context(d: DeploymentSnapshot, scopes: DeploymentScopes) -> EcsContext:
+    """A deployment's tags: its cluster's ARN, else the first of its service's ARN, its
+    own id (an ARN for daemon and service deployments) and its task definition that
+    names a scope, else the scope of its CodeDeploy event."""
+    account, region = scopes.get(d.id, (None, None))
+    for arn in (d.service_arn, d.id, d.task_definition):
+        parts = arn_parts(arn)
+        if parts.account and parts.region:
+            account, region = parts.account, parts.region
+            break
+    return EcsContext(
+        cluster_arn=d.cluster_arn,
+        cluster_name=d.cluster,
+        service_name=d.service,
+        account=account,
+        region=region,
+    )
+
+
+def deployment_facts(
+    d: DeploymentSnapshot, now: datetime, scopes: DeploymentScopes | None = None
+) -> list[Fact]:
     """Started and outcome facts of one deployment as it stands after the batch.
 
     Each outcome a deployment reaches is counted once (a failed deployment that
@@ -312,7 +365,7 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
     failed deployment.
     """
     family, revision = family_and_revision(d.task_definition)
-    context = EcsContext(cluster_arn=d.cluster_arn, cluster_name=d.cluster, service_name=d.service)
+    context = _deployment_context(d, scopes or {})
     where = f"{d.cluster}/{d.service}"
     kind = str(d.kind or DeploymentKind.ROLLING)
     body = [

@@ -5,7 +5,8 @@ Every ``ECSWATCH_METRICS_INTERVAL_S`` it writes, each in one short transaction:
 * **state gauges** computed from Postgres (desired, running and pending tasks per
   service; tasks by status; container instances by status and agent connection;
   deployments in progress; ecswatch's own lag, outbox, dead rows, heartbeat age
-  and poller leaders), as one
+  and poller leaders; and per watched scope its heartbeat age and whether its
+  last round failed), as one
   ``datadog_metrics`` row per interval bucket (``dd:gauges:<bucket>``: replicas
   running the job write it once);
 * **CloudWatch and ALB points** from ``metric_points``, read past a high-water
@@ -37,7 +38,7 @@ from service.datadog.facts import Contribution, Derived, EventSpec, Fact
 from service.datadog.forwarder import MAX_POINT_AGE_S
 from service.datadog.metrics import MetricName, cloudwatch_name
 from service.datadog.outbox import record_facts
-from service.datadog.tags import EcsContext, ecs_tags, tag
+from service.datadog.tags import EcsContext, arn_parts, ecs_tags, tag
 from service.deployments.outcome import Outcome
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind
@@ -104,6 +105,21 @@ _OUTBOX = text(
 )
 _DEAD = text("SELECT kind, count(*) AS n FROM outbox WHERE status = 'dead' GROUP BY kind")
 _LEADERS = text(COUNT_LEADERS_SQL)
+# Each watched scope: its heartbeat's age (the row "<account>/<region>" of
+# service.state.heartbeats; NULL when none came yet) and whether a job's last round
+# failed: its last error is newer than the older of its last successful reconcile
+# and metrics poll (both jobs visit every scope each round; a job that never
+# succeeded counts as failing once an error is recorded).
+_SCOPES = text(
+    "SELECT s.account_id, s.region,"
+    " extract(epoch FROM CAST(:now AS timestamptz) - h.last_at) AS heartbeat_age,"
+    " coalesce(s.last_error_at > least(coalesce(s.last_reconcile_at, '-infinity'),"
+    "  coalesce(s.last_metrics_at, '-infinity')), false) AS failing"
+    " FROM scopes s LEFT JOIN heartbeats h ON h.scope = s.account_id || '/' || s.region"
+    " WHERE s.monitored ORDER BY s.account_id, s.region LIMIT :limit"
+)
+#: Scopes reported at most (a bound on the series of one interval).
+MAX_SCOPES = 10_000
 _LAG = text(
     "SELECT max(extract(epoch FROM received_at - time)) FROM raw_events"
     " WHERE received_at > :since AND time > :recent"
@@ -248,6 +264,7 @@ async def _self_gauges(
     heartbeat = await heartbeat_age_s(session, now=now)
     if heartbeat is not None:
         out.append(_series(MetricName.SELF_HEARTBEAT_AGE, ts, heartbeat, [], {}))
+    out.extend(await scope_gauges(session, now=now, ts=ts))
     leaders = (await session.execute(_LEADERS)).scalar()
     out.append(_series(MetricName.SELF_POLLER_LEADERS, ts, float(leaders or 0), [], {}))
     since = now - timedelta(seconds=interval_s)
@@ -255,6 +272,20 @@ async def _self_gauges(
         await session.execute(_LAG, {"since": since, "recent": now - timedelta(hours=1)})
     ).scalar()
     out.append(_series(MetricName.SELF_EVENT_LAG, ts, float(lag or 0.0), [], {}))
+    return out
+
+
+async def scope_gauges(session: AsyncSession, *, now: datetime, ts: int) -> list[Series]:
+    """Per watched scope, tagged ``aws_account`` and ``region``: its heartbeat's age
+    (no point before its first heartbeat) and 1 or 0 for a failing last round."""
+    out: list[Series] = []
+    rows = await session.execute(_SCOPES, {"now": now, "limit": MAX_SCOPES})
+    for row in rows:
+        tags = _extra(("aws_account", row.account_id), ("region", row.region))
+        if row.heartbeat_age is not None:
+            age = max(0.0, float(row.heartbeat_age))
+            out.append(_series(MetricName.SELF_SCOPE_HEARTBEAT_AGE, ts, age, tags, {}))
+        out.append(_series(MetricName.SELF_SCOPE_ERROR, ts, float(row.failing), tags, {}))
     return out
 
 
@@ -407,7 +438,8 @@ _RECONNECTED = text(
     " WHERE c.agent_connected AND f.key = 'ci:' || c.arn || ':' || 'disconnected'"
 )
 _NEW_ALERTS = text(
-    "SELECT a.id, a.type, a.cluster_name, a.service_name, a.created_at FROM alerts a"
+    "SELECT a.id, a.type, a.cluster_name, a.service_name, a.created_at,"
+    " a.payload->>'account_id' AS account_id, a.payload->>'region' AS region FROM alerts a"
     " WHERE a.created_at > :since AND NOT EXISTS"
     " (SELECT 1 FROM datadog_facts f WHERE f.key = 'alert:' || a.id)"
 )
@@ -416,7 +448,14 @@ _NEW_ALERTS = text(
 def disconnected_fact(row: Mapping[str, Any], now: datetime) -> Fact:
     """The fact and event of a container instance disconnected beyond the grace period."""
     arn = str(row["arn"])
-    context = EcsContext(cluster_arn=row.get("cluster_arn"), cluster_name=row.get("cluster_name"))
+    # The instance's own ARN names the scope when its cluster's is missing.
+    scope = arn_parts(arn)
+    context = EcsContext(
+        cluster_arn=row.get("cluster_arn"),
+        cluster_name=row.get("cluster_name"),
+        account=scope.account,
+        region=scope.region,
+    )
     since = row.get("updated_at")
     text_lines = [
         f"cluster: {row.get('cluster_name')}",
@@ -436,7 +475,12 @@ def disconnected_fact(row: Mapping[str, Any], now: datetime) -> Fact:
 
 def alert_fact(row: Mapping[str, Any], now: datetime) -> Fact:
     """An alert counted once, by type."""
-    context = EcsContext(cluster_name=row.get("cluster_name"), service_name=row.get("service_name"))
+    context = EcsContext(
+        cluster_name=row.get("cluster_name"),
+        service_name=row.get("service_name"),
+        account=row.get("account_id") or None,
+        region=row.get("region") or None,
+    )
     at = row.get("created_at") or now
     contribution = Contribution(MetricName.ALERTS, 1, min(at, now), (f"alert_type:{row['type']}",))
     return Fact(f"alert:{row['id']}", context, (contribution,))

@@ -62,6 +62,8 @@ class MetricName(StrEnum):
     SELF_OUTBOX_DEAD = "self.outbox.dead"
     SELF_HEARTBEAT_AGE = "self.heartbeat.age"
     SELF_POLLER_LEADERS = "self.poller.leaders"
+    SELF_SCOPE_HEARTBEAT_AGE = "self.scope.heartbeat.age"
+    SELF_SCOPE_ERROR = "self.scope.error"
 
 
 class SeriesType(IntEnum):
@@ -83,6 +85,8 @@ ECS_TAGS: tuple[str, ...] = (
     "region",
     "aws_account",
 )
+#: The tags of a scope's own series: its account and region.
+SCOPE_TAGS: tuple[str, ...] = ("aws_account", "region")
 SERVICE_TAGS: tuple[str, ...] = (*ECS_TAGS, "ecs_service", "servicename", "launch_type")
 TASK_TAGS: tuple[str, ...] = (*SERVICE_TAGS, "task_family", "task_version")
 
@@ -342,6 +346,20 @@ REGISTRY: dict[MetricName, MetricSpec] = {
             "process",
             (),
             "Processes holding the poller's leader lock (1 when healthy)",
+        ),
+        _spec(
+            MetricName.SELF_SCOPE_HEARTBEAT_AGE,
+            "gauge",
+            "second",
+            SCOPE_TAGS,
+            "Per watched scope, seconds since the time of the newest heartbeat consumed from it",
+        ),
+        _spec(
+            MetricName.SELF_SCOPE_ERROR,
+            "gauge",
+            "item",
+            SCOPE_TAGS,
+            "Per watched scope, 1 while its last reconcile or metrics round failed, else 0",
         ),
     )
 }

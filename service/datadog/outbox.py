@@ -26,6 +26,7 @@ from service.datadog.facts import (
     Derived,
     Fact,
     deployment_facts,
+    deployment_scopes,
     derive,
     event_payload,
     series_of,
@@ -41,12 +42,16 @@ _INSERT_FACTS = text(
 )
 _FORGET_FACTS = text("DELETE FROM datadog_facts WHERE key = ANY(CAST(:keys AS TEXT[]))")
 # Service tags win over cluster tags; tags not fetched yet (known = false) add nothing.
+# Names are unique only within a scope: the service is that of the cluster's ARN when
+# the fact knows it.
 _TAGS = text(
-    "SELECT c.cluster_name, c.service_name, coalesce(ct.tags, '{}'::jsonb) AS cluster_tags,"
+    "SELECT c.cluster_arn, c.cluster_name, c.service_name,"
+    " coalesce(ct.tags, '{}'::jsonb) AS cluster_tags,"
     " coalesce(st.tags, '{}'::jsonb) AS service_tags"
     " FROM unnest(CAST(:clusters AS TEXT[]), CAST(:services AS TEXT[]), CAST(:arns AS TEXT[]))"
     "   AS c(cluster_name, service_name, cluster_arn)"
     " LEFT JOIN services s ON s.cluster_name = c.cluster_name AND s.name = c.service_name"
+    "   AND (c.cluster_arn = '' OR s.cluster_arn IS NULL OR s.cluster_arn = c.cluster_arn)"
     " LEFT JOIN resource_tags st ON st.resource_arn = s.arn AND st.known"
     " LEFT JOIN resource_tags ct ON ct.resource_arn = c.cluster_arn AND ct.known"
 )
@@ -67,11 +72,14 @@ async def resource_tags_of(
             "arns": [c.cluster_arn or "" for c in unique],
         },
     )
-    found: dict[tuple[str, str], dict[str, str]] = {}
-    for cluster, service, cluster_tags, service_tags in result:
+    found: dict[tuple[str, str, str], dict[str, str]] = {}
+    for arn, cluster, service, cluster_tags, service_tags in result:
         merged = {str(k): str(v) for k, v in {**cluster_tags, **service_tags}.items()}
-        found[(cluster, service)] = merged
-    return {c: found.get((c.cluster_name or "", c.service_name or ""), {}) for c in unique}
+        found[(arn, cluster, service)] = merged
+    return {
+        c: found.get((c.cluster_arn or "", c.cluster_name or "", c.service_name or ""), {})
+        for c in unique
+    }
 
 
 def _metrics_dedupe_key(keys: Sequence[str]) -> str:
@@ -138,6 +146,7 @@ async def write_datadog_rows(
     now = now or datetime.now(UTC)
     applied = {event_id: str(o) == "applied" for event_id, o in outcomes.items()}
     derived = derive(events, applied, now)
+    scopes = deployment_scopes(events)
     for snapshot in snapshots:
-        derived.facts.extend(deployment_facts(snapshot, now))
+        derived.facts.extend(deployment_facts(snapshot, now, scopes))
     return await record_facts(session, derived, now=now)

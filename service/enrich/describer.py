@@ -35,11 +35,11 @@ from service.aws.ecs import (
     Described,
     EcsApi,
 )
-from service.aws.scopes import AwsScopes, Scope, partition_of, scope_of_arn
+from service.aws.scopes import AwsScopes, Scope, scope_of_arn
 from service.db import retry_on_contention
 from service.enrich import writes
 from service.enrich.batcher import CoalescingBatcher
-from service.events.arns import parse_arn
+from service.events.arns import parse_arn, partition_of
 from service.logging import get_logger
 
 log = get_logger(__name__)

@@ -14,9 +14,8 @@ of just that one (debounced), so its tasks and instances appear without waiting
 for the periodic reconcile.
 
 An event from a scope (account, region) that ecswatch does not watch is kept by
-the consumer as any other, but nothing of it is described: it is counted in
-``ecswatch_unmonitored_events_total`` by account, and its scope is reported once
-per process to ``on_unmonitored`` (the role records it for ``GET /v1/accounts``).
+the consumer as any other, but nothing of it is described (the consumer's handler
+counts it and records its scope, enrichment on or off: service.consumer.handler).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from service import telemetry
-from service.aws.scopes import Scope, scope_of_arn
+from service.aws.scopes import Scope
 from service.enrich.describer import Describer, Kind
 from service.events.models import (
     ContainerInstanceHealthChange,
@@ -39,6 +38,7 @@ from service.events.models import (
     ServiceAction,
     TaskStateChange,
 )
+from service.events.scopes import event_scope
 from service.logging import get_logger
 from service.state.rows import service_arn_of_task
 
@@ -50,20 +50,6 @@ log = get_logger(__name__)
 Wanted = tuple[str, str, str, bool]
 #: Reconcile one cluster (service None) or one service of it.
 ReconcileOne = Callable[[str, str | None], Awaitable[Any]]
-#: Told (account, region) of the first event from each unwatched scope.
-OnUnmonitored = Callable[[str, str], None]
-
-
-def event_scope(event: NormalisedEvent) -> tuple[str, str] | None:
-    """The (account, region) an event's resources live in: from the cluster's ARN, else
-    the envelope's ``account`` and ``region``."""
-    scope = scope_of_arn(event.cluster_arn)
-    if scope is not None:
-        return scope.account, scope.region
-    envelope = event.envelope
-    if envelope.account and envelope.region:
-        return envelope.account, envelope.region
-    return None
 
 
 def wanted_resources(event: NormalisedEvent) -> list[Wanted]:
@@ -103,7 +89,6 @@ class Enricher:
         remember: int = 100_000,
         reconcile_one: ReconcileOne | None = None,
         reconcile_debounce_s: float = 60.0,
-        on_unmonitored: OnUnmonitored | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._describer = describer
@@ -116,8 +101,6 @@ class Enricher:
         self._debounce_s = reconcile_debounce_s
         self._reconciled: dict[tuple[str, str | None], float] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._on_unmonitored = on_unmonitored
-        self._unmonitored_seen: set[tuple[str, str]] = set()
         if reconcile_one is not None:
             describer.on_unknown = self._on_unknown
 
@@ -133,8 +116,7 @@ class Enricher:
         for event in events:
             where = event_scope(event)
             if where is not None and not self._describer.scopes.monitors(Scope(*where)):
-                self._unmonitored(where)
-                continue
+                continue  # an unwatched scope: never described
             for kind, cluster, arn, refresh in wanted_resources(event):
                 last = self._asked.get(arn)
                 if last is not None and (not refresh or now - last < self._refresh_s):
@@ -148,15 +130,6 @@ class Enricher:
                 self._remember_asked(arn, now)
                 future.add_done_callback(self._done(arn))
         telemetry.ENRICH_QUEUE_DEPTH.set(self._describer.batcher.pending)
-
-    def _unmonitored(self, where: tuple[str, str]) -> None:
-        telemetry.UNMONITORED_EVENTS.labels(where[0]).inc()
-        if where in self._unmonitored_seen or len(self._unmonitored_seen) >= self._remember:
-            return
-        self._unmonitored_seen.add(where)
-        log.info("unmonitored_scope", account_id=where[0], region=where[1])
-        if self._on_unmonitored is not None:
-            self._on_unmonitored(*where)
 
     def _remember_asked(self, arn: str, now: float) -> None:
         self._asked[arn] = now

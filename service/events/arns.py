@@ -52,6 +52,30 @@ def _parse(value: str) -> Arn | None:
     return Arn(partition, service, region, account, resource[:cut], path)
 
 
+# Region name prefixes of the partitions other than ``aws`` (longest first).
+_PARTITION_PREFIXES = (
+    ("us-isob-", "aws-iso-b"),
+    ("us-isof-", "aws-iso-f"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("us-iso-", "aws-iso"),
+    ("us-gov-", "aws-us-gov"),
+    ("cn-", "aws-cn"),
+)
+
+
+def partition_of(region: str) -> str:
+    """The ARN partition of a region (``aws``, ``aws-cn``, ``aws-us-gov``, ...).
+
+    The one place a partition comes from: the role ARNs ecswatch builds, the ARNs
+    it guesses for a scope, and the start-up check that the watched regions share
+    one partition (IAM roles and credentials are per partition; docs/aws.md).
+    """
+    for prefix, partition in _PARTITION_PREFIXES:
+        if region.startswith(prefix):
+            return partition
+    return "aws"
+
+
 def resource_name(value: str) -> str:
     """The last segment of an ARN's resource (``prod`` of ``…:cluster/prod``), or of
     ``value`` itself when it is no ARN."""

@@ -73,10 +73,6 @@ _UNWATCH = text(
     " AND (account_id, region) NOT IN"
     " (SELECT * FROM unnest(CAST(:accounts AS TEXT[]), CAST(:regions AS TEXT[])))"
 )
-_UNMONITORED = text(
-    "INSERT INTO scopes (account_id, region, monitored) VALUES (:account, :region, false)"
-    " ON CONFLICT (account_id, region) DO NOTHING"
-)
 
 
 async def record_watched(
@@ -87,14 +83,6 @@ async def record_watched(
     async with sessionmaker() as session, session.begin():
         await session.execute(_WATCHED, params)
         await session.execute(_UNWATCH, params)
-
-
-async def record_unmonitored(
-    sessionmaker: async_sessionmaker[AsyncSession], account: str, region: str
-) -> None:
-    """An event came from a scope ecswatch does not watch (kept as a row, once)."""
-    async with sessionmaker() as session, session.begin():
-        await session.execute(_UNMONITORED, {"account": account, "region": region})
 
 
 async def record_success(

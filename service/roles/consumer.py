@@ -7,34 +7,28 @@ import gc
 from collections.abc import Callable
 
 from service.alerts.raising import rules_from_settings
+from service.aws.calls import AwsCallFailed
+from service.aws.scopes import AwsScopes
 from service.consumer.handler import Handler
 from service.consumer.loop import Consumer
 from service.enrich.describer import Describer
 from service.enrich.enricher import Enricher
 from service.logging import get_logger
 from service.poller.reconcile import Reconciler
-from service.poller.scopes import record_unmonitored
 from service.runtime import Runtime
 
 log = get_logger(__name__)
 
 
-def unmonitored_recorder(runtime: Runtime) -> Callable[[str, str], None]:
-    """Record, in the background, a scope whose events ecswatch cannot describe."""
-    background: set[asyncio.Task[None]] = set()
-
-    def record(account: str, region: str) -> None:
-        task = asyncio.create_task(_record(account, region))
-        background.add(task)
-        task.add_done_callback(background.discard)
-
-    async def _record(account: str, region: str) -> None:
-        try:
-            await record_unmonitored(runtime.sessionmaker, account, region)
-        except Exception as exc:  # informative only: the event itself is committed
-            log.info("unmonitored_not_recorded", error=f"{type(exc).__name__}: {exc}"[:300])
-
-    return record
+async def _watched(runtime: Runtime) -> AwsScopes | None:
+    """The watched scopes, so the handler can tell an unwatched scope's events; with
+    enrichment off, None when they cannot be found (then nothing is counted as
+    unmonitored, and the consumer runs on)."""
+    try:
+        return await runtime.aws_scopes()
+    except AwsCallFailed as exc:
+        log.warning("watched_scopes_unknown", error=str(exc)[:300])
+        return None
 
 
 async def run_consumer(
@@ -51,23 +45,28 @@ async def run_consumer(
     gc.freeze()
     settings = runtime.settings
     if not settings.enrich:
-        await Consumer(runtime, queue_url, on_started=on_started).run(stop)
+        watched = await _watched(runtime)
+        handler = Handler(
+            runtime.sessionmaker,
+            codedeploy_groups=settings.codedeploy_groups,
+            alert_rules=rules_from_settings(settings),
+            datadog=settings.datadog_enabled,
+            monitors=watched.monitors if watched is not None else None,
+        )
+        await Consumer(runtime, queue_url, handler=handler, on_started=on_started).run(stop)
         return
     # Enrichment after commit: Describe calls never on the critical path.
     scopes = await runtime.aws_scopes()
     async with Describer(runtime.sessionmaker, scopes) as describer:
         reconciler = Reconciler(runtime.sessionmaker, scopes, describer, clusters=settings.clusters)
-        enricher = Enricher(
-            describer,
-            reconcile_one=reconciler.reconcile_one,
-            on_unmonitored=unmonitored_recorder(runtime),
-        )
+        enricher = Enricher(describer, reconcile_one=reconciler.reconcile_one)
         handler = Handler(
             runtime.sessionmaker,
             codedeploy_groups=settings.codedeploy_groups,
             alert_rules=rules_from_settings(settings),
             datadog=settings.datadog_enabled,
             after_commit=enricher.submit,
+            monitors=scopes.monitors,
         )
         try:
             await Consumer(runtime, queue_url, handler=handler, on_started=on_started).run(stop)

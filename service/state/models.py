@@ -427,7 +427,7 @@ class ScopeStatus(Base):
     """One watched (account, region) and how its AWS jobs last went (migration 0008).
 
     Written by the poller (reconcile and metrics rounds) and, for a scope that
-    ecswatch holds no credentials for, by the enricher when its first event
+    ecswatch holds no credentials for, by the consumer when its first event
     arrives (``monitored`` false). Read by ``GET /v1/accounts``.
     """
 

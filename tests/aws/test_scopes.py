@@ -21,10 +21,11 @@ import pytest
 from aiobotocore.session import get_session
 from dateutil.tz import tzlocal
 
-from service.aws.scopes import AwsScopes, Scope, partition_of, scope_of_arn, session_name
+from service.aws.scopes import AwsScopes, Scope, scope_of_arn, session_name
 from service.config import load_settings
 from service.demo.aws import MotoServer
 from service.errors import ConfigError
+from service.events.arns import partition_of
 from tests.rig.aws_proxy import AwsProxy
 
 REGION = "us-east-1"
@@ -58,6 +59,27 @@ def _start(**env: str) -> subprocess.CompletedProcess[str]:
         (
             {"ECSWATCH_REGIONS": "us-east-1,eu-nowhere-9"},
             "ecswatch: invalid ECSWATCH_REGIONS: unknown region 'eu-nowhere-9'",
+        ),
+        (
+            {"ECSWATCH_REGIONS": "us-east-1,cn-north-1", "ECSWATCH_ORGANIZATION_ROLE_NAME": "r"},
+            "ecswatch: invalid ECSWATCH_REGIONS: us-east-1 is in partition aws and cn-north-1"
+            " in aws-cn: one ecswatch watches one partition (its roles and credentials are per"
+            " partition); run one deployment per partition",
+        ),
+        (
+            {"ECSWATCH_REGIONS": "us-gov-west-1,us-east-1"},
+            "ecswatch: invalid ECSWATCH_REGIONS: us-gov-west-1 is in partition aws-us-gov and"
+            " us-east-1 in aws: one ecswatch watches one partition (its roles and credentials"
+            " are per partition); run one deployment per partition",
+        ),
+        (
+            {
+                "AWS_REGION": "cn-north-1",
+                "ECSWATCH_ACCOUNTS": "111111111111=arn:aws:iam::111111111111:role/r",
+            },
+            "ecswatch: invalid ECSWATCH_ACCOUNTS: the role for account 111111111111 is in"
+            " partition aws, the regions in aws-cn (cn-north-1):"
+            " arn:aws:iam::111111111111:role/r",
         ),
         (
             {
@@ -104,11 +126,31 @@ def test_scope_of_arn_and_session_name() -> None:
     assert scope_of_arn("arn:aws:iam::111111111111:role/x") is None
     assert scope_of_arn("prod") is None
     assert session_name("111111111111") == "ecswatch-111111111111"
-    assert [partition_of(r) for r in ("eu-west-1", "cn-north-1", "us-gov-west-1")] == [
+    regions = ("eu-west-1", "cn-north-1", "us-gov-west-1", "us-iso-east-1", "us-isob-east-1")
+    assert [partition_of(r) for r in regions] == [
         "aws",
         "aws-cn",
         "aws-us-gov",
+        "aws-iso",
+        "aws-iso-b",
     ]
+
+
+def test_regions_and_roles_of_one_partition_are_accepted() -> None:
+    settings = load_settings(
+        regions="cn-north-1,cn-northwest-1",
+        accounts="111111111111=arn:aws-cn:iam::111111111111:role/ecswatch",
+    )
+    assert settings.scope_regions == ("cn-north-1", "cn-northwest-1")
+    assert load_settings(regions="us-gov-west-1,us-gov-east-1").scope_regions == (
+        "us-gov-west-1",
+        "us-gov-east-1",
+    )
+    with pytest.raises(ConfigError, match="partition aws-us-gov, the regions in aws"):
+        load_settings(
+            regions="us-east-1",
+            accounts="111111111111=arn:aws-us-gov:iam::111111111111:role/ecswatch",
+        )
 
 
 class Clock:

@@ -158,6 +158,8 @@ def test_dashboard_covers_the_documented_list() -> None:
         "alb_unhealthy_targets",
         "consumer_lag",
         "heartbeat_stale",
+        "scope_heartbeat_stale",
+        "scope_failing",
         "no_poller_leader",
         "outbox_backlog",
         "outbox_dead_rows",

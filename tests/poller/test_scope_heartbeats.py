@@ -34,15 +34,8 @@ from service.poller.heartbeat import Heartbeat
 from service.poller.scopes import record_watched
 from service.runtime import Runtime
 from service.state.heartbeats import scope_heartbeat_ages_s
-from tests.poller import test_scopes
-from tests.poller.test_scopes import REGIONS, _assumed
+from tests.poller.org import REGIONS, assumed
 from tests.rig.aws_proxy import AwsProxy
-
-# The multi-account fixtures of tests/poller/test_scopes.py: two watched accounts
-# (and one not) behind the rig's proxy, in two regions.
-accounts = test_scopes.accounts
-org_proxy = test_scopes.org_proxy
-org_runtime = test_scopes.org_runtime
 
 READ_TOKEN = "read-token-0123456789abcdef"
 ORGANIZATION = "o-a1b2c3d4e5"
@@ -91,7 +84,7 @@ async def _central(endpoint: str) -> tuple[str, str]:
 
 
 async def _member_events(endpoint: str, scope: Scope) -> Any:
-    creds = await _assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account)
     session: Any = get_session()
     return session.create_client("events", endpoint_url=endpoint, region_name=scope.region, **creds)
 

@@ -10,21 +10,15 @@ a ``scope`` tag naming its own account and region: a Describe in the wrong scope
 from __future__ import annotations
 
 import json
-import random
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from aiobotocore.session import get_session
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import telemetry
 from service.aws.scopes import Scope
-from service.config import Settings
 from service.consumer.handler import Handler, Message
 from service.demo.aws import MotoServer
 from service.enrich.describer import Describer
@@ -32,138 +26,9 @@ from service.enrich.enricher import Enricher
 from service.poller.codedeploy import CodeDeployMapper
 from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
-from service.roles.consumer import unmonitored_recorder
-from service.runtime import Runtime, open_runtime
+from service.runtime import Runtime
+from tests.poller.org import REGIONS, ScopeFleet, assumed
 from tests.rig.aws_proxy import AwsProxy
-
-REGIONS = ("us-east-1", "eu-west-1")
-ROLE = "ecswatch-read"
-
-
-@dataclass
-class ScopeFleet:
-    scope: Scope
-    cluster_arn: str
-    service_arn: str
-    task_arn: str
-    task_definition_arn: str
-
-    @property
-    def tag(self) -> str:
-        return f"{self.scope.account}-{self.scope.region}"
-
-
-def _account() -> str:
-    return str(random.randrange(10**11, 10**12))
-
-
-async def _assumed(endpoint: str, account: str) -> dict[str, str]:
-    session: Any = get_session()
-    async with session.create_client(
-        "sts",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ) as sts:
-        answer = await sts.assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/{ROLE}", RoleSessionName="fixture"
-        )
-    creds = answer["Credentials"]
-    return {
-        "aws_access_key_id": creds["AccessKeyId"],
-        "aws_secret_access_key": creds["SecretAccessKey"],
-        "aws_session_token": creds["SessionToken"],
-    }
-
-
-async def build_scope(endpoint: str, scope: Scope) -> ScopeFleet:
-    """Cluster ``prod``, service ``web`` and one task in ``scope``, tagged with the scope."""
-    session: Any = get_session()
-    creds = await _assumed(endpoint, scope.account)
-    tag = [{"key": "scope", "value": f"{scope.account}-{scope.region}"}]
-    kwargs = {"endpoint_url": endpoint, "region_name": scope.region, **creds}
-    async with (
-        session.create_client("ecs", **kwargs) as ecs,
-        session.create_client("ec2", **kwargs) as ec2,
-    ):
-        cluster = (await ecs.create_cluster(clusterName="prod", tags=tag))["cluster"]
-        td = await ecs.register_task_definition(
-            family="web",
-            networkMode="bridge",
-            containerDefinitions=[{"name": "app", "image": "nginx", "memory": 128}],
-        )
-        td_arn = td["taskDefinition"]["taskDefinitionArn"]
-        images = await ec2.describe_images()
-        instance = await ec2.run_instances(
-            ImageId=images["Images"][0]["ImageId"], MinCount=1, MaxCount=1
-        )
-        document = json.dumps(
-            {"instanceId": instance["Instances"][0]["InstanceId"], "region": scope.region}
-        )
-        await ecs.register_container_instance(cluster="prod", instanceIdentityDocument=document)
-        service = await ecs.create_service(
-            cluster="prod", serviceName="web", taskDefinition=td_arn, desiredCount=1, tags=tag
-        )
-        ran = await ecs.run_task(
-            cluster="prod",
-            taskDefinition=td_arn,
-            count=1,
-            group="service:web",
-            startedBy="ecs-svc/1",
-            tags=tag,
-        )
-    return ScopeFleet(
-        scope,
-        cluster["clusterArn"],
-        service["service"]["serviceArn"],
-        ran["tasks"][0]["taskArn"],
-        td_arn,
-    )
-
-
-@pytest.fixture
-async def org_proxy(moto_server: MotoServer, aws_env: str) -> AsyncIterator[AwsProxy]:
-    async with AwsProxy(moto_server.endpoint_url) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-async def accounts() -> tuple[str, str, str]:
-    """Two watched accounts and one that is not, fresh for each test."""
-    return _account(), _account(), _account()
-
-
-@pytest.fixture
-async def fleets(moto_server: MotoServer, accounts: tuple[str, str, str]) -> list[ScopeFleet]:
-    return [
-        await build_scope(moto_server.endpoint_url, Scope(account, region))
-        for account in accounts
-        for region in REGIONS
-    ]
-
-
-def org_settings(settings: Settings, proxy: AwsProxy, watched: tuple[str, ...]) -> Settings:
-    return settings.model_copy(
-        update={
-            "aws_endpoint_url": proxy.url,
-            "aws_region": REGIONS[0],
-            "regions": REGIONS,
-            "accounts": {a: f"arn:aws:iam::{a}:role/{ROLE}" for a in watched},
-            "external_id": "ecswatch-test-external-id",
-        }
-    )
-
-
-@pytest.fixture
-async def org_runtime(
-    settings: Settings,
-    org_proxy: AwsProxy,
-    accounts: tuple[str, str, str],
-    engine: AsyncEngine,
-) -> AsyncIterator[Runtime]:
-    async with open_runtime(org_settings(settings, org_proxy, accounts[:2]), pool_size=5) as rt:
-        yield rt
 
 
 def _messages(events: list[dict[str, Any]]) -> list[Message]:
@@ -228,8 +93,10 @@ async def test_same_names_in_four_scopes_each_described_in_its_own(
     unmonitored = telemetry.UNMONITORED_EVENTS.labels(accounts[2])._value.get()
     async with Describer(org_runtime.sessionmaker, scopes) as describer:
         reconciler = Reconciler(org_runtime.sessionmaker, scopes, describer)
-        enricher = Enricher(describer, on_unmonitored=unmonitored_recorder(org_runtime))
-        handler = Handler(org_runtime.sessionmaker, after_commit=enricher.submit)
+        enricher = Enricher(describer)
+        handler = Handler(
+            org_runtime.sessionmaker, after_commit=enricher.submit, monitors=scopes.monitors
+        )
         result = await handler.handle(_messages([task_event(f) for f in fleets]))
         assert len(result.done) == len(fleets)
         assert telemetry.UNMONITORED_EVENTS.labels(accounts[2])._value.get() == unmonitored + 2
@@ -343,7 +210,7 @@ async def test_a_denied_account_is_isolated(
 async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
     """A CodeDeploy application, group and deployment in ``scope``: (app, id)."""
     session: Any = get_session()
-    creds = await _assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account)
     app = f"app{uuid.uuid4().hex[:8]}"
     async with session.create_client(
         "codedeploy", endpoint_url=endpoint, region_name=scope.region, **creds

@@ -3,7 +3,7 @@
 A watched scope has a row from the poller's first round (``monitored`` true) with
 the time of its last successful reconcile and metrics poll and its last error; a
 scope that events come from but ecswatch holds no credentials for is recorded by
-the enricher (``monitored`` false). The counts are of resources that exist now,
+the consumer (``monitored`` false). The counts are of resources that exist now,
 by the account and region of their ARNs; ``last_heartbeat_at`` is the time of the
 newest heartbeat consumed from that scope (docs/api.md, "Accounts").
 """
