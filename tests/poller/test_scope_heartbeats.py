@@ -35,7 +35,8 @@ from service.poller.scopes import record_watched
 from service.runtime import Runtime
 from service.state.heartbeats import scope_heartbeat_ages_s
 from tests.poller import test_scopes
-from tests.poller.test_scopes import REGIONS, _assumed
+from tests.poller.test_scopes import REGIONS, ROLE
+from tests.rig.accounts import assumed
 from tests.rig.aws_proxy import AwsProxy
 
 # The multi-account fixtures of tests/poller/test_scopes.py: two watched accounts
@@ -91,7 +92,7 @@ async def _central(endpoint: str) -> tuple[str, str]:
 
 
 async def _member_events(endpoint: str, scope: Scope) -> Any:
-    creds = await _assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account, ROLE)
     session: Any = get_session()
     return session.create_client("events", endpoint_url=endpoint, region_name=scope.region, **creds)
 

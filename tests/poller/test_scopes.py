@@ -34,6 +34,7 @@ from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
 from service.roles.consumer import unmonitored_recorder
 from service.runtime import Runtime, open_runtime
+from tests.rig.accounts import assumed
 from tests.rig.aws_proxy import AwsProxy
 
 REGIONS = ("us-east-1", "eu-west-1")
@@ -57,30 +58,10 @@ def _account() -> str:
     return str(random.randrange(10**11, 10**12))
 
 
-async def _assumed(endpoint: str, account: str) -> dict[str, str]:
-    session: Any = get_session()
-    async with session.create_client(
-        "sts",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ) as sts:
-        answer = await sts.assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/{ROLE}", RoleSessionName="fixture"
-        )
-    creds = answer["Credentials"]
-    return {
-        "aws_access_key_id": creds["AccessKeyId"],
-        "aws_secret_access_key": creds["SecretAccessKey"],
-        "aws_session_token": creds["SessionToken"],
-    }
-
-
 async def build_scope(endpoint: str, scope: Scope) -> ScopeFleet:
     """Cluster ``prod``, service ``web`` and one task in ``scope``, tagged with the scope."""
     session: Any = get_session()
-    creds = await _assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account, ROLE)
     tag = [{"key": "scope", "value": f"{scope.account}-{scope.region}"}]
     kwargs = {"endpoint_url": endpoint, "region_name": scope.region, **creds}
     async with (
@@ -366,7 +347,7 @@ async def test_a_denied_account_is_isolated(
 async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
     """A CodeDeploy application, group and deployment in ``scope``: (app, id)."""
     session: Any = get_session()
-    creds = await _assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account, ROLE)
     app = f"app{uuid.uuid4().hex[:8]}"
     async with session.create_client(
         "codedeploy", endpoint_url=endpoint, region_name=scope.region, **creds
