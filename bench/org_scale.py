@@ -11,11 +11,14 @@ scope through the counting proxy of tests/rig/aws_proxy.py. The run reports:
    (``reconcile_minimum`` of bench/aws_calls.py, per scope, with ListTasks in the
    one page moto gives; an empty scope's minimum is its one ListClusters);
 2. the slowest scope's reconcile time ÷ the median scope's, in a round where one
-   account (both of its scopes) is denied ``sts:AssumeRole`` and the first
-   ``ListTasks`` answers are throttled (the scopes in flight first take them).
-   The denied scopes fail at once, back off and are left out of slowest and
-   median: their time is reported on its own row, and the same ratio of the
-   clean round beside it;
+   account (both of its scopes) is denied ``sts:AssumeRole`` and one scope (one
+   account in one region) answers its first 3 ``ListTasks`` with throttling
+   errors. Slowest is over every scope reconciled, the throttled one included;
+   the denied scopes fail at once, back off and are left out (their time is on
+   its own row). The median is over the scopes that hold a cluster. Beside it:
+   the slowest scope not throttled ÷ the same median (does the fault spill
+   over?), the throttled scope's time in the clean round, the clean round's own
+   ratio, and the same faulty round with ``DescribeTasks`` throttled instead;
 3. the consumer's events/s (bench/ingest.py's in-process measurement) with the
    events spread over every scope ÷ the same events all in one scope.
 
@@ -52,7 +55,7 @@ from aws_calls import INSTANCES_PER_CLUSTER, reconcile_minimum
 from ingest import in_process, truncate, workload
 
 from service.aws.scopes import Scope
-from service.config import load_settings
+from service.config import Settings, load_settings
 from service.db import create_engine
 from service.demo.aws import MotoServer
 from service.demo.scopes import DemoScope, in_scope
@@ -61,6 +64,7 @@ from service.logging import configure_logging
 from service.migrate import upgrade
 from service.poller.reconcile import Reconciler, ReconcileReport
 from service.runtime import open_runtime
+from tests.rig.accounts import assumed
 from tests.rig.aws_proxy import AwsProxy
 
 REGIONS = ("us-east-1", "us-west-2")
@@ -81,25 +85,6 @@ def _account(i: int) -> str:
     return f"{300000000000 + i:012d}"
 
 
-async def _assumed(session: Any, endpoint: str, account: str) -> dict[str, str]:
-    async with session.create_client(
-        "sts",
-        endpoint_url=endpoint,
-        region_name=REGIONS[0],
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
-    ) as sts:
-        answer = await sts.assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/{ROLE}", RoleSessionName="bench"
-        )
-    creds = answer["Credentials"]
-    return {
-        "aws_access_key_id": creds["AccessKeyId"],
-        "aws_secret_access_key": creds["SecretAccessKey"],
-        "aws_session_token": creds["SessionToken"],
-    }
-
-
 async def build_scope(endpoint: str, scope: Scope, services: int, tasks: int) -> None:
     """One cluster in ``scope`` with ``services`` services and ``tasks`` tasks."""
     from aiobotocore.session import get_session
@@ -108,7 +93,7 @@ async def build_scope(endpoint: str, scope: Scope, services: int, tasks: int) ->
     kwargs = {
         "endpoint_url": endpoint,
         "region_name": scope.region,
-        **await _assumed(session, endpoint, scope.account),
+        **await assumed(endpoint, scope.account, ROLE),
     }
     async with (
         session.create_client("ecs", **kwargs) as ecs,
@@ -156,9 +141,17 @@ class TimedReconciler(Reconciler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.seconds: dict[Scope, float] = {}
+        #: When each scope's reconcile began, in seconds from the round's start.
+        self.began: dict[Scope, float] = {}
+        self._round_start = 0.0
+
+    async def reconcile_all(self, now: datetime | None = None) -> ReconcileReport:
+        self._round_start = time.perf_counter()
+        return await super().reconcile_all(now)
 
     async def reconcile_scope(self, scope: Scope, started: datetime) -> ReconcileReport:
         t0 = time.perf_counter()
+        self.began[scope] = t0 - self._round_start
         try:
             return await super().reconcile_scope(scope, started)
         finally:
@@ -167,6 +160,69 @@ class TimedReconciler(Reconciler):
 
 def _ecs_calls(proxy: AwsProxy) -> Counter[str]:
     return Counter({op: n for (service, op), n in proxy.calls.items() if service == "ecs"})
+
+
+async def faulty_round(
+    settings: Settings,
+    proxy: AwsProxy,
+    accounts: list[str],
+    operation: str,
+    clean: dict[Scope, float],
+) -> dict[str, Any]:
+    """One round with an account denied and one scope's ``operation`` throttled.
+
+    A fresh runtime, so the denied account assumes its role anew. Slowest and median
+    are taken over the scopes reconciled (the denied ones fail at once and are left
+    out); the median over those that hold a cluster.
+    """
+    denied = accounts[len(accounts) // 2]
+    throttled_scope = Scope(accounts[len(accounts) // 4], REGIONS[0])
+    async with open_runtime(settings, pool_size=8) as runtime:
+        aws = await runtime.aws_scopes()
+        await runtime.aws_apis()  # as the poller role starts: the home scope's clients
+        async with Describer(runtime.sessionmaker, aws) as describer:
+            proxy.reset()
+            proxy.deny_account(denied)
+            proxy.throttle(
+                operation,
+                THROTTLED_ANSWERS,
+                account=throttled_scope.account,
+                region=throttled_scope.region,
+            )
+            faulty = TimedReconciler(runtime.sessionmaker, aws, describer)
+            t0 = time.perf_counter()
+            await faulty.reconcile_all()
+            round_s = time.perf_counter() - t0
+            throttled = {f"{a}/{r}": n for (a, r), n in proxy.throttled_scopes.items()}
+            async with asyncio.timeout(60):
+                while describer.batcher.pending:
+                    await asyncio.sleep(0.05)
+    denied_scopes = {Scope(denied, r) for r in REGIONS}
+    served = {s: t for s, t in faulty.seconds.items() if s not in denied_scopes}
+    median = statistics.median(t for s, t in served.items() if s.region == REGIONS[0])
+    slowest = max(served, key=lambda s: served[s])
+    others = {s: t for s, t in served.items() if s != throttled_scope}
+    slowest_other = max(others, key=lambda s: others[s])
+    return {
+        "throttled_operation": operation,
+        "round_s": round(round_s, 2),
+        "denied_account": denied,
+        "denied_scopes_s": {str(s): round(faulty.seconds.get(s, 0.0), 3) for s in denied_scopes},
+        "errors": {str(s): e[:120] for s, e in faulty.rounds.errors.items()},
+        "throttled_scope": str(throttled_scope),
+        "throttled_answers": throttled,
+        "scope_seconds": {str(s): round(t, 3) for s, t in sorted(faulty.seconds.items())},
+        "scope_began_s": {str(s): round(t, 3) for s, t in sorted(faulty.began.items())},
+        "median_scope_with_cluster_s": round(median, 3),
+        "slowest_scope": str(slowest),
+        "slowest_s": round(served[slowest], 3),
+        "slowest_vs_median": round(served[slowest] / median, 2),
+        "slowest_not_throttled_scope": str(slowest_other),
+        "slowest_not_throttled_vs_median": round(others[slowest_other] / median, 2),
+        "throttled_scope_s": round(served.get(throttled_scope, 0.0), 3),
+        "throttled_scope_clean_s": round(clean.get(throttled_scope, 0.0), 3),
+        "throttled_scope_vs_median": round(served.get(throttled_scope, 0.0) / median, 2),
+    }
 
 
 async def measure_reconcile(
@@ -194,6 +250,7 @@ async def measure_reconcile(
         )
         async with open_runtime(settings, pool_size=8) as runtime:
             aws = await runtime.aws_scopes()
+            await runtime.aws_apis()  # as the poller role starts: the home scope's clients
             async with Describer(runtime.sessionmaker, aws) as describer:
                 # 1. A clean round: every scope reconciled, its ECS calls counted.
                 clean = TimedReconciler(runtime.sessionmaker, aws, describer)
@@ -207,30 +264,15 @@ async def measure_reconcile(
                 async with asyncio.timeout(60):
                     while describer.batcher.pending:
                         await asyncio.sleep(0.05)
-                # 2. A round with one account denied and the first ListTasks throttled
-                # (a fresh reconciler and scopes: the denied account assumes anew).
-            async with open_runtime(settings, pool_size=8) as faulty_runtime:
-                faulty_aws = await faulty_runtime.aws_scopes()
-                async with Describer(faulty_runtime.sessionmaker, faulty_aws) as describer:
-                    proxy.reset()
-                    denied = accounts[len(accounts) // 2]
-                    proxy.deny_account(denied)
-                    proxy.throttle("ListTasks", THROTTLED_ANSWERS)
-                    faulty = TimedReconciler(faulty_runtime.sessionmaker, faulty_aws, describer)
-                    t0 = time.perf_counter()
-                    await faulty.reconcile_all()
-                    faulty_s = time.perf_counter() - t0
-                    errors = {str(s): e[:120] for s, e in faulty.rounds.errors.items()}
-                    throttled = sum(proxy.throttled.values())
-                    async with asyncio.timeout(60):
-                        while describer.batcher.pending:
-                            await asyncio.sleep(0.05)
+        # 2. One account denied, one scope's listing throttled (the headline); then the
+        # same with its Describe calls throttled instead.
+        faults = await faulty_round(settings, proxy, accounts, "ListTasks", clean.seconds)
+        describes = await faulty_round(settings, proxy, accounts, "DescribeTasks", clean.seconds)
     clean_full = sorted(t for s, t in clean.seconds.items() if s in full)
-    denied_scopes = {Scope(denied, r) for r in REGIONS}
-    served = {s: t for s, t in faulty.seconds.items() if s not in denied_scopes}
-    served_full = sorted(t for s, t in served.items() if s in full)
-    slowest_scope = max(served, key=lambda s: served[s])
-    median = statistics.median(served_full)
+    faults["clean_round_slowest_vs_median"] = round(
+        clean_full[-1] / statistics.median(clean_full), 2
+    )
+    faults["clean_scope_seconds"] = {str(s): round(t, 3) for s, t in sorted(clean.seconds.items())}
     return {
         "scopes": len(scopes),
         "scopes_with_a_cluster": len(full),
@@ -245,23 +287,8 @@ async def measure_reconcile(
             "ratio": round(ecs_calls / minimum, 3),
             "task_definitions_described": definitions,
         },
-        "faults": {
-            "round_s": round(faulty_s, 2),
-            "denied_account": denied,
-            "denied_scopes_s": {
-                str(s): round(faulty.seconds.get(s, 0.0), 3) for s in denied_scopes
-            },
-            "errors": errors,
-            "throttled_answers": throttled,
-            "scope_seconds": {str(s): round(t, 3) for s, t in sorted(faulty.seconds.items())},
-            "slowest_scope": str(slowest_scope),
-            "slowest_s": round(served[slowest_scope], 3),
-            "median_scope_with_cluster_s": round(median, 3),
-            "slowest_vs_median": round(served[slowest_scope] / median, 2),
-            "clean_round_slowest_vs_median": round(
-                clean_full[-1] / statistics.median(clean_full), 2
-            ),
-        },
+        "faults": faults,
+        "faults_describe": describes,
     }
 
 
@@ -328,6 +355,7 @@ async def run(size: str, database_url: str) -> dict[str, Any]:
 def report(results: dict[str, Any]) -> None:
     accounts, regions, c, s, t = results["size"]
     rec, faults, ing = results["reconcile"], results["faults"], results["ingest"]
+    describes = results["faults_describe"]
     rows = [
         (
             "organization",
@@ -344,8 +372,9 @@ def report(results: dict[str, Any]) -> None:
         ("clean round, all scopes", f"{results['clean_round_s']} s"),
         (
             "faulty round",
-            f"{faults['round_s']} s; {faults['throttled_answers']} throttled answers;"
-            f" account {faults['denied_account']} denied",
+            f"{faults['round_s']} s; account {faults['denied_account']} denied;"
+            f" {faults['throttled_scope']} throttled"
+            f" ({THROTTLED_ANSWERS} {faults['throttled_operation']} answers)",
         ),
         ("denied scopes (left out)", json.dumps(faults["denied_scopes_s"], sort_keys=True)),
         (
@@ -355,8 +384,24 @@ def report(results: dict[str, Any]) -> None:
             f" target ≤ {RATIO_TARGETS['slowest_vs_median']})",
         ),
         (
+            "throttled scope",
+            f"{faults['throttled_scope_s']} s ({faults['throttled_scope_vs_median']}x the median;"
+            f" {faults['throttled_scope_clean_s']} s in the clean round)",
+        ),
+        (
+            "slowest scope not throttled ÷ median",
+            f"{faults['slowest_not_throttled_vs_median']}"
+            f" ({faults['slowest_not_throttled_scope']})",
+        ),
+        (
             "same, in the clean round",
             f"{faults['clean_round_slowest_vs_median']} (scopes with a cluster)",
+        ),
+        (
+            f"{describes['throttled_operation']} throttled instead",
+            f"round {describes['round_s']} s; slowest ÷ median {describes['slowest_vs_median']};"
+            f" throttled scope {describes['throttled_scope_vs_median']}x; slowest not throttled"
+            f" {describes['slowest_not_throttled_vs_median']}x",
         ),
         ("ingest: events/s, 1 scope", f"{ing['one_scope_per_s']:,}"),
         (f"ingest: events/s, {ing['scopes']} scopes", f"{ing['all_scopes_per_s']:,}"),

@@ -284,10 +284,16 @@ def _org_scale(r: dict[str, Any]) -> list[Headline]:
         ),
         (
             f"slowest scope's reconcile ÷ median scope's, one account denied (left out),"
-            f" {faults['throttled_answers']} ListTasks throttled",
+            f" one scope throttled (3 {faults['throttled_operation']} answers, included)",
             f"{faults['slowest_vs_median']:.2f}x",
             "≤ 2x",
             faults["slowest_vs_median"] <= 2,
+        ),
+        (
+            "slowest scope not throttled ÷ median, same round",
+            f"{faults['slowest_not_throttled_vs_median']:.2f}x",
+            "",
+            None,
         ),
         (
             f"consumer events/s, events from {ingest['scopes']} scopes ÷ from one"

@@ -62,6 +62,9 @@ def test_table_from_fixture() -> None:
     assert "`--size default`" in org_calls
     org_slowest = next(v for k, v in rows.items() if k.startswith("slowest scope's reconcile"))
     assert "| 2.40x | ≤ 2x | ✗ |" in org_slowest
+    assert "3 ListTasks answers" in org_slowest
+    org_others = next(v for k, v in rows.items() if k.startswith("slowest scope not throttled"))
+    assert "| 1.50x |" in org_others
     org_ingest = next(v for k, v in rows.items() if k.startswith("consumer events/s"))
     assert "| 0.96 | ≥ 0.95 | ✓ |" in org_ingest
 

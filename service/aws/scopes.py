@@ -12,7 +12,8 @@ Credentials of an account with a role are botocore's refreshable credentials
 (:class:`AioDeferredRefreshableCredentials`): the first call assumes the role
 (``sts:AssumeRole`` with ``ECSWATCH_EXTERNAL_ID`` and a ``RoleSessionName``
 starting ``ecswatch``), and botocore assumes it again before the credentials
-expire (its advisory and mandatory windows, 15 and 10 minutes). Each scope gets
+expire (its advisory and mandatory windows, 15 and 10 minutes). The accounts'
+sessions share the process session's loader of service models. Each scope gets
 one client per service, created on first use and closed with the runtime; all
 scopes share one :class:`~service.aws.limiter.Limiter`, whose buckets are keyed
 by account and region, so a throttled scope slows only itself.
@@ -228,6 +229,9 @@ class AwsScopes:
         """The adapters of ``scope`` (clients made once, reused); None when not watched."""
         if not self.monitors(scope):
             return None
+        apis = self._apis.get(scope)
+        if apis is not None:  # the common case: no wait behind another scope's clients
+            return apis
         async with self._lock:
             apis = self._apis.get(scope)
             if apis is None:
@@ -274,6 +278,9 @@ class AwsScopes:
             session.register_component(
                 "credential_provider", AioCredentialResolver([_Provides(credentials)])
             )
+            # One loader for every account: each session would otherwise parse the
+            # service models again, CPU that holds the event loop from every scope.
+            session.register_component("data_loader", self._session.get_component("data_loader"))
             self._sessions[account] = session
         return session
 

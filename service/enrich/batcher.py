@@ -8,6 +8,11 @@ while pending shares one slot. Callers never see the batching.
 The number of pending requests is bounded: :meth:`CoalescingBatcher.submit`
 refuses (returns ``None``) rather than grow without limit, and the caller counts
 the drop (reconciliation fills it in later).
+
+At most ``concurrency`` calls are in flight per slot: ``slot_of(key)`` names a
+group's slot (the describer's is the group's scope, so a scope whose calls wait
+out a throttling backoff holds only its own slots, never another scope's turn);
+without it every group shares one.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +30,20 @@ log = get_logger(__name__)
 
 #: ``fetch(kind, cluster, arns)`` -> a result per ARN (absent keys resolve to None).
 Fetch = Callable[[str, str, list[str]], Awaitable[Mapping[str, Any]]]
+#: ``slot_of((kind, group))`` -> the key of the slots the group's calls take.
+SlotOf = Callable[[tuple[str, str]], Hashable]
+
+
+def _one_slot(key: tuple[str, str]) -> Hashable:
+    return None
+
+
+@dataclass
+class _Slots:
+    """The call slots of one slot key, and how many calls hold or wait for them."""
+
+    free: asyncio.Semaphore
+    users: int = 0
 
 
 @dataclass
@@ -44,6 +63,7 @@ class CoalescingBatcher:
         window_s: float = 0.05,
         max_pending: int = 10_000,
         concurrency: int = 4,
+        slot_of: SlotOf = _one_slot,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
@@ -55,7 +75,10 @@ class CoalescingBatcher:
         self._pending = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set whenever pending requests leave for a call
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = max(1, concurrency)
+        self._slot_of = slot_of
+        # Only keys with a call holding or waiting: bounded by the calls, not the keys seen.
+        self._slots: dict[Hashable, _Slots] = {}
         self._calls: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
 
@@ -157,20 +180,29 @@ class CoalescingBatcher:
         self, key: tuple[str, str], batch: dict[str, list[asyncio.Future[Any]]]
     ) -> None:
         kind, cluster = key
-        async with self._slots:
-            try:
+        slot = self._slot_of(key)
+        slots = self._slots.get(slot)
+        if slots is None:
+            slots = self._slots[slot] = _Slots(asyncio.Semaphore(self._concurrency))
+        slots.users += 1
+        try:
+            async with slots.free:
                 results = await self._fetch(kind, cluster, list(batch))
-            except asyncio.CancelledError:
-                for futures in batch.values():
-                    for future in futures:
-                        future.cancel()
-                raise
-            except Exception as exc:
-                for futures in batch.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc)
-                return
+        except asyncio.CancelledError:
+            for futures in batch.values():
+                for future in futures:
+                    future.cancel()
+            raise
+        except Exception as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            return
+        finally:
+            slots.users -= 1
+            if not slots.users:
+                del self._slots[slot]
         for arn, futures in batch.items():
             for future in futures:
                 if not future.done():

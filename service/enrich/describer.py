@@ -111,6 +111,11 @@ def group_of(kind: str, cluster: str, arn: str) -> str | None:
     return parsed.sibling(f"cluster/{cluster.rpartition('/')[2]}")
 
 
+def _scope_of_group(key: tuple[str, str]) -> tuple[str, ...]:
+    """A batcher group's slot: its scope (the ARN's partition, region and account)."""
+    return tuple(key[1].split(":")[1:5])
+
+
 def _matches(requested: str, returned: str) -> bool:
     # ECS answers with full ARNs; a request may name a resource by ARN, name or id.
     return returned == requested or returned.rpartition("/")[2] == requested.rpartition("/")[2]
@@ -138,6 +143,7 @@ class Describer:
             window_s=window_s,
             max_pending=max_pending,
             concurrency=concurrency,
+            slot_of=_scope_of_group,
         )
         # Task definitions are immutable: once stored, never described again.
         self._known_definitions: OrderedDict[str, None] = OrderedDict()

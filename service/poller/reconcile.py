@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -177,18 +177,21 @@ class Reconciler:
     async def _reconcile_cluster(
         self, apis: AwsApis, scope: Scope, cluster: str, started: datetime, report: ReconcileReport
     ) -> None:
+        # Each kind lists, doubts and describes on its own, the three at once: a listing
+        # that is throttled (and waits out its backoff) holds back only its own kind.
         ecs = apis.ecs
-        listings = await asyncio.gather(
-            ecs.list_services(cluster),
-            ecs.list_tasks(cluster),
-            ecs.list_container_instances(cluster),
-        )
-        for kind, listed in zip(
-            (Kind.SERVICES, Kind.TASKS, Kind.CONTAINER_INSTANCES), listings, strict=True
-        ):
+
+        async def reconcile_kind(kind: Kind, listing: Awaitable[list[str]]) -> None:
+            listed = await listing
             doubted = await self._live_not_listed(kind, scope, cluster, listed, started)
             lookups = await self._describer.describe(kind, cluster, [*listed, *doubted])
             report.add(kind, lookups)
+
+        await asyncio.gather(
+            reconcile_kind(Kind.SERVICES, ecs.list_services(cluster)),
+            reconcile_kind(Kind.TASKS, ecs.list_tasks(cluster)),
+            reconcile_kind(Kind.CONTAINER_INSTANCES, ecs.list_container_instances(cluster)),
+        )
 
     async def _live_not_listed(
         self, kind: Kind, scope: Scope, cluster: str, listed: Sequence[str], started: datetime

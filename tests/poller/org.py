@@ -18,6 +18,7 @@ from aiobotocore.session import get_session
 
 from service.aws.scopes import Scope
 from service.config import Settings
+from tests.rig.accounts import assumed
 from tests.rig.aws_proxy import AwsProxy
 
 REGIONS = ("us-east-1", "eu-west-1")
@@ -41,30 +42,10 @@ def random_account() -> str:
     return str(random.randrange(10**11, 10**12))
 
 
-async def assumed(endpoint: str, account: str) -> dict[str, str]:
-    session: Any = get_session()
-    async with session.create_client(
-        "sts",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ) as sts:
-        answer = await sts.assume_role(
-            RoleArn=f"arn:aws:iam::{account}:role/{ROLE}", RoleSessionName="fixture"
-        )
-    creds = answer["Credentials"]
-    return {
-        "aws_access_key_id": creds["AccessKeyId"],
-        "aws_secret_access_key": creds["SecretAccessKey"],
-        "aws_session_token": creds["SessionToken"],
-    }
-
-
 async def build_scope(endpoint: str, scope: Scope) -> ScopeFleet:
     """Cluster ``prod``, service ``web`` and one task in ``scope``, tagged with the scope."""
     session: Any = get_session()
-    creds = await assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account, ROLE)
     tag = [{"key": "scope", "value": f"{scope.account}-{scope.region}"}]
     kwargs = {"endpoint_url": endpoint, "region_name": scope.region, **creds}
     async with (

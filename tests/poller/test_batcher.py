@@ -69,3 +69,31 @@ async def test_a_failed_call_fails_its_callers_only() -> None:
         with pytest.raises(RuntimeError, match="boom"):
             await batcher.get_many("tasks", "a", ["t1"])
         assert batcher.pending == 0
+
+
+async def test_calls_waiting_in_one_slot_do_not_hold_back_another_slot() -> None:
+    """One call per slot at a time: while a call of slot ``a`` waits (a throttled
+    scope's backoff), the next ``a`` call waits behind it and slot ``b`` is served."""
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    async def fetch(kind: str, cluster: str, arns: list[str]) -> dict[str, str]:
+        calls.append(cluster)
+        if cluster == "a1":
+            await release.wait()
+        return {arn: cluster for arn in arns}
+
+    async with CoalescingBatcher(
+        fetch, LIMITS, window_s=0.01, concurrency=1, slot_of=lambda key: key[1][0]
+    ) as batcher:
+        held = asyncio.create_task(batcher.get_many("tasks", "a1", ["t1"]))
+        queued = asyncio.create_task(batcher.get_many("tasks", "a2", ["t2"]))
+        try:
+            served = await asyncio.wait_for(batcher.get_many("tasks", "b1", ["t3"]), 30)
+        finally:
+            release.set()
+        assert served == {"t3": "b1"}
+        assert calls[:2] == ["a1", "b1"]
+        assert await held == {"t1": "a1"}
+        assert await queued == {"t2": "a2"}
+    assert calls == ["a1", "b1", "a2"]

@@ -34,7 +34,8 @@ from service.poller.heartbeat import Heartbeat
 from service.poller.scopes import record_watched
 from service.runtime import Runtime
 from service.state.heartbeats import scope_heartbeat_ages_s
-from tests.poller.org import REGIONS, assumed
+from tests.poller.org import REGIONS, ROLE
+from tests.rig.accounts import assumed
 from tests.rig.aws_proxy import AwsProxy
 
 READ_TOKEN = "read-token-0123456789abcdef"
@@ -84,7 +85,7 @@ async def _central(endpoint: str) -> tuple[str, str]:
 
 
 async def _member_events(endpoint: str, scope: Scope) -> Any:
-    creds = await assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account, ROLE)
     session: Any = get_session()
     return session.create_client("events", endpoint_url=endpoint, region_name=scope.region, **creds)
 

@@ -27,7 +27,8 @@ from service.poller.codedeploy import CodeDeployMapper
 from service.poller.metrics import MetricsPoller
 from service.poller.reconcile import Reconciler
 from service.runtime import Runtime
-from tests.poller.org import REGIONS, ScopeFleet, assumed
+from tests.poller.org import REGIONS, ROLE, ScopeFleet
+from tests.rig.accounts import assumed
 from tests.rig.aws_proxy import AwsProxy
 
 
@@ -158,6 +159,29 @@ async def test_same_names_in_four_scopes_each_described_in_its_own(
     assert monitored is False
 
 
+async def test_a_throttled_scope_is_throttled_alone(
+    org_runtime: Runtime,
+    fleets: list[ScopeFleet],
+    accounts: tuple[str, str, str],
+    org_proxy: AwsProxy,
+) -> None:
+    """AWS throttles one account in one region: only that scope's calls are answered
+    with throttling errors, it is reconciled in full after its backoff, and the other
+    scopes (its account's other region, the other account's same region) see none."""
+    throttled = Scope(accounts[0], REGIONS[1])
+    org_proxy.throttle(None, 2, account=throttled.account, region=throttled.region)
+    scopes = await org_runtime.aws_scopes()
+    async with Describer(org_runtime.sessionmaker, scopes) as describer:
+        reconciler = Reconciler(org_runtime.sessionmaker, scopes, describer)
+        report = await reconciler.reconcile_all(datetime.now(UTC) + timedelta(seconds=1))
+    assert org_proxy.throttled_scopes == {(throttled.account, throttled.region): 2}
+    assert reconciler.rounds.errors == {}
+    assert report.described["tasks"] == 4  # every watched scope's task, the throttled one's too
+    for fleet in fleets:
+        if fleet.scope.account in accounts[:2]:
+            assert await _tag_of(org_runtime, fleet.task_arn) == fleet.tag
+
+
 async def test_a_denied_account_is_isolated(
     org_runtime: Runtime,
     fleets: list[ScopeFleet],
@@ -210,7 +234,7 @@ async def test_a_denied_account_is_isolated(
 async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
     """A CodeDeploy application, group and deployment in ``scope``: (app, id)."""
     session: Any = get_session()
-    creds = await assumed(endpoint, scope.account)
+    creds = await assumed(endpoint, scope.account, ROLE)
     app = f"app{uuid.uuid4().hex[:8]}"
     async with session.create_client(
         "codedeploy", endpoint_url=endpoint, region_name=scope.region, **creds

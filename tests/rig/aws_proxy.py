@@ -3,8 +3,15 @@
 Every request is forwarded to moto unchanged; the proxy counts it by signing
 service (from the SigV4 credential scope: ``ecs``, ``monitoring``,
 ``elasticloadbalancing``, ``codedeploy``, ``sqs``) and operation (from
-``X-Amz-Target``, the RPC v2 path, or the query ``Action``). :meth:`throttle`
-makes the next N calls of an operation answer the way AWS does when it throttles;
+``X-Amz-Target``, the RPC v2 path, or the query ``Action``), and each call by
+scope: the region of its SigV4 credential scope
+(``Credential=AKID/date/REGION/service/aws4_request``) and the account of its
+access key. moto, like AWS, gives credentials from ``sts:AssumeRole`` the account
+of the role; the proxy learns the same from every ``AssumeRole`` it forwards (the
+role's account, the answer's ``AccessKeyId``), and any other key is moto's default
+account. :meth:`throttle` makes the next N calls of an operation (or of every
+operation) answer the way AWS does when it throttles, in every scope or in one
+account and/or region;
 :meth:`rewrite` edits the JSON answers of an operation (a state moto cannot reach,
 such as a CodeDeploy deployment that failed). :meth:`deny_account` answers
 ``sts:AssumeRole`` into an account with STS's real ``AccessDenied`` (moto cannot
@@ -31,7 +38,13 @@ from tests.rig.service_deployments import ApiError, ServiceDeploymentStore
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/[^/]+/aws4_request")
 _RPC_V2 = re.compile(r"/service/[^/]+/operation/([A-Za-z0-9]+)")
+_ACCESS_KEY = re.compile(r"Credential=([^/]+)/\d{8}/")
+_ANSWERED_KEY = re.compile(rb"<AccessKeyId>([^<]+)</AccessKeyId>")
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
+#: The account moto serves to credentials it did not issue by ``AssumeRole``.
+MOTO_DEFAULT_ACCOUNT = "123456789012"
+#: A throttling rule's key: operation, account, region (None: any).
+_Rule = tuple[str | None, str | None, str | None]
 
 
 class AwsProxy:
@@ -41,7 +54,11 @@ class AwsProxy:
         self._target = target.rstrip("/")
         self.calls: Counter[tuple[str, str]] = Counter()
         self.throttled: Counter[tuple[str, str]] = Counter()
-        self._throttle: dict[str, int] = {}
+        #: Throttled answers by scope (account, region).
+        self.throttled_scopes: Counter[tuple[str, str]] = Counter()
+        self._throttle: dict[_Rule, int] = {}
+        #: Access key -> account, from the ``AssumeRole`` answers forwarded.
+        self._key_accounts: dict[str, str] = {}
         self._rewrite: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._denied: set[str] = set()
         self._denied_operations: set[tuple[str, str]] = set()
@@ -76,9 +93,40 @@ class AwsProxy:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def throttle(self, operation: str, times: int) -> None:
-        """Answer the next ``times`` calls of ``operation`` with a throttling error."""
-        self._throttle[operation] = times
+    def throttle(
+        self,
+        operation: str | None,
+        times: int,
+        *,
+        account: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls of ``operation`` (None: of any operation) with
+        a throttling error; only calls of ``account`` and/or ``region`` when given (AWS
+        throttles per account and region), else calls of every scope."""
+        self._throttle[operation, account, region] = times
+
+    def scope_of(self, request: web.Request) -> tuple[str, str]:
+        """The (account, region) a request is signed for ("?" for a part not found)."""
+        authorization = request.headers.get("Authorization", "")
+        key = _ACCESS_KEY.search(authorization)
+        signed = _REGION.search(authorization)
+        account = MOTO_DEFAULT_ACCOUNT if key is None else self.account_of(key.group(1))
+        return account, signed.group(1) if signed else "?"
+
+    def account_of(self, access_key: str) -> str:
+        """The account moto serves to ``access_key``."""
+        return self._key_accounts.get(access_key, MOTO_DEFAULT_ACCOUNT)
+
+    def _throttles(self, operation: str, scope: tuple[str, str]) -> bool:
+        """Whether a throttling rule takes this call (and counts it down)."""
+        account, region = scope
+        for (op, acc, reg), left in self._throttle.items():
+            matches = op in (None, operation) and acc in (None, account) and reg in (None, region)
+            if left > 0 and matches:
+                self._throttle[op, acc, reg] = left - 1
+                return True
+        return False
 
     def rewrite(self, operation: str, edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Pass every JSON answer of ``operation`` through ``edit`` on its way back."""
@@ -100,6 +148,7 @@ class AwsProxy:
     def reset(self) -> None:
         self.calls.clear()
         self.throttled.clear()
+        self.throttled_scopes.clear()
         self._throttle.clear()
         self._rewrite.clear()
         self._denied.clear()
@@ -110,9 +159,9 @@ class AwsProxy:
         body = await request.read()
         service, operation = _identify(request, body)
         self.calls[service, operation] += 1
-        if self._throttle.get(operation, 0) > 0:
-            self._throttle[operation] -= 1
+        if self._throttle and self._throttles(operation, scope := self.scope_of(request)):
             self.throttled[service, operation] += 1
+            self.throttled_scopes[scope] += 1
             return _throttling(request)
         signed = _REGION.search(request.headers.get("Authorization", ""))
         if signed and (operation, signed.group(1)) in self._denied_operations:
@@ -121,7 +170,8 @@ class AwsProxy:
                 status=400,
                 headers={"x-amzn-ErrorType": "AccessDeniedException"},
             )
-        if operation == "AssumeRole" and self._denied:
+        role = ""
+        if operation == "AssumeRole":
             role = (parse_qs(body.decode(errors="replace")).get("RoleArn") or [""])[0]
             if role.split(":")[4:5] and role.split(":")[4] in self._denied:
                 return _access_denied(role)
@@ -134,6 +184,8 @@ class AwsProxy:
             request.method, self._target + request.path_qs, headers=headers, data=body
         ) as upstream:
             payload = await upstream.read()
+            if role and upstream.status == 200:
+                self._learn_key(role, payload)
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
             edit = self._rewrite.get(operation)
             if edit is not None and upstream.status == 200:
@@ -142,6 +194,12 @@ class AwsProxy:
                 out.pop("content-encoding", None)
                 out = {k: v for k, v in out.items() if k.lower() != "x-amz-crc32"}
             return web.Response(status=upstream.status, body=payload, headers=out)
+
+    def _learn_key(self, role: str, payload: bytes) -> None:
+        answered = _ANSWERED_KEY.search(payload)
+        parts = role.split(":")
+        if answered and len(parts) > 4 and parts[4]:
+            self._key_accounts[answered.group(1).decode()] = parts[4]
 
 
 def _identify(request: web.Request, body: bytes) -> tuple[str, str]:
