@@ -312,7 +312,16 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
     failed deployment.
     """
     family, revision = family_and_revision(d.task_definition)
-    context = EcsContext(cluster_arn=d.cluster_arn, cluster_name=d.cluster, service_name=d.service)
+    # The deployment's scope tags it where no cluster ARN does (a CodeDeploy deployment).
+    context = EcsContext(
+        cluster_arn=d.cluster_arn,
+        cluster_name=d.cluster,
+        service_name=d.service,
+        account=d.account_id or None,
+        region=d.region or None,
+    )
+    # Deployment ids are unique only within a scope: the fact keys say which.
+    scoped = f"{d.account_id}/{d.region}/{d.id}" if d.account_id and d.region else d.id
     where = f"{d.cluster}/{d.service}"
     kind = str(d.kind or DeploymentKind.ROLLING)
     body = [
@@ -326,7 +335,7 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
     if d.last_event_name is not None and d.started_at is not None:
         facts.append(
             Fact(
-                f"deployment:{d.id}:started",
+                f"deployment:{scoped}:started",
                 context,
                 (),
                 EventSpec(
@@ -373,7 +382,7 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
         aggregation_key=d.id,
         at=finished_at,
     )
-    facts.append(Fact(f"deployment:{d.id}:{outcome}", context, tuple(contributions), spec))
+    facts.append(Fact(f"deployment:{scoped}:{outcome}", context, tuple(contributions), spec))
     if outcome == Outcome.SUCCEEDED and d.recovers is not None:
         recovered = EventSpec(
             title=f"ECS deployment recovered: {where}",
@@ -382,7 +391,7 @@ def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
             aggregation_key=d.recovers,
             at=finished_at,
         )
-        facts.append(Fact(f"deployment:{d.id}:recovered", context, (), recovered))
+        facts.append(Fact(f"deployment:{scoped}:recovered", context, (), recovered))
     return facts
 
 

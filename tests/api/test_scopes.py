@@ -25,8 +25,8 @@ def elsewhere(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if not isinstance(value, str):
             moved[key] = value  # keep times and numbers as they were
-        elif key in ("account", "region"):
-            moved[key] = OTHER_ACCOUNT if key == "account" else OTHER_REGION
+        elif key in ("account", "account_id", "region"):
+            moved[key] = OTHER_REGION if key == "region" else OTHER_ACCOUNT
     return moved
 
 
