@@ -57,9 +57,17 @@ def group_service(
 
 
 def event_scope(event: NormalisedEvent) -> tuple[str, str]:
-    """(account, region) of an event's envelope ('' for a part it lacks): the scope of
-    the deployment it concerns, kept across a cross-account event bus."""
-    return event.envelope.account or "", event.envelope.region or ""
+    """(account, region) of an event: the scope of the deployment it concerns. The
+    envelope's, kept across a cross-account event bus; a part the envelope lacks is
+    read from the event's cluster ARN, else its first resource ARN ('' without one)."""
+    account, region = event.envelope.account or "", event.envelope.region or ""
+    if account and region:
+        return account, region
+    for arn in (event.cluster_arn, *event.envelope.resources):
+        parsed = parse_arn(arn)
+        if parsed is not None and parsed.account and parsed.region:
+            return account or parsed.account, region or parsed.region
+    return account, region
 
 
 def _base(

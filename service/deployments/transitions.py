@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.deployments.outcome import Outcome
 from service.deployments.reads import STUCK_CANDIDATES, snapshot_of
+from service.deployments.rows import event_scope
 from service.deployments.rules import (
     IMPAIRED_EVENTS,
     crash_loop_reason,
@@ -105,8 +106,8 @@ async def attach_service_reasons(session: AsyncSession, events: Sequence[Normali
                 _ATTACH_REASON,
                 {
                     "reason": service_action_reason(detail.event_name, detail.reason),
-                    "account_id": event.envelope.account or "",
-                    "region": event.envelope.region or "",
+                    "account_id": event_scope(event)[0],
+                    "region": event_scope(event)[1],
                     "arn": detail.service_arn,
                     "cluster": detail.cluster_name,
                     "service": detail.service_name,

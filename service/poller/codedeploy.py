@@ -275,11 +275,15 @@ class CodeDeployMapper:
             fresh = {
                 (r[0], r[1], r[2], r[3]) for r in await session.execute(_FRESH, {"stale": stale})
             }
-        # An override by service ARN names its group's scope: that group is mapped there
-        # (for its target groups) before any of its deployments is seen.
+        # An overridden group is mapped (for its target groups) before any of its
+        # deployments is seen: in the scope of its service ARN, else in the home scope.
+        home = self._scopes.home if self._scopes is not None else Scope("", "")
         for key, service in self._overrides.items():
             group = _split_key(key, service)
-            if group is not None and group not in fresh:
+            if group is None:
+                app, _, grp = key.partition("/")
+                group = (home.account, home.region, app, grp)
+            if group not in fresh:
                 groups.add(group)
         clock = self._clock()
         for group in sorted(groups):

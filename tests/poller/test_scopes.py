@@ -27,6 +27,7 @@ from service.aws.scopes import Scope
 from service.config import Settings
 from service.consumer.handler import Handler, Message
 from service.demo.aws import MotoServer
+from service.deployments.rows import group_key
 from service.enrich.describer import Describer
 from service.enrich.enricher import Enricher
 from service.poller.codedeploy import CodeDeployMapper
@@ -411,10 +412,10 @@ async def test_codedeploy_jobs_ask_the_deployments_own_scope(
     org_proxy.reset()
     targets = await mapper.map_known_groups()
     # Found in its own scope (moto answers DeploymentGroupDoesNotExist elsewhere).
-    service = targets[f"{app}/dg"].service
+    service = targets[group_key(app, "dg", (watched.account, watched.region))].service
     assert service is not None
     assert (service.cluster, service.service) == ("prod", "web")
-    assert f"{other_app}/dg" not in targets
+    assert group_key(other_app, "dg", (unwatched.account, unwatched.region)) not in targets
     assert org_proxy.count("GetDeploymentGroup") == 1
 
     def succeeded(body: dict[str, Any]) -> dict[str, Any]:
