@@ -554,4 +554,4 @@ async def test_one_codedeploy_group_name_in_two_accounts_maps_to_each_ones_servi
 
 def load_settings_groups(value: str) -> dict[str, ServiceRef]:
     """``ECSWATCH_CODEDEPLOY_GROUPS`` as the settings parse it."""
-    return Settings.model_validate({"codedeploy_groups": value}, context=None).codedeploy_groups
+    return Settings.model_validate({"codedeploy_groups": value}).codedeploy_groups
