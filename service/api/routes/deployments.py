@@ -171,7 +171,7 @@ DETAIL = Single(DeploymentDetail)
 #: The scopes that hold a deployment of one id (ids are unique only within a scope;
 #: served by ix_deployments_id).
 SCOPES = (
-    select(D.account_id, D.region, func.coalesce(D.service_arn, D.cluster_arn).label("service_arn"))
+    select(D.account_id, D.region, D.service_arn)
     .where(D.id == bindparam("id"))
     .order_by(D.account_id, D.region)
     .limit(MAX_NAMESAKES)
