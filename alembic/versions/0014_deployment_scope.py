@@ -5,8 +5,8 @@ an account and region (docs/architecture.md, "Names are labels"). The upgrade ad
 ``account_id`` and ``region`` to ``deployments``, back-filled from the deployment's
 service ARN, else its cluster ARN, else its first raw event's ``account`` and
 ``region``, else '', and makes the primary key ``(account_id, region, id)`` (an
-index on ``id`` alone keeps the lookups that give no scope fast; another serves
-the ``account_id=`` filter of ``/v1/deployments``). ``codedeploy_groups`` gains
+index on ``id`` alone keeps the lookups that give no scope fast; two more serve
+the ``account_id=`` and ``region=`` filters of ``/v1/deployments``, in its order). ``codedeploy_groups`` gains
 the same columns, back-filled from the latest deployment naming the group, else
 '', and is keyed ``(account_id, region, application, deployment_group)``.
 
@@ -57,11 +57,12 @@ def upgrade() -> None:
     op.drop_constraint("pk_deployments", "deployments", type_="primary")
     op.create_primary_key("pk_deployments", "deployments", ["account_id", "region", "id"])
     op.create_index("ix_deployments_id", "deployments", ["id"])
-    op.create_index(
-        "ix_deployments_scope_started_at_id",
-        "deployments",
-        ["account_id", "region", sa.text("started_at DESC"), sa.text("id DESC")],
-    )
+    for column in ("account_id", "region"):
+        op.create_index(
+            f"ix_deployments_{column}_started_at_id",
+            "deployments",
+            [column, sa.text("started_at DESC"), sa.text("id DESC")],
+        )
 
     _scope_columns("codedeploy_groups")
     op.execute(
@@ -98,7 +99,8 @@ def downgrade() -> None:
         "DELETE FROM deployments AS d USING deployments AS e WHERE d.id = e.id"
         " AND (d.updated_at, e.account_id, e.region) < (e.updated_at, d.account_id, d.region)"
     )
-    op.drop_index("ix_deployments_scope_started_at_id", table_name="deployments")
+    op.drop_index("ix_deployments_region_started_at_id", table_name="deployments")
+    op.drop_index("ix_deployments_account_id_started_at_id", table_name="deployments")
     op.drop_index("ix_deployments_id", table_name="deployments")
     op.drop_constraint("pk_deployments", "deployments", type_="primary")
     op.create_primary_key("pk_deployments", "deployments", ["id"])

@@ -213,10 +213,15 @@ class Deployment(Base):
         Index("ix_deployments_service", "cluster_name", "service_name", text("started_at DESC")),
         # Lookups of an id in every scope (the detail route without a scope).
         Index("ix_deployments_id", "id"),
-        # /v1/deployments?account_id=…[&region=…] (0014).
+        # /v1/deployments?account_id=… and ?region=…, newest first (0014).
         Index(
-            "ix_deployments_scope_started_at_id",
+            "ix_deployments_account_id_started_at_id",
             "account_id",
+            text("started_at DESC"),
+            text("id DESC"),
+        ),
+        Index(
+            "ix_deployments_region_started_at_id",
             "region",
             text("started_at DESC"),
             text("id DESC"),

@@ -122,7 +122,7 @@ def _where(shape: Shape) -> list[ColumnElement[bool]]:
     )
     if shape.outcome:
         filters.append(D.outcome == bindparam("outcome"))
-    # Served by ix_deployments_scope_started_at_id (account_id, region, started_at, id).
+    # Served by ix_deployments_account_id_started_at_id and _region_started_at_id.
     if shape.scope[0]:
         filters.append(D.account_id == bindparam("account_id"))
     if shape.scope[1]:
