@@ -180,10 +180,10 @@ FROM generate_series(1, __N__) AS g
 # One deployment per TASKS_PER_DEPLOYMENT tasks, with the service and start of its
 # first task; every fourth one failed (so the detail route classifies a cause).
 SEED_DEPLOYMENTS = f"""
-INSERT INTO deployments (id, cluster_arn, cluster_name, service_arn, service_name, kind, outcome,
-                         reason, task_definition, event_ids, started_at, updated_at,
-                         finished_at, last_event_at, failed_tasks)
-SELECT 'ecs-svc/' || d,
+INSERT INTO deployments (account_id, region, id, cluster_arn, cluster_name, service_arn,
+                         service_name, kind, outcome, reason, task_definition, event_ids,
+                         started_at, updated_at, finished_at, last_event_at, failed_tasks)
+SELECT '{ACCOUNT}', 'us-east-1', 'ecs-svc/' || d,
        '{PREFIX}:cluster/c' || (d * {TASKS_PER_DEPLOYMENT} % {CLUSTERS}),
        'c' || (d * {TASKS_PER_DEPLOYMENT} % {CLUSTERS}),
        '{PREFIX}:service/c' || (d * {TASKS_PER_DEPLOYMENT} % {CLUSTERS}) || '/svc-'
@@ -262,6 +262,11 @@ def scenarios(tasks: int) -> list[tuple[str, str]]:
         ("services: cluster", "/v1/services?cluster=c4"),
         # A failed deployment in the middle of the data (every fourth one failed).
         ("deployment: detail + cause", f"/v1/deployments/ecs-svc/{failed_deployment}"),
+        ("deployments: account_id", f"/v1/deployments?account_id={ACCOUNT}"),
+        (
+            "deployments: account_id + region",
+            f"/v1/deployments?account_id={ACCOUNT}&region=us-east-1",
+        ),
     ]
 
 

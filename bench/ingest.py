@@ -416,7 +416,7 @@ def plan_baseline(
             )
         task_deps: dict[str, dict[str, Any]] = {}
         for e in tasks:
-            row = deployment_rows.task_deployment_row(e.detail, e.envelope.time)
+            row = deployment_rows.task_deployment_row(e)
             if row is not None and row["id"] not in task_deps:
                 task_deps[row["id"]] = row
         steps.append(

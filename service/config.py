@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.deployments.rows import group_key
 from service.errors import ConfigError
 from service.events.arns import partition_of
 
@@ -46,10 +47,12 @@ class ApiToken:
 
 @dataclass(frozen=True, slots=True)
 class ServiceRef:
-    """A ``cluster/service`` pair that a CodeDeploy deployment group deploys to."""
+    """A ``cluster/service`` pair that a CodeDeploy deployment group deploys to, with
+    the service's ARN where it is known (names are unique only within a scope)."""
 
     cluster: str
     service: str
+    arn: str | None = None
 
 
 #: First parts of metric names that Datadog's integrations and Agent write under; a
@@ -83,6 +86,11 @@ ROLE_ARN = re.compile(
 #: An IAM role name (no path).
 ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
+#: ``arn:PARTITION:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE``: a service in one scope.
+SERVICE_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov|aws-iso[a-z-]*):ecs:([a-z0-9-]+):(\d{12})"
+    r":service/([A-Za-z0-9_-]{1,255})/([A-Za-z0-9_-]{1,255})$"
+)
 
 
 def known_regions() -> frozenset[str]:
@@ -333,10 +341,31 @@ class Settings(BaseSettings):
         for pair in _split_csv(value):
             group, sep, target = pair.partition("=")
             app, slash, name = group.partition("/")
-            cluster, slash2, service = target.partition("/")
-            if not (sep and slash and slash2 and app and name and cluster and service):
-                raise ValueError(f"expected application/group=cluster/service, got {pair!r}")
-            groups[f"{app}/{name}"] = ServiceRef(cluster=cluster, service=service)
+            if not (sep and slash and app and name):
+                raise ValueError(
+                    "expected application/group=cluster/service or"
+                    f" application/group=<service ARN>, got {pair[:200]!r}"
+                )
+            if target.startswith("arn:"):
+                # The group of the ARN's scope only, resolved to that very service.
+                match = SERVICE_ARN.match(target)
+                if match is None:
+                    raise ValueError(f"malformed service ARN for {group}: {target[:200]!r}")
+                if match.group(2) not in known_regions():
+                    raise ValueError(f"unknown region {match.group(2)!r} in {target[:200]!r}")
+                key = group_key(app, name, (match.group(3), match.group(2)))
+                ref = ServiceRef(cluster=match.group(4), service=match.group(5), arn=target)
+            else:
+                cluster, slash2, service = target.partition("/")
+                if not (slash2 and cluster and service):
+                    raise ValueError(
+                        "expected application/group=cluster/service or"
+                        f" application/group=<service ARN>, got {pair[:200]!r}"
+                    )
+                key, ref = group_key(app, name), ServiceRef(cluster=cluster, service=service)
+            if key in groups:
+                raise ValueError(f"{group} is listed twice")
+            groups[key] = ref
         return groups
 
     @field_validator("db_pool_size", mode="before")

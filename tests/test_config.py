@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.config import ServiceRef, load_settings
+from service.deployments.rows import group_key, group_service
 from service.errors import ConfigError
 
 
@@ -41,6 +42,7 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
     assert s.api_tokens[1].token.get_secret_value() == "aaaaaaaaaaaaaaaaaa"
     assert s.clusters == ("prod", "staging")
     assert s.codedeploy_groups["app/blue"] == ServiceRef(cluster="prod", service="web")
+    assert len(s.codedeploy_groups) == 2
     assert s.webhook_allow_private is True
     assert s.datadog_enabled is True
     assert s.datadog_base_url == "https://api.datadoghq.eu"
@@ -73,6 +75,22 @@ def test_values_are_parsed(clean_env: pytest.MonkeyPatch) -> None:
         ("ECSWATCH_METRICS_INTERVAL_S", "0", "invalid ECSWATCH_METRICS_INTERVAL_S"),
         ("ECSWATCH_RECONCILE_INTERVAL_S", "soon", "invalid ECSWATCH_RECONCILE_INTERVAL_S"),
         ("ECSWATCH_CODEDEPLOY_GROUPS", "app=web", "invalid ECSWATCH_CODEDEPLOY_GROUPS"),
+        (
+            "ECSWATCH_CODEDEPLOY_GROUPS",
+            "app/g=arn:aws:ecs:us-east-1:1234:service/prod/web",
+            "malformed service ARN for app/g",
+        ),
+        (
+            "ECSWATCH_CODEDEPLOY_GROUPS",
+            "app/g=arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+            "malformed service ARN for app/g",
+        ),
+        (
+            "ECSWATCH_CODEDEPLOY_GROUPS",
+            "app/g=arn:aws:ecs:mars-north-1:123456789012:service/prod/web",
+            "unknown region 'mars-north-1'",
+        ),
+        ("ECSWATCH_CODEDEPLOY_GROUPS", "app/g=a/b,app/g=c/d", "app/g is listed twice"),
         ("ECSWATCH_LOG_FORMAT", "xml", "invalid ECSWATCH_LOG_FORMAT"),
     ],
 )
@@ -152,3 +170,22 @@ def test_edge_settings(clean_env: pytest.MonkeyPatch) -> None:
             env.setenv(name, value)
             with pytest.raises(ConfigError, match=f"invalid {name}:"):
                 load_settings()
+
+
+def test_a_codedeploy_group_override_by_service_arn_holds_in_its_scope(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """``application/group=<service ARN>`` names the group of the ARN's scope only, and
+    comes first there; ``application/group=cluster/service`` holds in every scope."""
+    arn = "arn:aws:ecs:eu-west-1:210987654321:service/prod/web-eu"
+    clean_env.setenv("ECSWATCH_CODEDEPLOY_GROUPS", f"app/blue=prod/web, app/blue={arn}")
+    groups = load_settings().codedeploy_groups
+    scoped = ServiceRef(cluster="prod", service="web-eu", arn=arn)
+    assert groups == {
+        "app/blue": ServiceRef(cluster="prod", service="web"),
+        group_key("app", "blue", ("210987654321", "eu-west-1")): scoped,
+    }
+    assert group_service(groups, ("210987654321", "eu-west-1"), "app", "blue") == scoped
+    for elsewhere in (("210987654321", "us-east-1"), ("123456789012", "eu-west-1")):
+        assert group_service(groups, elsewhere, "app", "blue") == groups["app/blue"]
+    assert group_service(groups, ("210987654321", "eu-west-1"), "app", "green") is None

@@ -168,3 +168,99 @@ async def test_partitioning_moves_the_rows_and_back(empty_engine: AsyncEngine) -
     await upgrade(empty_engine)
     async with empty_engine.connect() as conn:
         assert (await conn.execute(text(_WHERE))).all() == placed
+
+
+_SCOPELESS = """
+INSERT INTO raw_events (id, detail_type, source, account, region, time, detail)
+VALUES ('ev-cd', 'CodeDeploy Deployment State-change Notification', 'aws.codedeploy',
+        '210987654321', 'eu-west-1', '2025-03-01T12:00:00Z', '{}');
+INSERT INTO deployments (id, service_arn, cluster_arn, kind, codedeploy_application,
+                         codedeploy_group, event_ids, started_at)
+VALUES ('ecs-svc/1', 'arn:aws:ecs:us-east-1:123456789012:service/prod/web', NULL, 'rolling',
+        NULL, NULL, '[]', '2025-03-01T10:00:00Z'),
+       ('ecs-svc/2', NULL, 'arn:aws:ecs:us-west-2:123456789012:cluster/prod', 'rolling',
+        NULL, NULL, '[]', '2025-03-01T11:00:00Z'),
+       ('d-CODEDEPLOY', NULL, NULL, 'codedeploy', 'shop', 'blue', '["ev-cd"]',
+        '2025-03-01T12:00:00Z'),
+       ('d-UNKNOWN', NULL, NULL, 'codedeploy', 'other', 'green', '["gone"]',
+        '2025-03-01T13:00:00Z');
+INSERT INTO codedeploy_groups (application, deployment_group, cluster_name, service_name)
+VALUES ('shop', 'blue', 'prod', 'shop'), ('other', 'green', NULL, NULL), ('idle', 'g', NULL, NULL)
+"""
+
+
+async def test_deployments_and_groups_get_their_scope_and_lose_it_again(
+    empty_engine: AsyncEngine,
+) -> None:
+    """0014 back-fills a deployment's scope from its service ARN, else its cluster ARN,
+    else its first raw event ('' without any), and a group's from its latest
+    deployment; the downgrade keeps one row of each id (the one updated last) and
+    one mapping of each group (the one resolved last)."""
+    await upgrade(empty_engine, "0013")
+    async with empty_engine.begin() as conn:
+        for statement in _SCOPELESS.split(";"):
+            await conn.execute(text(statement))
+    await upgrade(empty_engine)
+    async with empty_engine.connect() as conn:
+        deployments = (
+            await conn.execute(text("SELECT id, account_id, region FROM deployments ORDER BY id"))
+        ).all()
+        groups = (
+            await conn.execute(
+                text(
+                    "SELECT application, account_id, region FROM codedeploy_groups"
+                    " ORDER BY application"
+                )
+            )
+        ).all()
+    assert [tuple(d) for d in deployments] == [
+        ("d-CODEDEPLOY", "210987654321", "eu-west-1"),
+        ("d-UNKNOWN", "", ""),
+        ("ecs-svc/1", "123456789012", "us-east-1"),
+        ("ecs-svc/2", "123456789012", "us-west-2"),
+    ]
+    assert [tuple(g) for g in groups] == [
+        ("idle", "", ""),
+        ("other", "", ""),
+        ("shop", "210987654321", "eu-west-1"),
+    ]
+
+    # The same id and the same group in another scope are other rows now.
+    async with empty_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO deployments (account_id, region, id, kind, updated_at)"
+                " VALUES ('444455556666', 'us-east-1', 'ecs-svc/1', 'rolling', now())"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO codedeploy_groups (account_id, region, application,"
+                " deployment_group, service_name, resolved_at)"
+                " VALUES ('444455556666', 'us-east-1', 'shop', 'blue', 'newer', now())"
+            )
+        )
+
+    await downgrade(empty_engine, "0013")
+    async with empty_engine.connect() as conn:
+        kept = (
+            await conn.execute(text("SELECT id, service_arn FROM deployments ORDER BY id"))
+        ).all()
+        mapped = (
+            await conn.execute(
+                text("SELECT application, service_name FROM codedeploy_groups ORDER BY application")
+            )
+        ).all()
+        columns = await conn.run_sync(
+            lambda c: {col["name"] for col in inspect(c).get_columns("deployments")}
+        )
+    # ecs-svc/1 of the other scope was updated last: it is the one kept.
+    assert [tuple(k) for k in kept] == [
+        ("d-CODEDEPLOY", None),
+        ("d-UNKNOWN", None),
+        ("ecs-svc/1", None),
+        ("ecs-svc/2", None),
+    ]
+    assert [tuple(m) for m in mapped] == [("idle", None), ("other", None), ("shop", "newer")]
+    assert "account_id" not in columns
+    await upgrade(empty_engine)

@@ -52,7 +52,7 @@ from service.deployments.causes import attach_causes
 from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.reads import closed_failures, read_snapshots
 from service.deployments.rules import is_failed_start
-from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot
+from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentKey, DeploymentSnapshot
 from service.deployments.transitions import mark_stuck
 from service.events.models import (
     ContainerInstanceStateChange,
@@ -130,13 +130,13 @@ async def _raise(
     new = await insert_alerts(session, drafts)
     new, caused = await _with_causes(session, new, snapshots, rules=rules, now=now)
     # Rare (a deployment's success, once): which failure it closes.
-    succeeded = {a.deployment_id for a in new if a.type is AlertType.DEPLOYMENT_SUCCEEDED}
+    succeeded = {a.deployment_key for a in new if a.type is AlertType.DEPLOYMENT_SUCCEEDED}
     if succeeded:
-        closes = await closed_failures(session, sorted(d for d in succeeded if d))
-        recovered = [recovery_alert(d, closes[d.id], now=now) for d in caused if d.id in closes]
+        closes = await closed_failures(session, sorted(k for k in succeeded if k))
+        recovered = [recovery_alert(d, closes[d.key], now=now) for d in caused if d.key in closes]
         new += await insert_alerts(session, recovered)
         caused = [
-            dataclasses.replace(d, recovers=closes[d.id]) if d.id in closes else d for d in caused
+            dataclasses.replace(d, recovers=closes[d.key]) if d.key in closes else d for d in caused
         ]
     return Raised(new, caused)
 
@@ -156,7 +156,7 @@ async def _with_causes(
     ``deployment.failed``, ``rolled_back`` or ``stuck`` alert is among the ``new``
     ones, written into those alerts' bodies and put on its snapshot. Nothing is read
     for a batch that raised no such alert: a repeat of a raised one costs nothing."""
-    owed = {a.deployment_id for a in new if a.type in CAUSE_ALERTS and a.deployment_id}
+    owed = {a.deployment_key for a in new if a.type in CAUSE_ALERTS and a.deployment_key}
     if not owed:
         return new, list(snapshots)
     caused = await attach_causes(session, snapshots, owed, now=now)
@@ -164,7 +164,7 @@ async def _with_causes(
     rebuilt = {
         a.id: a
         for d in caused
-        if d.id in owed and d.cause is not None
+        if d.key in owed and d.cause is not None
         for a in deployment_alerts(d, now=now, hold_s=rules.codedeploy_hold_s)
     }
     updated = [rebuilt.get(a.id, a) if a.type in CAUSE_ALERTS else a for a in new]
@@ -343,10 +343,12 @@ async def _fan_out(session: AsyncSession, alerts: list[AlertDraft]) -> None:
         await session.execute(pg_insert(OutboxItem).values(rows).on_conflict_do_nothing())
 
 
-async def sweep_stuck(session: AsyncSession, *, rules: AlertRules, now: datetime) -> list[str]:
+async def sweep_stuck(
+    session: AsyncSession, *, rules: AlertRules, now: datetime
+) -> list[DeploymentKey]:
     """Flag in-progress deployments with no running task after ``stuck_after_s``
     (:func:`service.deployments.transitions.mark_stuck`) and raise their
-    ``deployment.stuck``. Returns the ids flagged. Run periodically (the dispatcher
+    ``deployment.stuck``. Returns the keys flagged. Run periodically (the dispatcher
     role does), in the caller's transaction.
     """
     stuck = await mark_stuck(session, now=now, after_s=rules.stuck_after_s)
@@ -357,37 +359,45 @@ async def sweep_stuck(session: AsyncSession, *, rules: AlertRules, now: datetime
         if a.type is AlertType.DEPLOYMENT_STUCK
     ]
     await _raise(session, drafts, stuck, rules=rules, now=now)
-    return [d.id for d in stuck]
+    return [d.key for d in stuck]
 
 
 # CodeDeploy deployments with no service whose alerts were held for the group mapping
-# and are still owed: an outcome that alerts, no alert yet, and the group now mapped
-# (CodeDeploy names no service for it) or the hold over. The mapper passes the ids it
-# back-filled with a service itself.
+# and are still owed: an outcome that alerts, no alert yet (about the deployment of
+# that scope: the alert body's account_id and region), and the group of its scope
+# now mapped (CodeDeploy names no service for it) or the hold over. The mapper
+# passes the keys it back-filled with a service itself.
 _ALERTING = ", ".join(f"'{o}'" for o in sorted({*FAILED_OUTCOMES, Outcome.SUCCEEDED}))
 _HELD = text(
-    "SELECT d.id FROM deployments AS d"
+    "SELECT d.account_id, d.region, d.id FROM deployments AS d"
     f" WHERE d.codedeploy_application IS NOT NULL AND d.kind = '{DeploymentKind.CODEDEPLOY}'"
     " AND d.service_name IS NULL"
     f" AND (d.outcome IN ({_ALERTING}) OR d.stuck)"
-    " AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.deployment_id = d.id)"
-    " AND (EXISTS (SELECT 1 FROM codedeploy_groups AS g WHERE g.application ="
-    "  d.codedeploy_application AND g.deployment_group = d.codedeploy_group)"
+    " AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.deployment_id = d.id"
+    "  AND coalesce(a.payload->>'account_id', '') = d.account_id"
+    "  AND coalesce(a.payload->>'region', '') = d.region)"
+    " AND (EXISTS (SELECT 1 FROM codedeploy_groups AS g WHERE g.account_id = d.account_id"
+    "  AND g.region = d.region AND g.application = d.codedeploy_application"
+    "  AND g.deployment_group = d.codedeploy_group)"
     "  OR coalesce(d.last_event_at, d.started_at) <= :cutoff)"
-    " ORDER BY d.id LIMIT 500"
+    " ORDER BY d.id, d.account_id, d.region LIMIT 500"
 )
 
 
 async def release_held(
-    session: AsyncSession, *, rules: AlertRules, now: datetime, ids: Sequence[str] = ()
+    session: AsyncSession,
+    *,
+    rules: AlertRules,
+    now: datetime,
+    keys: Sequence[DeploymentKey] = (),
 ) -> list[AlertDraft]:
     """Raise the alerts that CodeDeploy deployments held for their group's mapping
-    (:func:`~service.alerts.rules.awaiting_service`), plus those of ``ids``: once
+    (:func:`~service.alerts.rules.awaiting_service`), plus those of ``keys``: once
     the mapper has mapped the group, or when the hold is over. Idempotent (the
     alerts' dedupe keys); several processes may run it. The new alerts."""
     cutoff = now - timedelta(seconds=rules.codedeploy_hold_s)
-    held = [row[0] for row in await session.execute(_HELD, {"cutoff": cutoff})]
-    wanted = sorted(set(held) | set(ids))
+    held = [DeploymentKey(*row) for row in await session.execute(_HELD, {"cutoff": cutoff})]
+    wanted = sorted(set(held) | set(keys))
     if not wanted:
         return []
     snapshots = await read_snapshots(session, wanted)

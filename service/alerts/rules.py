@@ -28,6 +28,7 @@ from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.snapshot import (
     BLUE_GREEN_KINDS,
     FAILED_OUTCOMES,
+    DeploymentKey,
     DeploymentSnapshot,
     failure_summary,
     where,
@@ -74,6 +75,8 @@ class AlertDraft:
     service_arn: str | None
     deployment_id: str | None
     body: dict[str, Any] = field(compare=False)
+    # The deployment an alert is about, in its scope (ids are unique only there).
+    deployment_key: DeploymentKey | None = field(default=None, compare=False)
 
     @property
     def id(self) -> str:
@@ -219,8 +222,13 @@ def _deployment_draft(
     now: datetime,
     extra: dict[str, Any] | None = None,
 ) -> AlertDraft:
-    """The alert of kind ``kind`` about deployment ``d``: one per deployment and kind."""
-    key = f"{kind.value}:{d.id}"
+    """The alert of kind ``kind`` about deployment ``d``: one per deployment (in its
+    scope: ids are unique only within an account and region) and kind."""
+    key = (
+        f"{kind.value}:{d.account_id}/{d.region}/{d.id}"
+        if d.account_id and d.region
+        else f"{kind.value}:{d.id}"
+    )
     body = _body(
         kind,
         key,
@@ -231,10 +239,12 @@ def _deployment_draft(
         summary=summary,
         deployment=deployment_body(d),
         events=d.event_ids,
-        scope=scope_of(d.service_arn, d.cluster_arn),
+        scope=(d.account_id, d.region)
+        if d.account_id and d.region
+        else scope_of(d.service_arn, d.cluster_arn),
         extra=extra,
     )
-    return AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body)
+    return AlertDraft(kind, key, summary, d.cluster, d.service, d.service_arn, d.id, body, d.key)
 
 
 def recovery_alert(d: DeploymentSnapshot, closes: str, *, now: datetime) -> AlertDraft:

@@ -44,7 +44,7 @@ from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from service.api.schemas import NO_NUL
-from service.errors import InvalidInputError
+from service.errors import AmbiguousNameError, InvalidInputError
 from service.events import arns
 from service.events.arns import Arn
 from service.state.models import ResourceTags
@@ -544,6 +544,35 @@ def scope_filter(
     if scope[1]:
         filters.append(region_of(arn_column) == bindparam("region"))
     return filters
+
+
+#: Resources of one name (or deployments of one id) read to tell their scopes apart:
+#: names are unique only within an account and region. More rows are not read.
+MAX_NAMESAKES = 50
+
+
+def one_scope(
+    found: Sequence[Mapping[str, Any]], *, what: str, arn_key: str
+) -> Mapping[str, Any] | None:
+    """The first of ``found`` (rows with ``account_id`` and ``region``), None for none;
+    :class:`~service.errors.AmbiguousNameError` (409) listing each scope with the
+    service ARN (``arn_key`` of its first row, where known) when they span several
+    scopes. The one form of that problem for every route."""
+    scopes = sorted({(r["account_id"] or "", r["region"] or "") for r in found})
+    if len(scopes) > 1:
+        listed: list[dict[str, str]] = []
+        for account, region in scopes:
+            first = next(
+                r for r in found if (r["account_id"] or "", r["region"] or "") == (account, region)
+            )
+            entry = {"account_id": account, "region": region}
+            if first[arn_key]:
+                entry["service_arn"] = first[arn_key]
+            listed.append(entry)
+        raise AmbiguousNameError(
+            f"{what} is in {len(scopes)} scopes; give account_id and region", scopes=listed
+        )
+    return found[0] if found else None
 
 
 def in_scope(arn: str, account_id: str | None, region: str | None) -> bool:

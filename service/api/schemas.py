@@ -87,7 +87,10 @@ class Problem(BaseModel):
     )
     scopes: list[dict[str, str]] | None = Field(
         default=None,
-        description="409: the scopes (`account_id`, `region`, `service_arn`) a name matches.",
+        description=(
+            "409: the scopes (`account_id`, `region` and, where known, `service_arn`) "
+            "a name or a deployment id matches."
+        ),
     )
 
     model_config = _example(
@@ -1247,8 +1250,8 @@ _ERROR_DESCRIPTIONS = {
     403: "The token's scope does not allow this route.",
     404: "No such resource.",
     409: (
-        "The names match resources of several scopes; `scopes` lists each one's "
-        "`account_id`, `region` and `service_arn`."
+        "The names (or the id) match resources of several scopes; `scopes` lists each "
+        "one's `account_id`, `region` and, where known, `service_arn`."
     ),
 }
 

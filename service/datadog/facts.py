@@ -23,7 +23,6 @@ from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot, failure_summary
 from service.events.arns import family_and_revision
 from service.events.models import (
-    CodeDeployDeploymentStateChange,
     ContainerInstanceHealthChange,
     ContainerInstanceStateChange,
     NormalisedEvent,
@@ -141,7 +140,7 @@ def task_facts(event: NormalisedEvent, task: TaskStateChange, now: datetime) -> 
                 ]
             ),
             alert_type="error",
-            aggregation_key=f"task_failed_to_start:{task.cluster_name}/{where}",
+            aggregation_key=_grouping(context, f"task_failed_to_start:{task.cluster_name}/{where}"),
             at=task.stopped_at or at,
         )
     facts.append(
@@ -184,7 +183,7 @@ def task_facts(event: NormalisedEvent, task: TaskStateChange, now: datetime) -> 
                     ]
                 ),
                 alert_type="error",
-                aggregation_key=f"oom:{task.cluster_name}/{where}",
+                aggregation_key=_grouping(context, f"oom:{task.cluster_name}/{where}"),
                 at=task.stopped_at or at,
             )
             facts.append(
@@ -204,6 +203,12 @@ def service_action_facts(event: NormalisedEvent, action: ServiceAction) -> list[
         return []
     service = action.service_name or "?"
     alert: AlertType = "error" if action.event_type == "ERROR" else "warning"
+    context = EcsContext(
+        cluster_arn=action.cluster_arn or event.cluster_arn,
+        cluster_name=action.cluster_name,
+        service_name=action.service_name,
+    )
+    context = _in_event_scope(context, event)
     spec = EventSpec(
         title=f"ECS service {action.event_name}: {action.cluster_name}/{service}",
         text=_lines(
@@ -216,15 +221,9 @@ def service_action_facts(event: NormalisedEvent, action: ServiceAction) -> list[
             ]
         ),
         alert_type=alert,
-        aggregation_key=f"service:{action.cluster_name}/{service}",
+        aggregation_key=_grouping(context, f"service:{action.cluster_name}/{service}"),
         at=action.created_at or event.envelope.time,
     )
-    context = EcsContext(
-        cluster_arn=action.cluster_arn or event.cluster_arn,
-        cluster_name=action.cluster_name,
-        service_name=action.service_name,
-    )
-    context = _in_event_scope(context, event)
     key = f"service_action:{event.natural_key or event.envelope.id}"
     return [Fact(key, context, (), spec)]
 
@@ -254,7 +253,7 @@ def instance_facts(event: NormalisedEvent, applied: bool) -> Derived:
                     ]
                 ),
                 alert_type="warning",
-                aggregation_key=f"container_instance:{arn}"[:100],
+                aggregation_key=f"container_instance:{arn}"[:AGGREGATION_KEY_MAX],
                 at=detail.updated_at or event.envelope.time,
             )
             out.facts.append(Fact(f"ci:{arn}:draining", context, (), spec))
@@ -277,7 +276,7 @@ def instance_facts(event: NormalisedEvent, applied: bool) -> Derived:
                     ]
                 ),
                 alert_type="warning",
-                aggregation_key=f"container_instance:{arn}"[:100],
+                aggregation_key=f"container_instance:{arn}"[:AGGREGATION_KEY_MAX],
                 at=detail.updated_at,
             )
             out.facts.append(Fact(f"ci:{arn}:impaired", context, (), spec))
@@ -315,57 +314,41 @@ _OUTCOME_ALERTS: dict[Outcome, AlertType] = {
 }
 
 
-#: (account, region) of a deployment, by id, from the events that name it.
-DeploymentScopes = Mapping[str, tuple[str, str]]
+#: Datadog's limit on an event's ``aggregation_key``.
+AGGREGATION_KEY_MAX = 100
 
 
-def deployment_scopes(events: Sequence[NormalisedEvent]) -> dict[str, tuple[str, str]]:
-    """The scope of each CodeDeploy deployment of ``events`` (its event's account and
-    region): a CodeDeploy deployment's row names no ECS ARN to take it from."""
-    out: dict[str, tuple[str, str]] = {}
-    for event in events:
-        detail, envelope = event.detail, event.envelope
-        if isinstance(detail, CodeDeployDeploymentStateChange) and envelope.account:
-            region = envelope.region or detail.region
-            if region:
-                out[detail.deployment_id] = (envelope.account, region)
-    return out
+def _grouping(context: EcsContext, key: str) -> str:
+    """An event's ``aggregation_key``: ``key`` after the account and region of
+    ``context`` where it names them (names and deployment ids are unique only within
+    a scope), cut to Datadog's limit."""
+    parts = arn_parts(context.cluster_arn)
+    account, region = parts.account or context.account, parts.region or context.region
+    return (f"{account}/{region}/{key}" if account and region else key)[:AGGREGATION_KEY_MAX]
 
 
-def _deployment_context(d: DeploymentSnapshot, scopes: DeploymentScopes) -> EcsContext:
-    """A deployment's tags: its cluster's ARN, else the first of its service's ARN, its
-    own id (an ARN for daemon and service deployments) and its task definition that
-    names a scope, else the scope of its CodeDeploy event."""
-    account, region = scopes.get(d.id, (None, None))
-    for arn in (d.service_arn, d.id, d.task_definition):
-        parts = arn_parts(arn)
-        if parts.account and parts.region:
-            account, region = parts.account, parts.region
-            break
-    return EcsContext(
-        cluster_arn=d.cluster_arn,
-        cluster_name=d.cluster,
-        service_name=d.service,
-        account=account,
-        region=region,
-    )
-
-
-def deployment_facts(
-    d: DeploymentSnapshot, now: datetime, scopes: DeploymentScopes | None = None
-) -> list[Fact]:
+def deployment_facts(d: DeploymentSnapshot, now: datetime) -> list[Fact]:
     """Started and outcome facts of one deployment as it stands after the batch.
 
     Each outcome a deployment reaches is counted once (a failed deployment that
     then rolls back counts as failed and as rolled back) and announced once, with
-    ``aggregation_key`` the deployment id so Datadog groups its events. A failure's
+    ``aggregation_key`` the deployment's scope and id so Datadog groups its events. A failure's
     event text leads with :func:`~service.deployments.snapshot.failure_summary`,
     then the snapshot's classified cause where it carries one. A success that closes
     a failure (``recovers``) is announced once more, as a recovery grouped with the
     failed deployment.
     """
     family, revision = family_and_revision(d.task_definition)
-    context = _deployment_context(d, scopes or {})
+    # The deployment's scope tags it where no cluster ARN does (a CodeDeploy deployment).
+    context = EcsContext(
+        cluster_arn=d.cluster_arn,
+        cluster_name=d.cluster,
+        service_name=d.service,
+        account=d.account_id or None,
+        region=d.region or None,
+    )
+    # Deployment ids are unique only within a scope: the fact keys say which.
+    scoped = f"{d.account_id}/{d.region}/{d.id}" if d.account_id and d.region else d.id
     where = f"{d.cluster}/{d.service}"
     kind = str(d.kind or DeploymentKind.ROLLING)
     body = [
@@ -379,14 +362,14 @@ def deployment_facts(
     if d.last_event_name is not None and d.started_at is not None:
         facts.append(
             Fact(
-                f"deployment:{d.id}:started",
+                f"deployment:{scoped}:started",
                 context,
                 (),
                 EventSpec(
                     title=f"ECS deployment started: {where}",
                     text=_lines([*body, ("family", family), ("revision", revision)]),
                     alert_type="info",
-                    aggregation_key=d.id,
+                    aggregation_key=_grouping(context, d.id),
                     at=d.started_at,
                 ),
             )
@@ -423,19 +406,19 @@ def deployment_facts(
             ]
         ),
         alert_type=_OUTCOME_ALERTS[outcome],
-        aggregation_key=d.id,
+        aggregation_key=_grouping(context, d.id),
         at=finished_at,
     )
-    facts.append(Fact(f"deployment:{d.id}:{outcome}", context, tuple(contributions), spec))
+    facts.append(Fact(f"deployment:{scoped}:{outcome}", context, tuple(contributions), spec))
     if outcome == Outcome.SUCCEEDED and d.recovers is not None:
         recovered = EventSpec(
             title=f"ECS deployment recovered: {where}",
             text=_lines([*body, ("recovers", d.recovers), ("service ARN", d.service_arn)]),
             alert_type="success",
-            aggregation_key=d.recovers,
+            aggregation_key=_grouping(context, d.recovers),
             at=finished_at,
         )
-        facts.append(Fact(f"deployment:{d.id}:recovered", context, (), recovered))
+        facts.append(Fact(f"deployment:{scoped}:recovered", context, (), recovered))
     return facts
 
 

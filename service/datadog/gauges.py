@@ -40,6 +40,7 @@ from service.datadog.metrics import MetricName, cloudwatch_name
 from service.datadog.outbox import record_facts
 from service.datadog.tags import EcsContext, arn_parts, ecs_tags, tag
 from service.deployments.outcome import Outcome
+from service.events.arns import parse_arn
 from service.logging import get_logger
 from service.outbox.models import OutboxItem, OutboxKind
 from service.poller.leader import COUNT_LEADERS_SQL
@@ -96,8 +97,8 @@ _INSTANCES = text(
     " FROM container_instances WHERE gone_at IS NULL GROUP BY 1, 2, 3, 4"
 )
 _IN_PROGRESS = text(
-    "SELECT cluster_arn, cluster_name, service_name, count(*) AS n FROM deployments"
-    f" WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2, 3"
+    "SELECT account_id, region, cluster_arn, cluster_name, service_name, count(*) AS n"
+    f" FROM deployments WHERE outcome = '{Outcome.IN_PROGRESS}' GROUP BY 1, 2, 3, 4, 5"
 )
 _OUTBOX = text(
     "SELECT kind, count(*) AS n, min(created_at) AS oldest FROM outbox"
@@ -177,7 +178,8 @@ def in_progress_by_service(
 
     Names are unique only within a scope: a deployment counts for the service of its
     cluster ARN; one that records names only (CodeDeploy's) counts for the one service
-    of those names, and for none when services of several scopes share them.
+    of those names in the deployment's scope (``account_id``, ``region``; any scope
+    where that is not known), and for none when several services match.
     """
     arns_by_names: dict[tuple[str | None, str | None], list[str | None]] = {}
     for s in services:
@@ -187,12 +189,19 @@ def in_progress_by_service(
         cluster_arn = row.cluster_arn
         if cluster_arn is None:
             candidates = arns_by_names.get((row.cluster_name, row.service_name), [])
+            if row.account_id:
+                candidates = [a for a in candidates if _scope(a) == (row.account_id, row.region)]
             if len(candidates) != 1:
                 continue
             cluster_arn = candidates[0]
         key = (cluster_arn, row.service_name)
         out[key] = out.get(key, 0) + int(row.n)
     return out
+
+
+def _scope(arn: str | None) -> tuple[str, str] | None:
+    parsed = parse_arn(arn)
+    return (parsed.account, parsed.region) if parsed is not None else None
 
 
 async def collect_gauges(session: AsyncSession, *, now: datetime, interval_s: int) -> list[Series]:

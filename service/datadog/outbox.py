@@ -26,7 +26,6 @@ from service.datadog.facts import (
     Derived,
     Fact,
     deployment_facts,
-    deployment_scopes,
     derive,
     event_payload,
     series_of,
@@ -146,7 +145,6 @@ async def write_datadog_rows(
     now = now or datetime.now(UTC)
     applied = {event_id: str(o) == "applied" for event_id, o in outcomes.items()}
     derived = derive(events, applied, now)
-    scopes = deployment_scopes(events)
     for snapshot in snapshots:
-        derived.facts.extend(deployment_facts(snapshot, now, scopes))
+        derived.facts.extend(deployment_facts(snapshot, now))
     return await record_facts(session, derived, now=now)

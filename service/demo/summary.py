@@ -60,12 +60,15 @@ _QUERIES = {
     "metrics": "SELECT namespace, count(*) FROM metric_points GROUP BY 1 ORDER BY 1",
     "alerts": "SELECT count(*) FROM alerts WHERE created_at >= :since",
     # Per scope: the scopes table (GET /v1/accounts) with its live clusters and running
-    # tasks, and this run's events from it (by the cluster ARN, else the envelope's).
+    # tasks, its deployments (ids are unique only within a scope), and this run's
+    # events from it (by the cluster ARN, else the envelope's).
     "scopes": "SELECT s.account_id || '/' || s.region,"
     " (SELECT count(*) FROM clusters c WHERE c.gone_at IS NULL"
     "  AND split_part(c.arn, ':', 5) = s.account_id AND split_part(c.arn, ':', 4) = s.region),"
     " (SELECT count(*) FROM tasks t WHERE t.gone_at IS NULL AND t.last_status = 'RUNNING'"
     "  AND split_part(t.arn, ':', 5) = s.account_id AND split_part(t.arn, ':', 4) = s.region),"
+    " (SELECT count(*) FROM deployments d WHERE d.account_id = s.account_id"
+    "  AND d.region = s.region),"
     " (SELECT count(*) FROM raw_events e WHERE e.received_at >= :since"
     "  AND coalesce(nullif(split_part(e.cluster_arn, ':', 5), ''), e.account) = s.account_id"
     "  AND coalesce(nullif(split_part(e.cluster_arn, ':', 4), ''), e.region) = s.region),"
@@ -106,8 +109,8 @@ async def collect(
         alerts = (await conn.execute(text(_QUERIES["alerts"]), p)).scalar() or 0
         causes = {str(r[0]): int(r[1]) for r in await conn.execute(text(_QUERIES["causes"]), p)}
         scopes = {
-            str(r[0]): f"{r[1]} clusters, {r[2]} running tasks, {r[3]} events"
-            + ("" if r[4] else " (unmonitored)")
+            str(r[0]): f"{r[1]} clusters, {r[2]} running tasks, {r[3]} deployments,"
+            f" {r[4]} events" + ("" if r[5] else " (unmonitored)")
             for r in await conn.execute(text(_QUERIES["scopes"]), p)
         }
     series = intake.series()

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.deployments.cause import classify
 from service.deployments.evidence import gather, session_reader
 from service.deployments.outcome import Outcome
-from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentSnapshot
+from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentKey, DeploymentSnapshot
 
 
 def needs_cause(d: DeploymentSnapshot) -> bool:
@@ -33,17 +33,17 @@ def needs_cause(d: DeploymentSnapshot) -> bool:
 async def attach_causes(
     session: AsyncSession,
     snapshots: Sequence[DeploymentSnapshot],
-    ids: Collection[str],
+    keys: Collection[DeploymentKey],
     *,
     now: datetime,
 ) -> list[DeploymentSnapshot]:
-    """``snapshots`` with the cause of those of ``ids`` that need one
+    """``snapshots`` with the cause of those of ``keys`` that need one
     (:func:`needs_cause`) and have none yet; the others unchanged, in order."""
     out: list[DeploymentSnapshot] = []
     read = session_reader(session)
     for d in snapshots:
-        if d.id in ids and d.cause is None and needs_cause(d):
-            found = await gather(read, d.id, now=now)
+        if d.key in keys and d.cause is None and needs_cause(d):
+            found = await gather(read, d.key, now=now)
             if found is not None:
                 d = dataclasses.replace(d, cause=classify(found.facts))
         out.append(d)

@@ -29,7 +29,9 @@ from typing import Any
 from sqlalchemy import (
     DateTime,
     Text,
+    and_,
     bindparam,
+    cast,
     func,
     literal_column,
     or_,
@@ -52,7 +54,7 @@ from service.deployments.cause import (
     is_failed,
 )
 from service.deployments.outcome import TERMINAL, DeploymentKind, Outcome
-from service.deployments.snapshot import FAILED_OUTCOMES
+from service.deployments.snapshot import FAILED_OUTCOMES, DeploymentKey
 from service.state import models
 
 #: Executes a statement with bound values; the rows as dicts keyed by column label.
@@ -80,8 +82,16 @@ _SERVICE = (
     .where(
         S.cluster_name == D.cluster_name,
         S.name == D.service_name,
-        # Names are unique only within a scope: the service of the deployment's cluster.
+        # Names are unique only within a scope: the service of the deployment's cluster,
+        # in the deployment's account and region.
         or_(D.cluster_arn.is_(None), S.cluster_arn.is_(None), S.cluster_arn == D.cluster_arn),
+        or_(
+            D.account_id == "",
+            and_(
+                func.split_part(S.arn, ":", 5) == D.account_id,
+                func.split_part(S.arn, ":", 4) == D.region,
+            ),
+        ),
     )
     .order_by((S.arn == D.service_arn).desc(), S.gone_at.desc().nulls_first())
     .limit(1)
@@ -91,6 +101,8 @@ _SERVICE = (
 #: The deployment with the columns of /v1/deployments, plus what gathering needs.
 DEPLOYMENT = (
     select(
+        D.account_id,
+        D.region,
         D.id,
         D.cluster_name.label("cluster"),
         D.cluster_arn,
@@ -117,7 +129,11 @@ DEPLOYMENT = (
         _SERVICE.c.deployment_configuration,
     )
     .outerjoin(_SERVICE, true())
-    .where(D.id == bindparam("id"))
+    .where(
+        D.account_id == bindparam("account_id"),
+        D.region == bindparam("region"),
+        D.id == bindparam("id"),
+    )
 )
 
 _TASK_COLUMNS = (
@@ -130,10 +146,19 @@ _TASK_COLUMNS = (
     T.created_at,
 )
 
-#: Tasks started by the deployment (ECS ``startedBy``).
+#: Tasks started by the deployment (ECS ``startedBy``) in its scope.
 TASKS = (
     select(*_TASK_COLUMNS)
-    .where(T.deployment_id == bindparam("id"))
+    .where(
+        T.deployment_id == bindparam("id"),
+        or_(
+            cast(bindparam("account_id"), Text) == "",
+            and_(
+                func.split_part(T.arn, ":", 5) == bindparam("account_id"),
+                func.split_part(T.arn, ":", 4) == bindparam("region"),
+            ),
+        ),
+    )
     .order_by(T.created_at, T.arn)
     .limit(MAX_TASKS)
 )
@@ -249,15 +274,15 @@ class Gathered:
 
 
 async def gather(
-    read: Reader, deployment_id: str, *, now: datetime | None = None
+    read: Reader, key: DeploymentKey, *, now: datetime | None = None
 ) -> Gathered | None:
-    """Everything about ``deployment_id``, or None if no such deployment is known."""
-    found = await read(DEPLOYMENT, {"id": deployment_id})
+    """Everything about the deployment ``key``, or None if no such deployment is known."""
+    found = await read(DEPLOYMENT, key._asdict())
     if not found:
         return None
     deployment = found[0]
     start, end = window(deployment, now or datetime.now(UTC))
-    tasks = await read(TASKS, {"id": deployment_id})
+    tasks = await read(TASKS, key._asdict())
     event_ids = [str(e) for e in (deployment["event_ids"] or [])][:MAX_EVENT_IDS]
     window_start = (start or end) - BEFORE_START
     events = await read(
@@ -273,7 +298,8 @@ async def gather(
     )
     events = _unique(events)
     points: list[dict[str, Any]] = []
-    scope = scope_of(deployment["service_arn"] or deployment["cluster_arn"])
+    scope = (key.account_id, key.region) if key.account_id and key.region else None
+    scope = scope or scope_of(deployment["service_arn"] or deployment["cluster_arn"])
     if deployment["cluster"] and deployment["service"] and start is not None and scope:
         points = await read(
             POINTS,

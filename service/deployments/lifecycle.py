@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.config import ServiceRef
 from service.deployments.reads import read_snapshots
-from service.deployments.rows import Row
-from service.deployments.snapshot import DeploymentSnapshot
+from service.deployments.rows import Row, event_scope
+from service.deployments.snapshot import DeploymentKey, DeploymentSnapshot
 from service.deployments.transitions import attach_service_reasons, mark_crash_loops
 from service.deployments.upsert import upsert_deployment_rows, upsert_deployments
 from service.events.models import NormalisedEvent, TaskStateChange
@@ -42,7 +42,7 @@ async def apply_events(
     # Only events that changed something can start a crash loop.
     task_deployments = sorted(
         {
-            e.detail.deployment_id
+            DeploymentKey(*event_scope(e), e.detail.deployment_id)
             for e in changed
             if isinstance(e.detail, TaskStateChange) and e.detail.deployment_id
         }

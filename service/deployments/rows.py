@@ -20,6 +20,7 @@ from service.deployments.outcome import (
     ecs_deployment_step,
     hook_step,
 )
+from service.events.arns import parse_arn
 from service.events.models import (
     CodeDeployDeploymentStateChange,
     DaemonDeploymentStateChange,
@@ -35,6 +36,40 @@ if TYPE_CHECKING:  # settings are I/O-free, but their validators reach for sqlal
 Row = dict[str, Any]
 
 
+def group_key(application: str, group: str, scope: tuple[str, str] | None = None) -> str:
+    """The key of a CodeDeploy group in a group -> service mapping: ``application/group``
+    for one that holds in every scope (``ECSWATCH_CODEDEPLOY_GROUPS``'
+    ``application/group=cluster/service``), ``account/region/application/group`` for
+    the group of one scope (account and region, '' where not known)."""
+    if scope is None:
+        return f"{application}/{group}"
+    return f"{scope[0]}/{scope[1]}/{application}/{group}"
+
+
+def group_service(
+    groups: dict[str, ServiceRef], scope: tuple[str, str], application: str, group: str
+) -> ServiceRef | None:
+    """The service that ``application``/``group`` of ``scope`` deploys in ``groups``
+    (keyed by :func:`group_key`): the scope's own entry, else the one of every scope."""
+    return groups.get(group_key(application, group, scope)) or groups.get(
+        group_key(application, group)
+    )
+
+
+def event_scope(event: NormalisedEvent) -> tuple[str, str]:
+    """(account, region) of an event: the scope of the deployment it concerns. The
+    envelope's, kept across a cross-account event bus; a part the envelope lacks is
+    read from the event's cluster ARN, else its first resource ARN ('' without one)."""
+    account, region = event.envelope.account or "", event.envelope.region or ""
+    if account and region:
+        return account, region
+    for arn in (event.cluster_arn, *event.envelope.resources):
+        parsed = parse_arn(arn)
+        if parsed is not None and parsed.account and parsed.region:
+            return account or parsed.account, region or parsed.region
+    return account, region
+
+
 def _base(
     event: NormalisedEvent,
     *,
@@ -44,7 +79,10 @@ def _base(
     at: datetime,
     event_name: str | None,
 ) -> Row:
+    account_id, region = event_scope(event)
     return {
+        "account_id": account_id,
+        "region": region,
         "id": deployment_id,
         "cluster_arn": None,
         "cluster_name": None,
@@ -70,6 +108,7 @@ def _base(
 
 def codedeploy_deployment_row(
     *,
+    scope: tuple[str, str],
     deployment_id: str,
     application: str | None,
     group: str | None,
@@ -80,14 +119,23 @@ def codedeploy_deployment_row(
     reason: str | None = None,
 ) -> Row:
     """The deployment upsert of a CodeDeploy state (``START`` … ``FAILURE``, ``STOP``):
-    from its event, or from the poller's BatchGetDeployments check (no event id)."""
+    from its event, or from the poller's BatchGetDeployments check (no event id), in
+    ``scope`` (the account and region it was read in). The service is the one that
+    ``codedeploy_groups`` maps the group of that scope to (:func:`group_service`)."""
     step = codedeploy_step(state)
-    target = codedeploy_groups.get(f"{application}/{group}")
+    target = (
+        group_service(codedeploy_groups, scope, application, group)
+        if application and group
+        else None
+    )
+    service_arn = target.arn if target else None
     return {
+        "account_id": scope[0],
+        "region": scope[1],
         "id": deployment_id,
-        "cluster_arn": None,
+        "cluster_arn": cluster_of_service(service_arn),
         "cluster_name": target.cluster if target else None,
-        "service_arn": None,
+        "service_arn": service_arn,
         "service_name": target.service if target else None,
         "kind": DeploymentKind.CODEDEPLOY.value,
         "outcome": step.outcome.value,
@@ -119,8 +167,17 @@ SERVICE_DEPLOYMENT_STEPS: dict[str, Step] = {
 }
 
 
+def cluster_of_service(service_arn: str | None) -> str | None:
+    """``arn:…:cluster/<cluster>`` of ``arn:…:service/<cluster>/<service>``."""
+    parsed = parse_arn(service_arn)
+    if parsed is None or parsed.resource_type != "service" or len(parsed.path) != 2:
+        return None
+    return parsed.sibling(f"cluster/{parsed.path[0]}")
+
+
 def service_deployment_row(
     *,
+    scope: tuple[str, str],
     deployment_id: str,
     arn: str,
     status: str,
@@ -147,6 +204,8 @@ def service_deployment_row(
     ordered = step is not None and at is not None
     step = step or Step(Outcome.IN_PROGRESS, False)
     return {
+        "account_id": scope[0],
+        "region": scope[1],
         "id": deployment_id,
         "cluster_arn": cluster_arn,
         "service_arn": service_arn,
@@ -217,6 +276,7 @@ def deployment_row(event: NormalisedEvent, codedeploy_groups: dict[str, ServiceR
         return row
     if isinstance(detail, CodeDeployDeploymentStateChange):
         return codedeploy_deployment_row(
+            scope=event_scope(event),
             deployment_id=detail.deployment_id,
             application=detail.application,
             group=detail.deployment_group,
@@ -246,11 +306,17 @@ def deployment_row(event: NormalisedEvent, codedeploy_groups: dict[str, ServiceR
     return None
 
 
-def task_deployment_row(task: TaskStateChange, at: datetime) -> Row | None:
-    """A deployment seen only through its tasks' ``startedBy`` (no deployment events yet)."""
-    if not task.deployment_id:
+def task_deployment_row(event: NormalisedEvent) -> Row | None:
+    """A deployment seen only through its tasks' ``startedBy`` (no deployment events
+    yet), in the scope of the task's event."""
+    task = event.detail
+    if not isinstance(task, TaskStateChange) or not task.deployment_id:
         return None
+    at = event.envelope.time
+    account_id, region = event_scope(event)
     return {
+        "account_id": account_id,
+        "region": region,
         "id": task.deployment_id,
         "cluster_arn": task.cluster_arn,
         "cluster_name": task.cluster_name,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from service.deployments.cause import Cause
 from service.deployments.outcome import DeploymentKind, Outcome
@@ -25,6 +25,33 @@ FAILED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.ROLLBA
 BLUE_GREEN_KINDS = frozenset({DeploymentKind.BLUE_GREEN, DeploymentKind.CODEDEPLOY})
 
 
+class DeploymentKey(NamedTuple):
+    """A deployment's identity: its id is unique only within its scope, the account
+    and region of its events ('' where a deployment stored before had none known)."""
+
+    account_id: str
+    region: str
+    id: str
+
+
+def key_params(keys: Iterable[DeploymentKey]) -> dict[str, list[str]]:
+    """``accounts``, ``regions`` and ``ids``: ``keys`` as three parallel arrays (sorted,
+    once each), the form the statements that take several deployments bind."""
+    ordered = sorted(set(keys))
+    return {
+        "accounts": [k.account_id for k in ordered],
+        "regions": [k.region for k in ordered],
+        "ids": [k.id for k in ordered],
+    }
+
+
+#: SQL: whether deployment ``d`` is one of the keys :func:`key_params` binds.
+KEYS_MATCH = (
+    "(d.account_id, d.region, d.id) IN (SELECT * FROM unnest(CAST(:accounts AS TEXT[]),"
+    " CAST(:regions AS TEXT[]), CAST(:ids AS TEXT[])))"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentSnapshot:
     """A deployment row as it stands after the transaction's writes."""
@@ -32,6 +59,9 @@ class DeploymentSnapshot:
     id: str
     kind: DeploymentKind
     outcome: Outcome
+    # The deployment's scope ('' where not known): see DeploymentKey.
+    account_id: str = ""
+    region: str = ""
     cluster: str | None = None
     service: str | None = None
     service_arn: str | None = None
@@ -64,6 +94,10 @@ class DeploymentSnapshot:
     # The failed deployment that this success closes (``deployment.recovered``): set
     # only while that alert is being raised.
     recovers: str | None = None
+
+    @property
+    def key(self) -> DeploymentKey:
+        return DeploymentKey(self.account_id, self.region, self.id)
 
 
 def where(cluster: str | None, service: str | None) -> str:

@@ -22,7 +22,8 @@ from service.config import ServiceRef
 from service.deployments.outcome import RANK, Outcome
 from service.deployments.rows import Row, deployment_row, task_deployment_row
 from service.deployments.rules import FAILED_STOP_CODES
-from service.events.models import NormalisedEvent, TaskStateChange
+from service.deployments.snapshot import DeploymentKey, key_params
+from service.events.models import NormalisedEvent
 from service.state.bulk import bulk_insert, execute, payload
 from service.state.models import Deployment
 
@@ -57,7 +58,10 @@ def _first_known(column: str) -> str:
     return f"{column} = coalesce(deployments.{column}, excluded.{column})"
 
 
-DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+# A deployment id is unique only within its scope (account and region).
+CONFLICT_KEY = " ON CONFLICT (account_id, region, id) DO UPDATE SET "
+
+DEPLOYMENTS_ON_CONFLICT = CONFLICT_KEY + ", ".join(
     [
         _first_known("cluster_arn"),
         _first_known("cluster_name"),
@@ -88,7 +92,7 @@ DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
     ]
 )
 
-TASK_DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+TASK_DEPLOYMENTS_ON_CONFLICT = CONFLICT_KEY + ", ".join(
     [
         _first_known("task_definition"),
         _first_known("cluster_arn"),
@@ -101,7 +105,7 @@ TASK_DEPLOYMENTS_ON_CONFLICT = " ON CONFLICT (id) DO UPDATE SET " + ", ".join(
 
 @cache
 def upsert_sql(columns: tuple[str, ...], on_conflict: str) -> str:
-    # Rows go in the order of the arrays (sorted by id), as one statement per row did.
+    # Rows go in the order of the arrays (sorted by key), as one statement per row did.
     return bulk_insert(Deployment, columns, order_by=None) + on_conflict
 
 
@@ -109,21 +113,39 @@ def upsert_sql(columns: tuple[str, ...], on_conflict: str) -> str:
 # the failed one began (its earlier completion is not the restore). Comparing with
 # the failed deployment's start, not its latest event, lets a FAILED stamped after
 # the restore still end in rolled_back (outcome.settle is the specification).
+# A rollback target is a deployment of the same scope. The keys come as three
+# parallel arrays (account, region, id).
+_KEYS = "(SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]))"
 END_ROLLBACKS = (
     f"UPDATE deployments AS d SET outcome = '{Outcome.ROLLED_BACK}', "
     "finished_at = COALESCE(d.finished_at, x.last_event_at) "
     "FROM deployments AS x "
-    f"WHERE d.rollback_target = x.id AND d.outcome = '{Outcome.FAILED}' "
+    "WHERE d.rollback_target = x.id AND d.account_id = x.account_id AND d.region = x.region "
+    f"AND d.outcome = '{Outcome.FAILED}' "
     f"AND x.outcome = '{Outcome.SUCCEEDED}' AND x.last_event_at >= d.started_at "
-    "AND (d.id = ANY($1::TEXT[]) OR x.id = ANY($1::TEXT[]))"
+    f"AND ((d.account_id, d.region, d.id) IN {_KEYS} OR (x.account_id, x.region, x.id) IN {_KEYS})"
 )
+# The tasks a deployment started are those of its scope (the task ARN's account and
+# region) whose startedBy names it.
 COUNT_FAILED_TASKS = (
     "UPDATE deployments AS d SET failed_tasks = sub.n FROM ("
-    " SELECT deployment_id, count(*) AS n FROM tasks"
-    " WHERE deployment_id = ANY($1::TEXT[]) AND last_status = 'STOPPED'"
-    " AND stop_code = ANY($2::TEXT[]) GROUP BY deployment_id"
-    ") AS sub WHERE d.id = sub.deployment_id AND d.failed_tasks <> sub.n"
+    " SELECT split_part(arn, ':', 5) AS account_id, split_part(arn, ':', 4) AS region,"
+    " deployment_id, count(*) AS n FROM tasks"
+    " WHERE deployment_id = ANY($3::TEXT[]) AND last_status = 'STOPPED'"
+    " AND stop_code = ANY($4::TEXT[]) GROUP BY 1, 2, 3"
+    f") AS sub WHERE (d.account_id, d.region, d.id) IN {_KEYS}"
+    " AND (d.account_id, d.region, d.id) = (sub.account_id, sub.region, sub.deployment_id)"
+    " AND d.failed_tasks <> sub.n"
 )
+
+
+def _key_arrays(keys: Sequence[DeploymentKey]) -> tuple[list[str], list[str], list[str]]:
+    params = key_params(keys)
+    return params["accounts"], params["regions"], params["ids"]
+
+
+def _key(row: Row) -> DeploymentKey:
+    return DeploymentKey(row["account_id"], row["region"], row["id"])
 
 
 async def upsert_deployments(
@@ -131,13 +153,13 @@ async def upsert_deployments(
     events: list[NormalisedEvent],
     codedeploy_groups: dict[str, ServiceRef],
     task_events: list[NormalisedEvent],
-) -> list[str]:
-    """Upsert deployments; the ids of those this batch touched."""
-    by_id: dict[str, list[Row]] = defaultdict(list)
+) -> list[DeploymentKey]:
+    """Upsert deployments; the keys of those this batch touched."""
+    by_id: dict[DeploymentKey, list[Row]] = defaultdict(list)
     for event in events:
         row = deployment_row(event, codedeploy_groups)
         if row is not None:
-            by_id[row["id"]].append(row)
+            by_id[_key(row)].append(row)
     # ON CONFLICT cannot touch one row twice per statement: one event per id a round.
     rounds: list[list[Row]] = []
     for rows in by_id.values():
@@ -147,7 +169,7 @@ async def upsert_deployments(
             rounds[index].append(row)
     for round_rows in rounds:
         if round_rows:
-            ordered = sorted(round_rows, key=lambda x: x["id"])
+            ordered = sorted(round_rows, key=_key)
             # ``rank`` is no column: the statement ranks outcomes itself.
             columns = tuple(c for c in ordered[0] if c != "rank")
             await execute(
@@ -156,14 +178,13 @@ async def upsert_deployments(
                 payload(ordered),
             )
 
-    task_rows: dict[str, Row] = {}
+    task_rows: dict[DeploymentKey, Row] = {}
     for event in task_events:
-        assert isinstance(event.detail, TaskStateChange)
-        row = task_deployment_row(event.detail, event.envelope.time)
-        if row is not None and row["id"] not in task_rows:
-            task_rows[row["id"]] = row
+        row = task_deployment_row(event)
+        if row is not None and _key(row) not in task_rows:
+            task_rows[_key(row)] = row
     if task_rows:
-        ordered = sorted(task_rows.values(), key=lambda x: x["id"])
+        ordered = sorted(task_rows.values(), key=_key)
         columns = tuple(ordered[0])
         await execute(
             session,
@@ -173,26 +194,28 @@ async def upsert_deployments(
 
     touched = sorted(set(by_id) | set(task_rows))
     if touched:
-        await execute(session, END_ROLLBACKS, touched)
+        await execute(session, END_ROLLBACKS, *_key_arrays(touched))
     if task_rows:
-        await execute(session, COUNT_FAILED_TASKS, sorted(task_rows), list(FAILED_STOP_CODES))
+        await execute(
+            session, COUNT_FAILED_TASKS, *_key_arrays(sorted(task_rows)), list(FAILED_STOP_CODES)
+        )
     return touched
 
 
-async def upsert_deployment_rows(session: AsyncSession, rows: Sequence[Row]) -> list[str]:
+async def upsert_deployment_rows(session: AsyncSession, rows: Sequence[Row]) -> list[DeploymentKey]:
     """Apply deployment rows that no event carried (the poller's BatchGetDeployments
     check builds them with :func:`service.deployments.rows.codedeploy_deployment_row`,
     its service deployment check with
     :func:`service.deployments.rows.service_deployment_row`) through the same ordered
-    upsert as the events. The ids written."""
-    latest: dict[str, Row] = {}
+    upsert as the events. The keys written."""
+    latest: dict[DeploymentKey, Row] = {}
     for row in rows:
-        latest.setdefault(row["id"], row)  # one row per deployment a statement
+        latest.setdefault(_key(row), row)  # one row per deployment a statement
     if not latest:
         return []
-    ordered = sorted(latest.values(), key=lambda x: x["id"])
+    ordered = sorted(latest.values(), key=_key)
     columns = tuple(c for c in ordered[0] if c != "rank")
     await execute(session, upsert_sql(columns, DEPLOYMENTS_ON_CONFLICT), payload(ordered))
-    ids = sorted(latest)
-    await execute(session, END_ROLLBACKS, ids)
-    return ids
+    keys = sorted(latest)
+    await execute(session, END_ROLLBACKS, *_key_arrays(keys))
+    return keys

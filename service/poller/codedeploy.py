@@ -16,10 +16,16 @@ here, and applies a terminal status through the events' ordered upsert
 (:func:`service.deployments.lifecycle.apply_polled`): the alerts of the
 snapshots follow, in the same transaction.
 
-**Scopes.** Both calls go to the scope (account, region) of the deployment's
-first event (``raw_events``); a deployment whose event is no longer stored is
-asked in the home scope, and one of a scope ecswatch does not watch is not asked.
-A scope whose call fails is logged and skipped; the others carry on.
+**Scopes.** Application and group names, like deployment ids, are unique only
+within a scope (account, region). Both calls go to the scope of the deployment
+(that of its events, ``deployments.account_id`` and ``region``); one whose scope is
+not known ('' from before it was recorded) is asked in the home scope, and one of
+a scope ecswatch does not watch is not asked. A group's answer is stored in the
+scope it was asked in, and fills only that scope's deployments, with the service
+of that scope. ``ECSWATCH_CODEDEPLOY_GROUPS``' ``application/group=cluster/service``
+holds for the group in every scope (resolved in the deployment's own);
+``application/group=<service ARN>`` for the group of the ARN's scope only, ahead
+of the other. A scope whose call fails is logged and skipped; the others carry on.
 """
 
 from __future__ import annotations
@@ -43,7 +49,15 @@ from service.config import ServiceRef
 from service.db import retry_on_contention
 from service.deployments.lifecycle import apply_polled
 from service.deployments.outcome import DeploymentKind, Outcome
-from service.deployments.rows import Row, codedeploy_deployment_row
+from service.deployments.rows import (
+    Row,
+    cluster_of_service,
+    codedeploy_deployment_row,
+    group_key,
+    group_service,
+)
+from service.deployments.snapshot import DeploymentKey
+from service.events.arns import parse_arn
 from service.logging import get_logger
 
 log = get_logger(__name__)
@@ -69,64 +83,85 @@ class GroupTarget:
     target_group_names: tuple[str, ...] = ()
 
 
+# Groups are named within a scope: each is mapped in the scope (account, region) of
+# the deployments that name it, and stored there.
 _TO_MAP = text(
-    "SELECT DISTINCT d.codedeploy_application, d.codedeploy_group FROM deployments AS d"
+    "SELECT DISTINCT d.account_id, d.region, d.codedeploy_application, d.codedeploy_group"
+    " FROM deployments AS d"
     " WHERE d.codedeploy_application IS NOT NULL AND d.codedeploy_group IS NOT NULL"
     " AND NOT EXISTS (SELECT 1 FROM codedeploy_groups AS g"
-    "  WHERE g.application = d.codedeploy_application"
+    "  WHERE g.account_id = d.account_id AND g.region = d.region"
+    "  AND g.application = d.codedeploy_application"
     "  AND g.deployment_group = d.codedeploy_group)"
-    " UNION SELECT application, deployment_group FROM codedeploy_groups"
+    " UNION SELECT account_id, region, application, deployment_group FROM codedeploy_groups"
     " WHERE resolved_at < :stale"
 )
 _STORE = text(
-    "INSERT INTO codedeploy_groups"
-    " (application, deployment_group, cluster_name, service_name, target_groups, resolved_at)"
-    " VALUES (:app, :grp, :cluster, :service, CAST(:tgs AS jsonb), :at)"
-    " ON CONFLICT (application, deployment_group) DO UPDATE SET"
+    "INSERT INTO codedeploy_groups (account_id, region, application, deployment_group,"
+    " cluster_name, service_name, target_groups, resolved_at)"
+    " VALUES (:account_id, :region, :app, :grp, :cluster, :service, CAST(:tgs AS jsonb), :at)"
+    " ON CONFLICT (account_id, region, application, deployment_group) DO UPDATE SET"
     " cluster_name = excluded.cluster_name, service_name = excluded.service_name,"
     " target_groups = excluded.target_groups, resolved_at = excluded.resolved_at"
 )
 _FRESH = text(
-    "SELECT application, deployment_group FROM codedeploy_groups WHERE resolved_at >= :stale"
+    "SELECT account_id, region, application, deployment_group FROM codedeploy_groups"
+    " WHERE resolved_at >= :stale"
 )
 _ALL = text(
-    "SELECT application, deployment_group, cluster_name, service_name, target_groups"
-    " FROM codedeploy_groups ORDER BY application, deployment_group"
+    "SELECT account_id, region, application, deployment_group, cluster_name, service_name,"
+    " target_groups FROM codedeploy_groups"
+    " ORDER BY account_id, region, application, deployment_group"
 )
-# Deployments of mapped groups that name no service yet; the service's ARNs where
-# ecswatch knows the service.
+# Deployments of mapped groups that name no service yet. A mapping of one scope
+# (account '' and region '' in ``m`` stand for every scope) applies to that scope's
+# deployments, ahead of a mapping of every scope. The service's ARNs: the mapping's,
+# else those of the service of those names in the deployment's own scope.
+_SERVICE_IN_SCOPE = (
+    "FROM services AS s WHERE s.cluster_name = m.cluster AND s.name = m.service"
+    " AND split_part(s.arn, ':', 5) = d.account_id AND split_part(s.arn, ':', 4) = d.region"
+    " ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1"
+)
 _FILL_DEPLOYMENTS = text(
     "UPDATE deployments AS d SET cluster_name = m.cluster, service_name = m.service,"
-    " cluster_arn = coalesce(d.cluster_arn, (SELECT s.cluster_arn FROM services AS s"
-    "  WHERE s.cluster_name = m.cluster AND s.name = m.service"
-    "  ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1)),"
-    " service_arn = coalesce(d.service_arn, (SELECT s.arn FROM services AS s"
-    "  WHERE s.cluster_name = m.cluster AND s.name = m.service"
-    "  ORDER BY s.gone_at DESC NULLS FIRST LIMIT 1))"
-    " FROM unnest(CAST(:apps AS TEXT[]), CAST(:grps AS TEXT[]), CAST(:clusters AS TEXT[]),"
-    "  CAST(:services AS TEXT[])) AS m(app, grp, cluster, service)"
-    " WHERE d.codedeploy_application = m.app AND d.codedeploy_group = m.grp"
-    " AND d.service_name IS NULL RETURNING d.id"
+    " cluster_arn = coalesce(d.cluster_arn, m.cluster_arn,"
+    f"  (SELECT s.cluster_arn {_SERVICE_IN_SCOPE})),"
+    f" service_arn = coalesce(d.service_arn, m.arn, (SELECT s.arn {_SERVICE_IN_SCOPE}))"
+    " FROM (SELECT DISTINCT ON (x.account_id, x.region, x.id) x.account_id, x.region, x.id,"
+    "  m.cluster, m.service, m.arn, m.cluster_arn FROM deployments AS x"
+    "  JOIN unnest(CAST(:accounts AS TEXT[]), CAST(:regions AS TEXT[]), CAST(:apps AS TEXT[]),"
+    "   CAST(:grps AS TEXT[]), CAST(:clusters AS TEXT[]), CAST(:services AS TEXT[]),"
+    "   CAST(:arns AS TEXT[]), CAST(:cluster_arns AS TEXT[]))"
+    "   AS m(account_id, region, app, grp, cluster, service, arn, cluster_arn)"
+    "  ON x.codedeploy_application = m.app AND x.codedeploy_group = m.grp"
+    "  AND ((x.account_id, x.region) = (m.account_id, m.region) OR m.account_id = '*')"
+    "  WHERE x.service_name IS NULL"
+    "  ORDER BY x.account_id, x.region, x.id, m.account_id = '*') AS m"
+    " WHERE (d.account_id, d.region, d.id) = (m.account_id, m.region, m.id)"
+    " AND d.service_name IS NULL RETURNING d.account_id, d.region, d.id"
 )
 _IN_PROGRESS = text(
-    "SELECT d.id, r.account, r.region FROM deployments AS d"
-    " LEFT JOIN raw_events AS r ON r.id = d.event_ids->>0"
+    "SELECT d.id, d.account_id, d.region FROM deployments AS d"
     f" WHERE d.kind = '{DeploymentKind.CODEDEPLOY}' AND d.outcome = '{Outcome.IN_PROGRESS}'"
     " AND d.codedeploy_application IS NOT NULL AND d.started_at >= :since"
     " ORDER BY d.started_at, d.id LIMIT :limit"
 )
-# The scope of each group: that of the latest deployment naming it.
-_GROUP_SCOPES = text(
-    "SELECT DISTINCT ON (d.codedeploy_application, d.codedeploy_group)"
-    " d.codedeploy_application, d.codedeploy_group, r.account, r.region"
-    " FROM deployments AS d JOIN raw_events AS r ON r.id = d.event_ids->>0"
-    " WHERE d.codedeploy_application IS NOT NULL AND d.codedeploy_group IS NOT NULL"
-    " ORDER BY d.codedeploy_application, d.codedeploy_group, d.started_at DESC NULLS LAST"
-)
+
+#: A group of one scope: (account, region, application, group).
+Group = tuple[str, str, str, str]
+#: The account of ``_FILL_DEPLOYMENTS``' mapping rows that hold in every scope.
+EVERY_SCOPE = "*"
 
 
-def _key(application: str, group: str) -> str:
-    return f"{application}/{group}"
+def _split_key(key: str, service: ServiceRef) -> Group | None:
+    """The group of one scope that an override key names: that of an override by
+    service ARN (:func:`~service.deployments.rows.group_key` with its scope); None for
+    an override of every scope."""
+    parsed = parse_arn(service.arn)
+    if parsed is None:
+        return None
+    app, _, grp = key.split("/", 2)[2].partition("/")
+    return parsed.account, parsed.region, app, grp
 
 
 def group_target(info: Mapping[str, Any] | None, override: ServiceRef | None) -> GroupTarget:
@@ -153,9 +188,15 @@ def _as_datetime(value: object) -> datetime | None:
     return None
 
 
-def status_row(info: Mapping[str, Any], groups: dict[str, ServiceRef], now: datetime) -> Row | None:
-    """The deployment row a BatchGetDeployments answer means, or None while it is
-    not over (pure). Ordered by its ``completeTime``, like the event it stands for."""
+def status_row(
+    info: Mapping[str, Any],
+    groups: dict[str, ServiceRef],
+    now: datetime,
+    scope: tuple[str, str] = ("", ""),
+) -> Row | None:
+    """The deployment row a BatchGetDeployments answer (asked in ``scope``) means, or
+    None while it is not over (pure). Ordered by its ``completeTime``, like the event
+    it stands for."""
     state = STATUS_STATES.get(str(info.get("status") or ""))
     deployment_id = info.get("deploymentId")
     if state is None or not isinstance(deployment_id, str):
@@ -164,6 +205,7 @@ def status_row(info: Mapping[str, Any], groups: dict[str, ServiceRef], now: date
     detail = ": ".join(str(p) for p in (error.get("code"), error.get("message")) if p)
     reason = f"CodeDeploy {state} (BatchGetDeployments)" + (f": {detail}" if detail else "")
     return codedeploy_deployment_row(
+        scope=scope,
         deployment_id=deployment_id,
         application=info.get("applicationName"),
         group=info.get("deploymentGroupName"),
@@ -196,7 +238,7 @@ class CodeDeployMapper:
         self._rules = rules or AlertRules()
         self._ttl = ttl_s
         self._clock = clock
-        self._failed: dict[str, float] = {}  # group -> when GetDeploymentGroup last failed
+        self._failed: dict[Group, float] = {}  # group -> when GetDeploymentGroup last failed
         self.targets: dict[str, GroupTarget] = {}
 
     async def _apis_of(self, account: str | None, region: str | None) -> AwsApis | None:
@@ -209,46 +251,59 @@ class CodeDeployMapper:
     async def _lookup(
         self, application: str, group: str, apis: AwsApis | None = None
     ) -> tuple[bool, GroupTarget]:
-        """(answered, target): a failed call maps through the override only."""
-        override = self._overrides.get(_key(application, group))
+        """(answered, target) of GetDeploymentGroup in the scope of ``apis``."""
         try:
             info = await (apis or self._apis).codedeploy.get_deployment_group(application, group)
         except (AwsCallFailed, AwsThrottled) as exc:
             log.info(
-                "codedeploy_group_lookup_failed", group=_key(application, group), error=exc.detail
+                "codedeploy_group_lookup_failed",
+                group=group_key(application, group),
+                error=exc.detail,
             )
-            return False, GroupTarget(service=override)
+            return False, GroupTarget(service=None)
         return True, group_target(info, None)
 
     async def map_known_groups(self, now: datetime | None = None) -> dict[str, GroupTarget]:
-        """Map new and stale groups; back-fill their deployments; raise held alerts."""
+        """Map new and stale groups, each in its own scope; back-fill their deployments;
+        raise held alerts."""
         now = now or datetime.now(UTC)
         stale = now - timedelta(seconds=self._ttl)
         async with self._sessionmaker() as session:
-            groups = {(r[0], r[1]) for r in await session.execute(_TO_MAP, {"stale": stale})}
-            fresh = {(r[0], r[1]) for r in await session.execute(_FRESH, {"stale": stale})}
-            where = {(r[0], r[1]): (r[2], r[3]) for r in await session.execute(_GROUP_SCOPES)}
-        for key in self._overrides:
-            app, _, grp = key.partition("/")
-            if (app, grp) not in fresh:
-                groups.add((app, grp))
+            groups: set[Group] = {
+                (r[0], r[1], r[2], r[3]) for r in await session.execute(_TO_MAP, {"stale": stale})
+            }
+            fresh = {
+                (r[0], r[1], r[2], r[3]) for r in await session.execute(_FRESH, {"stale": stale})
+            }
+        # An overridden group is mapped (for its target groups) before any of its
+        # deployments is seen: in the scope of its service ARN, else in the home scope.
+        home = self._scopes.home if self._scopes is not None else Scope("", "")
+        for key, service in self._overrides.items():
+            group = _split_key(key, service)
+            if group is None:
+                app, _, grp = key.partition("/")
+                group = (home.account, home.region, app, grp)
+            if group not in fresh:
+                groups.add(group)
         clock = self._clock()
-        for app, grp in sorted(groups):
-            key = _key(app, grp)
-            if clock - self._failed.get(key, -FAILURE_RETRY_S) < FAILURE_RETRY_S:
+        for group in sorted(groups):
+            account, region, app, grp = group
+            if clock - self._failed.get(group, -FAILURE_RETRY_S) < FAILURE_RETRY_S:
                 continue
-            apis = await self._apis_of(*where.get((app, grp), (None, None)))
+            apis = await self._apis_of(account, region)
             if apis is None:
                 continue  # a group of a scope ecswatch does not watch
             answered, target = await self._lookup(app, grp, apis)
             if not answered:
-                self._failed[key] = clock
+                self._failed[group] = clock
                 continue
-            self._failed.pop(key, None)
+            self._failed.pop(group, None)
             async with self._sessionmaker() as session, session.begin():
                 await session.execute(
                     _STORE,
                     {
+                        "account_id": account,
+                        "region": region,
                         "app": app,
                         "grp": grp,
                         "cluster": target.service.cluster if target.service else None,
@@ -260,23 +315,26 @@ class CodeDeployMapper:
                     },
                 )
         async with self._sessionmaker() as session, session.begin():
-            targets = await self._load_targets(session)
-            mapped = sorted((k, t.service) for k, t in targets.items() if t.service is not None)
-            filled: list[str] = []
+            targets, mapped = await self._load_targets(session)
+            filled: list[DeploymentKey] = []
             if mapped:
                 filled = [
-                    row[0]
+                    DeploymentKey(*row)
                     for row in await session.execute(
                         _FILL_DEPLOYMENTS,
                         {
-                            "apps": [k.partition("/")[0] for k, _ in mapped],
-                            "grps": [k.partition("/")[2] for k, _ in mapped],
+                            "accounts": [g[0] for g, _ in mapped],
+                            "regions": [g[1] for g, _ in mapped],
+                            "apps": [g[2] for g, _ in mapped],
+                            "grps": [g[3] for g, _ in mapped],
                             "clusters": [s.cluster for _, s in mapped],
                             "services": [s.service for _, s in mapped],
+                            "arns": [s.arn for _, s in mapped],
+                            "cluster_arns": [cluster_of_service(s.arn) for _, s in mapped],
                         },
                     )
                 ]
-            raised = await release_held(session, rules=self._rules, now=now, ids=filled)
+            raised = await release_held(session, rules=self._rules, now=now, keys=filled)
         if filled or raised:
             log.info(
                 "codedeploy_deployments_mapped",
@@ -286,28 +344,45 @@ class CodeDeployMapper:
         self.targets = targets
         return targets
 
-    async def _load_targets(self, session: AsyncSession) -> dict[str, GroupTarget]:
-        """Every mapped group, the overrides applied."""
+    async def _load_targets(
+        self, session: AsyncSession
+    ) -> tuple[dict[str, GroupTarget], list[tuple[Group, ServiceRef]]]:
+        """Every mapped group, the overrides applied (keyed by
+        :func:`~service.deployments.rows.group_key`), and the services of the groups
+        (account ``*``: an override of every scope)."""
         targets: dict[str, GroupTarget] = {}
+        mapped: dict[Group, ServiceRef] = {}
         for row in await session.execute(_ALL):
-            key = _key(row.application, row.deployment_group)
+            scope = (row.account_id, row.region)
+            key = group_key(row.application, row.deployment_group, scope)
             stored = (
                 ServiceRef(row.cluster_name, row.service_name)
                 if row.cluster_name and row.service_name
                 else None
             )
             names = tuple(str(t.get("name")) for t in row.target_groups or [] if t.get("name"))
-            targets[key] = GroupTarget(self._overrides.get(key) or stored, names)
+            service = (
+                group_service(self._overrides, scope, row.application, row.deployment_group)
+                or stored
+            )
+            targets[key] = GroupTarget(service, names)
+            if service is not None:
+                mapped[(*scope, row.application, row.deployment_group)] = service
         for key, service in self._overrides.items():
             targets.setdefault(key, GroupTarget(service))
-        return targets
+            group = _split_key(key, service)
+            if group is None:
+                app, _, grp = key.partition("/")
+                group = (EVERY_SCOPE, EVERY_SCOPE, app, grp)
+            mapped[group] = service
+        return targets, sorted(mapped.items(), key=lambda item: item[0])
 
     async def check_in_progress(self, now: datetime | None = None) -> int:
         """BatchGetDeployments for in-progress CodeDeploy deployments; apply the terminal
         ones (alerts follow). Returns how many ended."""
         now = now or datetime.now(UTC)
         async with self._sessionmaker() as session:
-            by_scope: dict[tuple[str | None, str | None], list[str]] = {}
+            by_scope: dict[tuple[str, str], list[str]] = {}
             for found_row in await session.execute(
                 _IN_PROGRESS, {"since": now - CHECK_HORIZON, "limit": CHECK_LIMIT}
             ):
@@ -315,14 +390,15 @@ class CodeDeployMapper:
             ids = [i for scope_ids in by_scope.values() for i in scope_ids]
             if not ids:
                 return 0
-            targets = await self._load_targets(session)
-        found: list[Any] = []
+            targets, _ = await self._load_targets(session)
+        found: list[tuple[tuple[str, str], Any]] = []
         for (account, region), scope_ids in by_scope.items():
             apis = await self._apis_of(account, region)
             if apis is None:
                 continue  # deployments of a scope ecswatch does not watch
             try:
-                found += await apis.codedeploy.batch_get_deployments(scope_ids)
+                answers = await apis.codedeploy.batch_get_deployments(scope_ids)
+                found += [((account, region), info) for info in answers]
             except (AwsCallFailed, AwsThrottled) as exc:
                 if len(by_scope) == 1:
                     raise
@@ -330,7 +406,11 @@ class CodeDeployMapper:
                     "codedeploy_check_failed", account_id=account, region=region, error=exc.detail
                 )
         groups = {k: t.service for k, t in targets.items() if t.service is not None}
-        rows = [row for info in found if (row := status_row(info, groups, now)) is not None]
+        rows = [
+            row
+            for scope, info in found
+            if (row := status_row(info, groups, now, scope)) is not None
+        ]
         if not rows:
             return 0
 

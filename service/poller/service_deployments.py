@@ -86,8 +86,8 @@ REVISION_CACHE_SIZE = 10_000
 MAX_REASON = 1000
 
 _UNSETTLED = text(
-    "SELECT id, cluster_name, cluster_arn, service_name, service_arn, task_definition,"
-    " started_at, service_deployment_arn FROM deployments"
+    "SELECT account_id, region, id, cluster_name, cluster_arn, service_name, service_arn,"
+    " task_definition, started_at, service_deployment_arn FROM deployments"
     f" WHERE outcome IN ('{Outcome.IN_PROGRESS}', '{Outcome.FAILED}')"
     f" AND kind IN ('{DeploymentKind.ROLLING}', '{DeploymentKind.BLUE_GREEN}')"
     " AND cluster_name IS NOT NULL AND service_name IS NOT NULL"
@@ -99,6 +99,7 @@ _TAKEN = text(
     "SELECT id, service_deployment_arn FROM deployments"
     " WHERE cluster_name = :cluster AND service_name = :service AND started_at >= :after"
     # The same names in another scope are another service.
+    " AND account_id = :account_id AND region = :region"
     " AND (CAST(:cluster_arn AS TEXT) IS NULL OR cluster_arn = :cluster_arn)"
     " AND id <> ALL(CAST(:ours AS TEXT[]))"
 )
@@ -231,6 +232,7 @@ def triggered_alarms(info: Mapping[str, Any]) -> list[str]:
 
 
 def described_row(
+    scope: tuple[str, str],
     deployment_id: str,
     info: Mapping[str, Any],
     task_definition: str | None,
@@ -245,6 +247,7 @@ def described_row(
         or _as_datetime(info.get("stoppedAt"))
     )
     return service_deployment_row(
+        scope=scope,
         deployment_id=deployment_id,
         arn=str(info["serviceDeploymentArn"]),
         status=str(info.get("status") or ""),
@@ -355,7 +358,11 @@ class ServiceDeploymentChecker:
             lambda: defaultdict(list)
         )
         for row in found:
-            scope = scope_of_arn(row.service_arn) or scope_of_arn(row.cluster_arn)
+            scope = (
+                Scope(row.account_id, row.region)
+                if row.account_id and row.region
+                else scope_of_arn(row.service_arn) or scope_of_arn(row.cluster_arn)
+            )
             key = (row.cluster_arn or row.cluster_name, row.service_arn or row.service_name)
             by_scope[scope][key].append(row)
         out: list[Row] = []
@@ -408,6 +415,8 @@ class ServiceDeploymentChecker:
         if not matched:
             return []
         by_arn = {arn: (deployment_id, td) for deployment_id, (arn, td) in matched.items()}
+        ours = {row.id: row for rows in services.values() for row in rows}
+        by_row = {arn: ours[deployment_id] for arn, (deployment_id, _) in by_arn.items()}
         arns = sorted(by_arn)
         out: list[Row] = []
         for start in range(0, len(arns), DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT):
@@ -416,8 +425,9 @@ class ServiceDeploymentChecker:
             for info in described.found:
                 arn = info.get("serviceDeploymentArn")
                 if arn in by_arn:
-                    deployment_id, td = by_arn[arn]
-                    out.append(described_row(deployment_id, info, td, now))
+                    row = by_row[arn]
+                    scope = (row.account_id, row.region)
+                    out.append(described_row(scope, row.id, info, by_arn[arn][1], now))
         return out
 
     async def _match_service(
@@ -455,6 +465,8 @@ class ServiceDeploymentChecker:
                         "cluster": cluster,
                         "service": service,
                         "cluster_arn": first.cluster_arn,
+                        "account_id": first.account_id,
+                        "region": first.region,
                         "after": after,
                         "ours": [d.id for d in ours],
                     },

@@ -176,6 +176,10 @@ class Deployment(Base):
 
     __tablename__ = "deployments"
 
+    # Deployment ids are unique only within a scope (account and region, migration
+    # 0014): '' where the scope of a deployment stored before was not known.
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
+    region: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     cluster_arn: Mapped[str | None] = mapped_column(Text)
     cluster_name: Mapped[str | None] = mapped_column(Text)
@@ -207,6 +211,21 @@ class Deployment(Base):
 
     __table_args__ = (
         Index("ix_deployments_service", "cluster_name", "service_name", text("started_at DESC")),
+        # Lookups of an id in every scope (the detail route without a scope).
+        Index("ix_deployments_id", "id"),
+        # /v1/deployments?account_id=… and ?region=…, newest first (0014).
+        Index(
+            "ix_deployments_account_id_started_at_id",
+            "account_id",
+            text("started_at DESC"),
+            text("id DESC"),
+        ),
+        Index(
+            "ix_deployments_region_started_at_id",
+            "region",
+            text("started_at DESC"),
+            text("id DESC"),
+        ),
         # /v1/deployments pages by (started_at DESC, id DESC), optionally by outcome.
         Index("ix_deployments_started_at_id", text("started_at DESC"), text("id DESC")),
         Index(
@@ -414,6 +433,10 @@ class CodeDeployGroup(Base):
 
     __tablename__ = "codedeploy_groups"
 
+    # Group names are unique only within a scope: the one GetDeploymentGroup was
+    # asked in (migration 0014; '' where a mapping stored before had none).
+    account_id: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
+    region: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
     application: Mapped[str] = mapped_column(Text, primary_key=True)
     deployment_group: Mapped[str] = mapped_column(Text, primary_key=True)
     cluster_name: Mapped[str | None] = mapped_column(Text)

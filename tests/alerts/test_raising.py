@@ -251,7 +251,9 @@ async def test_stuck_sweep(runtime: Runtime, engine: AsyncEngine) -> None:
     await handle(runtime, [*events, *tasks_only])
     rules = AlertRules(stuck_after_s=1800)
     async with runtime.sessionmaker() as session, session.begin():
-        assert await sweep_stuck(session, rules=rules, now=now) == ["ecs-svc/9"]
+        flagged = await sweep_stuck(session, rules=rules, now=now)
+    assert [k.id for k in flagged] == ["ecs-svc/9"]
+    assert flagged[0].account_id, "a deployment's key carries the scope of its events"
     async with runtime.sessionmaker() as session, session.begin():
         assert await sweep_stuck(session, rules=rules, now=now) == []
     [alert] = await alerts(engine, type="deployment.stuck")
@@ -331,6 +333,7 @@ async def test_evidence_is_gathered_only_for_alerts_raised_now(
 
     from service.alerts.raising import raise_alerts
     from service.deployments.reads import read_snapshots
+    from service.deployments.snapshot import DeploymentKey
 
     await handle(runtime, sc.crash_loop("prod", "web", "ecs-svc/77", START))
     await handle(runtime, _fix("ecs-svc/78", START + timedelta(hours=1)))
@@ -345,7 +348,13 @@ async def test_evidence_is_gathered_only_for_alerts_raised_now(
     event.listen(sync_engine, "before_cursor_execute", seen)
     try:
         async with runtime.sessionmaker() as session, session.begin():
-            snapshots = await read_snapshots(session, ["ecs-svc/77", "ecs-svc/78"])
+            keys = await session.execute(
+                text(
+                    "SELECT account_id, region, id FROM deployments"
+                    " WHERE id IN ('ecs-svc/77', 'ecs-svc/78')"
+                )
+            )
+            snapshots = await read_snapshots(session, [DeploymentKey(*k) for k in keys])
             statements.clear()
             raised = await raise_alerts(session, [], snapshots, rules=AlertRules(), now=START)
     finally:

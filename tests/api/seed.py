@@ -153,7 +153,11 @@ def deployment(cluster: str, svc: str, deployment_id: str, **overrides: Any) -> 
         "updated_at": at(5),
         "finished_at": at(5),
     }
-    return {**row, **overrides}
+    row = {**row, **overrides}
+    # A deployment's scope is that of its events: here, that of its ARNs.
+    arn = (row["service_arn"] or row["cluster_arn"] or "").split(":")
+    scope = {"account_id": arn[4], "region": arn[3]} if len(arn) > 5 else {}
+    return {**scope, **row}
 
 
 def event(event_id: str, minutes: float, **overrides: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from service.consumer.handler import Handler, Message
 from service.demo.events import deployment_events, iso, service_arn, task_lifecycle
 from service.deployments import evidence
 from service.deployments.cause import classify
+from service.deployments.snapshot import DeploymentKey
 from service.poller.metrics import ALB, Query, dimensions_key, point_rows, store_points
 from service.runtime import Runtime
 
@@ -156,7 +157,10 @@ async def test_an_oom_crash_loop_with_its_timeline_failed_tasks_and_target_healt
 
     # The same facts over a plain SQLAlchemy connection (how other writers read them).
     async with engine.connect() as conn:
-        gathered = await evidence.gather(evidence.connection_reader(conn), "ecs-svc/2")
+        [key] = await conn.execute(
+            text("SELECT account_id, region, id FROM deployments WHERE id = 'ecs-svc/2'")
+        )
+        gathered = await evidence.gather(evidence.connection_reader(conn), DeploymentKey(*key))
     assert gathered is not None
     assert gathered.needs_cause
     assert classify(gathered.facts).as_dict()["summary"] == cause["summary"]
@@ -222,8 +226,13 @@ async def test_a_placement_failure_and_a_spot_interruption_from_aws_samples(
         outcome="failed",
     )
     for item in deployment:  # in the samples' account and region
+        item["account"], item["region"] = placement["account"], placement["region"]
         item["resources"] = placement["resources"]
         item["detail"]["clusterArn"] = placement["detail"]["clusterArn"]
+    # The snippet has no region and its ARNs name us-east-1: here it is a task of the
+    # deployment's scope (deployment ids are unique only within one).
+    spot = json.loads(json.dumps(spot).replace(":us-east-1:", f":{placement['region']}:"))
+    spot["region"] = placement["region"]
     spot["time"] = iso(sample_time)
     spot["detail"]["startedBy"] = "ecs-svc/123"
     spot["detail"]["group"] = "service:servicetest"
@@ -267,10 +276,11 @@ async def test_a_succeeded_deployment_has_no_cause_and_an_unknown_one_is_404(
 # ---------------------------------------------------------------- query plans
 
 SEED = """
-INSERT INTO deployments (id, cluster_arn, cluster_name, service_arn, service_name, kind, outcome,
-                         task_definition, event_ids, started_at, updated_at, finished_at,
-                         last_event_at)
-SELECT 'ecs-svc/' || d, 'arn:aws:ecs:us-east-1:123456789012:cluster/c' || (d % 10),
+INSERT INTO deployments (account_id, region, id, cluster_arn, cluster_name, service_arn,
+                         service_name, kind, outcome, task_definition, event_ids, started_at,
+                         updated_at, finished_at, last_event_at)
+SELECT '123456789012', 'us-east-1', 'ecs-svc/' || d,
+       'arn:aws:ecs:us-east-1:123456789012:cluster/c' || (d % 10),
        'c' || (d % 10), 'arn:aws:ecs:us-east-1:123456789012:service/c' || (d % 10) || '/svc-' || d,
        'svc-' || d, 'rolling', 'failed', 'arn:aws:ecs:us-east-1:123456789012:task-definition/svc-'
        || d || ':1', jsonb_build_array(md5('event' || d)),
@@ -350,8 +360,8 @@ async def test_the_detail_reads_through_indexes(
     body = response.json()
     assert len(body["failed_tasks"]) == 10
     assert body["cause"]["category"] == "container_exit"
-    # The deployment, its tasks, its events, its service's ALB points.
-    assert len(captured) == 4, [s for s, _ in captured]
+    # The scopes of the id, the deployment, its tasks, its events, its service's ALB points.
+    assert len(captured) == 5, [s for s, _ in captured]
 
     async with runtime.engine.connect() as conn:
         # raw_events is partitioned by day: a plan names each partition and its own

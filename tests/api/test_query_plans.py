@@ -168,3 +168,80 @@ async def test_task_queries_use_indexes(
             # call; what must not happen is a scan of tasks (asserted above).
             probes = [n["Node Type"] for n in nodes if n.get("Alias") == "tag_probe"]
             assert bool(probes) == ("tag=" in path), (path, plan)
+
+
+# Deployments of three scopes (two accounts), newest first: /v1/deployments pages them.
+# One large scope and two small ones with the same ids (an organization's main account
+# beside smaller ones).
+# (chr(58) is ':', which text() would read as a bound parameter.)
+SEED_DEPLOYMENTS = """
+INSERT INTO deployments (account_id, region, id, cluster_arn, cluster_name, service_name,
+                         kind, outcome, started_at, updated_at)
+SELECT s.account, s.region, 'ecs-svc/' || g,
+       concat_ws(chr(58), 'arn', 'aws', 'ecs', s.region, s.account, 'cluster/c' || (g % 10)),
+       'c' || (g % 10), 'svc-' || (g % 200), 'rolling',
+       (ARRAY['succeeded', 'failed', 'in_progress'])[1 + g % 3],
+       now() - make_interval(secs => g * 60), now() - make_interval(secs => g * 60)
+FROM generate_series(1, 20000) AS g,
+     (VALUES ('123456789012', 'us-east-1'), ('123456789012', 'eu-west-1'),
+             ('210987654321', 'us-east-1')) AS s(account, region)
+WHERE (s.account, s.region) = ('123456789012', 'us-east-1') OR g % 50 = 0
+"""
+DEPLOYMENT_QUERIES = [
+    "/v1/deployments?account_id=210987654321",
+    "/v1/deployments?region=eu-west-1",
+    "/v1/deployments?account_id=123456789012&region=eu-west-1",
+    "/v1/deployments?account_id=123456789012&region=eu-west-1&outcome=failed",
+]
+
+
+async def test_deployment_scope_filters_use_their_index(
+    client: httpx.AsyncClient, engine: AsyncEngine, runtime: Runtime
+) -> None:
+    """The same deployment ids in three scopes: ``account_id=`` (with ``region=``) pages
+    a small scope's through the index of its account (or its region), in order,
+    rather than walking every scope's deployments by time and filtering."""
+    async with engine.begin() as conn:
+        await conn.execute(text(SEED_DEPLOYMENTS))
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE deployments"))
+    captured: list[tuple[str, Any]] = []
+
+    def record_direct(statement: str, args: Sequence[Any]) -> None:
+        captured.append((statement, tuple(args)))
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        captured.append((statement, parameters))
+
+    sync_engine = runtime.read_engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    DIRECT_READ_LISTENERS.append(record_direct)
+    try:
+        for path in DEPLOYMENT_QUERIES:
+            response = await client.get(path)
+            assert response.status_code == 200, (path, response.text)
+            items = response.json()["items"]
+            assert items, path
+            assert {(i["account_id"], i["region"]) for i in items} <= {
+                ("210987654321", "us-east-1"),
+                ("123456789012", "eu-west-1"),
+            }
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+        DIRECT_READ_LISTENERS.remove(record_direct)
+    assert len(captured) == len(DEPLOYMENT_QUERIES)
+    async with runtime.engine.connect() as conn:
+        for path, (statement, parameters) in zip(DEPLOYMENT_QUERIES, captured, strict=True):
+            result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+            nodes = list(plan_nodes(result.scalar_one()[0]["Plan"]))
+            scans = {
+                (n["Node Type"], n.get("Index Name"))
+                for n in nodes
+                if n.get("Relation Name") == "deployments"
+            }
+            assert scans <= {
+                ("Index Scan", "ix_deployments_account_id_started_at_id"),
+                ("Index Scan", "ix_deployments_region_started_at_id"),
+            }, (path, nodes)
+            assert scans, (path, nodes)

@@ -25,8 +25,8 @@ def elsewhere(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if not isinstance(value, str):
             moved[key] = value  # keep times and numbers as they were
-        elif key in ("account", "region"):
-            moved[key] = OTHER_ACCOUNT if key == "account" else OTHER_REGION
+        elif key in ("account", "account_id", "region"):
+            moved[key] = OTHER_REGION if key == "region" else OTHER_ACCOUNT
     return moved
 
 
@@ -179,3 +179,54 @@ async def test_a_deployment_without_a_service_arn_is_of_its_clusters_scope(
     body = response.json()
     assert body["service_arn"] == elsewhere({"arn": seed.service_arn("prod", "web")})["arn"]
     assert (body["account_id"], body["region"]) == THERE
+
+
+@pytest.mark.usefixtures("two_scopes")
+async def test_one_deployment_id_of_two_scopes_is_409_until_a_scope_is_given(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Deployment ids are unique only within a scope: the detail route treats an id of
+    two scopes like a service's names, with the same problem."""
+    here = seed.deployment("prod", "web", "ecs-svc/7", started_at=seed.at(1), outcome="failed")
+    there = {**elsewhere(here), "outcome": "succeeded"}
+    await seed.insert_rows(engine, "deployments", [here, there])
+
+    response = await client.get("/v1/deployments/ecs-svc/7")
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "https://ecswatch.dev/problems/ambiguous-name"
+    assert problem["scopes"] == [
+        {"account_id": a, "region": r, "service_arn": arn}
+        for (a, r), arn in sorted(
+            [
+                (HERE, seed.service_arn("prod", "web")),
+                (THERE, elsewhere({"arn": seed.service_arn("prod", "web")})["arn"]),
+            ]
+        )
+    ]
+
+    for query, scope, outcome in (
+        (f"account_id={seed.ACCOUNT}", HERE, "failed"),
+        (f"region={OTHER_REGION}", THERE, "succeeded"),
+        (f"account_id={OTHER_ACCOUNT}&region={OTHER_REGION}", THERE, "succeeded"),
+    ):
+        one = await client.get(f"/v1/deployments/ecs-svc/7?{query}")
+        assert one.status_code == 200, (query, one.text)
+        body = one.json()
+        assert (body["id"], body["outcome"]) == ("ecs-svc/7", outcome)
+        assert (body["account_id"], body["region"]) == scope
+
+    # The list shows both, each with its scope; its filters pick one.
+    assert await scopes_of(client, "/v1/deployments?cluster=prod&service=web") == sorted(
+        [HERE, HERE, THERE, THERE]
+    )
+    listed = await client.get(f"/v1/deployments?account_id={OTHER_ACCOUNT}")
+    assert sorted(i["id"] for i in listed.json()["items"]) == ["ecs-svc/2", "ecs-svc/7"]
+
+    # An id of one scope needs none; a scope that holds no such id is 404.
+    assert (await client.get("/v1/deployments/ecs-svc/1")).status_code == 200
+    missing = await client.get(f"/v1/deployments/ecs-svc/1?account_id={OTHER_ACCOUNT}")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert (await client.get("/v1/deployments/ecs-svc/404")).status_code == 404

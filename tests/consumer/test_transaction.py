@@ -73,7 +73,9 @@ async def test_deployments_are_read_once_after_their_writes(
                 text("SELECT key FROM datadog_facts WHERE key LIKE 'deployment:%'")
             )
         }
-        stored = {row[0] for row in await conn.execute(text("SELECT id FROM deployments"))}
+        keys = list(await conn.execute(text("SELECT account_id, region, id FROM deployments")))
+    # Deployment ids are unique only within a scope: the fact keys carry it.
+    stored = {f"{k.account_id}/{k.region}/{k.id}" if k.account_id else k.id for k in keys}
     assert facts
     assert facts <= stored
-    assert {a.deployment_id for a in result.alerts if a.deployment_id} <= stored
+    assert {a.deployment_id for a in result.alerts if a.deployment_id} <= {k.id for k in keys}

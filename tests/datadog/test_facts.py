@@ -163,6 +163,36 @@ def test_deployment_facts(outcome: str, keys: list[str], alert: str | None) -> N
         assert duration[0].value == 600
 
 
+def test_one_deployment_id_in_two_scopes_is_grouped_apart() -> None:
+    # Deployment ids are unique only within an account and region: Datadog must not
+    # group two scopes' deployments of one id into one event thread.
+    def snapshot(account: str, region: str) -> DeploymentSnapshot:
+        return DeploymentSnapshot(
+            id="ecs-svc/1",
+            kind=DeploymentKind.ROLLING,
+            outcome=Outcome.FAILED,
+            cluster="prod",
+            service="web",
+            started_at=NOW - timedelta(minutes=30),
+            finished_at=NOW - timedelta(minutes=20),
+            last_event_name="SERVICE_DEPLOYMENT_FAILED",
+            account_id=account,
+            region=region,
+        )
+
+    keys = {
+        (f.key, f.event.aggregation_key)
+        for scope in (("111111111111", "us-east-1"), ("222222222222", "us-east-1"))
+        for f in deployment_facts(snapshot(*scope), NOW)
+        if f.event is not None
+    }
+    assert {a for _, a in keys} == {
+        "111111111111/us-east-1/ecs-svc/1",
+        "222222222222/us-east-1/ecs-svc/1",
+    }
+    assert len({k for k, _ in keys}) == 4  # started and failed, in each scope
+
+
 def test_a_failure_is_worded_once_for_alerts_and_datadog() -> None:
     from service.alerts.rules import AlertType, deployment_alerts
 

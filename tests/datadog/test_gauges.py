@@ -432,22 +432,31 @@ def test_deployments_in_progress_count_for_the_service_of_their_own_scope() -> N
     there = ServiceState("web", other, "prod", None, None, None, None, {})
     api = ServiceState("api", CLUSTER_ARN, "prod", None, None, None, None, {})
 
-    def row(cluster_arn: str | None, service: str, n: int) -> SimpleNamespace:
+    def row(
+        cluster_arn: str | None, service: str, n: int, scope: tuple[str, str] = ("", "")
+    ) -> SimpleNamespace:
         return SimpleNamespace(
-            cluster_arn=cluster_arn, cluster_name="prod", service_name=service, n=n
+            account_id=scope[0],
+            region=scope[1],
+            cluster_arn=cluster_arn,
+            cluster_name="prod",
+            service_name=service,
+            n=n,
         )
 
     rows = [
         row(other, "web", 2),
-        row(None, "web", 5),  # names only, and two scopes have them: nobody's
+        row(None, "web", 5),  # names only, no scope known, and two scopes have them: nobody's
         row(None, "api", 1),  # names only, one service has them
+        # Names only (CodeDeploy's), in a scope: that scope's service of those names.
+        row(None, "web", 3, ("444455556666", "us-east-1")),
     ]
     counts = in_progress_by_service([here, there, api], rows)
-    assert counts == {(other, "web"): 2, (CLUSTER_ARN, "api"): 1}
+    assert counts == {(other, "web"): 5, (CLUSTER_ARN, "api"): 1}
     gauges = service_gauges([here, there], counts, 100)
     by_account = {
         next(t for t in g["tags"] if t.startswith("aws_account:")): g["points"][0][1]
         for g in gauges
         if g["metric"] == "deployments.in_progress"
     }
-    assert by_account == {"aws_account:111122223333": 0.0, "aws_account:444455556666": 2.0}
+    assert by_account == {"aws_account:111122223333": 0.0, "aws_account:444455556666": 5.0}

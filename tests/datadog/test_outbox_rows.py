@@ -121,7 +121,7 @@ async def test_a_run_produces_the_documented_counts_and_events(
     assert by_title["ECS service SERVICE_TASK_PLACEMENT_FAILURE"] == 1
     failed = next(e for e in events if e["title"].startswith("ECS deployment failed"))
     assert failed["alert_type"] == "error"
-    assert failed["aggregation_key"] == "ecs-svc/10"
+    assert failed["aggregation_key"] == "123456789012/us-east-1/ecs-svc/10"
     assert "cluster: prod" in failed["text"]
     assert "service: api" in failed["text"]
     assert "circuit breaker" in failed["text"]
@@ -287,5 +287,7 @@ async def test_a_failure_event_carries_the_alert_cause_and_a_fix_is_announced_on
     assert failed["text"].splitlines()[1] == f"cause: out_of_memory: {cause['summary']}"
     [recovered] = [e for e in events if e["title"] == "ECS deployment recovered: prod/web"]
     assert recovered["alert_type"] == "success"
-    assert recovered["aggregation_key"] == "ecs-svc/7"
+    # Grouped with the failure it closes: the failed deployment's scope and id.
+    assert recovered["aggregation_key"] == failed["aggregation_key"]
+    assert recovered["aggregation_key"].endswith("/ecs-svc/7")
     assert "recovers: ecs-svc/7" in recovered["text"]

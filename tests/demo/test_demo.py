@@ -246,10 +246,12 @@ async def test_demo_shows_the_whole_system(
     summary = lines[lines.index("Summary:") :]
     assert any(line.strip().startswith("Deployments by outcome:") for line in summary)
     assert any(line.strip().endswith("/v1/accounts'") for line in lines[2:12])
-    # The final summary counts each scope's clusters, running tasks and events.
+    # The final summary counts each scope's clusters, running tasks, deployments (the
+    # "edge" rollout of each scope is its own) and events.
     for scope in ("123456789012/us-west-2", "210987654321/us-east-1", "210987654321/us-west-2"):
         [row] = [line for line in summary if line.strip().startswith(f"Scope {scope}:")]
-        assert re.search(r": 1 clusters, 2 running tasks, [1-9]\d* events$", row), row
+        counts = r": 1 clusters, 2 running tasks, 1 deployments, [1-9]\d* events$"
+        assert re.search(counts, row), row
     # A library warning or a traceback in normal use is a defect (as scripts/check-install).
     alarming = re.compile(r"[A-Za-z]+Warning\b|Traceback \(most recent call last\)")
     output = [*lines, *stderr_path.read_text().splitlines()]

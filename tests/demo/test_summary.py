@@ -40,8 +40,10 @@ NUMBERS = Numbers(
     datadog_cloudwatch_tag_keys=("loadbalancer", "statistic", "targetgroup"),
     aws_calls={"ecs": 82, "cloudwatch": 7},
     scopes={
-        "123456789012/us-east-1": "2 clusters, 11 running tasks, 220 events",
-        "210987654321/us-west-2": "1 clusters, 2 running tasks, 8 events (unmonitored)",
+        "123456789012/us-east-1": "2 clusters, 11 running tasks, 9 deployments, 220 events",
+        "210987654321/us-west-2": (
+            "1 clusters, 2 running tasks, 1 deployments, 8 events (unmonitored)"
+        ),
     },
     elapsed_s=75.2,
 )
@@ -60,7 +62,9 @@ def test_rows_say_every_number() -> None:
         "ecswatch.aws.alb.request_count, ecswatch.aws.ecs.cluster.cpu_utilization"
     )
     assert shown["Datadog CloudWatch tags"] == "loadbalancer, statistic, targetgroup"
-    assert shown["Scope 123456789012/us-east-1"] == "2 clusters, 11 running tasks, 220 events"
+    assert shown["Scope 123456789012/us-east-1"] == (
+        "2 clusters, 11 running tasks, 9 deployments, 220 events"
+    )
     assert shown["Scope 210987654321/us-west-2"].endswith("(unmonitored)")
     assert dict(rows(Numbers()))["Tasks by status"] == "-"
     assert not [label for label, _ in rows(Numbers()) if label.startswith("Scope ")]

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from service.api.app import create_app
 from service.config import ServiceRef
+from service.deployments.rows import group_key
 from service.enrich.describer import Describer
 from service.poller.codedeploy import CodeDeployMapper
 from service.poller.metrics import MetricsPoller, window
@@ -214,7 +215,8 @@ async def test_codedeploy_group_maps_to_its_service_and_target_group_pair(
         proxied_runtime.sessionmaker, apis, {"other/dg": ServiceRef("elsewhere", "api")}
     )
     targets = await mapper.map_known_groups()
-    assert targets[f"{app}/dg"].service == ServiceRef(fleet.cluster, "web")
+    # Stored in the scope of the deployments naming the group ('': not recorded).
+    assert targets[group_key(app, "dg", ("", ""))].service == ServiceRef(fleet.cluster, "web")
     async with proxied_runtime.engine.connect() as conn:
         rows = dict(
             list(

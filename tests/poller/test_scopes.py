@@ -19,8 +19,10 @@ from sqlalchemy import text
 
 from service import telemetry
 from service.aws.scopes import Scope
+from service.config import ServiceRef, Settings
 from service.consumer.handler import Handler, Message
 from service.demo.aws import MotoServer
+from service.deployments.rows import group_key
 from service.enrich.describer import Describer
 from service.enrich.enricher import Enricher
 from service.poller.codedeploy import CodeDeployMapper
@@ -231,11 +233,14 @@ async def test_a_denied_account_is_isolated(
         assert status[healthy, region] == (True, None)
 
 
-async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
-    """A CodeDeploy application, group and deployment in ``scope``: (app, id)."""
+async def _deployment_in(
+    endpoint: str, scope: Scope, app: str | None = None, service: str = "web"
+) -> tuple[str, str]:
+    """A CodeDeploy application, group ``dg`` deploying ``prod/<service>`` and a
+    deployment in ``scope``: (app, id)."""
     session: Any = get_session()
     creds = await assumed(endpoint, scope.account, ROLE)
-    app = f"app{uuid.uuid4().hex[:8]}"
+    app = app or f"app{uuid.uuid4().hex[:8]}"
     async with session.create_client(
         "codedeploy", endpoint_url=endpoint, region_name=scope.region, **creds
     ) as cd:
@@ -244,7 +249,7 @@ async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
             applicationName=app,
             deploymentGroupName="dg",
             serviceRoleArn=f"arn:aws:iam::{scope.account}:role/codedeploy",
-            ecsServices=[{"clusterName": "prod", "serviceName": "web"}],
+            ecsServices=[{"clusterName": "prod", "serviceName": service}],
         )
         created = await cd.create_deployment(
             applicationName=app,
@@ -254,7 +259,9 @@ async def _deployment_in(endpoint: str, scope: Scope) -> tuple[str, str]:
     return app, created["deploymentId"]
 
 
-def _codedeploy_event(scope: Scope, app: str, deployment_id: str) -> dict[str, Any]:
+def _codedeploy_event(
+    scope: Scope, app: str, deployment_id: str, state: str = "START"
+) -> dict[str, Any]:
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -268,7 +275,7 @@ def _codedeploy_event(scope: Scope, app: str, deployment_id: str) -> dict[str, A
             "application": app,
             "deploymentGroup": "dg",
             "deploymentId": deployment_id,
-            "state": "START",
+            "state": state,
             "region": scope.region,
         },
     }
@@ -302,10 +309,10 @@ async def test_codedeploy_jobs_ask_the_deployments_own_scope(
     org_proxy.reset()
     targets = await mapper.map_known_groups()
     # Found in its own scope (moto answers DeploymentGroupDoesNotExist elsewhere).
-    service = targets[f"{app}/dg"].service
+    service = targets[group_key(app, "dg", (watched.account, watched.region))].service
     assert service is not None
     assert (service.cluster, service.service) == ("prod", "web")
-    assert f"{other_app}/dg" not in targets
+    assert group_key(other_app, "dg", (unwatched.account, unwatched.region)) not in targets
     assert org_proxy.count("GetDeploymentGroup") == 1
 
     def succeeded(body: dict[str, Any]) -> dict[str, Any]:
@@ -326,3 +333,117 @@ async def test_codedeploy_jobs_ask_the_deployments_own_scope(
         )
     )
     assert outcomes == {deployment_id: "succeeded", other_id: "in_progress"}
+
+
+def _service_row(scope: Scope, name: str) -> dict[str, Any]:
+    prefix = f"arn:aws:ecs:{scope.region}:{scope.account}"
+    return {
+        "arn": f"{prefix}:service/prod/{name}",
+        "name": name,
+        "cluster_arn": f"{prefix}:cluster/prod",
+        "cluster_name": "prod",
+    }
+
+
+async def test_one_codedeploy_group_name_in_two_accounts_maps_to_each_ones_service(
+    org_runtime: Runtime,
+    moto_server: MotoServer,
+    accounts: tuple[str, str, str],
+    org_proxy: AwsProxy,
+) -> None:
+    """Application and group names are unique only within a scope: the same names in
+    two accounts deploy different services. Each group is asked and stored in its own
+    scope, its deployments are filled with its scope's service (never a namesake's of
+    another scope), and the consumer names the service of the next event at once."""
+    first, second = Scope(accounts[0], REGIONS[0]), Scope(accounts[1], REGIONS[0])
+    app = f"shop{uuid.uuid4().hex[:8]}"
+    _, first_id = await _deployment_in(moto_server.endpoint_url, first, app, "web")
+    _, second_id = await _deployment_in(moto_server.endpoint_url, second, app, "api")
+    # prod/api exists in both accounts: only the second account's is its group's.
+    services = [_service_row(first, "web"), _service_row(first, "api"), _service_row(second, "api")]
+    async with org_runtime.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO services (arn, name, cluster_arn, cluster_name)"
+                " VALUES (:arn, :name, :cluster_arn, :cluster_name)"
+            ),
+            services,
+        )
+    handler = Handler(org_runtime.sessionmaker)
+    await handler.handle(
+        _messages(
+            [_codedeploy_event(first, app, first_id), _codedeploy_event(second, app, second_id)]
+        )
+    )
+    scopes = await org_runtime.aws_scopes()
+    mapper = CodeDeployMapper(
+        org_runtime.sessionmaker, await org_runtime.aws_apis(), {}, scopes=scopes
+    )
+    org_proxy.reset()
+    targets = await mapper.map_known_groups()
+    assert org_proxy.count("GetDeploymentGroup") == 2
+    for scope, name in ((first, "web"), (second, "api")):
+        service = targets[group_key(app, "dg", (scope.account, scope.region))].service
+        assert service is not None
+        assert (service.cluster, service.service) == ("prod", name)
+    stored = await _rows(
+        org_runtime,
+        "SELECT account_id, service_name FROM codedeploy_groups WHERE application = :app"
+        " ORDER BY account_id",
+        app=app,
+    )
+    assert sorted(tuple(r) for r in stored) == sorted(
+        [(first.account, "web"), (second.account, "api")]
+    )
+    filled = {
+        r[0]: (r[1], r[2], r[3])
+        for r in await _rows(
+            org_runtime,
+            "SELECT id, account_id, service_name, service_arn FROM deployments"
+            " WHERE codedeploy_application = :app",
+            app=app,
+        )
+    }
+    assert filled == {
+        first_id: (first.account, "web", _service_row(first, "web")["arn"]),
+        second_id: (second.account, "api", _service_row(second, "api")["arn"]),
+    }
+
+    # The next deployment of each: the consumer reads the mapping of its own scope.
+    # With an override by service ARN for the first account's group, and one by names
+    # for every scope: the ARN's holds in its scope, the names' elsewhere.
+    override_arn = _service_row(first, "canary")["arn"]
+    overrides = load_settings_groups(f"{app}/dg=prod/names, {app}/dg={override_arn}")
+    plain, overridden = (
+        Handler(org_runtime.sessionmaker),
+        Handler(org_runtime.sessionmaker, codedeploy_groups=overrides),
+    )
+    await plain.handle(
+        _messages(
+            [_codedeploy_event(first, app, "d-NEXT1"), _codedeploy_event(second, app, "d-NEXT2")]
+        )
+    )
+    await overridden.handle(
+        _messages(
+            [_codedeploy_event(first, app, "d-OVER1"), _codedeploy_event(second, app, "d-OVER2")]
+        )
+    )
+    named = {
+        r[0]: (r[1], r[2], r[3])
+        for r in await _rows(
+            org_runtime,
+            "SELECT id, account_id, service_name, service_arn FROM deployments"
+            " WHERE id LIKE 'd-NEXT%' OR id LIKE 'd-OVER%'",
+        )
+    }
+    assert named == {
+        "d-NEXT1": (first.account, "web", None),
+        "d-NEXT2": (second.account, "api", None),
+        "d-OVER1": (first.account, "canary", override_arn),
+        "d-OVER2": (second.account, "names", None),
+    }
+
+
+def load_settings_groups(value: str) -> dict[str, ServiceRef]:
+    """``ECSWATCH_CODEDEPLOY_GROUPS`` as the settings parse it."""
+    return Settings.model_validate({"codedeploy_groups": value}).codedeploy_groups

@@ -27,6 +27,7 @@ from service.consumer.handler import Handler, Message
 from service.demo.events import ACCOUNT, REGION, iso, service_arn, task_lifecycle
 from service.deployments import evidence
 from service.deployments.cause import classify
+from service.deployments.snapshot import DeploymentKey
 from service.poller.service_deployments import (
     MATCH_WINDOW,
     UNAVAILABLE_BACKOFF_S,
@@ -337,7 +338,8 @@ async def test_a_blue_green_deployment_matches_by_arn_with_its_strategy_and_trig
     assert "CANARY 10.0%, 5 min canary bake" in row["reason"]
 
     async with engine.connect() as conn:
-        found = await evidence.gather(evidence.connection_reader(conn), arn)
+        key = DeploymentKey(row["account_id"], row["region"], arn)
+        found = await evidence.gather(evidence.connection_reader(conn), key)
     assert found is not None
     assert [a.names for a in found.facts.alarms] == [("web-5xx",)]
     cause = classify(found.facts)
@@ -523,7 +525,7 @@ def test_each_status_maps_to_an_outcome_and_only_an_end_is_ordered(
         "startedAt": START,
         "deploymentConfiguration": {},
     }
-    row = described_row("ecs-svc/1", info, TD, now=START + timedelta(hours=1))
+    row = described_row((ACCOUNT, REGION), "ecs-svc/1", info, TD, now=START + timedelta(hours=1))
     assert row["outcome"] == outcome
     assert row["last_event_at"] == (at if ordered else None)
     assert row["finished_at"] == (at if finished else None)

@@ -109,3 +109,92 @@ async def test_codedeploy_group_maps_to_service(runtime: Runtime, engine: AsyncE
     state = await _deployments(engine)
     assert state["d-ABCDEF123"][0] == "failed"
     assert state["d-ABCDEF123"][4:6] == ("shop", "prod")
+
+
+OTHER_ACCOUNT, OTHER_REGION = "210987654321", "eu-west-1"
+
+
+def _elsewhere(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` as the same names and ids in another account and region (new
+    EventBridge ids): another scope's deployment that happens to share its id."""
+    text_ = json.dumps(events).replace(
+        ":us-east-1:123456789012:", f":{OTHER_REGION}:{OTHER_ACCOUNT}:"
+    )
+    moved: list[dict[str, Any]] = json.loads(text_)
+    for event in moved:
+        event["id"] = f"there-{event['id']}"
+        event["account"], event["region"] = OTHER_ACCOUNT, OTHER_REGION
+    return moved
+
+
+async def test_one_deployment_id_in_two_scopes_stays_two_deployments(
+    runtime: Runtime, engine: AsyncEngine
+) -> None:
+    """ECS deployment ids are unique only within an account and region: the same id in
+    another scope is another deployment, with its own outcome, its own tasks and its
+    own alerts (each scope's failure raises one)."""
+    rng = random.Random(7)
+    here: list[dict[str, Any]] = deployment_events(
+        cluster="prod", service="web", deployment_id="ecs-svc/5", start=START, outcome="completed"
+    )
+    crashing: list[dict[str, Any]] = []
+    for n in range(4):
+        crashing += task_lifecycle(rng, deployment_id="ecs-svc/5", fail=n < 3, start=START)
+    there_started = deployment_events(
+        cluster="prod", service="web", deployment_id="ecs-svc/5", start=START, outcome="failed"
+    )[:1]
+    # Here it completes; there it crash-loops (its tasks only), then it is said started.
+    await _apply(runtime, [*here, *_elsewhere(crashing), *_elsewhere(there_started)])
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT account_id, region, outcome, failed_tasks, cluster_arn FROM deployments"
+                    " WHERE id = 'ecs-svc/5' ORDER BY account_id"
+                )
+            )
+        ).all()
+        alerts = (
+            await conn.execute(
+                text(
+                    "SELECT type, payload->>'account_id', payload->>'region' FROM alerts"
+                    " WHERE deployment_id = 'ecs-svc/5' AND type LIKE 'deployment.%' ORDER BY 2, 1"
+                )
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (
+            "123456789012",
+            "us-east-1",
+            "succeeded",
+            0,
+            "arn:aws:ecs:us-east-1:123456789012:cluster/prod",
+        ),
+        (
+            OTHER_ACCOUNT,
+            OTHER_REGION,
+            "failed",
+            3,
+            f"arn:aws:ecs:{OTHER_REGION}:{OTHER_ACCOUNT}:cluster/prod",
+        ),
+    ]
+    assert [tuple(a) for a in alerts] == [
+        ("deployment.succeeded", "123456789012", "us-east-1"),
+        ("deployment.failed", OTHER_ACCOUNT, OTHER_REGION),
+    ]
+
+    # The same failure here too: each scope's deployment raises its own alert.
+    failing_here = deployment_events(
+        cluster="prod", service="web", deployment_id="ecs-svc/6", start=START, outcome="failed"
+    )
+    await _apply(runtime, [*failing_here, *_elsewhere(failing_here)])
+    async with engine.connect() as conn:
+        failed = (
+            await conn.execute(
+                text(
+                    "SELECT payload->>'account_id', payload->'deployment'->>'outcome' FROM alerts"
+                    " WHERE deployment_id = 'ecs-svc/6' AND type = 'deployment.failed' ORDER BY 1"
+                )
+            )
+        ).all()
+    assert [tuple(f) for f in failed] == [("123456789012", "failed"), (OTHER_ACCOUNT, "failed")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from sqlalchemy import ColumnElement, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 
 from service.api.deps import ReadConnection, require_read
 from service.api.pagination import (
@@ -21,6 +21,7 @@ from service.api.pagination import (
     single_response,
 )
 from service.api.queries import (
+    MAX_NAMESAKES,
     AccountParam,
     ClusterForm,
     ClusterParam,
@@ -32,14 +33,14 @@ from service.api.queries import (
     bind_service,
     cluster_filter,
     fetch_dicts,
-    scope_columns,
-    scope_filter,
+    one_scope,
     service_filter,
 )
 from service.api.schemas import NO_NUL, DeploymentDetail, DeploymentPage, responses
 from service.deployments import evidence
 from service.deployments.cause import classify
 from service.deployments.outcome import Outcome as DeploymentOutcome
+from service.deployments.snapshot import DeploymentKey
 from service.errors import NotFoundError
 from service.state import models
 
@@ -68,8 +69,9 @@ COLUMNS = (
     D.failed_tasks,
     D.stuck,
     D.strategy,
-    # A deployment's scope: its service's ARN, else its cluster's.
-    *scope_columns(func.coalesce(D.service_arn, D.cluster_arn)),
+    # A deployment's scope: that of its events ('' where it was not known).
+    func.nullif(D.account_id, "").label("account_id"),
+    func.nullif(D.region, "").label("region"),
 )
 
 # DESC NULLS FIRST is the order of ix_deployments_service (started_at DESC).
@@ -79,15 +81,20 @@ ORDER = (D.started_at.desc().nulls_first(), D.id.desc())
 def recent_deployments(limit: int) -> Select[*tuple[Any, ...]]:
     """The newest ``limit`` deployments of one service (served by ix_deployments_service).
 
-    Binds ``cluster`` and ``service`` (names), and ``service_arn`` and ``cluster_arn``
-    of the service: a deployment that records another ARN is of a service of the same
-    names in another scope.
+    Binds ``cluster`` and ``service`` (names), ``service_arn`` and ``cluster_arn``
+    of the service, and its ``account_id`` and ``region``: a deployment that records
+    another ARN, or of another scope, is of a service of the same names in another
+    scope.
     """
     return (
         select(*COLUMNS)
         .where(
             D.cluster_name == bindparam("cluster"),
             D.service_name == bindparam("service"),
+            or_(
+                D.account_id == "",
+                and_(D.account_id == bindparam("account_id"), D.region == bindparam("region")),
+            ),
             func.coalesce(D.service_arn, bindparam("service_arn")) == bindparam("service_arn"),
             func.coalesce(D.cluster_arn, bindparam("cluster_arn")) == bindparam("cluster_arn"),
         )
@@ -115,7 +122,11 @@ def _where(shape: Shape) -> list[ColumnElement[bool]]:
     )
     if shape.outcome:
         filters.append(D.outcome == bindparam("outcome"))
-    filters += scope_filter(func.coalesce(D.service_arn, D.cluster_arn), shape.scope)
+    # Served by ix_deployments_account_id_started_at_id and _region_started_at_id.
+    if shape.scope[0]:
+        filters.append(D.account_id == bindparam("account_id"))
+    if shape.scope[1]:
+        filters.append(D.region == bindparam("region"))
     return filters
 
 
@@ -157,6 +168,14 @@ async def list_deployments(
 
 
 DETAIL = Single(DeploymentDetail)
+#: The scopes that hold a deployment of one id (ids are unique only within a scope;
+#: served by ix_deployments_id).
+SCOPES = (
+    select(D.account_id, D.region, D.service_arn)
+    .where(D.id == bindparam("id"))
+    .order_by(D.account_id, D.region)
+    .limit(MAX_NAMESAKES)
+)
 _DETAIL_FIELDS = (
     "id",
     "cluster",
@@ -183,10 +202,13 @@ _DETAIL_FIELDS = (
         "One deployment by its id as `/v1/deployments` lists it (slashes allowed, e.g. "
         "`ecs-svc/123…` or a service deployment ARN), with `cause` (failed, rolled back "
         "or stuck deployments), its `timeline`, its `failed_tasks` with their containers' "
-        "exit codes, and the `target_health` of its service's target groups."
+        "exit codes, and the `target_health` of its service's target groups. Deployment "
+        "ids are unique only within an account and region: `account_id` and `region` "
+        "pick the scope, and an id of deployments in several scopes answers 409, "
+        "listing them."
     ),
     response_model=DeploymentDetail,
-    responses=responses(DeploymentDetail, errors=(401, 404)),
+    responses=responses(DeploymentDetail, errors=(401, 404, 409)),
 )
 async def get_deployment(
     conn: ReadConnection,
@@ -198,15 +220,27 @@ async def get_deployment(
             pattern=NO_NUL,
         ),
     ],
+    account_id: AccountParam = None,
+    region: RegionParam = None,
 ) -> Response:
     async def read(stmt: Any, params: Any) -> list[dict[str, Any]]:
         return await fetch_dicts(conn, stmt, params)
 
-    found = await evidence.gather(read, deployment_id)
+    scopes = [
+        r
+        for r in await read(SCOPES, {"id": deployment_id})
+        if account_id in (None, r["account_id"]) and region in (None, r["region"])
+    ]
+    one = one_scope(scopes, what=f"deployment {deployment_id!r}", arn_key="service_arn")
+    found = None
+    if one is not None:
+        key = DeploymentKey(one["account_id"], one["region"], deployment_id)
+        found = await evidence.gather(read, key)
     if found is None:
         raise NotFoundError(f"no deployment {deployment_id!r}")
     item = {name: found.deployment[name] for name in _DETAIL_FIELDS}
-    scope = evidence.scope_of(item["service_arn"] or item["cluster_arn"])
+    scope = (one["account_id"], one["region"]) if one and one["account_id"] else None
+    scope = scope or evidence.scope_of(item["service_arn"] or item["cluster_arn"])
     item["account_id"], item["region"] = scope or (None, None)
     failed = evidence.failed_task_rows(found.tasks)
     item["cause"] = classify(found.facts).as_dict() if found.needs_cause else None

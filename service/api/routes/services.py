@@ -20,6 +20,7 @@ from service.api.pagination import (
     single_response,
 )
 from service.api.queries import (
+    MAX_NAMESAKES,
     AccountParam,
     ClusterForm,
     ClusterParam,
@@ -32,6 +33,7 @@ from service.api.queries import (
     cluster_filter,
     fetch_dicts,
     in_scope,
+    one_scope,
     scope_columns,
     scope_filter,
     tags_match_bound,
@@ -45,7 +47,7 @@ from service.api.schemas import (
     ServiceStatus,
     responses,
 )
-from service.errors import AmbiguousNameError, NotFoundError
+from service.errors import NotFoundError
 from service.state import models
 
 router = APIRouter(prefix="/v1", tags=["services"], dependencies=[Depends(require_read)])
@@ -143,9 +145,7 @@ async def list_services(
     return await list_page(conn, LIST, shape, params, limit=limit, cursor=cursor)
 
 
-#: Services of one cluster name and service name, in every scope: names are unique
-#: only within an account and region. More rows than this are not read.
-MAX_NAMESAKES = 50
+#: Services of one cluster name and service name, in every scope (at most MAX_NAMESAKES).
 ONE = (
     TAGS.select(*_COLUMNS, *_DETAIL_COLUMNS)
     .where(S.cluster_name == bindparam("cluster"), S.name == bindparam("service"))
@@ -182,29 +182,16 @@ async def get_service(
     found = [
         r for r in await fetch_dicts(conn, ONE, names) if in_scope(r["arn"], account_id, region)
     ]
-    scopes = sorted({(r["account_id"] or "", r["region"] or "") for r in found})
-    if len(scopes) > 1:
-        raise AmbiguousNameError(
-            f"service {service!r} of cluster {cluster!r} is in {len(scopes)} scopes;"
-            " give account_id and region",
-            scopes=[
-                {
-                    "account_id": a,
-                    "region": r,
-                    "service_arn": next(
-                        x["arn"]
-                        for x in found
-                        if (x["account_id"] or "", x["region"] or "") == (a, r)
-                    ),
-                }
-                for a, r in scopes
-            ],
-        )
-    row = found[0] if found else None
+    row = one_scope(found, what=f"service {service!r} of cluster {cluster!r}", arn_key="arn")
     if row is None:
         raise NotFoundError(f"no service {service!r} in cluster {cluster!r}")
     cluster_arn = row["cluster_arn"] or _CLUSTER_OF_SERVICE.sub(r":cluster/\1", row["arn"])
-    arns = {"service_arn": row["arn"], "cluster_arn": cluster_arn}
+    arns = {
+        "service_arn": row["arn"],
+        "cluster_arn": cluster_arn,
+        "account_id": row["account_id"] or "",
+        "region": row["region"] or "",
+    }
     deployments = await fetch_dicts(conn, DEPLOYMENTS, {**names, **arns})
     return single_response(
         DETAIL,
