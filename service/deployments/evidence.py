@@ -1,21 +1,27 @@
-"""Gather what the database holds about one deployment, for its cause and its detail.
+"""Gather what the database holds about deployments, for their cause and their detail.
 
-Read-only: a handful of statements, each served by an index (docs/api.md,
-"Indexes"):
+Read-only: four statements for any number of deployments (at most
+:data:`MAX_DEPLOYMENTS` a call), each served by an index (docs/api.md, "Indexes"):
 
-* the deployment (primary key) with its service's load balancers and deployment
-  alarms (``ix_services_cluster_name_name``);
-* its tasks: those it started (``startedBy``, ``ix_tasks_deployment_id``);
-* its events: its own (primary key), each task's (the GIN index on
-  ``raw_events.resources``) and the service's Service Action events during the
-  rollout (``ix_raw_events_detail_type_time``);
-* the ALB points of its service, read in the service's own scope (account and
-  region), during the rollout and ten minutes after
+* the deployments (primary key), each with its service's load balancers and
+  deployment alarms (``ix_services_cluster_name_name``);
+* their tasks: those each started (``startedBy``, ``ix_tasks_deployment_id``);
+* their events: each one's own (primary key), its tasks' (the GIN index on
+  ``raw_events.resources``; only when asked for, as the detail's timeline is:
+  the cause reads none of them) and its service's Service Action events during
+  the rollout (``ix_raw_events_detail_type_time``);
+* the ALB points of each one's service, read in the service's own scope
+  (account and region), during the rollout and ten minutes after
   (``ix_metric_points_cluster_service_time``).
 
-Statements are built once and executed by a :data:`Reader`, so the API runs them
-on its own read path. Everything is bounded: at most :data:`MAX_TASKS` tasks,
-:data:`MAX_EVENTS` events and :data:`MAX_POINTS` points.
+A statement that reads per deployment does so in a ``LATERAL`` subquery over the
+parameter arrays, with its own ``LIMIT``: every deployment gets its own bounded
+share, and the limit keeps PostgreSQL from flattening the subquery into a join
+(whose generic plan, what a prepared statement settles on, could scan every
+partition). Statements are built once and executed by a :data:`Reader`, so the
+API runs them on its own read path. Everything is bounded per deployment: at
+most :data:`MAX_TASKS` tasks, :data:`MAX_EVENTS` events and :data:`MAX_POINTS`
+points.
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     DateTime,
     Text,
+    any_,
     bindparam,
     func,
     literal_column,
@@ -62,6 +71,8 @@ MAX_TASKS = 200
 MAX_EVENTS = 500
 MAX_POINTS = 2000
 MAX_EVENT_IDS = 200
+#: Deployments gathered by one set of statements (more take more sets).
+MAX_DEPLOYMENTS = 50
 #: ALB points and Service Action events are read until this long after the deployment ends.
 AFTER_END = timedelta(minutes=10)
 #: The Service Action events read start this long before the deployment does.
@@ -88,7 +99,8 @@ _SERVICE = (
     .lateral("svc")
 )
 
-#: The deployment with the columns of /v1/deployments, plus what gathering needs.
+#: The deployments of ``ids`` with the columns of /v1/deployments, plus what
+#: gathering needs.
 DEPLOYMENT = (
     select(
         D.id,
@@ -117,7 +129,14 @@ DEPLOYMENT = (
         _SERVICE.c.deployment_configuration,
     )
     .outerjoin(_SERVICE, true())
-    .where(D.id == bindparam("id"))
+    .where(D.id == any_(bindparam("ids", type_=ARRAY(Text))))
+)
+
+#: The deployments asked about, numbered from 1 in the order of ``ids``.
+_ASKED = (
+    func.unnest(bindparam("ids", type_=ARRAY(Text)))
+    .table_valued("id", with_ordinality="n")
+    .render_derived("asked")
 )
 
 _TASK_COLUMNS = (
@@ -130,12 +149,21 @@ _TASK_COLUMNS = (
     T.created_at,
 )
 
-#: Tasks started by the deployment (ECS ``startedBy``).
-TASKS = (
+_TASKS_OF = (
     select(*_TASK_COLUMNS)
-    .where(T.deployment_id == bindparam("id"))
+    .where(T.deployment_id == _ASKED.c.id)
     .order_by(T.created_at, T.arn)
-    .limit(MAX_TASKS)
+    # Written into the SQL: a bound LIMIT leaves a generic plan guessing its size.
+    .limit(literal_column(str(MAX_TASKS)))
+    .lateral("task")
+)
+
+#: Tasks started by each deployment (ECS ``startedBy``), with its number ``n``.
+TASKS = (
+    select(_ASKED.c.n, *_TASKS_OF.c)
+    .select_from(_ASKED)
+    .join(_TASKS_OF, true())
+    .order_by(_ASKED.c.n, _TASKS_OF.c.created_at, _TASKS_OF.c.arn)
 )
 
 _EVENT_FIELDS = (
@@ -148,23 +176,32 @@ _EVENT_FIELDS = (
     " e.detail->>'state' AS state, e.detail->>'createdAt' AS created_at"
 )
 
-#: The deployment's own events, its tasks' events and the service's Service Action
-#: events during the rollout, oldest first.
+#: For each deployment ``n`` (its service's ARN and its window in the parallel
+#: arrays): its own events, its tasks' events and its service's Service Action
+#: events during the rollout, oldest first. ``event_ids``/``event_owners`` and
+#: ``task_arns``/``task_owners`` pair each id or ARN with its deployment's number.
 EVENTS = text(
-    f"SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.id = ANY(CAST(:event_ids AS TEXT[]))"
+    "SELECT w.n, ev.* FROM unnest(CAST(:service_arns AS TEXT[]),"
+    " CAST(:starts AS TIMESTAMPTZ[]), CAST(:ends AS TIMESTAMPTZ[]))"
+    " WITH ORDINALITY AS w(service_arn, start_at, end_at, n)"
+    f" CROSS JOIN LATERAL (SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+    " WHERE e.id = ANY(ARRAY(SELECT o.id FROM unnest(CAST(:event_ids AS TEXT[]),"
+    " CAST(:event_owners AS BIGINT[])) AS o(id, n) WHERE o.n = w.n))"
     # The tasks' events in one GIN lookup per partition: `@> ANY` of an array the
     # executor builds from the parameter. A join over unnest() of the parameter
     # instead lets the prepared statement's generic plan scan every partition.
     f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array(a)"
-    " FROM unnest(CAST(:task_arns AS TEXT[])) AS a))"
+    " WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array(o.arn)"
+    " FROM unnest(CAST(:task_arns AS TEXT[]), CAST(:task_owners AS BIGINT[])) AS o(arn, n)"
+    " WHERE o.n = w.n))"
     f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
     " WHERE e.detail_type = ANY(CAST(:action_types AS TEXT[]))"
-    " AND e.time >= CAST(:start AS TIMESTAMPTZ) AND e.time <= CAST(:end AS TIMESTAMPTZ)"
-    " AND e.resources @> jsonb_build_array(CAST(:service_arn AS TEXT))"
-    f") AS all_events ORDER BY time, id LIMIT {MAX_EVENTS}"
+    " AND e.time >= w.start_at AND e.time <= w.end_at"
+    " AND e.resources @> jsonb_build_array(w.service_arn)"
+    f") AS all_events ORDER BY time, id LIMIT {MAX_EVENTS}) AS ev"
+    " ORDER BY w.n, ev.time, ev.id"
 ).columns(
+    literal_column("n", BigInteger),
     literal_column("id", Text),
     literal_column("detail_type", Text),
     literal_column("time", DateTime(timezone=True)),
@@ -186,26 +223,67 @@ EVENTS = text(
     ),
 )
 
-#: ALB points of the service's target groups in a time window.
-POINTS = (
+#: The services whose ALB points are read, numbered from 1, in their scope and window.
+_SERVICES_ASKED = (
+    func.unnest(
+        bindparam("clusters", type_=ARRAY(Text)),
+        bindparam("services", type_=ARRAY(Text)),
+        bindparam("accounts", type_=ARRAY(Text)),
+        bindparam("regions", type_=ARRAY(Text)),
+        bindparam("starts", type_=ARRAY(DateTime(timezone=True))),
+        bindparam("ends", type_=ARRAY(DateTime(timezone=True))),
+    )
+    .table_valued(
+        "cluster", "service", "account", "region", "start_at", "end_at", with_ordinality="n"
+    )
+    .render_derived("asked")
+)
+
+_POINTS_OF = (
     select(
         func.coalesce(P.dimensions["TargetGroup"].astext, "").label("target_group"),
         P.name,
         P.statistic,
         P.timestamp,
         P.value,
+        P.id,
     )
     .where(
-        P.cluster_name == bindparam("cluster"),
-        P.service_name == bindparam("service"),
-        P.account_id == bindparam("account"),
-        P.region == bindparam("region"),
-        P.timestamp >= bindparam("start", type_=DateTime(timezone=True)),
-        P.timestamp <= bindparam("end", type_=DateTime(timezone=True)),
+        P.cluster_name == _SERVICES_ASKED.c.cluster,
+        P.service_name == _SERVICES_ASKED.c.service,
+        P.account_id == _SERVICES_ASKED.c.account,
+        P.region == _SERVICES_ASKED.c.region,
+        P.timestamp >= _SERVICES_ASKED.c.start_at,
+        P.timestamp <= _SERVICES_ASKED.c.end_at,
         P.namespace == ALB,
     )
     .order_by(P.timestamp, P.name, P.statistic, P.id)
-    .limit(MAX_POINTS)
+    .limit(literal_column(str(MAX_POINTS)))
+    .lateral("point")
+)
+
+#: The parameter arrays of :data:`POINTS`, in the order of its ``unnest``.
+_POINTS_PARAMETERS = ("clusters", "services", "accounts", "regions", "starts", "ends")
+
+#: ALB points of each service's target groups in its window, with its number ``n``.
+POINTS = (
+    select(
+        _SERVICES_ASKED.c.n,
+        _POINTS_OF.c.target_group,
+        _POINTS_OF.c.name,
+        _POINTS_OF.c.statistic,
+        _POINTS_OF.c.timestamp,
+        _POINTS_OF.c.value,
+    )
+    .select_from(_SERVICES_ASKED)
+    .join(_POINTS_OF, true())
+    .order_by(
+        _SERVICES_ASKED.c.n,
+        _POINTS_OF.c.timestamp,
+        _POINTS_OF.c.name,
+        _POINTS_OF.c.statistic,
+        _POINTS_OF.c.id,
+    )
 )
 
 
@@ -251,43 +329,97 @@ class Gathered:
 async def gather(
     read: Reader, deployment_id: str, *, now: datetime | None = None
 ) -> Gathered | None:
-    """Everything about ``deployment_id``, or None if no such deployment is known."""
-    found = await read(DEPLOYMENT, {"id": deployment_id})
-    if not found:
-        return None
-    deployment = found[0]
-    start, end = window(deployment, now or datetime.now(UTC))
-    tasks = await read(TASKS, {"id": deployment_id})
-    event_ids = [str(e) for e in (deployment["event_ids"] or [])][:MAX_EVENT_IDS]
-    window_start = (start or end) - BEFORE_START
-    events = await read(
+    """Everything about ``deployment_id`` (its tasks' events included), or None if no
+    such deployment is known."""
+    found = await gather_many(read, [deployment_id], now=now, task_events=True)
+    return found.get(deployment_id)
+
+
+async def gather_many(
+    read: Reader,
+    deployment_ids: Sequence[str],
+    *,
+    now: datetime | None = None,
+    task_events: bool = True,
+) -> dict[str, Gathered]:
+    """Everything about each of ``deployment_ids`` that is known, by id: four
+    statements for every :data:`MAX_DEPLOYMENTS` of them, however many there are.
+
+    Without ``task_events`` the events are the deployments' own and their
+    services' Service Action events only, for the cause: the facts
+    (:func:`build_facts`) read no task's events (a task's stop is read from its
+    row), and skipping them saves a GIN lookup per task ARN, each of which scans
+    the index's pending list of recent inserts.
+    """
+    ids = list(dict.fromkeys(deployment_ids))
+    gathered: dict[str, Gathered] = {}
+    for start in range(0, len(ids), MAX_DEPLOYMENTS):
+        chunk = ids[start : start + MAX_DEPLOYMENTS]
+        gathered.update(await _gather_chunk(read, chunk, now or datetime.now(UTC), task_events))
+    return gathered
+
+
+async def _gather_chunk(
+    read: Reader, ids: list[str], now: datetime, task_events: bool
+) -> dict[str, Gathered]:
+    deployments = await read(DEPLOYMENT, {"ids": ids})
+    if not deployments:
+        return {}
+    # Numbered from 1 in this order, as the statements' WITH ORDINALITY numbers them.
+    found = [d["id"] for d in deployments]
+    tasks: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, len(found) + 1)}
+    for row in await read(TASKS, {"ids": found}):
+        tasks[row.pop("n")].append(row)
+    windows = [window(d, now) for d in deployments]
+    event_ids: list[str] = []
+    event_owners: list[int] = []
+    task_arns: list[str] = []
+    task_owners: list[int] = []
+    for n, d in enumerate(deployments, 1):
+        own = [str(e) for e in (d["event_ids"] or [])][:MAX_EVENT_IDS]
+        event_ids += own
+        event_owners += [n] * len(own)
+        if task_events:
+            task_arns += [t["arn"] for t in tasks[n]]
+            task_owners += [n] * len(tasks[n])
+    events: dict[int, list[dict[str, Any]]] = {n: [] for n in tasks}
+    rows = await read(
         EVENTS,
         {
+            "service_arns": [d["service_arn"] or "" for d in deployments],
+            "starts": [(start or end) - BEFORE_START for start, end in windows],
+            "ends": [end + AFTER_END for _, end in windows],
             "event_ids": event_ids,
-            "task_arns": [t["arn"] for t in tasks],
+            "event_owners": event_owners,
+            "task_arns": task_arns,
+            "task_owners": task_owners,
             "action_types": list(SERVICE_ACTION_TYPES),
-            "start": window_start,
-            "end": end + AFTER_END,
-            "service_arn": deployment["service_arn"] or "",
         },
     )
-    events = _unique(events)
-    points: list[dict[str, Any]] = []
-    scope = scope_of(deployment["service_arn"] or deployment["cluster_arn"])
-    if deployment["cluster"] and deployment["service"] and start is not None and scope:
-        points = await read(
-            POINTS,
-            {
-                "cluster": deployment["cluster"],
-                "service": deployment["service"],
-                "account": scope[0],
-                "region": scope[1],
-                "start": start,
-                "end": end + AFTER_END,
-            },
-        )
-    facts = build_facts(deployment, tasks, events, points)
-    return Gathered(deployment, tasks, events, points, facts)
+    for row in rows:
+        events[row.pop("n")].append(row)
+    # ALB points, for the deployments with a service, a scope and a start: the
+    # statement numbers them from 1 in the order of these lists.
+    asked: dict[str, list[Any]] = {k: [] for k in _POINTS_PARAMETERS}
+    numbers: list[int] = []
+    for n, (d, (start, end)) in enumerate(zip(deployments, windows, strict=True), 1):
+        scope = scope_of(d["service_arn"] or d["cluster_arn"])
+        if d["cluster"] and d["service"] and start is not None and scope:
+            numbers.append(n)
+            for key, value in zip(
+                asked, (d["cluster"], d["service"], *scope, start, end + AFTER_END), strict=True
+            ):
+                asked[key].append(value)
+    points: dict[int, list[dict[str, Any]]] = {n: [] for n in tasks}
+    if numbers:
+        for row in await read(POINTS, asked):
+            points[numbers[row.pop("n") - 1]].append(row)
+    gathered: dict[str, Gathered] = {}
+    for n, d in enumerate(deployments, 1):
+        unique = _unique(events[n])
+        facts = build_facts(d, tasks[n], unique, points[n])
+        gathered[d["id"]] = Gathered(d, tasks[n], unique, points[n], facts)
+    return gathered
 
 
 def scope_of(arn: str | None) -> tuple[str, str] | None:
