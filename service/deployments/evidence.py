@@ -1,7 +1,7 @@
 """Gather what the database holds about deployments, for their cause and their detail.
 
-Read-only: four statements for any number of deployments (at most
-:data:`MAX_DEPLOYMENTS` a call), each served by an index (docs/api.md, "Indexes"):
+Read-only: four statements for up to :data:`MAX_DEPLOYMENTS` deployments, each
+served by an index (docs/api.md, "Indexes"):
 
 * the deployments (primary key), each with its service's load balancers and
   deployment alarms (``ix_services_cluster_name_name``);
