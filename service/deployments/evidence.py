@@ -18,10 +18,14 @@ A statement that reads per deployment does so in a ``LATERAL`` subquery over the
 parameter arrays, with its own ``LIMIT``: every deployment gets its own bounded
 share, and the limit keeps PostgreSQL from flattening the subquery into a join
 (whose generic plan, what a prepared statement settles on, could scan every
-partition). Statements are built once and executed by a :data:`Reader`, so the
-API runs them on its own read path. Everything is bounded per deployment: at
-most :data:`MAX_TASKS` tasks, :data:`MAX_EVENTS` events and :data:`MAX_POINTS`
-points.
+partition). Each statement is built once in two forms by the same code
+(:func:`_statements`): :data:`MANY`, whose per-deployment parameters are arrays,
+and :data:`ONE`, for one deployment (the API's detail, most batches' causes),
+whose array of one value is written into the SQL so that PostgreSQL can settle
+on a generic plan instead of planning every execution. They are executed by a
+:data:`Reader`, so the API runs them on its own read path. Everything is bounded
+per deployment: at most :data:`MAX_TASKS` tasks, :data:`MAX_EVENTS` events and
+:data:`MAX_POINTS` points.
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ from sqlalchemy import (
     text,
     true,
 )
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.types import TypeEngine
 
 from service.deployments.cause import (
     AlarmFact,
@@ -101,45 +107,163 @@ _SERVICE = (
     .lateral("svc")
 )
 
-#: The deployments of ``ids`` with the columns of /v1/deployments, plus what
-#: gathering needs.
-DEPLOYMENT = (
-    select(
-        D.id,
-        D.cluster_name.label("cluster"),
-        D.cluster_arn,
-        D.service_name.label("service"),
-        func.coalesce(D.service_arn, _SERVICE.c.arn).label("service_arn"),
-        D.kind,
-        D.outcome,
-        D.reason,
-        D.task_definition,
-        D.rollback_target,
-        D.started_at,
-        D.updated_at,
-        D.finished_at,
-        D.failed_tasks,
-        D.stuck,
-        D.lifecycle_stage,
-        D.last_event_at,
-        D.event_ids,
-        D.codedeploy_application,
-        D.codedeploy_group,
-        D.strategy,
-        D.triggered_alarms,
-        _SERVICE.c.load_balancers,
-        _SERVICE.c.deployment_configuration,
-    )
-    .outerjoin(_SERVICE, true())
-    .where(D.id == any_(bindparam("ids", type_=ARRAY(Text))))
-)
 
-#: The deployments asked about, numbered from 1 in the order of ``ids``.
-_ASKED = (
-    func.unnest(bindparam("ids", type_=ARRAY(Text)))
-    .table_valued("id", with_ordinality="n")
-    .render_derived("asked")
-)
+def _per_deployment(name: str, item: TypeEngine[Any], one: bool) -> ColumnElement[Any]:
+    """The parameter ``name``: an array with a value per deployment or, in the form for
+    one deployment, that one value in an ``ARRAY[…]`` written into the SQL. PostgreSQL
+    then knows the array's length even in a generic plan, and reuses one; a parameter
+    array's length it guesses (several elements), so it would plan every execution."""
+    if one:
+        return array([bindparam(name, type_=item)])
+    return bindparam(name, type_=ARRAY(item))
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The four statements of a gathering, in one of two forms (:func:`_statements`)."""
+
+    deployments: Executable
+    tasks: Executable
+    events: Executable
+    points: Executable
+
+
+def _statements(one: bool) -> Statements:
+    """The statements, for one deployment (``one``: each per-deployment parameter a
+    single value) or for several (arrays); the same SQL otherwise."""
+    deployments = (
+        select(
+            D.id,
+            D.cluster_name.label("cluster"),
+            D.cluster_arn,
+            D.service_name.label("service"),
+            func.coalesce(D.service_arn, _SERVICE.c.arn).label("service_arn"),
+            D.kind,
+            D.outcome,
+            D.reason,
+            D.task_definition,
+            D.rollback_target,
+            D.started_at,
+            D.updated_at,
+            D.finished_at,
+            D.failed_tasks,
+            D.stuck,
+            D.lifecycle_stage,
+            D.last_event_at,
+            D.event_ids,
+            D.codedeploy_application,
+            D.codedeploy_group,
+            D.strategy,
+            D.triggered_alarms,
+            _SERVICE.c.load_balancers,
+            _SERVICE.c.deployment_configuration,
+        )
+        .outerjoin(_SERVICE, true())
+        .where(D.id == any_(_per_deployment("ids", Text(), one)))
+    )
+
+    # The deployments asked about, numbered from 1 in the order of ``ids``.
+    asked = (
+        func.unnest(_per_deployment("ids", Text(), one))
+        .table_valued("id", with_ordinality="n")
+        .render_derived("asked")
+    )
+    tasks_of = (
+        select(*_TASK_COLUMNS)
+        .where(T.deployment_id == asked.c.id)
+        .order_by(T.created_at, T.arn)
+        # Written into the SQL: a bound LIMIT leaves a generic plan guessing its size.
+        .limit(literal_column(str(MAX_TASKS)))
+        .lateral("task")
+    )
+    tasks = (
+        select(asked.c.n, *tasks_of.c)
+        .select_from(asked)
+        .join(tasks_of, true())
+        .order_by(asked.c.n, tasks_of.c.created_at, tasks_of.c.arn)
+    )
+
+    def per_deployment(name: str, sql_type: str) -> str:
+        return f"ARRAY[CAST(:{name} AS {sql_type})]" if one else f"CAST(:{name} AS {sql_type}[])"
+
+    events = text(
+        f"SELECT w.n, ev.* FROM unnest({per_deployment('service_arns', 'TEXT')},"
+        f" {per_deployment('starts', 'TIMESTAMPTZ')}, {per_deployment('ends', 'TIMESTAMPTZ')})"
+        " WITH ORDINALITY AS w(service_arn, start_at, end_at, n)"
+        f" CROSS JOIN LATERAL (SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+        " WHERE e.id = ANY(ARRAY(SELECT o.id FROM unnest(CAST(:event_ids AS TEXT[]),"
+        " CAST(:event_owners AS BIGINT[])) AS o(id, n) WHERE o.n = w.n))"
+        # The tasks' events in one GIN lookup per partition: `@> ANY` of an array the
+        # executor builds from the parameter. A join over unnest() of the parameter
+        # instead lets the prepared statement's generic plan scan every partition.
+        f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+        " WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array(o.arn)"
+        " FROM unnest(CAST(:task_arns AS TEXT[]), CAST(:task_owners AS BIGINT[])) AS o(arn, n)"
+        " WHERE o.n = w.n))"
+        f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+        " WHERE e.detail_type = ANY(CAST(:action_types AS TEXT[]))"
+        " AND e.time >= w.start_at AND e.time <= w.end_at"
+        " AND e.resources @> jsonb_build_array(w.service_arn)"
+        f") AS all_events ORDER BY time, id LIMIT {MAX_EVENTS}) AS ev"
+        " ORDER BY w.n, ev.time, ev.id"
+    ).columns(*_EVENT_COLUMNS)
+
+    # The services whose ALB points are read, numbered from 1, in their scope and window.
+    services = (
+        func.unnest(
+            *(
+                _per_deployment(name, item, one)
+                for name, item in zip(_POINTS_PARAMETERS, _POINTS_TYPES, strict=True)
+            )
+        )
+        .table_valued(
+            "cluster", "service", "account", "region", "start_at", "end_at", with_ordinality="n"
+        )
+        .render_derived("asked")
+    )
+    points_of = (
+        select(
+            func.coalesce(P.dimensions["TargetGroup"].astext, "").label("target_group"),
+            P.name,
+            P.statistic,
+            P.timestamp,
+            P.value,
+            P.id,
+        )
+        .where(
+            P.cluster_name == services.c.cluster,
+            P.service_name == services.c.service,
+            P.account_id == services.c.account,
+            P.region == services.c.region,
+            P.timestamp >= services.c.start_at,
+            P.timestamp <= services.c.end_at,
+            P.namespace == ALB,
+        )
+        .order_by(P.timestamp, P.name, P.statistic, P.id)
+        .limit(literal_column(str(MAX_POINTS)))
+        .lateral("point")
+    )
+    points = (
+        select(
+            services.c.n,
+            points_of.c.target_group,
+            points_of.c.name,
+            points_of.c.statistic,
+            points_of.c.timestamp,
+            points_of.c.value,
+        )
+        .select_from(services)
+        .join(points_of, true())
+        .order_by(
+            services.c.n,
+            points_of.c.timestamp,
+            points_of.c.name,
+            points_of.c.statistic,
+            points_of.c.id,
+        )
+    )
+    return Statements(deployments, tasks, events, points)
+
 
 _TASK_COLUMNS = (
     T.arn,
@@ -151,23 +275,6 @@ _TASK_COLUMNS = (
     T.created_at,
 )
 
-_TASKS_OF = (
-    select(*_TASK_COLUMNS)
-    .where(T.deployment_id == _ASKED.c.id)
-    .order_by(T.created_at, T.arn)
-    # Written into the SQL: a bound LIMIT leaves a generic plan guessing its size.
-    .limit(literal_column(str(MAX_TASKS)))
-    .lateral("task")
-)
-
-#: Tasks started by each deployment (ECS ``startedBy``), with its number ``n``.
-TASKS = (
-    select(_ASKED.c.n, *_TASKS_OF.c)
-    .select_from(_ASKED)
-    .join(_TASKS_OF, true())
-    .order_by(_ASKED.c.n, _TASKS_OF.c.created_at, _TASKS_OF.c.arn)
-)
-
 _EVENT_FIELDS = (
     "e.id, e.detail_type, e.time,"
     " e.detail->>'eventName' AS event_name, e.detail->>'reason' AS reason,"
@@ -177,32 +284,7 @@ _EVENT_FIELDS = (
     " e.detail->>'lifecycleStage' AS lifecycle_stage, e.detail->>'hookType' AS hook_type,"
     " e.detail->>'state' AS state, e.detail->>'createdAt' AS created_at"
 )
-
-#: For each deployment ``n`` (its service's ARN and its window in the parallel
-#: arrays): its own events, its tasks' events and its service's Service Action
-#: events during the rollout, oldest first. ``event_ids``/``event_owners`` and
-#: ``task_arns``/``task_owners`` pair each id or ARN with its deployment's number.
-EVENTS = text(
-    "SELECT w.n, ev.* FROM unnest(CAST(:service_arns AS TEXT[]),"
-    " CAST(:starts AS TIMESTAMPTZ[]), CAST(:ends AS TIMESTAMPTZ[]))"
-    " WITH ORDINALITY AS w(service_arn, start_at, end_at, n)"
-    f" CROSS JOIN LATERAL (SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.id = ANY(ARRAY(SELECT o.id FROM unnest(CAST(:event_ids AS TEXT[]),"
-    " CAST(:event_owners AS BIGINT[])) AS o(id, n) WHERE o.n = w.n))"
-    # The tasks' events in one GIN lookup per partition: `@> ANY` of an array the
-    # executor builds from the parameter. A join over unnest() of the parameter
-    # instead lets the prepared statement's generic plan scan every partition.
-    f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array(o.arn)"
-    " FROM unnest(CAST(:task_arns AS TEXT[]), CAST(:task_owners AS BIGINT[])) AS o(arn, n)"
-    " WHERE o.n = w.n))"
-    f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.detail_type = ANY(CAST(:action_types AS TEXT[]))"
-    " AND e.time >= w.start_at AND e.time <= w.end_at"
-    " AND e.resources @> jsonb_build_array(w.service_arn)"
-    f") AS all_events ORDER BY time, id LIMIT {MAX_EVENTS}) AS ev"
-    " ORDER BY w.n, ev.time, ev.id"
-).columns(
+_EVENT_COLUMNS: tuple[ColumnElement[Any], ...] = (
     literal_column("n", BigInteger),
     literal_column("id", Text),
     literal_column("detail_type", Text),
@@ -225,68 +307,25 @@ EVENTS = text(
     ),
 )
 
-#: The services whose ALB points are read, numbered from 1, in their scope and window.
-_SERVICES_ASKED = (
-    func.unnest(
-        bindparam("clusters", type_=ARRAY(Text)),
-        bindparam("services", type_=ARRAY(Text)),
-        bindparam("accounts", type_=ARRAY(Text)),
-        bindparam("regions", type_=ARRAY(Text)),
-        bindparam("starts", type_=ARRAY(DateTime(timezone=True))),
-        bindparam("ends", type_=ARRAY(DateTime(timezone=True))),
-    )
-    .table_valued(
-        "cluster", "service", "account", "region", "start_at", "end_at", with_ordinality="n"
-    )
-    .render_derived("asked")
-)
-
-_POINTS_OF = (
-    select(
-        func.coalesce(P.dimensions["TargetGroup"].astext, "").label("target_group"),
-        P.name,
-        P.statistic,
-        P.timestamp,
-        P.value,
-        P.id,
-    )
-    .where(
-        P.cluster_name == _SERVICES_ASKED.c.cluster,
-        P.service_name == _SERVICES_ASKED.c.service,
-        P.account_id == _SERVICES_ASKED.c.account,
-        P.region == _SERVICES_ASKED.c.region,
-        P.timestamp >= _SERVICES_ASKED.c.start_at,
-        P.timestamp <= _SERVICES_ASKED.c.end_at,
-        P.namespace == ALB,
-    )
-    .order_by(P.timestamp, P.name, P.statistic, P.id)
-    .limit(literal_column(str(MAX_POINTS)))
-    .lateral("point")
-)
-
-#: The parameter arrays of :data:`POINTS`, in the order of its ``unnest``.
+#: The per-deployment parameters of the ALB points' statement, in the order of its
+#: ``unnest``, and their element types.
 _POINTS_PARAMETERS = ("clusters", "services", "accounts", "regions", "starts", "ends")
-
-#: ALB points of each service's target groups in its window, with its number ``n``.
-POINTS = (
-    select(
-        _SERVICES_ASKED.c.n,
-        _POINTS_OF.c.target_group,
-        _POINTS_OF.c.name,
-        _POINTS_OF.c.statistic,
-        _POINTS_OF.c.timestamp,
-        _POINTS_OF.c.value,
-    )
-    .select_from(_SERVICES_ASKED)
-    .join(_POINTS_OF, true())
-    .order_by(
-        _SERVICES_ASKED.c.n,
-        _POINTS_OF.c.timestamp,
-        _POINTS_OF.c.name,
-        _POINTS_OF.c.statistic,
-        _POINTS_OF.c.id,
-    )
+_POINTS_TYPES: tuple[TypeEngine[Any], ...] = (
+    Text(),
+    Text(),
+    Text(),
+    Text(),
+    DateTime(timezone=True),
+    DateTime(timezone=True),
 )
+
+#: For several deployments: ``ids`` and the other per-deployment parameters are arrays.
+#: Each row of ``tasks``, ``events`` and ``points`` carries its deployment's number ``n``
+#: (from 1, in the order of the arrays); ``event_ids``/``event_owners`` and
+#: ``task_arns``/``task_owners`` pair each id or ARN with its deployment's number.
+MANY = _statements(one=False)
+#: For one deployment: its per-deployment parameters are single values.
+ONE = _statements(one=True)
 
 
 def connection_reader(conn: AsyncConnection) -> Reader:
@@ -367,13 +406,14 @@ async def gather_many(
 async def _gather_chunk(
     read: Reader, ids: list[str], now: datetime, task_events: bool
 ) -> dict[str, Gathered]:
-    deployments = await read(DEPLOYMENT, {"ids": ids})
+    deployments = await read(_form(len(ids) == 1).deployments, _bound({"ids": ids}, len(ids) == 1))
     if not deployments:
         return {}
     # Numbered from 1 in this order, as the statements' WITH ORDINALITY numbers them.
     found = [d["id"] for d in deployments]
     tasks: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, len(found) + 1)}
-    for row in await read(TASKS, {"ids": found}):
+    one = len(found) == 1
+    for row in await read(_form(one).tasks, _bound({"ids": found}, one)):
         tasks[row.pop("n")].append(row)
     windows = [window(d, now) for d in deployments]
     event_ids: list[str] = []
@@ -388,12 +428,15 @@ async def _gather_chunk(
             task_arns += [t["arn"] for t in tasks[n]]
             task_owners += [n] * len(tasks[n])
     events: dict[int, list[dict[str, Any]]] = {n: [] for n in tasks}
+    per_deployment: dict[str, list[Any]] = {
+        "service_arns": [d["service_arn"] or "" for d in deployments],
+        "starts": [(start or end) - BEFORE_START for start, end in windows],
+        "ends": [end + AFTER_END for _, end in windows],
+    }
     rows = await read(
-        EVENTS,
-        {
-            "service_arns": [d["service_arn"] or "" for d in deployments],
-            "starts": [(start or end) - BEFORE_START for start, end in windows],
-            "ends": [end + AFTER_END for _, end in windows],
+        _form(one).events,
+        _bound(per_deployment, one)
+        | {
             "event_ids": event_ids,
             "event_owners": event_owners,
             "task_arns": task_arns,
@@ -417,7 +460,8 @@ async def _gather_chunk(
                 asked[key].append(value)
     points: dict[int, list[dict[str, Any]]] = {n: [] for n in tasks}
     if numbers:
-        for row in await read(POINTS, asked):
+        one = len(numbers) == 1
+        for row in await read(_form(one).points, _bound(asked, one)):
             points[numbers[row.pop("n") - 1]].append(row)
     gathered: dict[str, Gathered] = {}
     for n, d in enumerate(deployments, 1):
@@ -425,6 +469,17 @@ async def _gather_chunk(
         facts = build_facts(d, tasks[n], unique, points[n])
         gathered[d["id"]] = Gathered(d, tasks[n], unique, points[n], facts)
     return gathered
+
+
+def _form(one: bool) -> Statements:
+    """:data:`ONE` for one deployment, else :data:`MANY`."""
+    return ONE if one else MANY
+
+
+def _bound(values: Mapping[str, Sequence[Any]], one: bool) -> dict[str, Any]:
+    """Per-deployment parameter values in the form of :func:`_form`: the arrays, or
+    for one deployment (``one``) its values."""
+    return {k: v[0] if one else list(v) for k, v in values.items()}
 
 
 def scope_of(arn: str | None) -> tuple[str, str] | None:
