@@ -183,27 +183,40 @@ def _statements(one: bool) -> Statements:
         .order_by(asked.c.n, tasks_of.c.created_at, tasks_of.c.arn)
     )
 
-    def per_deployment(name: str, sql_type: str) -> str:
-        return f"ARRAY[CAST(:{name} AS {sql_type})]" if one else f"CAST(:{name} AS {sql_type}[])"
-
+    if one:
+        # The parameters are the one deployment's: no per-deployment rows to join.
+        source, own, arns = "(SELECT 1 AS n) AS w", "CAST(:event_ids AS TEXT[])", "a"
+        tasks_of_it = "unnest(CAST(:task_arns AS TEXT[])) AS a"
+        start_at, end_at = "CAST(:starts AS TIMESTAMPTZ)", "CAST(:ends AS TIMESTAMPTZ)"
+        service_arn = "CAST(:service_arns AS TEXT)"
+    else:
+        source = (
+            "unnest(CAST(:service_arns AS TEXT[]), CAST(:starts AS TIMESTAMPTZ[]),"
+            " CAST(:ends AS TIMESTAMPTZ[])) WITH ORDINALITY AS w(service_arn, start_at, end_at, n)"
+        )
+        own = (
+            "ARRAY(SELECT o.id FROM unnest(CAST(:event_ids AS TEXT[]),"
+            " CAST(:event_owners AS BIGINT[])) AS o(id, n) WHERE o.n = w.n)"
+        )
+        arns = "o.arn"
+        tasks_of_it = (
+            "unnest(CAST(:task_arns AS TEXT[]), CAST(:task_owners AS BIGINT[])) AS o(arn, n)"
+            " WHERE o.n = w.n"
+        )
+        start_at, end_at, service_arn = "w.start_at", "w.end_at", "w.service_arn"
     events = text(
-        f"SELECT w.n, ev.* FROM unnest({per_deployment('service_arns', 'TEXT')},"
-        f" {per_deployment('starts', 'TIMESTAMPTZ')}, {per_deployment('ends', 'TIMESTAMPTZ')})"
-        " WITH ORDINALITY AS w(service_arn, start_at, end_at, n)"
+        f"SELECT w.n, ev.* FROM {source}"
         f" CROSS JOIN LATERAL (SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-        " WHERE e.id = ANY(ARRAY(SELECT o.id FROM unnest(CAST(:event_ids AS TEXT[]),"
-        " CAST(:event_owners AS BIGINT[])) AS o(id, n) WHERE o.n = w.n))"
+        f" WHERE e.id = ANY({own})"
         # The tasks' events in one GIN lookup per partition: `@> ANY` of an array the
         # executor builds from the parameter. A join over unnest() of the parameter
         # instead lets the prepared statement's generic plan scan every partition.
         f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-        " WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array(o.arn)"
-        " FROM unnest(CAST(:task_arns AS TEXT[]), CAST(:task_owners AS BIGINT[])) AS o(arn, n)"
-        " WHERE o.n = w.n))"
+        f" WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array({arns}) FROM {tasks_of_it}))"
         f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
         " WHERE e.detail_type = ANY(CAST(:action_types AS TEXT[]))"
-        " AND e.time >= w.start_at AND e.time <= w.end_at"
-        " AND e.resources @> jsonb_build_array(w.service_arn)"
+        f" AND e.time >= {start_at} AND e.time <= {end_at}"
+        f" AND e.resources @> jsonb_build_array({service_arn})"
         f") AS all_events ORDER BY time, id LIMIT {MAX_EVENTS}) AS ev"
         " ORDER BY w.n, ev.time, ev.id"
     ).columns(*_EVENT_COLUMNS)
