@@ -1,21 +1,33 @@
-"""Gather what the database holds about one deployment, for its cause and its detail.
+"""Gather what the database holds about deployments, for their cause and their detail.
 
-Read-only: a handful of statements, each served by an index (docs/api.md,
-"Indexes"):
+Read-only: four statements for up to :data:`MAX_DEPLOYMENTS` deployments, each
+served by an index (docs/api.md, "Indexes"):
 
-* the deployment (primary key) with its service's load balancers and deployment
-  alarms (``ix_services_cluster_name_name``);
-* its tasks: those it started (``startedBy``, ``ix_tasks_deployment_id``);
-* its events: its own (primary key), each task's (the GIN index on
-  ``raw_events.resources``) and the service's Service Action events during the
-  rollout (``ix_raw_events_detail_type_time``);
-* the ALB points of its service, read in the service's own scope (account and
-  region), during the rollout and ten minutes after
+* the deployments by their keys (:class:`~service.deployments.snapshot.DeploymentKey`:
+  scope and id; the primary key), each with its service of its own scope, with the
+  service's load balancers and deployment alarms (``ix_services_cluster_name_name``);
+* their tasks: those each started (``startedBy``, ``ix_tasks_deployment_id``) whose
+  ARN is in its scope;
+* their events: each one's own (primary key), its tasks' (the GIN index on
+  ``raw_events.resources``; only when asked for, as the detail's timeline is:
+  the cause reads none of them) and its service's Service Action events during
+  the rollout (``ix_raw_events_detail_type_time``);
+* the ALB points of each one's service, read in the service's own scope
+  (account and region), during the rollout and ten minutes after
   (``ix_metric_points_cluster_service_time``).
 
-Statements are built once and executed by a :data:`Reader`, so the API runs them
-on its own read path. Everything is bounded: at most :data:`MAX_TASKS` tasks,
-:data:`MAX_EVENTS` events and :data:`MAX_POINTS` points.
+A statement that reads per deployment does so in a ``LATERAL`` subquery over the
+parameter arrays, with its own ``LIMIT``: every deployment gets its own bounded
+share, and the limit keeps PostgreSQL from flattening the subquery into a join
+(whose generic plan, what a prepared statement settles on, could scan every
+partition). Each statement is built once in two forms by the same code
+(:func:`_statements`): :data:`MANY`, whose per-deployment parameters are arrays,
+and :data:`ONE`, for one deployment (the API's detail, most batches' causes),
+whose array of one value is written into the SQL so that PostgreSQL can settle
+on a generic plan instead of planning every execution. They are executed by a
+:data:`Reader`, so the API runs them on its own read path. Everything is bounded
+per deployment: at most :data:`MAX_TASKS` tasks, :data:`MAX_EVENTS` events and
+:data:`MAX_POINTS` points.
 """
 
 from __future__ import annotations
@@ -27,20 +39,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     DateTime,
     Text,
     and_,
+    any_,
     bindparam,
-    cast,
     func,
     literal_column,
     or_,
     select,
     text,
     true,
+    tuple_,
 )
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.types import TypeEngine
 
 from service.deployments.cause import (
     AlarmFact,
@@ -64,6 +81,8 @@ MAX_TASKS = 200
 MAX_EVENTS = 500
 MAX_POINTS = 2000
 MAX_EVENT_IDS = 200
+#: Deployments gathered by one set of statements (more take more sets).
+MAX_DEPLOYMENTS = 50
 #: ALB points and Service Action events are read until this long after the deployment ends.
 AFTER_END = timedelta(minutes=10)
 #: The Service Action events read start this long before the deployment does.
@@ -72,10 +91,12 @@ ALB = "AWS/ApplicationELB"
 SERVICE_ACTION_TYPES = ("ECS Service Action", "ECS Daemon Service Action")
 
 
-D = models.Deployment
-S = models.Service
-T = models.Task
-P = models.MetricPoint
+# Core columns of the mapped tables: the statements are Core statements, compiled
+# and executed without the ORM's per-statement context.
+D = models.Deployment.__table__.c
+S = models.Service.__table__.c
+T = models.Task.__table__.c
+P = models.MetricPoint.__table__.c
 
 _SERVICE = (
     select(S.arn, S.load_balancers, S.deployment_configuration)
@@ -98,43 +119,212 @@ _SERVICE = (
     .lateral("svc")
 )
 
-#: The deployment with the columns of /v1/deployments, plus what gathering needs.
-DEPLOYMENT = (
-    select(
-        D.account_id,
-        D.region,
-        D.id,
-        D.cluster_name.label("cluster"),
-        D.cluster_arn,
-        D.service_name.label("service"),
-        func.coalesce(D.service_arn, _SERVICE.c.arn).label("service_arn"),
-        D.kind,
-        D.outcome,
-        D.reason,
-        D.task_definition,
-        D.rollback_target,
-        D.started_at,
-        D.updated_at,
-        D.finished_at,
-        D.failed_tasks,
-        D.stuck,
-        D.lifecycle_stage,
-        D.last_event_at,
-        D.event_ids,
-        D.codedeploy_application,
-        D.codedeploy_group,
-        D.strategy,
-        D.triggered_alarms,
-        _SERVICE.c.load_balancers,
-        _SERVICE.c.deployment_configuration,
+
+def _per_deployment(name: str, item: TypeEngine[Any], one: bool) -> ColumnElement[Any]:
+    """The parameter ``name``: an array with a value per deployment or, in the form for
+    one deployment, that one value in an ``ARRAY[…]`` written into the SQL. PostgreSQL
+    then knows the array's length even in a generic plan, and reuses one; a parameter
+    array's length it guesses (several elements), so it would plan every execution."""
+    if one:
+        return array([bindparam(name, type_=item)])
+    return bindparam(name, type_=ARRAY(item))
+
+
+#: The parameters naming the deployments (:class:`DeploymentKey`), in its order.
+_KEY_PARAMETERS = ("accounts", "regions", "ids")
+
+
+def _keys_match(one: bool) -> tuple[ColumnElement[bool], ...]:
+    """Whether a deployment is one of those asked: for one, its key's three columns
+    (the primary key); for several, its id among theirs (``ix_deployments_id``) and its
+    key among the three arrays' rows."""
+    if one:
+        return tuple(
+            column == bindparam(name, type_=Text())
+            for column, name in zip((D.account_id, D.region, D.id), _KEY_PARAMETERS, strict=True)
+        )
+    keys = (
+        func.unnest(*(bindparam(name, type_=ARRAY(Text())) for name in _KEY_PARAMETERS))
+        .table_valued("account", "region", "id")
+        .render_derived("key")
     )
-    .outerjoin(_SERVICE, true())
-    .where(
-        D.account_id == bindparam("account_id"),
-        D.region == bindparam("region"),
-        D.id == bindparam("id"),
+    return (
+        D.id == any_(bindparam("ids", type_=ARRAY(Text()))),
+        tuple_(D.account_id, D.region, D.id).in_(select(keys.c.account, keys.c.region, keys.c.id)),
     )
-)
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The four statements of a gathering, in one of two forms (:func:`_statements`)."""
+
+    deployments: Executable
+    tasks: Executable
+    events: Executable
+    points: Executable
+
+
+def _statements(one: bool) -> Statements:
+    """The statements, for one deployment (``one``: each per-deployment parameter a
+    single value) or for several (arrays); the same SQL otherwise."""
+    deployments = (
+        select(
+            D.account_id,
+            D.region,
+            D.id,
+            D.cluster_name.label("cluster"),
+            D.cluster_arn,
+            D.service_name.label("service"),
+            func.coalesce(D.service_arn, _SERVICE.c.arn).label("service_arn"),
+            D.kind,
+            D.outcome,
+            D.reason,
+            D.task_definition,
+            D.rollback_target,
+            D.started_at,
+            D.updated_at,
+            D.finished_at,
+            D.failed_tasks,
+            D.stuck,
+            D.lifecycle_stage,
+            D.last_event_at,
+            D.event_ids,
+            D.codedeploy_application,
+            D.codedeploy_group,
+            D.strategy,
+            D.triggered_alarms,
+            _SERVICE.c.load_balancers,
+            _SERVICE.c.deployment_configuration,
+        )
+        .outerjoin(_SERVICE, true())
+        .where(*_keys_match(one))
+    )
+
+    # The deployments asked about, numbered from 1 in the order of the arrays.
+    asked = (
+        func.unnest(*(_per_deployment(name, Text(), one) for name in _KEY_PARAMETERS))
+        .table_valued("account", "region", "id", with_ordinality="n")
+        .render_derived("asked")
+    )
+    tasks_of = (
+        select(*_TASK_COLUMNS)
+        .where(
+            T.deployment_id == asked.c.id,
+            # The deployment's own tasks: those whose ARN is in its scope.
+            or_(
+                asked.c.account == "",
+                and_(
+                    func.split_part(T.arn, ":", 5) == asked.c.account,
+                    func.split_part(T.arn, ":", 4) == asked.c.region,
+                ),
+            ),
+        )
+        .order_by(T.created_at, T.arn)
+        # Written into the SQL: a bound LIMIT leaves a generic plan guessing its size.
+        .limit(literal_column(str(MAX_TASKS)))
+        .lateral("task")
+    )
+    tasks = (
+        select(asked.c.n, *tasks_of.c)
+        .select_from(asked)
+        .join(tasks_of, true())
+        .order_by(asked.c.n, tasks_of.c.created_at, tasks_of.c.arn)
+    )
+
+    if one:
+        # The parameters are the one deployment's: no per-deployment rows to join.
+        source, own, arns = "(SELECT 1 AS n) AS w", "CAST(:event_ids AS TEXT[])", "a"
+        tasks_of_it = "unnest(CAST(:task_arns AS TEXT[])) AS a"
+        start_at, end_at = "CAST(:starts AS TIMESTAMPTZ)", "CAST(:ends AS TIMESTAMPTZ)"
+        service_arn = "CAST(:service_arns AS TEXT)"
+    else:
+        source = (
+            "unnest(CAST(:service_arns AS TEXT[]), CAST(:starts AS TIMESTAMPTZ[]),"
+            " CAST(:ends AS TIMESTAMPTZ[])) WITH ORDINALITY AS w(service_arn, start_at, end_at, n)"
+        )
+        own = (
+            "ARRAY(SELECT o.id FROM unnest(CAST(:event_ids AS TEXT[]),"
+            " CAST(:event_owners AS BIGINT[])) AS o(id, n) WHERE o.n = w.n)"
+        )
+        arns = "o.arn"
+        tasks_of_it = (
+            "unnest(CAST(:task_arns AS TEXT[]), CAST(:task_owners AS BIGINT[])) AS o(arn, n)"
+            " WHERE o.n = w.n"
+        )
+        start_at, end_at, service_arn = "w.start_at", "w.end_at", "w.service_arn"
+    events = text(
+        f"SELECT w.n, ev.* FROM {source}"
+        f" CROSS JOIN LATERAL (SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+        f" WHERE e.id = ANY({own})"
+        # The tasks' events in one GIN lookup per partition: `@> ANY` of an array the
+        # executor builds from the parameter. A join over unnest() of the parameter
+        # instead lets the prepared statement's generic plan scan every partition.
+        f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+        f" WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array({arns}) FROM {tasks_of_it}))"
+        f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
+        " WHERE e.detail_type = ANY(CAST(:action_types AS TEXT[]))"
+        f" AND e.time >= {start_at} AND e.time <= {end_at}"
+        f" AND e.resources @> jsonb_build_array({service_arn})"
+        f") AS all_events ORDER BY time, id LIMIT {MAX_EVENTS}) AS ev"
+        " ORDER BY w.n, ev.time, ev.id"
+    ).columns(*_EVENT_COLUMNS)
+
+    # The services whose ALB points are read, numbered from 1, in their scope and window.
+    services = (
+        func.unnest(
+            *(
+                _per_deployment(name, item, one)
+                for name, item in zip(_POINTS_PARAMETERS, _POINTS_TYPES, strict=True)
+            )
+        )
+        .table_valued(
+            "cluster", "service", "account", "region", "start_at", "end_at", with_ordinality="n"
+        )
+        .render_derived("asked")
+    )
+    points_of = (
+        select(
+            func.coalesce(P.dimensions["TargetGroup"].astext, "").label("target_group"),
+            P.name,
+            P.statistic,
+            P.timestamp,
+            P.value,
+            P.id,
+        )
+        .where(
+            P.cluster_name == services.c.cluster,
+            P.service_name == services.c.service,
+            P.account_id == services.c.account,
+            P.region == services.c.region,
+            P.timestamp >= services.c.start_at,
+            P.timestamp <= services.c.end_at,
+            P.namespace == ALB,
+        )
+        .order_by(P.timestamp, P.name, P.statistic, P.id)
+        .limit(literal_column(str(MAX_POINTS)))
+        .lateral("point")
+    )
+    points = (
+        select(
+            services.c.n,
+            points_of.c.target_group,
+            points_of.c.name,
+            points_of.c.statistic,
+            points_of.c.timestamp,
+            points_of.c.value,
+        )
+        .select_from(services)
+        .join(points_of, true())
+        .order_by(
+            services.c.n,
+            points_of.c.timestamp,
+            points_of.c.name,
+            points_of.c.statistic,
+            points_of.c.id,
+        )
+    )
+    return Statements(deployments, tasks, events, points)
+
 
 _TASK_COLUMNS = (
     T.arn,
@@ -146,23 +336,6 @@ _TASK_COLUMNS = (
     T.created_at,
 )
 
-#: Tasks started by the deployment (ECS ``startedBy``) in its scope.
-TASKS = (
-    select(*_TASK_COLUMNS)
-    .where(
-        T.deployment_id == bindparam("id"),
-        or_(
-            cast(bindparam("account_id"), Text) == "",
-            and_(
-                func.split_part(T.arn, ":", 5) == bindparam("account_id"),
-                func.split_part(T.arn, ":", 4) == bindparam("region"),
-            ),
-        ),
-    )
-    .order_by(T.created_at, T.arn)
-    .limit(MAX_TASKS)
-)
-
 _EVENT_FIELDS = (
     "e.id, e.detail_type, e.time,"
     " e.detail->>'eventName' AS event_name, e.detail->>'reason' AS reason,"
@@ -172,24 +345,8 @@ _EVENT_FIELDS = (
     " e.detail->>'lifecycleStage' AS lifecycle_stage, e.detail->>'hookType' AS hook_type,"
     " e.detail->>'state' AS state, e.detail->>'createdAt' AS created_at"
 )
-
-#: The deployment's own events, its tasks' events and the service's Service Action
-#: events during the rollout, oldest first.
-EVENTS = text(
-    f"SELECT * FROM (SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.id = ANY(CAST(:event_ids AS TEXT[]))"
-    # The tasks' events in one GIN lookup per partition: `@> ANY` of an array the
-    # executor builds from the parameter. A join over unnest() of the parameter
-    # instead lets the prepared statement's generic plan scan every partition.
-    f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.resources @> ANY(ARRAY(SELECT jsonb_build_array(a)"
-    " FROM unnest(CAST(:task_arns AS TEXT[])) AS a))"
-    f" UNION ALL SELECT {_EVENT_FIELDS} FROM raw_events AS e"
-    " WHERE e.detail_type = ANY(CAST(:action_types AS TEXT[]))"
-    " AND e.time >= CAST(:start AS TIMESTAMPTZ) AND e.time <= CAST(:end AS TIMESTAMPTZ)"
-    " AND e.resources @> jsonb_build_array(CAST(:service_arn AS TEXT))"
-    f") AS all_events ORDER BY time, id LIMIT {MAX_EVENTS}"
-).columns(
+_EVENT_COLUMNS: tuple[ColumnElement[Any], ...] = (
+    literal_column("n", BigInteger),
     literal_column("id", Text),
     literal_column("detail_type", Text),
     literal_column("time", DateTime(timezone=True)),
@@ -211,27 +368,25 @@ EVENTS = text(
     ),
 )
 
-#: ALB points of the service's target groups in a time window.
-POINTS = (
-    select(
-        func.coalesce(P.dimensions["TargetGroup"].astext, "").label("target_group"),
-        P.name,
-        P.statistic,
-        P.timestamp,
-        P.value,
-    )
-    .where(
-        P.cluster_name == bindparam("cluster"),
-        P.service_name == bindparam("service"),
-        P.account_id == bindparam("account"),
-        P.region == bindparam("region"),
-        P.timestamp >= bindparam("start", type_=DateTime(timezone=True)),
-        P.timestamp <= bindparam("end", type_=DateTime(timezone=True)),
-        P.namespace == ALB,
-    )
-    .order_by(P.timestamp, P.name, P.statistic, P.id)
-    .limit(MAX_POINTS)
+#: The per-deployment parameters of the ALB points' statement, in the order of its
+#: ``unnest``, and their element types.
+_POINTS_PARAMETERS = ("clusters", "services", "accounts", "regions", "starts", "ends")
+_POINTS_TYPES: tuple[TypeEngine[Any], ...] = (
+    Text(),
+    Text(),
+    Text(),
+    Text(),
+    DateTime(timezone=True),
+    DateTime(timezone=True),
 )
+
+#: For several deployments: ``ids`` and the other per-deployment parameters are arrays.
+#: Each row of ``tasks``, ``events`` and ``points`` carries its deployment's number ``n``
+#: (from 1, in the order of the arrays); ``event_ids``/``event_owners`` and
+#: ``task_arns``/``task_owners`` pair each id or ARN with its deployment's number.
+MANY = _statements(one=False)
+#: For one deployment: its per-deployment parameters are single values.
+ONE = _statements(one=True)
 
 
 def connection_reader(conn: AsyncConnection) -> Reader:
@@ -250,7 +405,10 @@ def session_reader(session: AsyncSession) -> Reader:
     own writes (the alerts' cause is gathered before they commit)."""
 
     async def read(stmt: Executable, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        result = await session.execute(stmt, dict(params))
+        # The session's connection runs Core statements without the ORM's execution
+        # context: the same transaction, a fixed cost less per statement.
+        conn = await session.connection()
+        result = await conn.execute(stmt, dict(params))
         keys = list(result.keys())
         return [dict(zip(keys, row, strict=True)) for row in result]
 
@@ -276,44 +434,120 @@ class Gathered:
 async def gather(
     read: Reader, key: DeploymentKey, *, now: datetime | None = None
 ) -> Gathered | None:
-    """Everything about the deployment ``key``, or None if no such deployment is known."""
-    found = await read(DEPLOYMENT, key._asdict())
-    if not found:
-        return None
-    deployment = found[0]
-    start, end = window(deployment, now or datetime.now(UTC))
-    tasks = await read(TASKS, key._asdict())
-    event_ids = [str(e) for e in (deployment["event_ids"] or [])][:MAX_EVENT_IDS]
-    window_start = (start or end) - BEFORE_START
-    events = await read(
-        EVENTS,
-        {
+    """Everything about the deployment ``key`` (its tasks' events included), or None
+    if no such deployment is known."""
+    found = await gather_many(read, [key], now=now, task_events=True)
+    return found.get(key)
+
+
+async def gather_many(
+    read: Reader,
+    keys: Sequence[DeploymentKey],
+    *,
+    now: datetime | None = None,
+    task_events: bool = True,
+) -> dict[DeploymentKey, Gathered]:
+    """Everything about each of the deployments ``keys`` that is known: four
+    statements for every :data:`MAX_DEPLOYMENTS` of them, however many there are.
+
+    Without ``task_events`` the events are the deployments' own and their
+    services' Service Action events only, for the cause: the facts
+    (:func:`build_facts`) read no task's events (a task's stop is read from its
+    row), and skipping them saves a GIN lookup per task ARN, each of which scans
+    the index's pending list of recent inserts.
+    """
+    ids = list(dict.fromkeys(keys))
+    gathered: dict[DeploymentKey, Gathered] = {}
+    for start in range(0, len(ids), MAX_DEPLOYMENTS):
+        chunk = ids[start : start + MAX_DEPLOYMENTS]
+        gathered.update(await _gather_chunk(read, chunk, now or datetime.now(UTC), task_events))
+    return gathered
+
+
+async def _gather_chunk(
+    read: Reader, keys: list[DeploymentKey], now: datetime, task_events: bool
+) -> dict[DeploymentKey, Gathered]:
+    deployments = await read(_form(len(keys) == 1).deployments, _key_values(keys))
+    if not deployments:
+        return {}
+    # Numbered from 1 in this order, as the statements' WITH ORDINALITY numbers them.
+    found = [DeploymentKey(d["account_id"], d["region"], d["id"]) for d in deployments]
+    tasks: dict[int, list[dict[str, Any]]] = {n: [] for n in range(1, len(found) + 1)}
+    one = len(found) == 1
+    for row in await read(_form(one).tasks, _key_values(found)):
+        tasks[row.pop("n")].append(row)
+    windows = [window(d, now) for d in deployments]
+    event_ids: list[str] = []
+    event_owners: list[int] = []
+    task_arns: list[str] = []
+    task_owners: list[int] = []
+    for n, d in enumerate(deployments, 1):
+        own = [str(e) for e in (d["event_ids"] or [])][:MAX_EVENT_IDS]
+        event_ids += own
+        event_owners += [n] * len(own)
+        if task_events:
+            task_arns += [t["arn"] for t in tasks[n]]
+            task_owners += [n] * len(tasks[n])
+    events: dict[int, list[dict[str, Any]]] = {n: [] for n in tasks}
+    per_deployment: dict[str, list[Any]] = {
+        "service_arns": [d["service_arn"] or "" for d in deployments],
+        "starts": [(start or end) - BEFORE_START for start, end in windows],
+        "ends": [end + AFTER_END for _, end in windows],
+    }
+    rows = await read(
+        _form(one).events,
+        _bound(per_deployment, one)
+        | {
             "event_ids": event_ids,
-            "task_arns": [t["arn"] for t in tasks],
+            "event_owners": event_owners,
+            "task_arns": task_arns,
+            "task_owners": task_owners,
             "action_types": list(SERVICE_ACTION_TYPES),
-            "start": window_start,
-            "end": end + AFTER_END,
-            "service_arn": deployment["service_arn"] or "",
         },
     )
-    events = _unique(events)
-    points: list[dict[str, Any]] = []
-    scope = (key.account_id, key.region) if key.account_id and key.region else None
-    scope = scope or scope_of(deployment["service_arn"] or deployment["cluster_arn"])
-    if deployment["cluster"] and deployment["service"] and start is not None and scope:
-        points = await read(
-            POINTS,
-            {
-                "cluster": deployment["cluster"],
-                "service": deployment["service"],
-                "account": scope[0],
-                "region": scope[1],
-                "start": start,
-                "end": end + AFTER_END,
-            },
-        )
-    facts = build_facts(deployment, tasks, events, points)
-    return Gathered(deployment, tasks, events, points, facts)
+    for row in rows:
+        events[row.pop("n")].append(row)
+    # ALB points, for the deployments with a service, a scope and a start: the
+    # statement numbers them from 1 in the order of these lists.
+    asked: dict[str, list[Any]] = {k: [] for k in _POINTS_PARAMETERS}
+    numbers: list[int] = []
+    for n, (d, (start, end)) in enumerate(zip(deployments, windows, strict=True), 1):
+        scope = (d["account_id"], d["region"]) if d["account_id"] and d["region"] else None
+        scope = scope or scope_of(d["service_arn"] or d["cluster_arn"])
+        if d["cluster"] and d["service"] and start is not None and scope:
+            numbers.append(n)
+            for name, value in zip(
+                asked, (d["cluster"], d["service"], *scope, start, end + AFTER_END), strict=True
+            ):
+                asked[name].append(value)
+    points: dict[int, list[dict[str, Any]]] = {n: [] for n in tasks}
+    if numbers:
+        one = len(numbers) == 1
+        for row in await read(_form(one).points, _bound(asked, one)):
+            points[numbers[row.pop("n") - 1]].append(row)
+    gathered: dict[DeploymentKey, Gathered] = {}
+    for n, (key, d) in enumerate(zip(found, deployments, strict=True), 1):
+        unique = _unique(events[n])
+        facts = build_facts(d, tasks[n], unique, points[n])
+        gathered[key] = Gathered(d, tasks[n], unique, points[n], facts)
+    return gathered
+
+
+def _key_values(keys: Sequence[DeploymentKey]) -> dict[str, Any]:
+    """The :data:`_KEY_PARAMETERS` of ``keys`` in the form of :func:`_form`."""
+    columns = {"accounts": [k.account_id for k in keys], "regions": [k.region for k in keys]}
+    return _bound(columns | {"ids": [k.id for k in keys]}, len(keys) == 1)
+
+
+def _form(one: bool) -> Statements:
+    """:data:`ONE` for one deployment, else :data:`MANY`."""
+    return ONE if one else MANY
+
+
+def _bound(values: Mapping[str, Sequence[Any]], one: bool) -> dict[str, Any]:
+    """Per-deployment parameter values in the form of :func:`_form`: the arrays, or
+    for one deployment (``one``) its values."""
+    return {k: v[0] if one else list(v) for k, v in values.items()}
 
 
 def scope_of(arn: str | None) -> tuple[str, str] | None:

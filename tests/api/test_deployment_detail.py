@@ -363,6 +363,11 @@ async def test_the_detail_reads_through_indexes(
     # The scopes of the id, the deployment, its tasks, its events, its service's ALB points.
     assert len(captured) == 5, [s for s, _ in captured]
 
+    await _assert_read_through_indexes(runtime, captured)
+
+
+async def _assert_read_through_indexes(runtime: Runtime, captured: list[tuple[str, Any]]) -> None:
+    """Each statement's plan scans the big tables through their indexes only."""
     async with runtime.engine.connect() as conn:
         # raw_events is partitioned by day: a plan names each partition and its own
         # copy of an index; read them as the table and index they belong to.
@@ -407,3 +412,93 @@ async def test_the_detail_reads_through_indexes(
                 "ix_raw_events_detail_type_time",
                 None,  # a Bitmap Heap Scan names its index on its child node
             }, (statement, plan)
+
+
+async def test_many_deployments_are_gathered_in_four_statements(
+    engine: AsyncEngine, runtime: Runtime
+) -> None:
+    """What the consumer gathers for the causes a batch owes: one set of statements
+    for all of them, each deployment with what gathering it alone finds."""
+    async with engine.begin() as conn:
+        for statement in SEED.split(";"):
+            await conn.exec_driver_sql(statement)
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE"))
+        # One point in the scope of each of two services, a minute into its deployment.
+        await conn.exec_driver_sql(
+            "INSERT INTO metric_points (namespace, name, statistic, account_id, region,"
+            " cluster_name, service_name, dimensions, dimensions_key, timestamp, value)"
+            " SELECT 'AWS/ApplicationELB', 'UnHealthyHostCount', 'Maximum', '123456789012',"
+            " 'us-east-1', 'c' || (d % 10), 'svc-' || d,"
+            " jsonb_build_object('TargetGroup', 'targetgroup/own-' || d || '/x'),"
+            " 'TargetGroup=targetgroup/own-' || d || '/x', now() - make_interval(mins => d - 1), 2"
+            " FROM unnest(ARRAY[3, 17]) AS d"
+        )
+    ids = [
+        DeploymentKey("123456789012", "us-east-1", i)
+        for i in ("ecs-svc/17", "ecs-svc/none", "ecs-svc/4000", "ecs-svc/17", "ecs-svc/3")
+    ]
+    # An id of the seed in another scope is another deployment: of a service of the
+    # same names there, with none of the seed's tasks (their ARNs are of the seed's
+    # scope), and in a third scope, none.
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO deployments (account_id, region, id, cluster_name, service_name,"
+            " kind, outcome, started_at, updated_at, finished_at)"
+            " VALUES ('210987654321', 'us-east-1', 'ecs-svc/3', 'c3', 'svc-3', 'rolling',"
+            " 'failed', now() - interval '3 minutes', now(), now())"
+        )
+    ids += [
+        DeploymentKey("210987654321", "us-east-1", "ecs-svc/3"),
+        DeploymentKey("210987654321", "eu-west-1", "ecs-svc/3"),
+    ]
+    k17, knone, k4000, _, k3, other, elsewhere = ids
+    captured: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        captured.append((statement, parameters))
+
+    async with runtime.engine.connect() as conn:
+        read = evidence.connection_reader(conn)
+        alone = {i: await evidence.gather(read, i) for i in ids}
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            many = await evidence.gather_many(read, ids)
+            for_causes = await evidence.gather_many(read, ids, task_events=False)
+        finally:
+            event.remove(runtime.engine.sync_engine, "before_cursor_execute", record)
+    # The deployments, their tasks, their events, their services' ALB points; twice.
+    assert len(captured) == 8, [s for s, _ in captured]
+    assert alone[knone] is None
+    assert alone[elsewhere] is None
+    assert set(many) == set(for_causes) == {k17, k4000, k3, other}
+    assert many[other].tasks == []
+    assert many[other].points == []
+    assert many[k3].tasks
+    for i, gathered in many.items():
+        assert gathered == alone[i]
+        if i == other:
+            continue
+        assert gathered.tasks
+        assert gathered.events
+        # Without the tasks' events: the same facts, so the same cause.
+        without = for_causes[i]
+        assert without.facts == gathered.facts
+        assert (without.deployment, without.tasks, without.points) == (
+            gathered.deployment,
+            gathered.tasks,
+            gathered.points,
+        )
+        own = set(gathered.deployment["event_ids"])
+        assert {e["id"] for e in without.events} == {
+            e["id"]
+            for e in gathered.events
+            if e["detail_type"] != "ECS Task State Change" or e["id"] in own
+        }
+    assert any(e["detail_type"] == "ECS Task State Change" for e in many[k17].events)
+    # Each deployment's own service's ALB points, in its own window.
+    assert [p["target_group"] for p in many[k17].points] == ["targetgroup/own-17/x"]
+    assert [p["target_group"] for p in many[k3].points] == ["targetgroup/own-3/x"]
+    assert many[k4000].points == []
+    await _assert_read_through_indexes(runtime, captured)
