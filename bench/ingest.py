@@ -55,6 +55,7 @@ from service.demo.events import (
 )
 from service.deployments import rows as deployment_rows
 from service.deployments import upsert as upsert_module
+from service.deployments.snapshot import DeploymentKey, key_params
 from service.eventloop import settle_gc
 from service.logging import configure_logging
 from service.migrate import upgrade
@@ -244,8 +245,8 @@ class Load:
 @dataclass
 class BaselineBatch:
     loads: list[Load] = field(default_factory=list)
-    touched: list[str] = field(default_factory=list)  # deployments the batch touched
-    task_deployments: list[str] = field(default_factory=list)
+    touched: list[DeploymentKey] = field(default_factory=list)  # deployments the batch touched
+    task_deployments: list[DeploymentKey] = field(default_factory=list)
 
 
 def _conflict(sql: str) -> str:
@@ -270,6 +271,17 @@ def _records(
     rows: list[dict[str, Any]], columns: tuple[str, ...], types: dict[str, str]
 ) -> list[tuple[Any, ...]]:
     return [tuple(_copy_value(row.get(c), types[c]) for c in columns) for row in rows]
+
+
+def _deployment_key(row: dict[str, Any]) -> DeploymentKey:
+    """A deployment row's identity: its scope and id, as the upsert's."""
+    return DeploymentKey(row["account_id"], row["region"], row["id"])
+
+
+def _key_arrays(keys: list[DeploymentKey]) -> list[list[str]]:
+    """The three arrays the deployment statements bind for ``keys``."""
+    params = key_params(keys)
+    return [params["accounts"], params["regions"], params["ids"]]
 
 
 def plan_baseline(
@@ -399,11 +411,11 @@ def plan_baseline(
                 _conflict(apply_module.INSERT_SERVICES_OF_TASKS),
             )
         )
-        by_id: dict[str, list[dict[str, Any]]] = {}
+        by_id: dict[DeploymentKey, list[dict[str, Any]]] = {}
         for e in fresh:
             row = deployment_rows.deployment_row(e, {})
             if row is not None:
-                by_id.setdefault(row["id"], []).append(row)
+                by_id.setdefault(_deployment_key(row), []).append(row)
         rounds: list[list[dict[str, Any]]] = []
         for group_rows in by_id.values():
             for index, row in enumerate(group_rows):
@@ -414,11 +426,11 @@ def plan_baseline(
             steps.append(
                 load("deployments", "id", round_rows, upsert_module.DEPLOYMENTS_ON_CONFLICT)
             )
-        task_deps: dict[str, dict[str, Any]] = {}
+        task_deps: dict[DeploymentKey, dict[str, Any]] = {}
         for e in tasks:
             row = deployment_rows.task_deployment_row(e)
-            if row is not None and row["id"] not in task_deps:
-                task_deps[row["id"]] = row
+            if row is not None:
+                task_deps.setdefault(_deployment_key(row), row)
         steps.append(
             load(
                 "deployments",
@@ -573,11 +585,11 @@ async def fair_baseline(
                     await conn.execute(statements[id(step)])
                     mark = add(f"upsert {step.table}", mark)
                 if plan.touched:
-                    await conn.execute(upsert_module.END_ROLLBACKS, plan.touched)
+                    await conn.execute(upsert_module.END_ROLLBACKS, *_key_arrays(plan.touched))
                 if plan.task_deployments:
                     await conn.execute(
                         upsert_module.COUNT_FAILED_TASKS,
-                        plan.task_deployments,
+                        *_key_arrays(plan.task_deployments),
                         list(upsert_module.FAILED_STOP_CODES),
                     )
                 mark = add("deployment UPDATEs", mark)
