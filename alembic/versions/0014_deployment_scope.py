@@ -6,9 +6,10 @@ an account and region (docs/architecture.md, "Names are labels"). The upgrade ad
 service ARN, else its cluster ARN, else its first raw event's ``account`` and
 ``region``, else '', and makes the primary key ``(account_id, region, id)`` (an
 index on ``id`` alone keeps the lookups that give no scope fast; two more serve
-the ``account_id=`` and ``region=`` filters of ``/v1/deployments``, in its order). ``codedeploy_groups`` gains
-the same columns, back-filled from the latest deployment naming the group, else
-'', and is keyed ``(account_id, region, application, deployment_group)``.
+the ``account_id=`` and ``region=`` filters of ``/v1/deployments``, in its
+order). ``codedeploy_groups`` gains the same columns, back-filled from the latest
+deployment naming the group, else '', and is keyed ``(account_id, region,
+application, deployment_group)``.
 
 The downgrade loses data: where deployments of one id are stored in several
 scopes, only the one updated last is kept (ties: the lowest account and region);
