@@ -40,14 +40,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.alerts.raising import raise_alerts, release_held
-from service.alerts.rules import AlertDraft, AlertRules
+from service.alerts.raising import release_held
+from service.alerts.rules import AlertRules
 from service.aws.apis import AwsApis
 from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.aws.scopes import AwsScopes, Scope
 from service.config import ServiceRef
-from service.db import retry_on_contention
-from service.deployments.lifecycle import apply_polled
 from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.rows import (
     Row,
@@ -59,6 +57,7 @@ from service.deployments.rows import (
 from service.deployments.snapshot import DeploymentKey
 from service.events.arns import parse_arn
 from service.logging import get_logger
+from service.poller.polled import apply_with_alerts
 
 log = get_logger(__name__)
 
@@ -414,12 +413,9 @@ class CodeDeployMapper:
         if not rows:
             return 0
 
-        async def write(session: AsyncSession) -> list[AlertDraft]:
-            snapshots = await apply_polled(session, rows)
-            return (await raise_alerts(session, [], snapshots, rules=self._rules)).alerts
-
-        # The consumer writes the same deployments: run again after a deadlock.
-        raised = await retry_on_contention(self._sessionmaker, write, name="codedeploy_deployments")
+        raised = await apply_with_alerts(
+            self._sessionmaker, rows, rules=self._rules, name="codedeploy_deployments"
+        )
         log.info(
             "codedeploy_deployments_checked",
             checked=len(ids),

@@ -42,18 +42,16 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.alerts.raising import raise_alerts
-from service.alerts.rules import AlertDraft, AlertRules
+from service.alerts.rules import AlertRules
 from service.aws.apis import AwsApis
 from service.aws.calls import AwsCallFailed, AwsThrottled
 from service.aws.ecs import DESCRIBE_SERVICE_DEPLOYMENTS_LIMIT
 from service.aws.scopes import AwsScopes, Scope, scope_of_arn
-from service.db import retry_on_contention
-from service.deployments.lifecycle import apply_polled
 from service.deployments.outcome import DeploymentKind, Outcome
 from service.deployments.rows import Row, service_deployment_row
 from service.events.arns import family_and_revision
 from service.logging import get_logger
+from service.poller.polled import apply_with_alerts
 
 log = get_logger(__name__)
 
@@ -318,12 +316,9 @@ class ServiceDeploymentChecker:
         if not rows:
             return 0
 
-        async def write(session: AsyncSession) -> list[AlertDraft]:
-            snapshots = await apply_polled(session, rows)
-            return (await raise_alerts(session, [], snapshots, rules=self._rules)).alerts
-
-        # The consumer writes the same deployments: run again after a deadlock.
-        raised = await retry_on_contention(self._sessionmaker, write, name="service_deployments")
+        raised = await apply_with_alerts(
+            self._sessionmaker, rows, rules=self._rules, name="service_deployments"
+        )
         log.info(
             "service_deployments_checked",
             applied=[(row["id"], row["last_event_name"]) for row in rows],
