@@ -34,6 +34,7 @@ from service.demo.intake import DatadogIntake
 from service.outbox.dispatcher import Dispatcher, build_registry
 from service.outbox.retry import RetryPolicy
 from service.outbox.sender import Sender
+from tests.rig.outbox import drain_outbox
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.2, budget_s=3600)
 # Recent: Datadog takes events at most 18 hours old.
@@ -68,13 +69,6 @@ async def _statuses(engine: AsyncEngine) -> Counter[tuple[str, str]]:
     async with engine.connect() as conn:
         result = await conn.execute(text("SELECT kind, status FROM outbox"))
         return Counter((r[0], r[1]) for r in result)
-
-
-async def _drain(dispatcher: Dispatcher, engine: AsyncEngine, within: float = 20.0) -> None:
-    async with asyncio.timeout(within):
-        while any(s == "pending" for (_, s) in await _statuses(engine)):
-            if not await dispatcher.dispatch_once():
-                await asyncio.sleep(0.05)
 
 
 def _distinct_points(intake: DatadogIntake) -> dict[tuple[str, str, int], set[float]]:
@@ -129,7 +123,7 @@ async def test_500_three_times_and_429_once_then_everything_arrives_once(
     dispatcher = Dispatcher(
         engine, sessionmaker, build_registry(senders), policy=FAST, jitter=lambda: 0.0
     )
-    await _drain(dispatcher, engine)
+    await drain_outbox(dispatcher, engine)
     after = await _statuses(engine)
     assert set(after) == {("datadog_metrics", "delivered"), ("datadog_event", "delivered")}
     statuses = Counter(r.status for r in datadog_intake.requests)
@@ -192,7 +186,7 @@ async def test_a_dispatcher_killed_mid_batch_loses_nothing_and_doubles_no_count(
     dispatcher = Dispatcher(
         engine, sessionmaker, build_registry(senders), policy=FAST, jitter=lambda: 0.0
     )
-    await _drain(dispatcher, engine)
+    await drain_outbox(dispatcher, engine)
     after = await _statuses(engine)
     assert set(after) == {("datadog_metrics", "delivered"), ("datadog_event", "delivered")}
     # The killed dispatcher's metrics went out, and were sent again by the next one ...
@@ -243,7 +237,7 @@ async def test_a_run_sends_only_documented_metrics_with_documented_tags(
     dispatcher = Dispatcher(
         engine, sessionmaker, build_registry(senders), policy=FAST, jitter=lambda: 0.0
     )
-    await _drain(dispatcher, engine)
+    await drain_outbox(dispatcher, engine)
     series = datadog_intake.series()
     names = {s["metric"].removeprefix("ecswatch.") for s in series}
     assert {"tasks.started", "deployments.in_progress", "aws.alb.healthy_host_count"} <= names

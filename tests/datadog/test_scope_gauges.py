@@ -4,12 +4,10 @@ intake, tagged with the scope's ``aws_account`` and ``region``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.aws.scopes import Scope
@@ -24,6 +22,7 @@ from service.outbox.sender import Sender
 from service.poller.scopes import ScopeRounds, record_watched
 from service.state.heartbeats import record_heartbeat, scope_key
 from service.state.scopes import record_unmonitored
+from tests.rig.outbox import drain_outbox
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.2, budget_s=3600)
 HEALTHY = Scope("111111111111", "us-east-1")
@@ -56,16 +55,7 @@ async def _send(
     dispatcher = Dispatcher(
         engine, sessionmaker, build_registry(senders), policy=FAST, jitter=lambda: 0.0
     )
-    async with asyncio.timeout(20):
-        while True:
-            async with engine.connect() as conn:
-                pending = (
-                    await conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'pending'"))
-                ).scalar_one()
-            if not pending:
-                return
-            if not await dispatcher.dispatch_once():
-                await asyncio.sleep(0.05)
+    await drain_outbox(dispatcher, engine)
 
 
 def _by_scope(intake: DatadogIntake, metric: MetricName, ts: int) -> dict[Scope, float]:

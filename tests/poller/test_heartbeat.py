@@ -51,6 +51,7 @@ from service.runtime import Runtime
 from service.state.heartbeats import heartbeat_age_s
 from tests.cfn_template import load_template
 from tests.rig.fixtures import REGION
+from tests.rig.outbox import drain_outbox
 
 FAST = RetryPolicy(base_s=0.05, cap_s=0.2, budget_s=3600)
 MONITORS = "service/datadog/assets/monitors.json"
@@ -127,19 +128,6 @@ async def _consume(pipeline: Pipeline, handler: Handler) -> list[Message]:
     return messages
 
 
-async def _drain(dispatcher: Dispatcher, engine: AsyncEngine) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            async with engine.connect() as conn:
-                pending = (
-                    await conn.execute(text("SELECT count(*) FROM outbox WHERE status = 'pending'"))
-                ).scalar_one()
-            if not pending:
-                return
-            if not await dispatcher.dispatch_once():
-                await asyncio.sleep(0.05)
-
-
 def _ages(intake: DatadogIntake) -> dict[int, float]:
     return {
         p["timestamp"]: p["value"]
@@ -182,13 +170,13 @@ async def test_heartbeat_goes_through_the_pipeline_and_its_age_grows_when_it_sto
         job_dd = DatadogJob(sessionmaker, interval_s=60)
         # A minute after the heartbeat: fresh.
         await job_dd.run_once(now=sent_at + timedelta(minutes=1))
-        await _drain(dispatcher, engine)
+        await drain_outbox(dispatcher, engine)
         fresh = _ages(datadog_intake)
         assert list(fresh.values()) == [60.0]
         # Heartbeats stopped: now, 15 minutes later, the age is past the monitor's threshold.
         now = datetime.now(UTC)
         await job_dd.run_once(now=now)
-        await _drain(dispatcher, engine)
+        await drain_outbox(dispatcher, engine)
     grown = {ts: v for ts, v in _ages(datadog_intake).items() if ts not in fresh}
     [age] = grown.values()
     assert age > threshold >= 60.0
